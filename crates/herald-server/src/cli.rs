@@ -1,0 +1,147 @@
+//! Command-line flags, their `HERALD_*` environment twins, and how they layer over the file.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use herald::Config;
+
+use crate::Unusable;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "herald",
+    version,
+    about = "Herald, a real-time messaging server"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a Herald node.
+    Serve(ServeArgs),
+    /// Print a JWT signed with the configured (or development) secret.
+    Token(TokenArgs),
+}
+
+/// Where the configuration comes from; shared by both commands.
+#[derive(Debug, Args)]
+pub struct Source {
+    /// TOML config file.
+    #[arg(long, env = "HERALD_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Directory of the embedded store (and the development secret).
+    #[arg(long, env = "HERALD_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Shared secret for HS256/384/512 tokens.
+    #[arg(
+        long,
+        env = "HERALD_JWT_SECRET",
+        value_name = "S",
+        hide_env_values = true
+    )]
+    jwt_secret: Option<String>,
+    /// PEM public key for RS256 or ES256 tokens.
+    #[arg(long, env = "HERALD_JWT_PUBLIC_KEY", value_name = "PEM_FILE")]
+    jwt_public_key: Option<PathBuf>,
+}
+
+impl Source {
+    /// Defaults, then the file, then these settings.
+    fn load(&self) -> Result<Config, Unusable> {
+        let mut config = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| Unusable(format!("config {}: {e}", path.display())))?;
+                Config::from_toml(&text)
+                    .map_err(|e| Unusable(format!("config {}: {e}", path.display())))?
+            }
+            None => Config::default(),
+        };
+        if let Some(dir) = &self.data_dir {
+            config.data_dir = dir.clone();
+        }
+        match (&self.jwt_secret, &self.jwt_public_key) {
+            (Some(_), Some(_)) => {
+                return Err(Unusable(
+                    "give a JWT secret or a JWT public key, not both".into(),
+                ))
+            }
+            (Some(secret), None) => {
+                config.jwt.secret = Some(secret.clone());
+                config.jwt.public_key = None;
+            }
+            (None, Some(key)) => {
+                config.jwt.public_key = Some(key.clone());
+                config.jwt.secret = None;
+            }
+            (None, None) => {}
+        }
+        Ok(config)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    source: Source,
+    /// Address to listen on (default 127.0.0.1:8080).
+    #[arg(long, env = "HERALD_LISTEN", value_name = "ADDR")]
+    listen: Option<String>,
+    /// Bearer key for the server HTTP API.
+    #[arg(long, env = "HERALD_API_KEY", value_name = "K", hide_env_values = true)]
+    api_key: Option<String>,
+    /// Redis URL: run as one node of a cluster.
+    #[arg(long, env = "HERALD_REDIS_URL", value_name = "URL")]
+    redis_url: Option<String>,
+    /// This node's id in a cluster.
+    #[arg(long, env = "HERALD_NODE_ID", value_name = "ID")]
+    node_id: Option<String>,
+}
+
+impl ServeArgs {
+    pub fn config(&self) -> Result<Config, Unusable> {
+        let mut config = self.source.load()?;
+        if let Some(listen) = &self.listen {
+            config.listen = listen.clone();
+        }
+        if let Some(key) = &self.api_key {
+            config.api_key = Some(key.clone());
+        }
+        if let Some(url) = &self.redis_url {
+            config.redis_url = Some(url.clone());
+        }
+        if let Some(id) = &self.node_id {
+            config.node_id = Some(id.clone());
+        }
+        config.validate().map_err(|e| Unusable(e.0))?;
+        Ok(config)
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    #[command(flatten)]
+    source: Source,
+    /// The user id (`sub`).
+    #[arg(long)]
+    pub sub: String,
+    /// The role claim.
+    #[arg(long, default_value = "user")]
+    pub role: String,
+    /// Project ids for the `projects` claim, comma separated.
+    #[arg(long, value_name = "a,b")]
+    pub projects: Option<String>,
+    /// Lifetime of the token, e.g. 30m, 1h, 7d.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub ttl: Duration,
+}
+
+impl TokenArgs {
+    pub fn config(&self) -> Result<Config, Unusable> {
+        self.source.load()
+    }
+}

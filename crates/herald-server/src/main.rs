@@ -1,0 +1,159 @@
+//! The `herald` binary: `herald serve` runs a node, `herald token` mints a token for it.
+//!
+//! Settings are layered defaults, then the TOML file, then the environment, then flags (clap
+//! reads a flag or its `HERALD_*` twin, so a flag wins over the environment, which wins over
+//! the file). Any unusable setting ends start-up with one line on stderr and exit code 2.
+
+mod cli;
+mod dev_secret;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use clap::Parser;
+use herald::auth::{mint_hs256, TokenRequest};
+use herald::Herald;
+
+use cli::{Cli, Command, ServeArgs, TokenArgs};
+
+/// A setting that stops start-up: printed as one line, exit 2.
+struct Unusable(String);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Token(args) => token(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(Unusable(line)) => {
+            eprintln!("herald: {line}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn token(args: TokenArgs) -> Result<ExitCode, Unusable> {
+    let config = args.config()?;
+    if config.jwt.public_key.is_some() {
+        return Err(Unusable(
+            "herald token signs with a shared secret, but a public key is configured: mint tokens where the private key lives".into(),
+        ));
+    }
+    let secret = match &config.jwt.secret {
+        Some(secret) => secret.clone(),
+        None => dev_secret::load_or_create(&config.data_dir).map_err(Unusable)?,
+    };
+    let projects: Vec<String> = args
+        .projects
+        .iter()
+        .flat_map(|list| list.split(','))
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .collect();
+    let request = TokenRequest {
+        sub: &args.sub,
+        role: &args.role,
+        projects: &projects,
+        ttl: args.ttl,
+        issuer: config.jwt.issuer.as_deref(),
+        audience: config.jwt.audience.as_deref(),
+    };
+    let jwt = mint_hs256(&secret, &request).map_err(Unusable)?;
+    println!("{jwt}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn serve(args: ServeArgs) -> Result<ExitCode, Unusable> {
+    let config = args.config()?;
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Unusable(format!("cannot start the runtime: {e}")))?;
+    runtime.block_on(run(config))
+}
+
+async fn run(config: herald::Config) -> Result<ExitCode, Unusable> {
+    let address: SocketAddr = config
+        .listen
+        .parse()
+        .map_err(|e| Unusable(format!("listen address `{}`: {e}", config.listen)))?;
+    let dev_secret = if config.jwt.secret.is_none() && config.jwt.public_key.is_none() {
+        let path = config.data_dir.join(dev_secret::FILE_NAME);
+        let secret = dev_secret::load_or_create(&config.data_dir).map_err(Unusable)?;
+        eprintln!(
+            "herald: no JWT secret configured: using the development secret in {} (set --jwt-secret in production)",
+            path.display()
+        );
+        Some(secret)
+    } else {
+        None
+    };
+    let data_dir = config.data_dir.clone();
+    let grace = config.limits.shutdown_grace;
+    let node = Herald::open(config, dev_secret.as_deref())
+        .await
+        .map_err(|e| Unusable(e.0))?;
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|e| Unusable(format!("cannot listen on {address}: {e}")))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| Unusable(format!("cannot read the bound address: {e}")))?;
+    println!("herald listening on http://{local} (WebSocket: ws://{local}/ws)");
+    if dev_secret.is_some() {
+        println!(
+            "get a token: herald token --sub alice --data-dir {}",
+            data_dir.display()
+        );
+    }
+
+    let app =
+        herald::http::router(node.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let stopping = node.shutdown_token().clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down: closing connections with 1001");
+        stopping.cancel();
+    });
+    if let Err(e) = server.await {
+        eprintln!("herald: server error: {e}");
+        return Ok(ExitCode::FAILURE);
+    }
+    // Upgraded sockets outlive the HTTP server: give them the grace period to say goodbye.
+    let deadline = tokio::time::Instant::now() + grace;
+    while node.hub().connection_count() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

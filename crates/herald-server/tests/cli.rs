@@ -1,0 +1,222 @@
+//! The `herald` command line (PROTOCOL.md section 12): start-up errors, the development secret,
+//! `herald token`, and how flags, the environment and the file layer.
+
+mod common;
+
+use std::process::{Command, Stdio};
+
+use common::*;
+use serde_json::json;
+
+/// A `herald` command with a clean `HERALD_*` environment, run in `dir`.
+fn herald(dir: &std::path::Path) -> Command {
+    let mut command = Command::new(herald_bin());
+    command.current_dir(dir).env("RUST_LOG", "warn");
+    for (key, _) in std::env::vars() {
+        if key.starts_with("HERALD_") {
+            command.env_remove(key);
+        }
+    }
+    command
+}
+
+/// Runs `herald serve` expecting it to refuse to start; returns its stderr.
+fn refuses_to_start(command: &mut Command) -> String {
+    let output = command.output().expect("run herald");
+    assert_eq!(
+        output.status.code(),
+        Some(2),
+        "exit code 2 for an unusable setting"
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "one clear line: {stderr}"
+    );
+    stderr
+}
+
+fn write(dir: &std::path::Path, name: &str, text: &str) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write");
+    path
+}
+
+#[test]
+fn unusable_settings_stop_start_up_with_one_line_and_exit_2() {
+    let dir = tempfile::tempdir().expect("dir");
+    let unknown = write(
+        dir.path(),
+        "unknown.toml",
+        "listen = \"127.0.0.1:0\"\nlisen = \"x\"\n",
+    );
+    let stderr = refuses_to_start(
+        herald(dir.path())
+            .arg("serve")
+            .arg("--config")
+            .arg(&unknown),
+    );
+    assert!(stderr.contains("lisen"), "names the unknown key: {stderr}");
+
+    let invalid = write(dir.path(), "invalid.toml", "listen = \n[limits\n");
+    refuses_to_start(
+        herald(dir.path())
+            .arg("serve")
+            .arg("--config")
+            .arg(&invalid),
+    );
+
+    let bad_value = write(
+        dir.path(),
+        "bad.toml",
+        "[limits]\nping_interval = \"soon\"\n",
+    );
+    let stderr = refuses_to_start(
+        herald(dir.path())
+            .arg("serve")
+            .arg("--config")
+            .arg(&bad_value),
+    );
+    assert!(stderr.contains("soon"), "{stderr}");
+
+    let stderr = refuses_to_start(herald(dir.path()).args(["serve", "--listen", "not-an-address"]));
+    assert!(stderr.contains("not-an-address"), "{stderr}");
+
+    refuses_to_start(herald(dir.path()).args([
+        "serve",
+        "--jwt-public-key",
+        "/nonexistent/key.pem",
+    ]));
+    refuses_to_start(herald(dir.path()).args(["serve", "--config", "/nonexistent/herald.toml"]));
+    let garbage_key = write(dir.path(), "garbage.pem", "not a key");
+    refuses_to_start(
+        herald(dir.path())
+            .arg("serve")
+            .arg("--jwt-public-key")
+            .arg(&garbage_key),
+    );
+
+    // A port that is already taken.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    refuses_to_start(herald(dir.path()).args(["serve", "--listen", &addr, "--jwt-secret", "s"]));
+}
+
+#[tokio::test]
+async fn serve_then_token_just_works_with_the_development_secret() {
+    let dir = tempfile::tempdir().expect("dir");
+    let mut child = herald(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let addr = wait_listening(&mut child);
+    let _guard = Guard(child);
+    assert!(
+        dir.path().join("herald-data/dev-jwt-secret").exists(),
+        "kept in the data dir"
+    );
+
+    let output = herald(dir.path())
+        .args(["token", "--sub", "alice"])
+        .output()
+        .expect("token");
+    assert!(output.status.success());
+    let jwt = String::from_utf8(output.stdout).expect("utf-8");
+    let mut client = Client::connect(&format!("ws://{addr}/ws?token={}", jwt.trim())).await;
+    let hello = client.recv().await;
+    assert_eq!(hello["type"], "connection.established");
+    assert_eq!(hello["data"]["user_id"], "alice");
+}
+
+#[tokio::test]
+async fn token_carries_role_projects_and_ttl() {
+    let dir = tempfile::tempdir().expect("dir");
+    let output = herald(dir.path())
+        .args([
+            "token",
+            "--sub",
+            "7",
+            "--role",
+            "admin",
+            "--projects",
+            "a,b",
+            "--ttl",
+            "2h",
+            "--jwt-secret",
+            SECRET,
+        ])
+        .output()
+        .expect("token");
+    assert!(output.status.success());
+    let jwt = String::from_utf8(output.stdout).expect("utf-8");
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    validation.validate_aud = false;
+    let claims = jsonwebtoken::decode::<serde_json::Value>(
+        jwt.trim(),
+        &jsonwebtoken::DecodingKey::from_secret(SECRET.as_bytes()),
+        &validation,
+    )
+    .expect("valid token")
+    .claims;
+    assert_eq!(claims["sub"], "7");
+    assert_eq!(claims["role"], "admin");
+    assert_eq!(claims["projects"], json!(["a", "b"]));
+    let ttl = claims["exp"].as_u64().expect("exp") - now();
+    assert!((7100..=7200).contains(&ttl), "{ttl}");
+}
+
+#[tokio::test]
+async fn flags_win_over_the_environment_which_wins_over_the_file() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = write(
+        dir.path(),
+        "herald.toml",
+        &format!(
+            "listen = \"127.0.0.1:1\"\napi_key = \"from-file\"\n[jwt]\nsecret = \"{SECRET}\"\n"
+        ),
+    );
+    let mut child = herald(dir.path())
+        .arg("serve")
+        .env("HERALD_CONFIG", &config)
+        .env("HERALD_LISTEN", "127.0.0.1:2")
+        .env("HERALD_API_KEY", "from-env")
+        .args(["--listen", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let addr = wait_listening(&mut child);
+    let _guard = Guard(child);
+    assert!(
+        !addr.ends_with(":1") && !addr.ends_with(":2"),
+        "the flag's port 0 won: {addr}"
+    );
+    let http = reqwest::Client::new();
+    let publish = |key: &'static str| {
+        http.post(format!("http://{addr}/api/v1/publish"))
+            .bearer_auth(key)
+            .json(&json!({"scope": "all", "type": "x"}))
+            .send()
+    };
+    assert_eq!(
+        publish("from-env").await.expect("send").status(),
+        200,
+        "the environment's key"
+    );
+    assert_eq!(
+        publish("from-file").await.expect("send").status(),
+        401,
+        "the file's key lost"
+    );
+}
+
+#[tokio::test]
+async fn health_and_ready_answer_without_credentials() {
+    let server = Server::start("");
+    for path in ["/health", "/ready"] {
+        let (status, _) = server.api("GET", path, None, None).await;
+        assert_eq!(status, 200, "{path}");
+    }
+}

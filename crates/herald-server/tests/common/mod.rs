@@ -1,0 +1,400 @@
+//! The test harness: a real `herald` process on a loopback port, real WebSocket clients, and
+//! an HTTP client for the server API. Each test starts its own server in a temp dir.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const SECRET: &str = "test-secret-0123456789";
+pub const API_KEY: &str = "test-api-key";
+/// How long a test waits for a message it expects.
+pub const WAIT: Duration = Duration::from_secs(5);
+/// How long a test listens to be sure a message does not come.
+pub const QUIET: Duration = Duration::from_millis(400);
+
+pub fn herald_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_herald")
+}
+
+/// A `herald serve` child process; killed when dropped.
+pub struct Server {
+    child: Child,
+    pub addr: String,
+    pub dir: tempfile::TempDir,
+    args: Vec<String>,
+}
+
+impl Server {
+    /// Starts a server with the test secret and API key, plus `extra` TOML (top-level keys
+    /// first, then tables).
+    pub fn start(extra: &str) -> Server {
+        Self::start_with(&format!(
+            "api_key = \"{API_KEY}\"\n{extra}\n[jwt]\nsecret = \"{SECRET}\"\n"
+        ))
+    }
+
+    /// Starts a server with exactly this config (plus listen and data_dir).
+    pub fn start_with(config: &str) -> Server {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self::start_in(dir, config, &[])
+    }
+
+    /// Starts a server in `dir` with `config` and extra command-line arguments.
+    pub fn start_in(dir: tempfile::TempDir, config: &str, args: &[&str]) -> Server {
+        let path = dir.path().join("herald.toml");
+        let data = dir.path().join("data");
+        let text = format!(
+            "listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n{config}",
+            data.display()
+        );
+        std::fs::write(&path, text).expect("write config");
+        let mut all = vec![
+            "serve".to_string(),
+            "--config".into(),
+            path.display().to_string(),
+        ];
+        all.extend(args.iter().map(|a| a.to_string()));
+        let (child, addr) = spawn(&all);
+        Server {
+            child,
+            addr,
+            dir,
+            args: all,
+        }
+    }
+
+    /// Kills the server (SIGKILL, no goodbye) and starts it again on the same files.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let (child, addr) = spawn(&self.args);
+        self.child = child;
+        self.addr = addr;
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn ws_url(&self, query: &str) -> String {
+        if query.is_empty() {
+            format!("ws://{}/ws", self.addr)
+        } else {
+            format!("ws://{}/ws?{query}", self.addr)
+        }
+    }
+
+    pub fn http(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// A connection authenticated through the query; its `connection.established` is read.
+    pub async fn connect(&self, token: &str) -> Client {
+        let mut client = Client::connect(&self.ws_url(&format!("token={token}"))).await;
+        let hello = client.recv().await;
+        assert_eq!(hello["type"], "connection.established", "{hello}");
+        client
+    }
+
+    /// A connection for `user` (role `user`, no project claims).
+    pub async fn user(&self, user: &str) -> Client {
+        self.connect(&token(user, "user", &[])).await
+    }
+
+    /// `POST /api/v1/publish` with the API key; returns the status and the JSON answer.
+    pub async fn publish(&self, body: Value) -> (u16, Value) {
+        self.api("POST", "/api/v1/publish", Some(API_KEY), Some(body))
+            .await
+    }
+
+    /// Any API call with an optional bearer credential and JSON body.
+    pub async fn api(
+        &self,
+        method: &str,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut request = reqwest::Client::new().request(method, self.http(path));
+        if let Some(bearer) = bearer {
+            request = request.bearer_auth(bearer);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("http request");
+        let status = response.status().as_u16();
+        let text = response.text().await.expect("body");
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, value)
+    }
+
+    /// `POST` with a raw body (for malformed JSON).
+    pub async fn post_raw(&self, path: &str, body: &str) -> (u16, Value) {
+        let response = reqwest::Client::new()
+            .post(self.http(path))
+            .bearer_auth(API_KEY)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+            .await
+            .expect("http request");
+        let status = response.status().as_u16();
+        let value = response.json().await.unwrap_or(Value::Null);
+        (status, value)
+    }
+}
+
+/// Spawns `herald` with `args` and waits for the line that says where it listens.
+fn spawn(args: &[String]) -> (Child, String) {
+    let mut child = Command::new(herald_bin())
+        .args(args)
+        .env_remove("HERALD_LISTEN")
+        .env_remove("HERALD_JWT_SECRET")
+        .env_remove("HERALD_API_KEY")
+        .env_remove("HERALD_CONFIG")
+        .env_remove("HERALD_DATA_DIR")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn herald");
+    let addr = wait_listening(&mut child);
+    (child, addr)
+}
+
+/// Reads a `herald serve` child's stdout until it says where it listens.
+pub fn wait_listening(child: &mut Child) -> String {
+    let stdout = child.stdout.take().expect("stdout piped");
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("herald exited before listening")
+            .expect("read stdout");
+        if let Some(rest) = line.strip_prefix("herald listening on http://") {
+            break rest.split_whitespace().next().expect("address").to_string();
+        }
+    };
+    // Keep draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    addr
+}
+
+/// Kills a child process when dropped.
+pub struct Guard(pub Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs()
+}
+
+/// An HS256 token signed with the test secret, valid for an hour.
+pub fn token(sub: &str, role: &str, projects: &[&str]) -> String {
+    sign(&json!({ "sub": sub, "role": role, "projects": projects, "exp": now() + 3600 }))
+}
+
+/// Signs any claims with the test secret (HS256).
+pub fn sign(claims: &Value) -> String {
+    sign_with(jsonwebtoken::Algorithm::HS256, claims)
+}
+
+pub fn sign_with(alg: jsonwebtoken::Algorithm, claims: &Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(alg),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .expect("sign")
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// How a connection attempt ended before the upgrade.
+pub async fn refused_status(url: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+    let mut request = url.into_client_request().expect("request");
+    for (name, value) in headers {
+        request.headers_mut().insert(
+            reqwest::header::HeaderName::from_bytes(name.as_bytes()).expect("name"),
+            value.parse().expect("value"),
+        );
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok(_) => panic!("the upgrade was accepted"),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            let status = response.status().as_u16();
+            let body = response
+                .body()
+                .as_ref()
+                .and_then(|b| serde_json::from_slice(b).ok())
+                .unwrap_or(Value::Null);
+            (status, body)
+        }
+        Err(e) => panic!("unexpected error {e}"),
+    }
+}
+
+/// A real WebSocket client speaking JSON text frames.
+pub struct Client {
+    ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+/// What the server did when the connection ended.
+#[derive(Debug, PartialEq)]
+pub struct Closed {
+    pub code: u16,
+    pub reason: String,
+}
+
+impl Client {
+    pub async fn connect(url: &str) -> Client {
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("websocket connect");
+        Client { ws }
+    }
+
+    pub async fn connect_with(url: &str, headers: &[(&str, &str)]) -> Client {
+        let mut request = url.into_client_request().expect("request");
+        for (name, value) in headers {
+            request.headers_mut().insert(
+                reqwest::header::HeaderName::from_bytes(name.as_bytes()).expect("name"),
+                value.parse().expect("value"),
+            );
+        }
+        let (ws, _) = tokio_tungstenite::connect_async(request)
+            .await
+            .expect("websocket connect");
+        Client { ws }
+    }
+
+    pub async fn send(&mut self, value: Value) {
+        self.send_text(&value.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).await.expect("send");
+    }
+
+    pub async fn send_binary(&mut self, bytes: &[u8]) {
+        self.ws
+            .send(Message::binary(bytes.to_vec()))
+            .await
+            .expect("send");
+    }
+
+    /// The next text frame as JSON, skipping control frames.
+    pub async fn recv(&mut self) -> Value {
+        let text = self.recv_text().await;
+        serde_json::from_str(&text).expect("server sent JSON")
+    }
+
+    /// The next text frame verbatim.
+    pub async fn recv_text(&mut self) -> String {
+        loop {
+            let message = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("timed out waiting for a message")
+                .expect("connection ended")
+                .expect("websocket error");
+            match message {
+                Message::Text(text) => return text.to_string(),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("expected a text frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// Sends a command and returns the next message.
+    pub async fn request(&mut self, value: Value) -> Value {
+        self.send(value).await;
+        self.recv().await
+    }
+
+    /// Subscribes and checks the reply.
+    pub async fn subscribe(&mut self, topic: &str) {
+        let reply = self
+            .request(json!({"type": "subscribe", "topic": topic}))
+            .await;
+        assert_eq!(reply["type"], "subscribed", "{reply}");
+        assert_eq!(reply["data"]["topic"], topic);
+    }
+
+    /// Asserts that nothing arrives for a while.
+    pub async fn expect_silence(&mut self) {
+        match tokio::time::timeout(QUIET, self.ws.next()).await {
+            Err(_) => {}
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => {
+                Box::pin(self.expect_silence()).await
+            }
+            Ok(other) => panic!("expected nothing, got {other:?}"),
+        }
+    }
+
+    /// Reads until the server closes; returns its close code and reason.
+    pub async fn closed(&mut self) -> Closed {
+        loop {
+            let message = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("timed out waiting for the close");
+            match message {
+                Some(Ok(Message::Close(Some(frame)))) => {
+                    return Closed {
+                        code: u16::from(frame.code),
+                        reason: frame.reason.to_string(),
+                    }
+                }
+                Some(Ok(Message::Close(None))) => {
+                    return Closed {
+                        code: u16::from(CloseCode::Status),
+                        reason: String::new(),
+                    }
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => panic!("connection failed before a close frame: {e}"),
+                None => panic!("connection ended without a close frame"),
+            }
+        }
+    }
+
+    /// Whether the connection still answers a `ping`.
+    pub async fn is_alive(&mut self) -> bool {
+        let reply = self.request(json!({"type": "ping", "ref": "alive?"})).await;
+        reply["type"] == "pong" && reply["ref"] == "alive?"
+    }
+}

@@ -1,0 +1,606 @@
+//! The WebSocket protocol as a client sees it: connecting and authenticating (PROTOCOL.md
+//! section 2), commands (3), topic rules (4) and the seeds' aliases (9).
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use jsonwebtoken::Algorithm;
+use serde_json::{json, Value};
+
+fn assert_timestamp(value: &Value) {
+    let text = value.as_str().expect("timestamp is a string");
+    // RFC 3339 UTC with milliseconds: 2026-01-06T10:30:01.123Z
+    assert_eq!(text.len(), 24, "{text}");
+    assert!(text.ends_with('Z') && text.as_bytes()[19] == b'.', "{text}");
+    assert!(humantime::parse_rfc3339(text).is_ok(), "{text}");
+}
+
+#[tokio::test]
+async fn query_token_gets_connection_established_with_who_it_is() {
+    let server = Server::start("");
+    let mut client =
+        Client::connect(&server.ws_url(&format!("token={}", token("alice", "admin", &[])))).await;
+    let hello = client.recv().await;
+    assert_eq!(hello["type"], "connection.established");
+    assert_eq!(hello["data"]["user_id"], "alice");
+    assert_eq!(hello["data"]["role"], "admin");
+    assert!(hello["data"]["client_id"]
+        .as_str()
+        .is_some_and(|id| id.len() == 36));
+    assert_timestamp(&hello["timestamp"]);
+}
+
+#[tokio::test]
+async fn bearer_header_authenticates_and_numeric_sub_is_kept_as_text() {
+    let server = Server::start("");
+    let jwt = sign(&json!({"sub": 42, "exp": now() + 60}));
+    let mut client = Client::connect_with(
+        &server.ws_url(""),
+        &[("authorization", &format!("Bearer {jwt}"))],
+    )
+    .await;
+    let hello = client.recv().await;
+    assert_eq!(hello["type"], "connection.established");
+    assert_eq!(hello["data"]["user_id"], "42");
+    assert_eq!(hello["data"]["role"], "user", "role defaults to user");
+}
+
+#[tokio::test]
+async fn first_message_auth_and_nothing_before_it() {
+    let server = Server::start("");
+    let mut client = Client::connect(&server.ws_url("")).await;
+    assert_eq!(client.recv().await["type"], "auth_required");
+    let early = client
+        .request(json!({"type": "subscribe", "topic": "news", "ref": 1}))
+        .await;
+    assert_eq!(early["type"], "error");
+    assert_eq!(early["data"]["code"], "unauthorized");
+    assert_eq!(early["ref"], 1);
+    let ok = client
+        .request(json!({"type": "auth", "token": token("bob", "user", &[]), "ref": "a"}))
+        .await;
+    assert_eq!(ok["type"], "auth_success");
+    assert_eq!(ok["data"]["user_id"], "bob");
+    assert_eq!(ok["ref"], "a");
+    // The early subscribe changed nothing.
+    let status = client.request(json!({"type": "status"})).await;
+    assert_eq!(status["data"]["topics"], json!([]));
+}
+
+#[tokio::test]
+async fn bad_first_message_auth_is_auth_failed_and_close_1008() {
+    let server = Server::start("");
+    let mut client = Client::connect(&server.ws_url("")).await;
+    assert_eq!(client.recv().await["type"], "auth_required");
+    let reply = client
+        .request(json!({"type": "auth", "token": "garbage"}))
+        .await;
+    assert_eq!(reply["type"], "error");
+    assert_eq!(reply["data"]["code"], "auth_failed");
+    assert_eq!(client.closed().await.code, 1008);
+}
+
+#[tokio::test]
+async fn no_auth_within_the_timeout_closes_with_1008() {
+    let server = Server::start("[limits]\nauth_timeout = \"300ms\"\n");
+    let mut client = Client::connect(&server.ws_url("")).await;
+    assert_eq!(client.recv().await["type"], "auth_required");
+    let closed = client.closed().await;
+    assert_eq!(
+        closed,
+        Closed {
+            code: 1008,
+            reason: "authentication timeout".into()
+        }
+    );
+}
+
+#[tokio::test]
+async fn bad_tokens_are_refused_with_401_before_the_upgrade() {
+    let server = Server::start("");
+    let expired = sign(&json!({"sub": "a", "exp": now() - 1}));
+    let wrong_key = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(Algorithm::HS256),
+        &json!({"sub": "a", "exp": now() + 60}),
+        &jsonwebtoken::EncodingKey::from_secret(b"another secret"),
+    )
+    .expect("sign");
+    // alg none: a header and claims with an empty signature.
+    use base64_url as b64;
+    let none = format!(
+        "{}.{}.",
+        b64::encode(r#"{"alg":"none","typ":"JWT"}"#),
+        b64::encode(&json!({"sub": "a", "exp": now() + 60}).to_string())
+    );
+    let future = sign(&json!({"sub": "a", "nbf": now() + 3600, "exp": now() + 7200}));
+    let no_sub = sign(&json!({"exp": now() + 60}));
+    for (name, jwt) in [
+        ("expired", expired),
+        ("wrong signature", wrong_key),
+        ("alg none", none),
+        ("garbage", "not.a.token".to_string()),
+        ("nbf in the future", future),
+        ("no sub", no_sub),
+    ] {
+        let (status, body) = refused_status(&server.ws_url(&format!("token={jwt}")), &[]).await;
+        assert_eq!(status, 401, "{name}");
+        assert_eq!(body["error"]["code"], "unauthorized", "{name}: {body}");
+        assert!(body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
+        let (status, _) = refused_status(
+            &server.ws_url(""),
+            &[("authorization", &format!("Bearer {jwt}"))],
+        )
+        .await;
+        assert_eq!(status, 401, "{name} in the header");
+    }
+}
+
+/// A tiny base64url encoder for hand-made tokens.
+mod base64_url {
+    pub fn encode(input: &str) -> String {
+        const ALPHABET: &[u8; 64] =
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let bytes = input.as_bytes();
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let b = [
+                chunk[0],
+                *chunk.get(1).unwrap_or(&0),
+                *chunk.get(2).unwrap_or(&0),
+            ];
+            let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+            for i in 0..=chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            }
+        }
+        out
+    }
+}
+
+#[tokio::test]
+async fn every_hmac_algorithm_is_accepted() {
+    let server = Server::start("");
+    for alg in [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512] {
+        let jwt = sign_with(alg, &json!({"sub": "h", "exp": now() + 60}));
+        server.connect(&jwt).await;
+    }
+}
+
+fn sign_pem(alg: Algorithm, private: &str, claims: &Value) -> String {
+    let pem = std::fs::read(fixture(private)).expect("fixture");
+    let key = match alg {
+        Algorithm::RS256 => jsonwebtoken::EncodingKey::from_rsa_pem(&pem),
+        _ => jsonwebtoken::EncodingKey::from_ec_pem(&pem),
+    }
+    .expect("private key");
+    jsonwebtoken::encode(&jsonwebtoken::Header::new(alg), claims, &key).expect("sign")
+}
+
+#[tokio::test]
+async fn rs256_with_a_public_key_and_no_hs_confusion() {
+    let public = fixture("rsa_public.pem");
+    let server = Server::start_with(&format!("[jwt]\npublic_key = \"{}\"\n", public.display()));
+    let claims = json!({"sub": "r", "exp": now() + 60});
+    server
+        .connect(&sign_pem(Algorithm::RS256, "rsa_private.pem", &claims))
+        .await;
+    // The public key used as an HMAC secret must not pass.
+    let pem = std::fs::read(&public).expect("fixture");
+    let confused = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(&pem),
+    )
+    .expect("sign");
+    let (status, _) = refused_status(&server.ws_url(&format!("token={confused}")), &[]).await;
+    assert_eq!(status, 401);
+}
+
+#[tokio::test]
+async fn es256_with_a_public_key() {
+    let public = fixture("ec_public.pem");
+    let server = Server::start_with(&format!("[jwt]\npublic_key = \"{}\"\n", public.display()));
+    let claims = json!({"sub": "e", "exp": now() + 60});
+    server
+        .connect(&sign_pem(Algorithm::ES256, "ec_private.pem", &claims))
+        .await;
+    let (status, _) =
+        refused_status(&server.ws_url(&format!("token={}", sign(&claims))), &[]).await;
+    assert_eq!(
+        status, 401,
+        "an HS256 token is refused when a public key is configured"
+    );
+}
+
+#[tokio::test]
+async fn issuer_and_audience_are_checked_when_configured() {
+    let server = Server::start_with(&format!(
+        "[jwt]\nsecret = \"{SECRET}\"\nissuer = \"https://auth.example\"\naudience = \"herald\"\n"
+    ));
+    let good = sign(
+        &json!({"sub": "i", "iss": "https://auth.example", "aud": "herald", "exp": now() + 60}),
+    );
+    server.connect(&good).await;
+    for claims in [
+        json!({"sub": "i", "iss": "https://evil.example", "aud": "herald", "exp": now() + 60}),
+        json!({"sub": "i", "iss": "https://auth.example", "aud": "other", "exp": now() + 60}),
+        json!({"sub": "i", "exp": now() + 60}),
+    ] {
+        let (status, _) =
+            refused_status(&server.ws_url(&format!("token={}", sign(&claims))), &[]).await;
+        assert_eq!(status, 401, "{claims}");
+    }
+}
+
+#[tokio::test]
+async fn an_expiring_token_gets_token_expired_and_close_1008() {
+    let server = Server::start("");
+    let mut client = server
+        .connect(&sign(&json!({"sub": "x", "exp": now() + 1})))
+        .await;
+    let notice = client.recv().await;
+    assert_eq!(notice["type"], "error");
+    assert_eq!(notice["data"]["code"], "token_expired");
+    assert_eq!(client.closed().await.code, 1008);
+}
+
+#[tokio::test]
+async fn refresh_with_a_newer_token_keeps_the_connection() {
+    let server = Server::start("");
+    let mut client = server
+        .connect(&sign(&json!({"sub": "x", "exp": now() + 1})))
+        .await;
+    let reply = client
+        .request(json!({"type": "refresh", "token": sign(&json!({"sub": "x", "exp": now() + 3600})), "ref": 9}))
+        .await;
+    assert_eq!(reply["type"], "refreshed", "{reply}");
+    assert_eq!(reply["ref"], 9);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert!(
+        client.is_alive().await,
+        "the old exp passed and the connection stayed"
+    );
+
+    let other = client
+        .request(json!({"type": "refresh", "token": token("mallory", "admin", &[])}))
+        .await;
+    assert_eq!(
+        other["data"]["code"], "auth_failed",
+        "a token for another user is refused"
+    );
+}
+
+#[tokio::test]
+async fn refused_origin_gets_403_and_allowed_origin_connects() {
+    let server = Server::start("allowed_origins = [\"https://app.example.com\"]");
+    let url = server.ws_url(&format!("token={}", token("o", "user", &[])));
+    let (status, body) = refused_status(&url, &[("origin", "https://evil.example")]).await;
+    assert_eq!(status, 403);
+    assert_eq!(body["error"]["code"], "forbidden");
+    let mut client = Client::connect_with(&url, &[("origin", "https://app.example.com")]).await;
+    assert_eq!(client.recv().await["type"], "connection.established");
+}
+
+#[tokio::test]
+async fn ping_echo_and_status_answer_with_the_ref() {
+    let server = Server::start("");
+    let mut client = server.user("carol").await;
+    let pong = client.request(json!({"type": "ping", "ref": "p1"})).await;
+    assert_eq!(pong["type"], "pong");
+    assert_eq!(pong["ref"], "p1");
+    assert_timestamp(&pong["data"]["timestamp"]);
+
+    let echo = client
+        .request(json!({"type": "echo", "data": {"a": [1, 2]}, "ref": 7}))
+        .await;
+    assert_eq!(echo["type"], "echo");
+    assert_eq!(echo["data"], json!({"original": {"a": [1, 2]}}));
+    assert_eq!(echo["ref"], 7);
+
+    client.subscribe("news").await;
+    let status = client.request(json!({"type": "status"})).await;
+    let data = &status["data"];
+    assert_eq!(data["user_id"], "carol");
+    assert_eq!(data["role"], "user");
+    assert!(data["client_id"].is_string());
+    assert_timestamp(&data["connected_at"]);
+    assert_timestamp(&data["last_heartbeat"]);
+    assert!(data["connection_duration"]
+        .as_f64()
+        .is_some_and(|d| d >= 0.0));
+    assert_eq!(data["topics"], json!(["news"]));
+}
+
+#[tokio::test]
+async fn malformed_and_unknown_commands_get_errors_and_the_connection_stays() {
+    let server = Server::start("");
+    let mut client = server.user("dave").await;
+    client.send_text("{not json").await;
+    let reply = client.recv().await;
+    assert_eq!(reply["type"], "error");
+    assert_eq!(reply["data"]["code"], "invalid_message");
+
+    let reply = client.request(json!({"topic": "news"})).await;
+    assert_eq!(reply["data"]["code"], "invalid_message", "missing type");
+
+    let reply = client
+        .request(json!({"type": "subscribe", "topic": 5, "ref": "r"}))
+        .await;
+    assert_eq!(reply["data"]["code"], "invalid_message", "wrong kind");
+    assert_eq!(reply["ref"], "r");
+
+    let reply = client.request(json!({"type": "teleport", "ref": 3})).await;
+    assert_eq!(reply["data"]["code"], "unknown_type");
+    assert_eq!(reply["ref"], 3);
+
+    client.send_binary(b"\x01\x02").await;
+    assert_eq!(
+        client.recv().await["data"]["code"],
+        "invalid_message",
+        "binary without msgpack"
+    );
+
+    let reply = client
+        .request(json!({"type": "subscribe", "topic": "bad topic!"}))
+        .await;
+    assert_eq!(reply["data"]["code"], "invalid_message", "topic characters");
+
+    assert!(client.is_alive().await);
+}
+
+#[tokio::test]
+async fn subscribe_and_unsubscribe_replies() {
+    let server = Server::start("");
+    let mut client = server.user("erin").await;
+    let reply = client
+        .request(json!({"type": "subscribe", "topic": "news", "ref": "s"}))
+        .await;
+    assert_eq!(reply["type"], "subscribed");
+    assert_eq!(reply["data"]["topic"], "news");
+    assert_eq!(reply["ref"], "s");
+    let reply = client
+        .request(json!({"type": "unsubscribe", "topic": "news", "ref": "u"}))
+        .await;
+    assert_eq!(reply["type"], "unsubscribed");
+    assert_eq!(reply["data"], json!({"topic": "news"}));
+    assert_eq!(reply["ref"], "u");
+    let (_, answer) = server
+        .publish(json!({"scope": "topic", "target": "news", "type": "n"}))
+        .await;
+    assert_eq!(answer["recipients"], 0);
+    client.expect_silence().await;
+}
+
+#[tokio::test]
+async fn topic_rules_for_user_role_project_and_namespaces() {
+    let server = Server::start(
+        "[[namespaces]]\nname = \"ops\"\nsubscribe = \"role:admin\"\n\
+         [[namespaces]]\nname = \"sealed\"\nsubscribe = \"none\"\n\
+         [[namespaces]]\nname = \"board\"\nsubscribe = \"members\"\n",
+    );
+    let mut frank = server.connect(&token("frank", "user", &["p1"])).await;
+    let allowed = [
+        "user:frank",
+        "role:user",
+        "project:p1",
+        "board:p1",
+        "anything:else",
+        "plain",
+    ];
+    for topic in allowed {
+        frank.subscribe(topic).await;
+    }
+    let denied = [
+        "user:grace",
+        "role:admin",
+        "project:p2",
+        "ops:alerts",
+        "sealed:x",
+        "board:p2",
+    ];
+    for topic in denied {
+        let reply = frank
+            .request(json!({"type": "subscribe", "topic": topic}))
+            .await;
+        assert_eq!(reply["type"], "error", "{topic}");
+        assert_eq!(reply["data"]["code"], "forbidden", "{topic}");
+    }
+    let mut admin = server.connect(&token("root", "admin", &[])).await;
+    admin.subscribe("ops:alerts").await;
+    admin.subscribe("role:admin").await;
+}
+
+#[tokio::test]
+async fn store_membership_opens_project_topics() {
+    let server = Server::start("");
+    let mut gina = server.user("gina").await;
+    let refused = gina
+        .request(json!({"type": "subscribe", "topic": "project:p7"}))
+        .await;
+    assert_eq!(
+        refused["data"]["code"], "forbidden",
+        "a non-member is refused"
+    );
+    let (status, _) = server
+        .api(
+            "PUT",
+            "/api/v1/projects/p7/members/gina",
+            Some(API_KEY),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    gina.subscribe("project:p7").await;
+}
+
+#[tokio::test]
+async fn client_publish_follows_the_namespace_config() {
+    let server = Server::start(
+        "[[namespaces]]\nname = \"chat\"\npublish = true\n[[namespaces]]\nname = \"project\"\npublish = true\n",
+    );
+    let mut hank = server.connect(&token("hank", "user", &["p1"])).await;
+    let mut ivy = server.user("ivy").await;
+    ivy.subscribe("chat:lobby").await;
+    hank.subscribe("chat:lobby").await;
+
+    let reply = hank
+        .request(json!({"type": "publish", "topic": "chat:lobby", "event": "say", "data": {"text": "hi"}, "ref": 1}))
+        .await;
+    // The publisher is subscribed too: the delivery and the reply may come in either order.
+    let delivery = if reply["type"] == "published" {
+        hank.recv().await
+    } else {
+        reply.clone()
+    };
+    let reply = if reply["type"] == "published" {
+        reply
+    } else {
+        hank.recv().await
+    };
+    assert_eq!(reply["type"], "published");
+    assert_eq!(reply["data"]["topic"], "chat:lobby");
+    assert_eq!(reply["ref"], 1);
+    assert_eq!(delivery["type"], "say");
+
+    let got = ivy.recv().await;
+    assert_eq!(got["type"], "say");
+    assert_eq!(got["topic"], "chat:lobby");
+    assert_eq!(got["data"], json!({"text": "hi"}));
+    assert_eq!(got["from"]["user_id"], "hank");
+    assert!(got["from"]["client_id"].is_string());
+    assert_eq!(got["id"], reply["data"]["id"]);
+    assert_timestamp(&got["timestamp"]);
+
+    for topic in ["news", "user:hank", "role:user"] {
+        let reply = hank
+            .request(json!({"type": "publish", "topic": topic, "event": "e", "data": {}}))
+            .await;
+        assert_eq!(reply["data"]["code"], "forbidden", "{topic}");
+    }
+    let reply = ivy
+        .request(json!({"type": "publish", "topic": "project:p1", "event": "e"}))
+        .await;
+    assert_eq!(
+        reply["data"]["code"], "forbidden",
+        "a non-member may not publish to a project"
+    );
+    let reply = hank
+        .request(json!({"type": "publish", "topic": "project:p1", "event": "e", "ref": "ok"}))
+        .await;
+    assert_eq!(
+        reply["type"], "published",
+        "a member may when the project namespace allows it"
+    );
+}
+
+#[tokio::test]
+async fn seed_aliases_work_unchanged() {
+    let server = Server::start("");
+    let mut kim = server.connect(&token("kim", "user", &["p1"])).await;
+
+    let joined = kim
+        .request(json!({"type": "join_room", "data": {"room": "lobby"}}))
+        .await;
+    assert_eq!(joined["type"], "room_joined");
+    assert_eq!(joined["data"], json!({"room": "lobby"}));
+
+    let subscribed = kim
+        .request(
+            json!({"type": "subscription", "data": {"action": "subscribe", "project_id": "p1"}}),
+        )
+        .await;
+    assert_eq!(subscribed["type"], "subscribed");
+    assert_eq!(subscribed["data"]["topic"], "project:p1");
+
+    let pong = kim
+        .request(json!({"type": "ping", "timestamp": "2025-10-23T17:00:00Z"}))
+        .await;
+    assert_eq!(pong["type"], "pong");
+
+    let status = kim.request(json!({"type": "status"})).await;
+    assert_eq!(status["data"]["topics"], json!(["lobby", "project:p1"]));
+
+    let left = kim
+        .request(json!({"type": "leave_room", "data": {"room": "lobby"}}))
+        .await;
+    assert_eq!(left["type"], "room_left");
+    assert_eq!(left["data"], json!({"room": "lobby"}));
+    let unsubscribed = kim
+        .request(
+            json!({"type": "subscription", "data": {"action": "unsubscribe", "project_id": "p1"}}),
+        )
+        .await;
+    assert_eq!(unsubscribed["type"], "unsubscribed");
+    assert_eq!(unsubscribed["data"]["topic"], "project:p1");
+    let status = kim.request(json!({"type": "status"})).await;
+    assert_eq!(status["data"]["topics"], json!([]));
+}
+
+#[tokio::test]
+async fn broadcast_alias_publishes_to_a_room() {
+    let server = Server::start("[[namespaces]]\nname = \"room\"\npublish = true\n");
+    let mut lee = server.user("lee").await;
+    let mut mia = server.user("mia").await;
+    mia.request(json!({"type": "join_room", "data": {"room": "room:1"}}))
+        .await;
+    let reply = lee
+        .request(json!({"type": "broadcast", "data": {"room": "room:1", "type": "chat", "payload": {"m": 1}}}))
+        .await;
+    assert_eq!(reply["type"], "published", "{reply}");
+    let got = mia.recv().await;
+    assert_eq!(got["type"], "chat");
+    assert_eq!(got["topic"], "room:1");
+    assert_eq!(got["data"], json!({"m": 1}));
+}
+
+#[tokio::test]
+async fn project_id_and_board_id_on_connect_subscribe_after_auth() {
+    let server = Server::start("");
+    let jwt = token("ned", "user", &["p5"]);
+    let mut client =
+        Client::connect(&server.ws_url(&format!("token={jwt}&project_id=p5&board_id=b9"))).await;
+    assert_eq!(client.recv().await["type"], "connection.established");
+    let first = client.recv().await;
+    let second = client.recv().await;
+    assert_eq!(first["data"]["topic"], "project:p5");
+    assert_eq!(second["data"]["topic"], "board:b9");
+    let (_, answer) = server
+        .publish(json!({"scope": "topic", "target": "board:b9", "type": "board.updated"}))
+        .await;
+    assert_eq!(answer["recipients"], 1);
+    assert_eq!(client.recv().await["type"], "board.updated");
+
+    // The same through first-message auth.
+    let mut late = Client::connect(&server.ws_url("project_id=p5")).await;
+    assert_eq!(late.recv().await["type"], "auth_required");
+    assert_eq!(
+        late.request(json!({"type": "auth", "token": jwt})).await["type"],
+        "auth_success"
+    );
+    assert_eq!(late.recv().await["data"]["topic"], "project:p5");
+
+    // A project the user may not see is refused, and the connection stays.
+    let mut nosy = Client::connect(
+        &server.ws_url(&format!("token={}&project_id=p6", token("oz", "user", &[]))),
+    )
+    .await;
+    assert_eq!(nosy.recv().await["type"], "connection.established");
+    assert_eq!(nosy.recv().await["data"]["code"], "forbidden");
+    assert!(nosy.is_alive().await);
+}
+
+#[tokio::test]
+async fn ws_connect_is_an_alias_of_ws() {
+    let server = Server::start("");
+    let url = format!(
+        "ws://{}/ws/connect?token={}",
+        server.addr,
+        token("pat", "user", &[])
+    );
+    let mut client = Client::connect(&url).await;
+    assert_eq!(client.recv().await["type"], "connection.established");
+}

@@ -1,0 +1,263 @@
+//! Configuration: typed values with their defaults, read from TOML.
+//!
+//! The server layers defaults, then the file, then the environment, then flags (see the
+//! `herald-server` crate); an embedding app builds a [`Config`] however it likes. Every
+//! duration is written as humantime text (`"30s"`, `"10m"`, `"24h"`), and unknown keys are
+//! errors so that a typo never silently falls back to a default.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+/// Everything Herald can be told, in one place.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the HTTP and WebSocket server listens on.
+    pub listen: String,
+    /// Directory of the embedded SQLite store and the development secret.
+    pub data_dir: std::path::PathBuf,
+    /// Bearer key accepted by the server HTTP API; `None` means only admin JWTs.
+    pub api_key: Option<String>,
+    /// Offer permessage-deflate when the client asks for it.
+    pub compression: bool,
+    /// Allowed `Origin` header values; empty allows any origin.
+    pub allowed_origins: Vec<String>,
+    /// Redis URL for cluster mode; `None` runs on the embedded engines.
+    pub redis_url: Option<String>,
+    /// This node's name in a cluster.
+    pub node_id: Option<String>,
+    pub jwt: JwtConfig,
+    pub limits: Limits,
+    pub inbox: InboxConfig,
+    pub namespaces: Vec<Namespace>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: "./herald-data".into(),
+            api_key: None,
+            compression: false,
+            allowed_origins: Vec::new(),
+            redis_url: None,
+            node_id: None,
+            jwt: JwtConfig::default(),
+            limits: Limits::default(),
+            inbox: InboxConfig::default(),
+            namespaces: Vec::new(),
+        }
+    }
+}
+
+/// How client tokens are verified.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct JwtConfig {
+    /// Shared secret for HS256/384/512.
+    pub secret: Option<String>,
+    /// Path of a PEM public key (RSA for RS256, EC P-256 for ES256).
+    pub public_key: Option<std::path::PathBuf>,
+    /// Accepted algorithms; empty means every algorithm the key supports.
+    pub algorithms: Vec<String>,
+    /// Required `iss`, when set.
+    pub issuer: Option<String>,
+    /// Required `aud`, when set.
+    pub audience: Option<String>,
+    /// Clock skew allowed on `exp` and `nbf`.
+    #[serde(deserialize_with = "duration")]
+    pub leeway: Duration,
+}
+
+/// The limits of PROTOCOL.md section 8.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    #[serde(deserialize_with = "duration")]
+    pub auth_timeout: Duration,
+    pub max_message_size: usize,
+    pub rate_per_sec: u32,
+    pub rate_burst: u32,
+    pub max_errors: u32,
+    #[serde(deserialize_with = "duration")]
+    pub error_window: Duration,
+    pub send_queue: usize,
+    #[serde(deserialize_with = "duration")]
+    pub ping_interval: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub pong_timeout: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub write_timeout: Duration,
+    pub max_connections_per_ip: u32,
+    #[serde(deserialize_with = "duration")]
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            auth_timeout: Duration::from_secs(30),
+            max_message_size: 64 * 1024,
+            rate_per_sec: 10,
+            rate_burst: 20,
+            max_errors: 5,
+            error_window: Duration::from_secs(600),
+            send_queue: 256,
+            ping_interval: Duration::from_secs(54),
+            pong_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(10),
+            max_connections_per_ip: 0,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The offline inbox of PROTOCOL.md section 7.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InboxConfig {
+    pub max_messages: usize,
+    #[serde(deserialize_with = "duration")]
+    pub ttl: Duration,
+}
+
+impl Default for InboxConfig {
+    fn default() -> Self {
+        Self {
+            max_messages: 1000,
+            ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// Who may subscribe to a namespace's topics.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum SubscribeRule {
+    /// Any authenticated connection.
+    #[default]
+    Authenticated,
+    /// Members of the project named by the rest of the topic (`board:<project id>`).
+    Members,
+    /// Connections whose role is this one.
+    Role(String),
+    /// Nobody: server-side publish only, to scopes other than `topic`.
+    None,
+}
+
+impl<'de> Deserialize<'de> for SubscribeRule {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        match text.as_str() {
+            "authenticated" => Ok(Self::Authenticated),
+            "members" => Ok(Self::Members),
+            "none" => Ok(Self::None),
+            other => match other.strip_prefix("role:") {
+                Some(role) if !role.is_empty() => Ok(Self::Role(role.to_string())),
+                _ => Err(serde::de::Error::custom(format!(
+                    "subscribe rule `{other}`: expected authenticated, members, role:<name> or none"
+                ))),
+            },
+        }
+    }
+}
+
+/// A namespace of topics (`chat` holds `chat:...`) and what it allows.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Namespace {
+    pub name: String,
+    #[serde(default)]
+    pub subscribe: SubscribeRule,
+    /// Clients may publish to its topics.
+    #[serde(default)]
+    pub publish: bool,
+    #[serde(default)]
+    pub presence: bool,
+    #[serde(default)]
+    pub join_leave: bool,
+    #[serde(default)]
+    pub history_size: usize,
+    #[serde(default = "default_history_ttl", deserialize_with = "duration")]
+    pub history_ttl: Duration,
+}
+
+fn default_history_ttl() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    humantime::parse_duration(&text)
+        .map_err(|e| serde::de::Error::custom(format!("duration `{text}`: {e}")))
+}
+
+/// A setting that cannot work, found before anything starts.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Parses TOML text; unknown keys and malformed values are errors.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        toml_parse(text)
+    }
+
+    /// Checks what types alone cannot: values that are present but unusable.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.limits.send_queue == 0 {
+            return Err(ConfigError("limits.send_queue must be at least 1".into()));
+        }
+        if self.limits.max_message_size < 128 {
+            return Err(ConfigError(
+                "limits.max_message_size must be at least 128 bytes".into(),
+            ));
+        }
+        let mut seen = std::collections::HashSet::new();
+        for ns in &self.namespaces {
+            if ns.name.is_empty() || !ns.name.bytes().all(crate::topic::is_topic_byte) {
+                return Err(ConfigError(format!(
+                    "namespace name `{}` must be non-empty and use letters, digits or _-.@/",
+                    ns.name
+                )));
+            }
+            if ns.name.contains(':') {
+                return Err(ConfigError(format!(
+                    "namespace name `{}` must not contain `:`",
+                    ns.name
+                )));
+            }
+            if !seen.insert(ns.name.as_str()) {
+                return Err(ConfigError(format!(
+                    "namespace `{}` is configured twice",
+                    ns.name
+                )));
+            }
+        }
+        if self.jwt.secret.is_some() && self.jwt.public_key.is_some() {
+            return Err(ConfigError(
+                "jwt.secret and jwt.public_key are exclusive: set one".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The configuration of the namespace `name`, if any.
+    pub fn namespace(&self, name: &str) -> Option<&Namespace> {
+        self.namespaces.iter().find(|ns| ns.name == name)
+    }
+}
+
+fn toml_parse(text: &str) -> Result<Config, ConfigError> {
+    toml::from_str(text).map_err(|e| {
+        // toml's own message spans several lines with a source excerpt; start-up errors are one line.
+        let line = e
+            .span()
+            .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+        let message = e.message().trim().replace('\n', " ");
+        match line {
+            Some(line) => ConfigError(format!("line {line}: {message}")),
+            None => ConfigError(message),
+        }
+    })
+}

@@ -1,0 +1,94 @@
+//! Authentication by first message: `auth_required`, then one `auth` within `auth_timeout`.
+//! Until then every other command gets `error` `unauthorized` and changes nothing.
+
+use axum::extract::ws::{Message, WebSocket};
+use serde_json::Value;
+
+use super::close_with;
+use crate::auth::Principal;
+use crate::hub::CloseReason;
+use crate::node::Herald;
+use crate::protocol::{error_frame, reply_frame, Command, ErrorCode, Request};
+
+const AUTH_TIMEOUT: CloseReason = CloseReason {
+    code: 1008,
+    reason: "authentication timeout",
+};
+const AUTH_FAILED: CloseReason = CloseReason {
+    code: 1008,
+    reason: "authentication failed",
+};
+
+/// Waits for a good `auth`; returns the principal and the command's `ref`, or `None` once the
+/// connection has been closed (bad token, timeout, client gone).
+pub(super) async fn await_auth(
+    socket: &mut WebSocket,
+    node: &Herald,
+) -> Option<(Principal, Option<Value>)> {
+    let limits = &node.config().limits;
+    let deadline = tokio::time::Instant::now() + limits.auth_timeout;
+    let required = reply_frame("auth_required", serde_json::json!({}), None);
+    send(socket, required, limits.write_timeout).await.ok()?;
+    loop {
+        let incoming = tokio::select! {
+            incoming = tokio::time::timeout_at(deadline, socket.recv()) => incoming,
+            _ = node.shutdown_token().cancelled() => {
+                close_with(socket, CloseReason::GOING_AWAY, limits.write_timeout).await;
+                return None;
+            }
+        };
+        let message = match incoming {
+            Err(_elapsed) => {
+                close_with(socket, AUTH_TIMEOUT, limits.write_timeout).await;
+                return None;
+            }
+            Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => return None,
+            Ok(Some(Ok(message))) => message,
+        };
+        let reply = match message {
+            Message::Text(text) => match Request::parse(&text) {
+                Ok(Request {
+                    command: Command::Auth { token },
+                    reference,
+                }) => match node.verifier().verify(&token) {
+                    Ok(principal) => return Some((principal, reference)),
+                    Err(e) => {
+                        let frame =
+                            error_frame(ErrorCode::AuthFailed, &e.to_string(), reference.as_ref());
+                        let _ = send(socket, frame, limits.write_timeout).await;
+                        close_with(socket, AUTH_FAILED, limits.write_timeout).await;
+                        return None;
+                    }
+                },
+                Ok(request) => error_frame(
+                    ErrorCode::Unauthorized,
+                    "authenticate first: send {\"type\": \"auth\", \"token\": \"<jwt>\"}",
+                    request.reference.as_ref(),
+                ),
+                Err(rejection) => error_frame(
+                    rejection.code,
+                    &rejection.message,
+                    rejection.reference.as_ref(),
+                ),
+            },
+            Message::Binary(_) => error_frame(
+                ErrorCode::InvalidMessage,
+                "binary frames need the msgpack encoding",
+                None,
+            ),
+            Message::Ping(_) | Message::Pong(_) | Message::Close(_) => continue,
+        };
+        send(socket, reply, limits.write_timeout).await.ok()?;
+    }
+}
+
+async fn send(
+    socket: &mut WebSocket,
+    frame: Message,
+    write_timeout: std::time::Duration,
+) -> Result<(), ()> {
+    match tokio::time::timeout(write_timeout, socket.send(frame)).await {
+        Ok(Ok(())) => Ok(()),
+        _ => Err(()),
+    }
+}

@@ -1,0 +1,211 @@
+//! One socket, one task: it reads client frames and dispatches commands ([`session`]), and
+//! drains the connection's queue into the socket in batches with one flush each.
+//!
+//! Architecture invariant: nothing but this task writes to its socket. Replies to commands go
+//! through the same bounded queue as deliveries, so a client sees them in the order they were
+//! produced, and a full queue ends the connection (1013) instead of blocking anyone.
+
+mod handshake;
+mod session;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use futures_util::SinkExt;
+use tokio::sync::mpsc;
+use tokio::time::{sleep_until, Instant};
+
+use crate::auth::Principal;
+use crate::hub::{CloseReason, ConnHandle};
+use crate::node::Herald;
+use crate::protocol::{Frame, ReplyStyle};
+use session::Session;
+
+/// How many queued frames one write gathers before it flushes.
+const WRITE_BATCH: usize = 64;
+
+/// What the HTTP upgrade learned before the socket opened.
+#[derive(Debug, Default)]
+pub struct Start {
+    /// Set when the token came in the query or the `Authorization` header.
+    pub principal: Option<Principal>,
+    /// Topics to subscribe right after authentication (`?project_id=`, `?board_id=`).
+    pub auto_topics: Vec<String>,
+    pub remote_addr: Option<SocketAddr>,
+}
+
+/// How a connection ended.
+enum Ending {
+    /// Send this close frame (after flushing what is queued, unless the client is too slow).
+    Close(CloseReason),
+    /// The client left or the socket failed: nothing more to send.
+    Gone,
+}
+
+/// Runs one WebSocket connection to its end.
+pub async fn serve(mut socket: WebSocket, node: Herald, start: Start) {
+    let limits = node.config().limits.clone();
+    let (principal, welcome, reference) = match start.principal {
+        Some(principal) => (principal, "connection.established", None),
+        None => match handshake::await_auth(&mut socket, &node).await {
+            Some((principal, reference)) => (principal, "auth_success", reference),
+            None => return,
+        },
+    };
+    let (conn, mut outbox) = ConnHandle::new(
+        node.hub().next_id(),
+        principal,
+        start.remote_addr,
+        limits.send_queue,
+    );
+    let mut session = Session::new(node.clone(), conn.clone());
+    // The welcome is queued before the connection is visible to publishers: it comes first.
+    session.welcome(welcome, reference.as_ref());
+    node.hub().register(&conn);
+    for topic in &start.auto_topics {
+        session
+            .subscribe(topic, None, ReplyStyle::Canonical, None)
+            .await;
+    }
+
+    let ending = run(&mut socket, &mut session, &mut outbox).await;
+
+    node.hub().unregister(&conn);
+    if let Ending::Close(reason) = ending {
+        if reason == CloseReason::SLOW_CONSUMER {
+            node.hub()
+                .counters
+                .slow_consumers
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        } else {
+            flush_queued(&mut socket, &mut outbox, limits.write_timeout).await;
+        }
+        close_with(&mut socket, reason, limits.write_timeout).await;
+    }
+}
+
+async fn run(
+    socket: &mut WebSocket,
+    session: &mut Session,
+    outbox: &mut mpsc::Receiver<Frame>,
+) -> Ending {
+    let node = session.node().clone();
+    let conn = session.conn().clone();
+    let limits = &node.config().limits;
+    let mut ping =
+        tokio::time::interval_at(Instant::now() + limits.ping_interval, limits.ping_interval);
+    // No frame at all from the client (pong included) for this long: it is gone.
+    let read_deadline = sleep_until(Instant::now() + limits.pong_timeout);
+    let expiry = sleep_until(session.expiry_instant());
+    tokio::pin!(read_deadline, expiry);
+    loop {
+        tokio::select! {
+            biased;
+            _ = conn.closing().cancelled() => {
+                return Ending::Close(conn.close_reason().unwrap_or(CloseReason::DISCONNECTED));
+            }
+            _ = node.shutdown_token().cancelled() => return Ending::Close(CloseReason::GOING_AWAY),
+            frame = outbox.recv() => {
+                let Some(frame) = frame else { return Ending::Gone };
+                if write_batch(socket, frame, outbox, limits.write_timeout).await.is_err() {
+                    return Ending::Gone;
+                }
+            }
+            incoming = socket.recv() => {
+                let message = match incoming {
+                    Some(Ok(message)) => message,
+                    None | Some(Err(_)) => return Ending::Gone,
+                };
+                read_deadline.as_mut().reset(Instant::now() + limits.pong_timeout);
+                match message {
+                    Message::Text(text) => {
+                        if session.on_text(&text).await {
+                            expiry.as_mut().reset(session.expiry_instant());
+                        }
+                    }
+                    Message::Binary(_) => session.on_binary(),
+                    Message::Ping(_) | Message::Pong(_) => conn.touch_heartbeat(),
+                    Message::Close(_) => return Ending::Gone,
+                }
+            }
+            _ = ping.tick() => {
+                let sent = tokio::time::timeout(limits.write_timeout, socket.send(Message::Ping(Default::default()))).await;
+                if !matches!(sent, Ok(Ok(()))) {
+                    return Ending::Gone;
+                }
+            }
+            _ = &mut read_deadline => return Ending::Gone,
+            _ = &mut expiry => {
+                session.token_expired();
+                return Ending::Close(CloseReason::TOKEN_EXPIRED);
+            }
+        }
+    }
+}
+
+/// Writes `first` and whatever else is queued (up to a batch), then flushes once.
+async fn write_batch(
+    socket: &mut WebSocket,
+    first: Frame,
+    outbox: &mut mpsc::Receiver<Frame>,
+    write_timeout: Duration,
+) -> Result<(), axum::Error> {
+    let write = async {
+        socket.feed(first).await?;
+        for _ in 1..WRITE_BATCH {
+            match outbox.try_recv() {
+                Ok(frame) => socket.feed(frame).await?,
+                Err(_) => break,
+            }
+        }
+        socket.flush().await
+    };
+    match tokio::time::timeout(write_timeout, write).await {
+        Ok(result) => result,
+        Err(elapsed) => Err(axum::Error::new(elapsed)),
+    }
+}
+
+/// Writes what is still queued before a close frame (a reply such as `token_expired`).
+async fn flush_queued(
+    socket: &mut WebSocket,
+    outbox: &mut mpsc::Receiver<Frame>,
+    write_timeout: Duration,
+) {
+    while let Ok(frame) = outbox.try_recv() {
+        if write_batch(socket, frame, outbox, write_timeout)
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+/// Sends a close frame, then waits briefly for the client's own close so that the TCP
+/// connection ends cleanly and the client reads the code.
+pub(crate) async fn close_with(
+    socket: &mut WebSocket,
+    reason: CloseReason,
+    write_timeout: Duration,
+) {
+    let frame = Message::Close(Some(CloseFrame {
+        code: reason.code,
+        reason: Utf8Bytes::from_static(reason.reason),
+    }));
+    if !matches!(
+        tokio::time::timeout(write_timeout, socket.send(frame)).await,
+        Ok(Ok(()))
+    ) {
+        return;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(Ok(message)) = socket.recv().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+}

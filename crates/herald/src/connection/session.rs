@@ -1,0 +1,301 @@
+//! The commands of an authenticated connection, one method per command, dispatched from one
+//! `match` (PROTOCOL.md sections 3 and 4). Every reply is queued, never written directly.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+use crate::auth::{AuthError, Principal};
+use crate::hub::ConnHandle;
+use crate::node::Herald;
+use crate::protocol::{
+    error_frame, reply_frame, Command, ErrorCode, ReplyStyle, Request, Sender, Since,
+};
+use crate::publication::{Publication, Scope};
+use crate::topic::{self, SubscribeCheck};
+
+/// An authenticated connection's command state.
+pub(super) struct Session {
+    node: Herald,
+    conn: Arc<ConnHandle>,
+}
+
+/// A far-away instant for "no expiry" (tokio timers need a deadline).
+const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+impl Session {
+    pub fn new(node: Herald, conn: Arc<ConnHandle>) -> Self {
+        Self { node, conn }
+    }
+
+    pub fn node(&self) -> &Herald {
+        &self.node
+    }
+
+    pub fn conn(&self) -> &Arc<ConnHandle> {
+        &self.conn
+    }
+
+    fn send(&self, frame: crate::protocol::Frame) {
+        self.conn.push(frame);
+    }
+
+    fn error(&self, code: ErrorCode, message: &str, reference: Option<&Value>) {
+        self.send(error_frame(code, message, reference));
+    }
+
+    /// When the connection's token expires, as a timer deadline.
+    pub fn expiry_instant(&self) -> Instant {
+        match self.conn.principal().expires_at {
+            Some(exp) => {
+                let now = crate::auth::unix_now();
+                Instant::now() + Duration::from_secs(exp.saturating_sub(now))
+            }
+            None => Instant::now() + NEVER,
+        }
+    }
+
+    /// `connection.established` or `auth_success`: who the server thinks this is.
+    pub fn welcome(&self, kind: &str, reference: Option<&Value>) {
+        let who = self.conn.principal();
+        let data = json!({
+            "client_id": self.conn.client_id,
+            "user_id": &*who.user_id,
+            "role": &*who.role,
+        });
+        self.send(reply_frame(kind, data, reference));
+    }
+
+    pub fn token_expired(&self) {
+        self.error(
+            ErrorCode::TokenExpired,
+            "token has expired; send refresh with a newer token before exp",
+            None,
+        );
+    }
+
+    pub fn on_binary(&self) {
+        self.error(
+            ErrorCode::InvalidMessage,
+            "binary frames need the msgpack encoding",
+            None,
+        );
+    }
+
+    /// Handles one text frame. Returns true when the token's expiry changed (a refresh).
+    pub async fn on_text(&mut self, text: &str) -> bool {
+        let Request { command, reference } = match Request::parse(text) {
+            Ok(request) => request,
+            Err(rejection) => {
+                self.error(
+                    rejection.code,
+                    &rejection.message,
+                    rejection.reference.as_ref(),
+                );
+                return false;
+            }
+        };
+        let reference = reference.as_ref();
+        match command {
+            Command::Auth { token } => return self.refresh(&token, "auth_success", reference),
+            Command::Refresh { token } => return self.refresh(&token, "refreshed", reference),
+            Command::Subscribe {
+                topic,
+                since,
+                style,
+            } => self.subscribe(&topic, since, style, reference).await,
+            Command::Unsubscribe { topic, style } => self.unsubscribe(&topic, style, reference),
+            Command::Publish { topic, event, data } => {
+                self.publish(topic, event, data, reference).await
+            }
+            Command::Presence { topic } => self.presence(&topic, reference),
+            Command::History { topic, .. } => self.history(&topic, reference),
+            Command::Ack { .. } => {}
+            Command::Ping { data } => self.ping(data, reference),
+            Command::Echo { data } => {
+                self.send(reply_frame("echo", json!({ "original": data }), reference))
+            }
+            Command::Status => self.status(reference),
+        }
+        false
+    }
+
+    /// A newer token for the same user: keeps the connection past the old `exp`.
+    fn refresh(&self, token: &str, reply: &str, reference: Option<&Value>) -> bool {
+        let principal = match self.node.verifier().verify(token) {
+            Ok(principal) => principal,
+            Err(e @ (AuthError::Expired | AuthError::Invalid(_))) => {
+                self.error(ErrorCode::AuthFailed, &e.to_string(), reference);
+                return false;
+            }
+        };
+        let current = self.conn.principal();
+        if principal.user_id != current.user_id {
+            self.error(
+                ErrorCode::AuthFailed,
+                "the new token names another user; reconnect to change user",
+                reference,
+            );
+            return false;
+        }
+        let data = json!({
+            "client_id": self.conn.client_id,
+            "user_id": &*principal.user_id,
+            "role": &*principal.role,
+            "expires_at": principal.expires_at,
+        });
+        self.node.hub().update_principal(&self.conn, principal);
+        self.send(reply_frame(reply, data, reference));
+        true
+    }
+
+    /// Checks the topic's name and the subscribe rule; on refusal the error is already sent.
+    async fn may_subscribe(&self, topic: &str, reference: Option<&Value>) -> bool {
+        if let Err(e) = topic::validate(topic) {
+            self.error(ErrorCode::InvalidMessage, &e, reference);
+            return false;
+        }
+        let who: Principal = self.conn.principal();
+        let allowed = match topic::subscribe_check(self.node.config(), &who, topic) {
+            SubscribeCheck::Allowed => true,
+            SubscribeCheck::Denied => false,
+            SubscribeCheck::MemberOf(project) => match self.node.is_member(&who, &project).await {
+                Ok(member) => member,
+                Err(e) => {
+                    self.error(ErrorCode::ProcessingError, &e.to_string(), reference);
+                    return false;
+                }
+            },
+        };
+        if !allowed {
+            self.error(
+                ErrorCode::Forbidden,
+                &format!("not allowed to subscribe to `{topic}`"),
+                reference,
+            );
+        }
+        allowed
+    }
+
+    pub async fn subscribe(
+        &self,
+        topic: &str,
+        since: Option<Since>,
+        style: ReplyStyle,
+        reference: Option<&Value>,
+    ) {
+        if !self.may_subscribe(topic, reference).await {
+            return;
+        }
+        self.node.hub().subscribe(&self.conn, topic);
+        let frame = match style {
+            ReplyStyle::Room => reply_frame("room_joined", json!({ "room": topic }), reference),
+            // Without history nothing can be replayed: a client asking to resume is told so.
+            ReplyStyle::Canonical => match since {
+                Some(_) => reply_frame(
+                    "subscribed",
+                    json!({ "topic": topic, "recovered": false }),
+                    reference,
+                ),
+                None => reply_frame("subscribed", json!({ "topic": topic }), reference),
+            },
+        };
+        self.send(frame);
+    }
+
+    fn unsubscribe(&self, topic: &str, style: ReplyStyle, reference: Option<&Value>) {
+        if let Err(e) = topic::validate(topic) {
+            self.error(ErrorCode::InvalidMessage, &e, reference);
+            return;
+        }
+        self.node.hub().unsubscribe(&self.conn, topic);
+        let frame = match style {
+            ReplyStyle::Room => reply_frame("room_left", json!({ "room": topic }), reference),
+            ReplyStyle::Canonical => {
+                reply_frame("unsubscribed", json!({ "topic": topic }), reference)
+            }
+        };
+        self.send(frame);
+    }
+
+    async fn publish(&self, topic: String, event: String, data: Value, reference: Option<&Value>) {
+        if !self.may_subscribe(&topic, reference).await {
+            return;
+        }
+        if !topic::client_may_publish(self.node.config(), &topic) {
+            self.error(
+                ErrorCode::Forbidden,
+                &format!("clients may not publish to `{topic}`"),
+                reference,
+            );
+            return;
+        }
+        let who = self.conn.principal();
+        let mut publication = Publication::new(Scope::Topic(topic.clone()), event, data);
+        publication.from = Some(Sender {
+            user_id: who.user_id.to_string(),
+            client_id: self.conn.client_id.clone(),
+        });
+        match self.node.publish(publication).await {
+            Ok(published) => self.send(reply_frame(
+                "published",
+                json!({ "topic": topic, "id": published.id }),
+                reference,
+            )),
+            Err(e) => self.error(ErrorCode::ProcessingError, &e.to_string(), reference),
+        }
+    }
+
+    fn presence(&self, topic: &str, reference: Option<&Value>) {
+        if let Err(e) = topic::validate(topic) {
+            self.error(ErrorCode::InvalidMessage, &e, reference);
+            return;
+        }
+        self.error(
+            ErrorCode::Forbidden,
+            &format!("presence is not enabled for `{topic}`"),
+            reference,
+        );
+    }
+
+    fn history(&self, topic: &str, reference: Option<&Value>) {
+        if let Err(e) = topic::validate(topic) {
+            self.error(ErrorCode::InvalidMessage, &e, reference);
+            return;
+        }
+        self.error(
+            ErrorCode::NotFound,
+            &format!("`{topic}` keeps no history"),
+            reference,
+        );
+    }
+
+    fn ping(&self, data: Option<Value>, reference: Option<&Value>) {
+        self.conn.touch_heartbeat();
+        let timestamp = crate::protocol::now_timestamp();
+        let reply = match data {
+            Some(data) => json!({ "timestamp": timestamp, "data": data }),
+            None => json!({ "timestamp": timestamp }),
+        };
+        self.send(reply_frame("pong", reply, reference));
+    }
+
+    fn status(&self, reference: Option<&Value>) {
+        let who = self.conn.principal();
+        let connected_for = SystemTime::now()
+            .duration_since(self.conn.connected_at)
+            .unwrap_or_default();
+        let data = json!({
+            "client_id": self.conn.client_id,
+            "user_id": &*who.user_id,
+            "role": &*who.role,
+            "connected_at": humantime::format_rfc3339_millis(self.conn.connected_at).to_string(),
+            "connection_duration": connected_for.as_secs_f64(),
+            "last_heartbeat": humantime::format_rfc3339_millis(self.conn.last_heartbeat()).to_string(),
+            "topics": self.conn.topics(),
+        });
+        self.send(reply_frame("status", data, reference));
+    }
+}

@@ -1,0 +1,67 @@
+//! The seams to state beyond one process: small traits, each with an embedded implementation
+//! here and a Redis one in its own crate later, all passing one conformance suite.
+//!
+//! - [`Broker`] carries a publication to every node that has recipients for it (the memory
+//!   broker hands it straight to the local hub).
+//! - [`Membership`] answers who belongs to a project (SQLite by default, merged with the
+//!   token's `projects` claim by the caller).
+//!
+//! `History`, `Presence` and `Inbox` join this module with the issues that build them.
+
+pub mod memory;
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::hub::Hub;
+use crate::publication::{Publication, Scope};
+
+/// A failure of an engine (storage or network); reported as `processing_error` / 5xx.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("engine error: {0}")]
+pub struct EngineError(pub String);
+
+impl EngineError {
+    pub fn new(e: impl std::fmt::Display) -> Self {
+        Self(e.to_string())
+    }
+}
+
+/// Cross-node fan-out.
+#[async_trait]
+pub trait Broker: Send + Sync + 'static {
+    /// Delivers a publication to every node; returns the recipients reached on this node.
+    async fn publish(&self, publication: Arc<Publication>) -> Result<usize, EngineError>;
+}
+
+/// Who belongs to which project.
+#[async_trait]
+pub trait Membership: Send + Sync + 'static {
+    /// Adds a member; true if they were not one already.
+    async fn add(&self, project: &str, user: &str) -> Result<bool, EngineError>;
+    /// Removes a member; true if they were one.
+    async fn remove(&self, project: &str, user: &str) -> Result<bool, EngineError>;
+    /// The members of a project, sorted.
+    async fn members(&self, project: &str) -> Result<Vec<String>, EngineError>;
+    async fn is_member(&self, project: &str, user: &str) -> Result<bool, EngineError>;
+}
+
+/// Hands publications to this node's hub, resolving project members on the way. Every broker
+/// ends in one of these on each node.
+#[derive(Clone)]
+pub struct LocalDelivery {
+    pub hub: Arc<Hub>,
+    pub membership: Arc<dyn Membership>,
+}
+
+impl LocalDelivery {
+    pub async fn deliver(&self, publication: &Publication) -> Result<usize, EngineError> {
+        let members = match &publication.scope {
+            Scope::Project(project) => self.membership.members(project).await?,
+            _ => Vec::new(),
+        };
+        Ok(self.hub.deliver(publication, &members))
+    }
+}

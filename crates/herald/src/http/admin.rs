@@ -1,0 +1,52 @@
+//! Who may call the server API: the configured API key, or a JWT whose role is admin.
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use axum::http::HeaderMap;
+
+use super::error::ApiError;
+use crate::node::Herald;
+
+/// Proof that the caller is an administrator; extracting it answers 401 or 403 otherwise.
+#[derive(Debug)]
+pub struct Admin;
+
+/// The token of an `Authorization: Bearer <token>` header.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+impl FromRequestParts<Herald> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, node: &Herald) -> Result<Self, ApiError> {
+        let token = bearer(&parts.headers)
+            .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer credentials"))?;
+        if let Some(key) = &node.config().api_key {
+            if constant_time_eq(token.as_bytes(), key.as_bytes()) {
+                return Ok(Admin);
+            }
+        }
+        match node.verifier().verify(token) {
+            Ok(principal) if principal.is_admin() => Ok(Admin),
+            Ok(_) => Err(ApiError::forbidden(
+                "the server API needs an admin or superadmin role",
+            )),
+            Err(e) => Err(ApiError::unauthorized(format!("bad credentials: {e}"))),
+        }
+    }
+}
+
+/// Compares secrets without leaking where they differ through timing.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,77 @@
+//! `GET /ws`: checks made before the upgrade (origin, token from the query or the header), then
+//! the socket is handed to [`crate::connection::serve`].
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::header::ORIGIN;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Extension;
+
+use super::admin::bearer;
+use super::error::ApiError;
+use crate::connection::{self, Start};
+use crate::node::Herald;
+use crate::protocol::ErrorCode;
+
+pub async fn upgrade(
+    State(node): State<Herald>,
+    Query(query): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let config = node.config();
+    if !config.allowed_origins.is_empty() {
+        if let Some(origin) = headers.get(ORIGIN).and_then(|o| o.to_str().ok()) {
+            if !config
+                .allowed_origins
+                .iter()
+                .any(|allowed| allowed == origin)
+            {
+                return ApiError::forbidden(format!("origin `{origin}` is not allowed"))
+                    .into_response();
+            }
+        }
+    }
+    match query.get("encoding").map(String::as_str) {
+        None | Some("json") => {}
+        Some(other) => {
+            return ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidMessage,
+                format!("encoding `{other}` is not supported; use json"),
+            )
+            .into_response()
+        }
+    }
+    let token = query
+        .get("token")
+        .map(String::as_str)
+        .filter(|t| !t.is_empty())
+        .or_else(|| bearer(&headers));
+    let principal = match token.map(|t| node.verifier().verify(t)) {
+        None => None,
+        Some(Ok(principal)) => Some(principal),
+        Some(Err(e)) => return ApiError::unauthorized(e.to_string()).into_response(),
+    };
+    let mut auto_topics = Vec::new();
+    if let Some(project) = query.get("project_id").filter(|p| !p.is_empty()) {
+        auto_topics.push(format!("project:{project}"));
+    }
+    if let Some(board) = query.get("board_id").filter(|b| !b.is_empty()) {
+        auto_topics.push(format!("board:{board}"));
+    }
+    let start = Start {
+        principal,
+        auto_topics,
+        remote_addr: peer.map(|Extension(ConnectInfo(addr))| addr),
+    };
+    let limits = &config.limits;
+    ws.max_message_size(limits.max_message_size)
+        .max_frame_size(limits.max_message_size)
+        .on_upgrade(move |socket| connection::serve(socket, node, start))
+}

@@ -1,0 +1,237 @@
+//! The live registry of this node's connections and the fan-out of publications to them.
+//!
+//! Architecture invariant: the hub never awaits. Its indexes sit behind one `RwLock` that
+//! publications take for reading (many at once); subscriptions and (dis)connections take it for
+//! writing, briefly. A publication's frame is encoded once, before the lock is taken, and each
+//! recipient gets a clone of it (a reference count); pushing never waits (see [`outbox`]).
+
+pub mod outbox;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+pub use outbox::{CloseReason, ConnHandle, ConnId};
+
+use crate::auth::Principal;
+use crate::protocol::Frame;
+use crate::publication::{Publication, Scope};
+
+type Members = HashMap<ConnId, Arc<ConnHandle>>;
+
+#[derive(Debug, Default)]
+struct Indexes {
+    conns: Members,
+    by_user: HashMap<Arc<str>, Members>,
+    by_role: HashMap<Arc<str>, Members>,
+    /// Connections by the projects of their token's `projects` claim.
+    by_claimed_project: HashMap<Arc<str>, Members>,
+    by_topic: HashMap<Arc<str>, Members>,
+}
+
+impl Indexes {
+    fn insert(index: &mut HashMap<Arc<str>, Members>, key: &str, conn: &Arc<ConnHandle>) {
+        index
+            .entry(Arc::from(key))
+            .or_default()
+            .insert(conn.id, conn.clone());
+    }
+
+    fn remove(index: &mut HashMap<Arc<str>, Members>, key: &str, id: ConnId) -> bool {
+        let Some(members) = index.get_mut(key) else {
+            return false;
+        };
+        let removed = members.remove(&id).is_some();
+        if members.is_empty() {
+            index.remove(key);
+        }
+        removed
+    }
+
+    fn index_principal(&mut self, conn: &Arc<ConnHandle>, who: &Principal) {
+        Self::insert(&mut self.by_user, &who.user_id, conn);
+        Self::insert(&mut self.by_role, &who.role, conn);
+        for project in who.projects.iter() {
+            Self::insert(&mut self.by_claimed_project, project, conn);
+        }
+    }
+
+    fn unindex_principal(&mut self, id: ConnId, who: &Principal) {
+        Self::remove(&mut self.by_user, &who.user_id, id);
+        Self::remove(&mut self.by_role, &who.role, id);
+        for project in who.projects.iter() {
+            Self::remove(&mut self.by_claimed_project, project, id);
+        }
+    }
+}
+
+/// Counters the hub keeps as it works.
+#[derive(Debug, Default)]
+pub struct HubCounters {
+    /// Frames queued to connections.
+    pub delivered: AtomicU64,
+    /// Connections closed because their queue was full.
+    pub slow_consumers: AtomicU64,
+}
+
+/// The registry and fan-out of this node's connections.
+#[derive(Debug, Default)]
+pub struct Hub {
+    indexes: RwLock<Indexes>,
+    next_id: AtomicU64,
+    pub counters: HubCounters,
+}
+
+impl Hub {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A fresh connection id.
+    pub fn next_id(&self) -> ConnId {
+        self.next_id.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Indexes> {
+        // A panic elsewhere cannot leave the indexes half-updated (every update is a few map
+        // operations that do not panic), so a poisoned lock is still consistent.
+        self.indexes.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Indexes> {
+        self.indexes.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds an authenticated connection to the indexes.
+    pub fn register(&self, conn: &Arc<ConnHandle>) {
+        let who = conn.principal();
+        let mut ix = self.write();
+        ix.conns.insert(conn.id, conn.clone());
+        ix.index_principal(conn, &who);
+    }
+
+    /// Removes a connection and all its subscriptions; returns the topics it was on.
+    pub fn unregister(&self, conn: &ConnHandle) -> Vec<Arc<str>> {
+        let who = conn.principal();
+        let mut ix = self.write();
+        ix.conns.remove(&conn.id);
+        ix.unindex_principal(conn.id, &who);
+        let topics: Vec<Arc<str>> = conn
+            .topics
+            .lock()
+            .map(|mut t| t.drain().collect())
+            .unwrap_or_default();
+        for topic in &topics {
+            Indexes::remove(&mut ix.by_topic, topic, conn.id);
+        }
+        topics
+    }
+
+    /// Replaces a live connection's principal (after a token refresh) and re-indexes it.
+    pub fn update_principal(&self, conn: &Arc<ConnHandle>, principal: Principal) {
+        let old = conn.principal();
+        let mut ix = self.write();
+        ix.unindex_principal(conn.id, &old);
+        conn.set_principal(principal.clone());
+        if ix.conns.contains_key(&conn.id) {
+            ix.index_principal(conn, &principal);
+        }
+    }
+
+    /// Subscribes a connection to a topic; false if it already was.
+    pub fn subscribe(&self, conn: &Arc<ConnHandle>, topic: &str) -> bool {
+        let mut ix = self.write();
+        if !ix.conns.contains_key(&conn.id) {
+            return false;
+        }
+        let fresh = conn
+            .topics
+            .lock()
+            .map(|mut t| t.insert(Arc::from(topic)))
+            .unwrap_or(false);
+        if fresh {
+            Indexes::insert(&mut ix.by_topic, topic, conn);
+        }
+        fresh
+    }
+
+    /// Unsubscribes a connection from a topic; false if it was not subscribed.
+    pub fn unsubscribe(&self, conn: &ConnHandle, topic: &str) -> bool {
+        let mut ix = self.write();
+        let was = conn
+            .topics
+            .lock()
+            .map(|mut t| t.remove(topic))
+            .unwrap_or(false);
+        Indexes::remove(&mut ix.by_topic, topic, conn.id);
+        was
+    }
+
+    /// Queues a publication to every local connection in its scope, once each, and returns
+    /// how many were reached. `project_members` are the user ids the membership store lists
+    /// for a project scope (connections whose token claims the project are added here).
+    pub fn deliver(&self, publication: &Publication, project_members: &[String]) -> usize {
+        let frame = publication.frame();
+        let ix = self.read();
+        let reached = match &publication.scope {
+            Scope::All => push_all(ix.conns.values(), &frame),
+            Scope::User(user) => ix
+                .by_user
+                .get(user.as_str())
+                .map_or(0, |m| push_all(m.values(), &frame)),
+            Scope::Role(role) => ix
+                .by_role
+                .get(role.as_str())
+                .map_or(0, |m| push_all(m.values(), &frame)),
+            Scope::Topic(topic) => ix
+                .by_topic
+                .get(topic.as_str())
+                .map_or(0, |m| push_all(m.values(), &frame)),
+            Scope::Project(project) => {
+                // A member may be listed by the store and claim the project in its token:
+                // de-duplicate by connection so each gets exactly one copy.
+                let mut seen = HashSet::new();
+                let by_store = project_members
+                    .iter()
+                    .filter_map(|user| ix.by_user.get(user.as_str()))
+                    .flat_map(|m| m.values());
+                let by_claim = ix
+                    .by_claimed_project
+                    .get(project.as_str())
+                    .into_iter()
+                    .flat_map(|m| m.values());
+                push_all(
+                    by_store.chain(by_claim).filter(|c| seen.insert(c.id)),
+                    &frame,
+                )
+            }
+        };
+        self.counters
+            .delivered
+            .fetch_add(reached as u64, Ordering::Relaxed);
+        reached
+    }
+
+    /// The live connections of one user.
+    pub fn user_connections(&self, user: &str) -> Vec<Arc<ConnHandle>> {
+        self.read()
+            .by_user
+            .get(user)
+            .map(|m| m.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// How many connections are live on this node.
+    pub fn connection_count(&self) -> usize {
+        self.read().conns.len()
+    }
+
+    /// Every live connection (for shutdown and admin listings).
+    pub fn connections(&self) -> Vec<Arc<ConnHandle>> {
+        self.read().conns.values().cloned().collect()
+    }
+}
+
+fn push_all<'a>(targets: impl Iterator<Item = &'a Arc<ConnHandle>>, frame: &Frame) -> usize {
+    targets.filter(|conn| conn.push(frame.clone())).count()
+}

@@ -1,0 +1,367 @@
+//! Client commands: one JSON text frame in, one typed [`Request`] out (PROTOCOL.md sections 3
+//! and 9). Aliases from the seeds are folded into the canonical commands here, remembering only
+//! how the client wants the reply spelled.
+
+use serde_json::{Map, Value};
+
+use super::ErrorCode;
+
+/// How a (un)subscription's reply is spelled: canonical or seed 003's room alias.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyStyle {
+    Canonical,
+    Room,
+}
+
+/// A position in a topic's stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Since {
+    pub offset: u64,
+    pub epoch: String,
+}
+
+/// One client command, already checked for shape.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    Auth {
+        token: String,
+    },
+    Refresh {
+        token: String,
+    },
+    Subscribe {
+        topic: String,
+        since: Option<Since>,
+        style: ReplyStyle,
+    },
+    Unsubscribe {
+        topic: String,
+        style: ReplyStyle,
+    },
+    Publish {
+        topic: String,
+        event: String,
+        data: Value,
+    },
+    Presence {
+        topic: String,
+    },
+    History {
+        topic: String,
+        since: Option<Since>,
+        limit: usize,
+    },
+    Ack {
+        ids: Vec<String>,
+    },
+    Ping {
+        data: Option<Value>,
+    },
+    Echo {
+        data: Value,
+    },
+    Status,
+}
+
+/// A command and the `ref` to copy into its reply.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    pub command: Command,
+    pub reference: Option<Value>,
+}
+
+/// Why a frame could not become a [`Request`]; `reference` is kept when it could be read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejection {
+    pub code: ErrorCode,
+    pub message: String,
+    pub reference: Option<Value>,
+}
+
+/// The default and the largest `limit` of the `history` command.
+pub const HISTORY_DEFAULT_LIMIT: usize = 100;
+pub const HISTORY_MAX_LIMIT: usize = 1000;
+
+impl Request {
+    /// Parses one text frame.
+    pub fn parse(text: &str) -> Result<Self, Rejection> {
+        let value: Value = serde_json::from_str(text)
+            .map_err(|e| invalid(None, format!("not valid JSON: {e}")))?;
+        let Value::Object(mut fields) = value else {
+            return Err(invalid(None, "a command must be a JSON object".into()));
+        };
+        let reference = match fields.remove("ref") {
+            None | Some(Value::Null) => None,
+            Some(r @ (Value::String(_) | Value::Number(_))) => Some(r),
+            Some(_) => return Err(invalid(None, "`ref` must be a string or a number".into())),
+        };
+        let fields = Fields {
+            map: fields,
+            reference: &reference,
+        };
+        let command = fields.command()?;
+        Ok(Self { command, reference })
+    }
+}
+
+fn invalid(reference: Option<Value>, message: String) -> Rejection {
+    Rejection {
+        code: ErrorCode::InvalidMessage,
+        message,
+        reference,
+    }
+}
+
+/// The fields of one command object, with typed getters that produce `invalid_message`.
+struct Fields<'a> {
+    map: Map<String, Value>,
+    reference: &'a Option<Value>,
+}
+
+impl Fields<'_> {
+    fn command(self) -> Result<Command, Rejection> {
+        let kind = match self.map.get("type") {
+            Some(Value::String(kind)) => kind.clone(),
+            Some(_) => return Err(self.invalid("`type` must be a string")),
+            None => return Err(self.invalid("missing `type`")),
+        };
+        Ok(match kind.as_str() {
+            "auth" => Command::Auth {
+                token: self.string("token")?,
+            },
+            "refresh" => Command::Refresh {
+                token: self.string("token")?,
+            },
+            "subscribe" => Command::Subscribe {
+                topic: self.string("topic")?,
+                since: self.since()?,
+                style: ReplyStyle::Canonical,
+            },
+            "unsubscribe" => Command::Unsubscribe {
+                topic: self.string("topic")?,
+                style: ReplyStyle::Canonical,
+            },
+            "publish" => Command::Publish {
+                topic: self.string("topic")?,
+                event: self.string("event")?,
+                data: self.map.get("data").cloned().unwrap_or_else(empty_object),
+            },
+            "presence" => Command::Presence {
+                topic: self.string("topic")?,
+            },
+            "history" => Command::History {
+                topic: self.string("topic")?,
+                since: self.since()?,
+                limit: self.limit()?,
+            },
+            "ack" => Command::Ack { ids: self.ids()? },
+            "ping" => Command::Ping {
+                data: self.map.get("data").cloned(),
+            },
+            "echo" => Command::Echo {
+                data: self.map.get("data").cloned().unwrap_or(Value::Null),
+            },
+            "status" => Command::Status,
+            "join_room" => Command::Subscribe {
+                topic: self.data()?.string("room")?,
+                since: None,
+                style: ReplyStyle::Room,
+            },
+            "leave_room" => Command::Unsubscribe {
+                topic: self.data()?.string("room")?,
+                style: ReplyStyle::Room,
+            },
+            "subscription" => self.data()?.subscription()?,
+            "broadcast" => {
+                let data = self.data()?;
+                Command::Publish {
+                    topic: data.string("room")?,
+                    event: data.string("type")?,
+                    data: data
+                        .map
+                        .get("payload")
+                        .cloned()
+                        .unwrap_or_else(empty_object),
+                }
+            }
+            _ => {
+                return Err(Rejection {
+                    code: ErrorCode::UnknownType,
+                    message: format!("unknown message type `{kind}`"),
+                    reference: self.reference.clone(),
+                })
+            }
+        })
+    }
+
+    fn invalid(&self, message: &str) -> Rejection {
+        invalid(self.reference.clone(), message.to_string())
+    }
+
+    /// A required non-empty string field.
+    fn string(&self, name: &str) -> Result<String, Rejection> {
+        match self.map.get(name) {
+            Some(Value::String(s)) if !s.is_empty() => Ok(s.clone()),
+            Some(Value::String(_)) => Err(self.invalid(&format!("`{name}` must not be empty"))),
+            Some(_) => Err(self.invalid(&format!("`{name}` must be a string"))),
+            None => Err(self.invalid(&format!("missing `{name}`"))),
+        }
+    }
+
+    /// A required id: a non-empty string, or a number kept as its text.
+    fn id(&self, name: &str) -> Result<String, Rejection> {
+        match self.map.get(name) {
+            Some(Value::Number(n)) => Ok(n.to_string()),
+            _ => self.string(name),
+        }
+    }
+
+    /// The nested `data` object of the seed aliases.
+    fn data(&self) -> Result<Fields<'_>, Rejection> {
+        match self.map.get("data") {
+            Some(Value::Object(map)) => Ok(Fields {
+                map: map.clone(),
+                reference: self.reference,
+            }),
+            Some(_) => Err(self.invalid("`data` must be an object")),
+            None => Err(self.invalid("missing `data`")),
+        }
+    }
+
+    /// Seed 003's `subscription` with `action` and `project_id`.
+    fn subscription(&self) -> Result<Command, Rejection> {
+        let topic = format!("project:{}", self.id("project_id")?);
+        match self.string("action")?.as_str() {
+            "subscribe" => Ok(Command::Subscribe {
+                topic,
+                since: None,
+                style: ReplyStyle::Canonical,
+            }),
+            "unsubscribe" => Ok(Command::Unsubscribe {
+                topic,
+                style: ReplyStyle::Canonical,
+            }),
+            _ => Err(self.invalid("`action` must be subscribe or unsubscribe")),
+        }
+    }
+
+    fn since(&self) -> Result<Option<Since>, Rejection> {
+        let Some(value) = self.map.get("since") else {
+            return Ok(None);
+        };
+        let shape = || self.invalid("`since` must be {offset: number, epoch: string}");
+        match value {
+            Value::Null => Ok(None),
+            Value::Object(since) => {
+                let offset = since
+                    .get("offset")
+                    .and_then(Value::as_u64)
+                    .ok_or_else(shape)?;
+                let epoch = since
+                    .get("epoch")
+                    .and_then(Value::as_str)
+                    .ok_or_else(shape)?;
+                Ok(Some(Since {
+                    offset,
+                    epoch: epoch.to_string(),
+                }))
+            }
+            _ => Err(shape()),
+        }
+    }
+
+    fn limit(&self) -> Result<usize, Rejection> {
+        match self.map.get("limit") {
+            None | Some(Value::Null) => Ok(HISTORY_DEFAULT_LIMIT),
+            Some(v) => match v.as_u64() {
+                Some(n) if n >= 1 => Ok((n as usize).min(HISTORY_MAX_LIMIT)),
+                _ => Err(self.invalid("`limit` must be a positive integer")),
+            },
+        }
+    }
+
+    fn ids(&self) -> Result<Vec<String>, Rejection> {
+        let shape = || self.invalid("`ids` must be a list of strings");
+        match self.map.get("ids") {
+            Some(Value::Array(items)) => items
+                .iter()
+                .map(|v| v.as_str().map(str::to_string).ok_or_else(shape))
+                .collect(),
+            _ => Err(shape()),
+        }
+    }
+}
+
+fn empty_object() -> Value {
+    Value::Object(Map::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Command, Rejection> {
+        Request::parse(text).map(|r| r.command)
+    }
+
+    #[test]
+    fn canonical_commands_parse() {
+        assert_eq!(
+            parse(r#"{"type":"subscribe","topic":"chat:1","since":{"offset":3,"epoch":"e"}}"#),
+            Ok(Command::Subscribe {
+                topic: "chat:1".into(),
+                since: Some(Since {
+                    offset: 3,
+                    epoch: "e".into()
+                }),
+                style: ReplyStyle::Canonical
+            })
+        );
+        assert_eq!(parse(r#"{"type":"status"}"#), Ok(Command::Status));
+        assert!(matches!(
+            parse(r#"{"type":"history","topic":"a","limit":5000}"#),
+            Ok(Command::History { limit: 1000, .. })
+        ));
+    }
+
+    #[test]
+    fn seed_aliases_fold_into_canonical_commands() {
+        assert_eq!(
+            parse(r#"{"type":"subscription","data":{"action":"subscribe","project_id":42}}"#),
+            Ok(Command::Subscribe {
+                topic: "project:42".into(),
+                since: None,
+                style: ReplyStyle::Canonical
+            })
+        );
+        assert_eq!(
+            parse(r#"{"type":"broadcast","data":{"room":"r","type":"t","payload":[1]}}"#),
+            Ok(Command::Publish {
+                topic: "r".into(),
+                event: "t".into(),
+                data: serde_json::json!([1])
+            })
+        );
+    }
+
+    #[test]
+    fn bad_shapes_are_invalid_and_keep_the_ref() {
+        let err = Request::parse(r#"{"type":"subscribe","topic":7,"ref":"r1"}"#).unwrap_err();
+        assert_eq!(err.code, ErrorCode::InvalidMessage);
+        assert_eq!(err.reference, Some(Value::String("r1".into())));
+        let err = Request::parse(r#"{"type":"nope","ref":2}"#).unwrap_err();
+        assert_eq!(err.code, ErrorCode::UnknownType);
+        assert_eq!(
+            Request::parse("[1]").unwrap_err().code,
+            ErrorCode::InvalidMessage
+        );
+        assert_eq!(
+            Request::parse("{").unwrap_err().code,
+            ErrorCode::InvalidMessage
+        );
+        assert_eq!(
+            Request::parse(r#"{"topic":"a"}"#).unwrap_err().code,
+            ErrorCode::InvalidMessage
+        );
+    }
+}

@@ -1,0 +1,140 @@
+//! The wire: the only module that knows Herald's JSON field names.
+//!
+//! Client frames become typed [`Request`]s ([`command`]); server messages are built as
+//! [`Envelope`]s and encoded once into a [`Frame`] whose bytes are shared by every recipient.
+
+pub mod command;
+
+pub use command::{Command, Rejection, ReplyStyle, Request, Since};
+
+use axum::extract::ws::{Message, Utf8Bytes};
+use serde::Serialize;
+use serde_json::Value;
+
+/// An encoded server message, ready for any number of sockets: cloning it only bumps a
+/// reference count.
+pub type Frame = Message;
+
+/// The error codes of PROTOCOL.md section 9.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    InvalidMessage,
+    UnknownType,
+    Unauthorized,
+    AuthFailed,
+    TokenExpired,
+    Forbidden,
+    RateLimited,
+    MessageTooLarge,
+    NotFound,
+    ProcessingError,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidMessage => "invalid_message",
+            Self::UnknownType => "unknown_type",
+            Self::Unauthorized => "unauthorized",
+            Self::AuthFailed => "auth_failed",
+            Self::TokenExpired => "token_expired",
+            Self::Forbidden => "forbidden",
+            Self::RateLimited => "rate_limited",
+            Self::MessageTooLarge => "message_too_large",
+            Self::NotFound => "not_found",
+            Self::ProcessingError => "processing_error",
+        }
+    }
+}
+
+impl Serialize for ErrorCode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// Who published a client publication.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Sender {
+    pub user_id: String,
+    pub client_id: String,
+}
+
+/// One server-to-client message before encoding.
+#[derive(Debug, Serialize)]
+pub struct Envelope<'a, D: Serialize> {
+    #[serde(rename = "type")]
+    pub kind: &'a str,
+    pub data: D,
+    pub timestamp: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topic: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from: Option<&'a Sender>,
+    #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub reference: Option<&'a Value>,
+}
+
+impl<'a, D: Serialize> Envelope<'a, D> {
+    /// A reply or notice: no id, no topic.
+    pub fn new(kind: &'a str, data: D, timestamp: &'a str) -> Self {
+        Self {
+            kind,
+            data,
+            timestamp,
+            id: None,
+            topic: None,
+            from: None,
+            reference: None,
+        }
+    }
+
+    pub fn reply_to(mut self, reference: Option<&'a Value>) -> Self {
+        self.reference = reference;
+        self
+    }
+
+    /// Encodes the message into a shareable text frame.
+    pub fn encode(&self) -> Frame {
+        // Serializing a struct of strings and JSON values cannot fail; fall back to an error
+        // frame rather than panic if a future field ever makes it possible.
+        let text = serde_json::to_string(self).unwrap_or_else(|e| {
+            format!(
+                r#"{{"type":"error","data":{{"code":"processing_error","message":"{}"}},"timestamp":"{}"}}"#,
+                e.to_string().replace('"', "'"),
+                self.timestamp
+            )
+        });
+        Message::Text(Utf8Bytes::from(text))
+    }
+}
+
+/// The current time as PROTOCOL.md writes timestamps: RFC 3339 UTC with milliseconds.
+pub fn now_timestamp() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}
+
+/// `{code, message}`, the data of an `error`.
+#[derive(Debug, Serialize)]
+pub struct ErrorData<'a> {
+    pub code: ErrorCode,
+    pub message: &'a str,
+}
+
+/// An `error` frame with its code, a message, and the command's `ref`.
+pub fn error_frame(code: ErrorCode, message: &str, reference: Option<&Value>) -> Frame {
+    let timestamp = now_timestamp();
+    Envelope::new("error", ErrorData { code, message }, &timestamp)
+        .reply_to(reference)
+        .encode()
+}
+
+/// A reply frame of type `kind` with `data`, echoing `ref`.
+pub fn reply_frame<D: Serialize>(kind: &str, data: D, reference: Option<&Value>) -> Frame {
+    let timestamp = now_timestamp();
+    Envelope::new(kind, data, &timestamp)
+        .reply_to(reference)
+        .encode()
+}

@@ -1,0 +1,95 @@
+//! A publication: one event sent to one scope, stamped once with its id and time.
+
+use serde_json::Value;
+
+use crate::protocol::{now_timestamp, Envelope, Frame, Sender};
+
+/// Who receives a publication (PROTOCOL.md section 5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    All,
+    User(String),
+    Role(String),
+    Project(String),
+    Topic(String),
+}
+
+impl Scope {
+    /// Builds a scope from its wire name and target; the error says what is missing or wrong.
+    pub fn parse(name: &str, target: Option<&str>) -> Result<Self, String> {
+        let target = || {
+            target
+                .filter(|t| !t.is_empty())
+                .map(str::to_string)
+                .ok_or_else(|| format!("scope `{name}` needs a `target`"))
+        };
+        match name {
+            "all" => Ok(Self::All),
+            "user" => Ok(Self::User(target()?)),
+            "role" => Ok(Self::Role(target()?)),
+            "project" => Ok(Self::Project(target()?)),
+            "topic" => {
+                let topic = target()?;
+                crate::topic::validate(&topic)?;
+                Ok(Self::Topic(topic))
+            }
+            other => Err(format!(
+                "unknown scope `{other}`: expected all, user, role, project or topic"
+            )),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::All => "all",
+            Self::User(_) => "user",
+            Self::Role(_) => "role",
+            Self::Project(_) => "project",
+            Self::Topic(_) => "topic",
+        }
+    }
+}
+
+/// One event on its way to a scope. Built once; its frame is encoded once.
+#[derive(Debug, Clone)]
+pub struct Publication {
+    pub id: String,
+    pub scope: Scope,
+    pub event: String,
+    pub data: Value,
+    pub timestamp: String,
+    /// Set when a client published it.
+    pub from: Option<Sender>,
+}
+
+impl Publication {
+    /// Stamps a new publication with a fresh UUID v7 and the current time.
+    pub fn new(scope: Scope, event: impl Into<String>, data: Value) -> Self {
+        Self {
+            id: uuid::Uuid::now_v7().to_string(),
+            scope,
+            event: event.into(),
+            data,
+            timestamp: now_timestamp(),
+            from: None,
+        }
+    }
+
+    /// The frame every recipient gets: encoded here, once.
+    pub fn frame(&self) -> Frame {
+        let topic = match &self.scope {
+            Scope::Topic(topic) => Some(topic.as_str()),
+            _ => None,
+        };
+        Envelope {
+            kind: &self.event,
+            data: &self.data,
+            timestamp: &self.timestamp,
+            id: Some(&self.id),
+            topic,
+            from: self.from.as_ref(),
+            reference: None,
+        }
+        .encode()
+    }
+}

@@ -1,0 +1,136 @@
+//! Topic names and who may use them (PROTOCOL.md section 4).
+//!
+//! The built-in rules of `user:`, `project:` and `role:` always hold; a namespace entry in the
+//! config may add features (client publish on `project:`, presence, history) but never widens
+//! who may subscribe to those three.
+
+use crate::auth::Principal;
+use crate::config::{Config, Namespace, SubscribeRule};
+
+/// The longest topic name, in bytes.
+pub const MAX_TOPIC_LEN: usize = 255;
+
+/// Bytes a topic name may contain: letters, digits and `:_-.@/`.
+pub fn is_topic_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'-' | b'.' | b'@' | b'/')
+}
+
+/// Checks a topic name's shape; the error says what is wrong.
+pub fn validate(topic: &str) -> Result<(), String> {
+    if topic.is_empty() {
+        return Err("topic must not be empty".into());
+    }
+    if topic.len() > MAX_TOPIC_LEN {
+        return Err(format!("topic is longer than {MAX_TOPIC_LEN} bytes"));
+    }
+    if !topic.bytes().all(is_topic_byte) {
+        return Err("topic may only hold letters, digits and :_-.@/".into());
+    }
+    Ok(())
+}
+
+/// The namespace of a topic: the part before the first `:`. A topic without `:` belongs to
+/// the default namespace (`""`), which no config entry can name.
+pub fn namespace(topic: &str) -> &str {
+    topic.split_once(':').map_or("", |(ns, _)| ns)
+}
+
+/// What a subscription needs beyond the principal itself.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SubscribeCheck {
+    Allowed,
+    Denied,
+    /// Allowed when the principal is a member of this project (store or token claim).
+    MemberOf(String),
+}
+
+/// Decides whether `who` may subscribe to `topic` (already validated).
+pub fn subscribe_check(config: &Config, who: &Principal, topic: &str) -> SubscribeCheck {
+    let (ns, rest) = topic.split_once(':').unwrap_or(("", topic));
+    match ns {
+        "user" => allow_if(rest == &*who.user_id),
+        "role" => allow_if(rest == &*who.role),
+        "project" => member_of(rest),
+        _ => match config.namespace(ns).map(|n| &n.subscribe) {
+            None | Some(SubscribeRule::Authenticated) => SubscribeCheck::Allowed,
+            Some(SubscribeRule::Members) => member_of(rest),
+            Some(SubscribeRule::Role(role)) => allow_if(role.as_str() == &*who.role),
+            Some(SubscribeRule::None) => SubscribeCheck::Denied,
+        },
+    }
+}
+
+/// Whether clients may publish to `topic`: never to `user:` and `role:`, otherwise as the
+/// namespace's `publish` says (default no). Publishing also requires being allowed to subscribe.
+pub fn client_may_publish(config: &Config, topic: &str) -> bool {
+    match namespace(topic) {
+        "user" | "role" => false,
+        ns => config.namespace(ns).is_some_and(|n: &Namespace| n.publish),
+    }
+}
+
+fn allow_if(ok: bool) -> SubscribeCheck {
+    if ok {
+        SubscribeCheck::Allowed
+    } else {
+        SubscribeCheck::Denied
+    }
+}
+
+fn member_of(project: &str) -> SubscribeCheck {
+    if project.is_empty() {
+        SubscribeCheck::Denied
+    } else {
+        SubscribeCheck::MemberOf(project.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alice() -> Principal {
+        Principal::new("alice", "user", vec!["p1".into()])
+    }
+
+    #[test]
+    fn names_are_checked_for_length_and_characters() {
+        assert!(validate("chat:room-1/a.b@c_d").is_ok());
+        assert!(validate("").is_err());
+        assert!(validate("chat room").is_err());
+        assert!(validate(&"a".repeat(256)).is_err());
+        assert!(validate(&"a".repeat(255)).is_ok());
+    }
+
+    #[test]
+    fn builtin_namespaces_follow_the_principal() {
+        let config = Config::default();
+        let who = alice();
+        assert_eq!(
+            subscribe_check(&config, &who, "user:alice"),
+            SubscribeCheck::Allowed
+        );
+        assert_eq!(
+            subscribe_check(&config, &who, "user:bob"),
+            SubscribeCheck::Denied
+        );
+        assert_eq!(
+            subscribe_check(&config, &who, "role:user"),
+            SubscribeCheck::Allowed
+        );
+        assert_eq!(
+            subscribe_check(&config, &who, "role:admin"),
+            SubscribeCheck::Denied
+        );
+        assert_eq!(
+            subscribe_check(&config, &who, "project:p9"),
+            SubscribeCheck::MemberOf("p9".into())
+        );
+        assert_eq!(
+            subscribe_check(&config, &who, "news"),
+            SubscribeCheck::Allowed
+        );
+        assert!(!client_may_publish(&config, "chat:x"));
+        assert!(!client_may_publish(&config, "user:alice"));
+    }
+}
