@@ -604,3 +604,14 @@ async fn ws_connect_is_an_alias_of_ws() {
     let mut client = Client::connect(&url).await;
     assert_eq!(client.recv().await["type"], "connection.established");
 }
+
+#[tokio::test]
+async fn leeway_is_zero_unless_configured() {
+    let just_expired = sign(&json!({"sub": "l", "exp": now() - 5}));
+    let strict = Server::start("");
+    let (status, _) = refused_status(&strict.ws_url(&format!("token={just_expired}")), &[]).await;
+    assert_eq!(status, 401);
+    let lenient = Server::start_with(&format!("[jwt]\nsecret = \"{SECRET}\"\nleeway = \"60s\"\n"));
+    let mut client = lenient.connect(&just_expired).await;
+    assert!(client.is_alive().await, "the leeway applies to the expiry timer too");
+}

@@ -50,8 +50,10 @@ impl Session {
     pub fn expiry_instant(&self) -> Instant {
         match self.conn.principal().expires_at {
             Some(exp) => {
-                let now = crate::auth::unix_now();
-                Instant::now() + Duration::from_secs(exp.saturating_sub(now))
+                // The same leeway that let the token in keeps it alive past `exp`.
+                let leeway = self.node.config().jwt.leeway;
+                let left = Duration::from_secs(exp.saturating_sub(crate::auth::unix_now()));
+                Instant::now() + left + leeway
             }
             None => Instant::now() + NEVER,
         }

@@ -235,3 +235,65 @@ impl Hub {
 fn push_all<'a>(targets: impl Iterator<Item = &'a Arc<ConnHandle>>, frame: &Frame) -> usize {
     targets.filter(|conn| conn.push(frame.clone())).count()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::extract::ws::Message;
+    use serde_json::json;
+
+    fn text_ptr(frame: &Frame) -> *const u8 {
+        match frame {
+            Message::Text(text) => text.as_str().as_ptr(),
+            other => panic!("expected text, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_publication_is_encoded_once_and_shared_by_every_recipient() {
+        let hub = Hub::new();
+        let mut receivers = Vec::new();
+        for _ in 0..3 {
+            let who = Principal::new("alice", "user", vec!["p1".into()]);
+            let (conn, rx) = ConnHandle::new(hub.next_id(), who, None, 8);
+            hub.register(&conn);
+            receivers.push((conn, rx));
+        }
+        let publication = Publication::new(Scope::Project("p1".into()), "e", json!({"k": 1}));
+        // alice is listed by the store and claims p1: still one copy per connection.
+        assert_eq!(hub.deliver(&publication, &["alice".to_string()]), 3);
+        let frames: Vec<Frame> = receivers
+            .iter_mut()
+            .map(|(_, rx)| rx.try_recv().expect("one frame"))
+            .collect();
+        for (_, rx) in &mut receivers {
+            assert!(rx.try_recv().is_err(), "exactly one copy");
+        }
+        let first = text_ptr(&frames[0]);
+        assert!(
+            frames.iter().all(|f| text_ptr(f) == first),
+            "the same buffer"
+        );
+    }
+
+    #[test]
+    fn a_full_queue_closes_that_connection_only() {
+        let hub = Hub::new();
+        let (slow, _slow_rx) =
+            ConnHandle::new(hub.next_id(), Principal::new("s", "user", vec![]), None, 1);
+        let (fast, mut fast_rx) =
+            ConnHandle::new(hub.next_id(), Principal::new("f", "user", vec![]), None, 8);
+        hub.register(&slow);
+        hub.register(&fast);
+        let publication = Publication::new(Scope::All, "e", json!({}));
+        assert_eq!(hub.deliver(&publication, &[]), 2);
+        assert_eq!(
+            hub.deliver(&publication, &[]),
+            1,
+            "the slow one's queue is full"
+        );
+        assert_eq!(slow.close_reason(), Some(CloseReason::SLOW_CONSUMER));
+        assert_eq!(fast.close_reason(), None);
+        assert!(fast_rx.try_recv().is_ok() && fast_rx.try_recv().is_ok());
+    }
+}
