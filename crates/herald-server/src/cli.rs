@@ -100,6 +100,15 @@ pub struct ServeArgs {
     /// This node's id in a cluster.
     #[arg(long, env = "HERALD_NODE_ID", value_name = "ID")]
     node_id: Option<String>,
+    /// Log lines as text (default) or JSON objects, one per line, on stderr.
+    #[arg(long, env = "HERALD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 impl ServeArgs {

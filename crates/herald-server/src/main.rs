@@ -14,7 +14,7 @@ use clap::Parser;
 use herald::auth::{mint_hs256, TokenRequest};
 use herald::Herald;
 
-use cli::{Cli, Command, ServeArgs, TokenArgs};
+use cli::{Cli, Command, LogFormat, ServeArgs, TokenArgs};
 
 /// A setting that stops start-up: printed as one line, exit 2.
 struct Unusable(String);
@@ -68,13 +68,15 @@ fn token(args: TokenArgs) -> Result<ExitCode, Unusable> {
 
 fn serve(args: ServeArgs) -> Result<ExitCode, Unusable> {
     let config = args.config()?;
-    tracing_subscriber::fmt()
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+        .with_env_filter(filter);
+    match args.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

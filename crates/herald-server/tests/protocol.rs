@@ -613,5 +613,8 @@ async fn leeway_is_zero_unless_configured() {
     assert_eq!(status, 401);
     let lenient = Server::start_with(&format!("[jwt]\nsecret = \"{SECRET}\"\nleeway = \"60s\"\n"));
     let mut client = lenient.connect(&just_expired).await;
-    assert!(client.is_alive().await, "the leeway applies to the expiry timer too");
+    assert!(
+        client.is_alive().await,
+        "the leeway applies to the expiry timer too"
+    );
 }

@@ -48,6 +48,16 @@ pub enum AuthError {
     Invalid(String),
 }
 
+impl AuthError {
+    /// A short label for metrics and logs.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Expired => "expired",
+            Self::Invalid(_) => "invalid",
+        }
+    }
+}
+
 /// The claims Herald reads. `sub` may be a string or a number; ids in `projects` too.
 #[derive(Debug, Deserialize)]
 struct Claims {

@@ -92,6 +92,8 @@ pub struct Limits {
     pub max_connections_per_ip: u32,
     #[serde(deserialize_with = "duration")]
     pub shutdown_grace: Duration,
+    /// Largest HTTP API request body, in bytes (413 beyond).
+    pub max_body_size: usize,
 }
 
 impl Default for Limits {
@@ -109,6 +111,7 @@ impl Default for Limits {
             write_timeout: Duration::from_secs(10),
             max_connections_per_ip: 0,
             shutdown_grace: Duration::from_secs(10),
+            max_body_size: 1024 * 1024,
         }
     }
 }

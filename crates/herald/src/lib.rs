@@ -20,6 +20,7 @@ pub mod connection;
 pub mod engine;
 pub mod http;
 pub mod hub;
+pub mod metrics;
 mod node;
 pub mod protocol;
 pub mod publication;

@@ -69,6 +69,7 @@ impl Herald {
         verifier: Verifier,
         membership: Arc<dyn Membership>,
     ) -> Self {
+        crate::metrics::install();
         let hub = Arc::new(Hub::new());
         let broker = Arc::new(MemoryBroker::new(LocalDelivery {
             hub: hub.clone(),
@@ -115,8 +116,49 @@ impl Herald {
     /// Sends a publication to its scope through the broker.
     pub async fn publish(&self, publication: Publication) -> Result<Published, EngineError> {
         let id = publication.id.clone();
-        let recipients = self.inner.broker.publish(Arc::new(publication)).await?;
+        let recipients = self
+            .inner
+            .broker
+            .publish(Arc::new(publication))
+            .await
+            .inspect_err(|_| crate::metrics::engine_error("broker"))?;
         Ok(Published { id, recipients })
+    }
+
+    /// The live connections of this node in a scope (project members resolved).
+    pub async fn connections_in(
+        &self,
+        scope: &crate::publication::Scope,
+    ) -> Result<Vec<Arc<crate::hub::ConnHandle>>, EngineError> {
+        let members = match scope {
+            crate::publication::Scope::Project(project) => {
+                self.inner.membership.members(project).await?
+            }
+            _ => Vec::new(),
+        };
+        Ok(self.inner.hub.select(scope, &members))
+    }
+
+    /// `GET /api/v1/stats`: what this node holds and has done since it started.
+    pub fn stats(&self) -> serde_json::Value {
+        use std::sync::atomic::Ordering::Relaxed;
+        let snapshot = self.inner.hub.snapshot();
+        let counters = &self.inner.hub.counters;
+        serde_json::json!({
+            "total_clients": snapshot.connections,
+            "by_role": snapshot.by_role,
+            "users": snapshot.users,
+            "topics": snapshot.topics,
+            "messages_sent": counters.sent.load(Relaxed),
+            "messages_received": counters.received.load(Relaxed),
+            "slow_consumers_dropped": counters.slow_consumers.load(Relaxed),
+            "uptime_s": self.uptime().as_secs(),
+        })
+    }
+
+    /// Whether the engines answer (for `GET /ready`).
+    pub async fn check_engines(&self) -> Result<(), EngineError> {
+        self.inner.membership.check().await
     }
 
     /// Whether `who` belongs to `project`, by the token's claim or the membership store.
@@ -124,6 +166,10 @@ impl Herald {
         if who.projects.iter().any(|p| p == project) {
             return Ok(true);
         }
-        self.inner.membership.is_member(project, &who.user_id).await
+        self.inner
+            .membership
+            .is_member(project, &who.user_id)
+            .await
+            .inspect_err(|_| crate::metrics::engine_error("membership"))
     }
 }

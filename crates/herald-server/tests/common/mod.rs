@@ -64,7 +64,7 @@ impl Server {
             path.display().to_string(),
         ];
         all.extend(args.iter().map(|a| a.to_string()));
-        let (child, addr) = spawn(&all);
+        let (child, addr) = spawn(&all, &dir.path().join("herald.log"));
         Server {
             child,
             addr,
@@ -77,9 +77,14 @@ impl Server {
     pub fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let (child, addr) = spawn(&self.args);
+        let (child, addr) = spawn(&self.args, &self.dir.path().join("herald.log"));
         self.child = child;
         self.addr = addr;
+    }
+
+    /// Everything the server logged so far.
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("herald.log")).unwrap_or_default()
     }
 
     pub fn pid(&self) -> u32 {
@@ -160,8 +165,14 @@ impl Server {
     }
 }
 
-/// Spawns `herald` with `args` and waits for the line that says where it listens.
-fn spawn(args: &[String]) -> (Child, String) {
+/// Spawns `herald` with `args`, its logs (level info) appended to `log`, and waits for the line
+/// that says where it listens.
+fn spawn(args: &[String], log: &Path) -> (Child, String) {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .expect("log file");
     let mut child = Command::new(herald_bin())
         .args(args)
         .env_remove("HERALD_LISTEN")
@@ -169,9 +180,9 @@ fn spawn(args: &[String]) -> (Child, String) {
         .env_remove("HERALD_API_KEY")
         .env_remove("HERALD_CONFIG")
         .env_remove("HERALD_DATA_DIR")
-        .env("RUST_LOG", "warn")
+        .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(log)
         .spawn()
         .expect("spawn herald");
     let addr = wait_listening(&mut child);

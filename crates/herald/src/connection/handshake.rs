@@ -39,6 +39,7 @@ pub(super) async fn await_auth(
         };
         let message = match incoming {
             Err(_elapsed) => {
+                crate::metrics::auth_failure("timeout");
                 close_with(socket, AUTH_TIMEOUT, limits.write_timeout).await;
                 return None;
             }
@@ -53,6 +54,7 @@ pub(super) async fn await_auth(
                 }) => match node.verifier().verify(&token) {
                     Ok(principal) => return Some((principal, reference)),
                     Err(e) => {
+                        crate::metrics::auth_failure(e.reason());
                         let frame =
                             error_frame(ErrorCode::AuthFailed, &e.to_string(), reference.as_ref());
                         let _ = send(socket, frame, limits.write_timeout).await;

@@ -39,8 +39,22 @@ pub struct Start {
 enum Ending {
     /// Send this close frame (after flushing what is queued, unless the client is too slow).
     Close(CloseReason),
-    /// The client left or the socket failed: nothing more to send.
-    Gone,
+    /// The client left, went silent, or the socket failed: nothing more to send. The text
+    /// says which, for logs and metrics.
+    Gone(&'static str),
+}
+
+impl Ending {
+    fn label(&self) -> &'static str {
+        match self {
+            Self::Close(CloseReason::SLOW_CONSUMER) => "slow_consumer",
+            Self::Close(CloseReason::GOING_AWAY) => "going_away",
+            Self::Close(CloseReason::TOKEN_EXPIRED) => "token_expired",
+            Self::Close(CloseReason::DISCONNECTED) => "disconnected",
+            Self::Close(_) => "policy",
+            Self::Gone(why) => why,
+        }
+    }
 }
 
 /// Runs one WebSocket connection to its end.
@@ -63,6 +77,15 @@ pub async fn serve(mut socket: WebSocket, node: Herald, start: Start) {
     // The welcome is queued before the connection is visible to publishers: it comes first.
     session.welcome(welcome, reference.as_ref());
     node.hub().register(&conn);
+    let who = conn.principal();
+    crate::metrics::connection_opened(&who.role);
+    tracing::info!(
+        client_id = %conn.client_id,
+        user_id = %who.user_id,
+        role = %who.role,
+        remote_addr = ?conn.remote_addr,
+        "connection opened"
+    );
     for topic in &start.auto_topics {
         session
             .subscribe(topic, None, ReplyStyle::Canonical, None)
@@ -72,8 +95,18 @@ pub async fn serve(mut socket: WebSocket, node: Herald, start: Start) {
     let ending = run(&mut socket, &mut session, &mut outbox).await;
 
     node.hub().unregister(&conn);
+    crate::metrics::connection_closed(&who.role, ending.label());
+    tracing::info!(
+        client_id = %conn.client_id,
+        user_id = %who.user_id,
+        remote_addr = ?conn.remote_addr,
+        duration_ms = conn.connected_at.elapsed().unwrap_or_default().as_millis() as u64,
+        reason = ending.label(),
+        "connection closed"
+    );
     if let Ending::Close(reason) = ending {
         if reason == CloseReason::SLOW_CONSUMER {
+            crate::metrics::dropped("slow_consumer");
             node.hub()
                 .counters
                 .slow_consumers
@@ -107,17 +140,18 @@ async fn run(
             }
             _ = node.shutdown_token().cancelled() => return Ending::Close(CloseReason::GOING_AWAY),
             frame = outbox.recv() => {
-                let Some(frame) = frame else { return Ending::Gone };
+                let Some(frame) = frame else { return Ending::Gone("closed") };
                 if write_batch(socket, frame, outbox, limits.write_timeout).await.is_err() {
-                    return Ending::Gone;
+                    return Ending::Gone("write_failed");
                 }
             }
             incoming = socket.recv() => {
                 let message = match incoming {
                     Some(Ok(message)) => message,
-                    None | Some(Err(_)) => return Ending::Gone,
+                    None | Some(Err(_)) => return Ending::Gone("client_gone"),
                 };
                 read_deadline.as_mut().reset(Instant::now() + limits.pong_timeout);
+                node.hub().counters.received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 match message {
                     Message::Text(text) => {
                         if session.on_text(&text).await {
@@ -126,16 +160,16 @@ async fn run(
                     }
                     Message::Binary(_) => session.on_binary(),
                     Message::Ping(_) | Message::Pong(_) => conn.touch_heartbeat(),
-                    Message::Close(_) => return Ending::Gone,
+                    Message::Close(_) => return Ending::Gone("client_closed"),
                 }
             }
             _ = ping.tick() => {
                 let sent = tokio::time::timeout(limits.write_timeout, socket.send(Message::Ping(Default::default()))).await;
                 if !matches!(sent, Ok(Ok(()))) {
-                    return Ending::Gone;
+                    return Ending::Gone("write_failed");
                 }
             }
-            _ = &mut read_deadline => return Ending::Gone,
+            _ = &mut read_deadline => return Ending::Gone("pong_timeout"),
             _ = &mut expiry => {
                 session.token_expired();
                 return Ending::Close(CloseReason::TOKEN_EXPIRED);

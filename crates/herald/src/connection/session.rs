@@ -39,7 +39,13 @@ impl Session {
     }
 
     fn send(&self, frame: crate::protocol::Frame) {
-        self.conn.push(frame);
+        if self.conn.push(frame) {
+            self.node
+                .hub()
+                .counters
+                .sent
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 
     fn error(&self, code: ErrorCode, message: &str, reference: Option<&Value>) {
@@ -79,6 +85,8 @@ impl Session {
     }
 
     pub fn on_binary(&self) {
+        crate::metrics::client_message("binary");
+        crate::metrics::dropped("invalid");
         self.error(
             ErrorCode::InvalidMessage,
             "binary frames need the msgpack encoding",
@@ -91,6 +99,8 @@ impl Session {
         let Request { command, reference } = match Request::parse(text) {
             Ok(request) => request,
             Err(rejection) => {
+                crate::metrics::client_message("invalid");
+                crate::metrics::dropped("invalid");
                 self.error(
                     rejection.code,
                     &rejection.message,
@@ -99,6 +109,7 @@ impl Session {
                 return false;
             }
         };
+        crate::metrics::client_message(command.name());
         let reference = reference.as_ref();
         match command {
             Command::Auth { token } => return self.refresh(&token, "auth_success", reference),

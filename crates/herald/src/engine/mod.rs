@@ -46,6 +46,10 @@ pub trait Membership: Send + Sync + 'static {
     /// The members of a project, sorted.
     async fn members(&self, project: &str) -> Result<Vec<String>, EngineError>;
     async fn is_member(&self, project: &str, user: &str) -> Result<bool, EngineError>;
+    /// Whether the engine answers (for readiness).
+    async fn check(&self) -> Result<(), EngineError> {
+        Ok(())
+    }
 }
 
 /// Hands publications to this node's hub, resolving project members on the way. Every broker
@@ -59,9 +63,16 @@ pub struct LocalDelivery {
 impl LocalDelivery {
     pub async fn deliver(&self, publication: &Publication) -> Result<usize, EngineError> {
         let members = match &publication.scope {
-            Scope::Project(project) => self.membership.members(project).await?,
+            Scope::Project(project) => {
+                self.membership.members(project).await.inspect_err(|_| {
+                    crate::metrics::engine_error("membership");
+                })?
+            }
             _ => Vec::new(),
         };
-        Ok(self.hub.deliver(publication, &members))
+        let started = std::time::Instant::now();
+        let reached = self.hub.deliver(publication, &members);
+        crate::metrics::publication(publication.scope.name(), reached, started.elapsed());
+        Ok(reached)
     }
 }

@@ -100,6 +100,13 @@ impl Membership for SqliteMembership {
         self.cache.members(project).await
     }
 
+    async fn check(&self) -> Result<(), EngineError> {
+        blocking(self.db.clone(), |conn| {
+            conn.query_row("SELECT count(*) FROM project_members", [], |_| Ok(()))
+        })
+        .await
+    }
+
     async fn is_member(&self, project: &str, user: &str) -> Result<bool, EngineError> {
         self.cache.is_member(project, user).await
     }

@@ -26,8 +26,12 @@ impl FromRequestParts<Herald> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, node: &Herald) -> Result<Self, ApiError> {
-        let token = bearer(&parts.headers)
-            .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer credentials"))?;
+        let Some(token) = bearer(&parts.headers) else {
+            crate::metrics::auth_failure("missing");
+            return Err(ApiError::unauthorized(
+                "missing Authorization: Bearer credentials",
+            ));
+        };
         if let Some(key) = &node.config().api_key {
             if constant_time_eq(token.as_bytes(), key.as_bytes()) {
                 return Ok(Admin);
@@ -35,10 +39,16 @@ impl FromRequestParts<Herald> for Admin {
         }
         match node.verifier().verify(token) {
             Ok(principal) if principal.is_admin() => Ok(Admin),
-            Ok(_) => Err(ApiError::forbidden(
-                "the server API needs an admin or superadmin role",
-            )),
-            Err(e) => Err(ApiError::unauthorized(format!("bad credentials: {e}"))),
+            Ok(_) => {
+                crate::metrics::auth_failure("not_admin");
+                Err(ApiError::forbidden(
+                    "the server API needs an admin or superadmin role",
+                ))
+            }
+            Err(e) => {
+                crate::metrics::auth_failure(e.reason());
+                Err(ApiError::unauthorized(format!("bad credentials: {e}")))
+            }
         }
     }
 }

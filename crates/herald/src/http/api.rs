@@ -1,86 +1,99 @@
-//! The server API rows built so far: publish and project membership (PROTOCOL.md section 11).
+//! Publishing over HTTP: publish, batch publish, and the direct user and project messages.
 
-use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::Json;
 use serde_json::{json, Map, Value};
 
 use super::admin::Admin;
+use super::body::{data_field, event_type, text_field, JsonObject};
 use super::error::ApiError;
 use crate::node::Herald;
 use crate::publication::{Publication, Scope};
 
-/// Parses a JSON object body, answering 400 `invalid_message` when it is not one.
-fn json_object(body: &Bytes) -> Result<Map<String, Value>, ApiError> {
-    match serde_json::from_slice::<Value>(body) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(ApiError::bad_request("the body must be a JSON object")),
-        Err(e) => Err(ApiError::bad_request(format!("invalid JSON: {e}"))),
-    }
+/// The most messages one batch may carry.
+pub const MAX_BATCH: usize = 1000;
+
+/// `{scope, target, type, data}` → a publication, or 400 saying what is wrong.
+fn publication(map: &Map<String, Value>) -> Result<Publication, ApiError> {
+    let scope_name =
+        text_field(map, "scope")?.ok_or_else(|| ApiError::bad_request("missing `scope`"))?;
+    let target = text_field(map, "target")?;
+    let scope = Scope::parse(&scope_name, target.as_deref()).map_err(ApiError::bad_request)?;
+    Ok(Publication::new(scope, event_type(map)?, data_field(map)))
 }
 
-/// A string field, or a number kept as its text (ids may be either).
-fn text_field(map: &Map<String, Value>, name: &str) -> Result<Option<String>, ApiError> {
-    match map.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(Value::Number(n)) => Ok(Some(n.to_string())),
-        Some(_) => Err(ApiError::bad_request(format!("`{name}` must be a string"))),
-    }
-}
-
-/// `POST /api/v1/publish` `{scope, target, type, data}` → `{id, recipients}`.
+/// `POST /api/v1/publish` → `{id, recipients}`.
 pub async fn publish(
     _: Admin,
     State(node): State<Herald>,
-    body: Bytes,
+    JsonObject(map): JsonObject,
 ) -> Result<Json<Value>, ApiError> {
-    let map = json_object(&body)?;
-    let scope_name =
-        text_field(&map, "scope")?.ok_or_else(|| ApiError::bad_request("missing `scope`"))?;
-    let target = text_field(&map, "target")?;
-    let scope = Scope::parse(&scope_name, target.as_deref()).map_err(ApiError::bad_request)?;
-    let event = match text_field(&map, "type")? {
-        Some(event) if !event.is_empty() => event,
-        _ => return Err(ApiError::bad_request("missing `type`")),
-    };
-    let data = map.get("data").cloned().unwrap_or_else(|| json!({}));
-    let published = node.publish(Publication::new(scope, event, data)).await?;
+    let published = node.publish(publication(&map)?).await?;
     Ok(Json(
         json!({ "id": published.id, "recipients": published.recipients }),
     ))
 }
 
-/// `GET /api/v1/projects/{id}/members` → `{project, members}`.
-pub async fn members(
+/// `POST /api/v1/publish/batch` `{messages: [...]}` → `{results: [...]}`, one result per
+/// message in order: `{id, recipients}` or `{error: {code, message}}`. A bad message does not
+/// stop the others.
+pub async fn publish_batch(
+    _: Admin,
+    State(node): State<Herald>,
+    JsonObject(map): JsonObject,
+) -> Result<Json<Value>, ApiError> {
+    let Some(Value::Array(messages)) = map.get("messages") else {
+        return Err(ApiError::bad_request("`messages` must be a list"));
+    };
+    if messages.len() > MAX_BATCH {
+        return Err(ApiError::bad_request(format!(
+            "a batch holds at most {MAX_BATCH} messages"
+        )));
+    }
+    let mut results = Vec::with_capacity(messages.len());
+    for message in messages {
+        let outcome = match message {
+            Value::Object(item) => match publication(item) {
+                Ok(p) => node.publish(p).await.map_err(ApiError::from),
+                Err(e) => Err(e),
+            },
+            _ => Err(ApiError::bad_request("each message must be a JSON object")),
+        };
+        results.push(match outcome {
+            Ok(published) => json!({ "id": published.id, "recipients": published.recipients }),
+            Err(e) => e.body(),
+        });
+    }
+    Ok(Json(json!({ "results": results })))
+}
+
+/// `POST /api/v1/users/{id}/message` `{type, data}` → `{id, recipients, queued}`.
+/// `queued` tells whether the message went to the user's offline inbox.
+pub async fn user_message(
+    _: Admin,
+    State(node): State<Herald>,
+    Path(user): Path<String>,
+    JsonObject(map): JsonObject,
+) -> Result<Json<Value>, ApiError> {
+    let p = Publication::new(Scope::User(user), event_type(&map)?, data_field(&map));
+    let published = node.publish(p).await?;
+    Ok(Json(json!({
+        "id": published.id,
+        "recipients": published.recipients,
+        "queued": false,
+    })))
+}
+
+/// `POST /api/v1/projects/{id}/message` `{type, data}` → `{id, recipients}`.
+pub async fn project_message(
     _: Admin,
     State(node): State<Herald>,
     Path(project): Path<String>,
+    JsonObject(map): JsonObject,
 ) -> Result<Json<Value>, ApiError> {
-    let members = node.membership().members(&project).await?;
-    Ok(Json(json!({ "project": project, "members": members })))
-}
-
-/// `PUT /api/v1/projects/{id}/members/{user_id}` → `{project, user_id, added}`.
-pub async fn add_member(
-    _: Admin,
-    State(node): State<Herald>,
-    Path((project, user)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
-    let added = node.membership().add(&project, &user).await?;
+    let p = Publication::new(Scope::Project(project), event_type(&map)?, data_field(&map));
+    let published = node.publish(p).await?;
     Ok(Json(
-        json!({ "project": project, "user_id": user, "added": added }),
-    ))
-}
-
-/// `DELETE /api/v1/projects/{id}/members/{user_id}` → `{project, user_id, removed}`.
-pub async fn remove_member(
-    _: Admin,
-    State(node): State<Herald>,
-    Path((project, user)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
-    let removed = node.membership().remove(&project, &user).await?;
-    Ok(Json(
-        json!({ "project": project, "user_id": user, "removed": removed }),
+        json!({ "id": published.id, "recipients": published.recipients }),
     ))
 }

@@ -1,12 +1,23 @@
-//! The HTTP face of a node: the `/ws` upgrade, the server API under `/api/v1`, and health.
-//! The app is a function ([`router`]) that the server binary and tests call alike.
+//! The HTTP face of a node: the `/ws` upgrade, the server API under `/api/v1`, seed 001's
+//! `/ws/stats` and `/ws/broadcast`, health, readiness and metrics. The app is a function
+//! ([`router`]) that the server binary and tests call alike.
+//!
+//! Every route is declared once in [`routes`], which records it in a table beside the router,
+//! so the OpenAPI document can be checked against what is really served.
 
 mod admin;
 mod api;
+mod body;
 mod error;
+mod members;
+mod ops;
+mod topics;
 mod ws;
 
-use axum::routing::{get, post, put};
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post, put, MethodRouter};
 use axum::{Json, Router};
 use serde_json::json;
 
@@ -14,27 +25,157 @@ pub use error::ApiError;
 
 use crate::node::Herald;
 
+/// The OpenAPI 3.1 document of the HTTP API, served at `/api/v1/openapi.json`.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// A router that remembers which methods and paths it serves.
+struct Routes {
+    router: Router<Herald>,
+    table: Vec<(&'static str, &'static str)>,
+}
+
+impl Routes {
+    fn add(
+        mut self,
+        methods: &[&'static str],
+        path: &'static str,
+        handler: MethodRouter<Herald>,
+    ) -> Self {
+        self.table.extend(methods.iter().map(|m| (*m, path)));
+        self.router = self.router.route(path, handler);
+        self
+    }
+}
+
+fn routes() -> Routes {
+    Routes {
+        router: Router::new(),
+        table: Vec::new(),
+    }
+    .add(&["GET"], "/ws", get(ws::upgrade))
+    .add(&["GET"], "/ws/connect", get(ws::upgrade))
+    .add(&["GET"], "/ws/stats", get(ops::ws_stats))
+    .add(&["POST"], "/ws/broadcast", post(ops::ws_broadcast))
+    .add(&["POST"], "/api/v1/publish", post(api::publish))
+    .add(&["POST"], "/api/v1/publish/batch", post(api::publish_batch))
+    .add(&["GET"], "/api/v1/stats", get(ops::stats))
+    .add(&["GET"], "/api/v1/connections", get(ops::connections))
+    .add(&["GET"], "/api/v1/connections/count", get(ops::count))
+    .add(
+        &["POST"],
+        "/api/v1/users/{id}/disconnect",
+        post(ops::disconnect_user),
+    )
+    .add(
+        &["POST"],
+        "/api/v1/projects/{id}/disconnect",
+        post(ops::disconnect_project),
+    )
+    .add(
+        &["POST"],
+        "/api/v1/users/{id}/message",
+        post(api::user_message),
+    )
+    .add(
+        &["POST"],
+        "/api/v1/projects/{id}/message",
+        post(api::project_message),
+    )
+    .add(
+        &["GET"],
+        "/api/v1/projects/{id}/members",
+        get(members::list),
+    )
+    .add(
+        &["PUT", "DELETE"],
+        "/api/v1/projects/{id}/members/{user_id}",
+        put(members::add).delete(members::remove),
+    )
+    .add(
+        &["GET"],
+        "/api/v1/topics/{topic}/presence",
+        get(topics::presence),
+    )
+    .add(
+        &["GET"],
+        "/api/v1/topics/{topic}/history",
+        get(topics::history),
+    )
+    .add(&["GET"], "/api/v1/openapi.json", get(openapi))
+    .add(&["GET"], "/health", get(health))
+    .add(&["GET"], "/ready", get(ready))
+    .add(&["GET"], "/metrics", get(metrics))
+}
+
 /// Every route Herald serves, with the node as state.
 pub fn router(node: Herald) -> Router {
-    Router::new()
-        .route("/ws", get(ws::upgrade))
-        .route("/ws/connect", get(ws::upgrade))
-        .route("/api/v1/publish", post(api::publish))
-        .route("/api/v1/projects/{id}/members", get(api::members))
-        .route(
-            "/api/v1/projects/{id}/members/{user_id}",
-            put(api::add_member).delete(api::remove_member),
-        )
-        .route("/health", get(health))
-        .route("/ready", get(ready))
+    let limit = node.config().limits.max_body_size;
+    routes()
+        .router
+        .layer(DefaultBodyLimit::max(limit))
         .with_state(node)
+}
+
+/// The `(method, path)` pairs [`router`] serves, paths in OpenAPI form (`{id}`).
+pub fn route_table() -> Vec<(&'static str, &'static str)> {
+    routes().table
+}
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
 }
 
 async fn health() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// Ready once the router serves: the embedded engines were opened before it was built.
-async fn ready() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ready" }))
+/// 200 when every engine answers, 503 otherwise.
+async fn ready(State(node): State<Herald>) -> impl IntoResponse {
+    match node.check_engines().await {
+        Ok(()) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({ "status": "unavailable", "error": e.to_string() })),
+        ),
+    }
+}
+
+async fn metrics() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::metrics::render(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn the_openapi_document_lists_exactly_the_served_routes() {
+        let doc: serde_json::Value = serde_json::from_str(super::OPENAPI).expect("valid JSON");
+        assert_eq!(doc["openapi"], "3.1.0");
+        let mut documented = BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for method in item.as_object().expect("path item").keys() {
+                if ["get", "put", "post", "delete", "patch"].contains(&method.as_str()) {
+                    documented.insert((method.to_uppercase(), path.clone()));
+                }
+            }
+        }
+        let served: BTreeSet<(String, String)> = super::route_table()
+            .into_iter()
+            .map(|(m, p)| (m.to_string(), p.to_string()))
+            .collect();
+        let undocumented: Vec<_> = served.difference(&documented).collect();
+        let unserved: Vec<_> = documented.difference(&served).collect();
+        assert!(
+            undocumented.is_empty(),
+            "served but not documented: {undocumented:?}"
+        );
+        assert!(
+            unserved.is_empty(),
+            "documented but not served: {unserved:?}"
+        );
+    }
 }

@@ -14,7 +14,6 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 pub use outbox::{CloseReason, ConnHandle, ConnId};
 
 use crate::auth::Principal;
-use crate::protocol::Frame;
 use crate::publication::{Publication, Scope};
 
 type Members = HashMap<ConnId, Arc<ConnHandle>>;
@@ -72,6 +71,10 @@ pub struct HubCounters {
     pub delivered: AtomicU64,
     /// Connections closed because their queue was full.
     pub slow_consumers: AtomicU64,
+    /// Frames queued to clients: deliveries and replies.
+    pub sent: AtomicU64,
+    /// Frames received from clients.
+    pub received: AtomicU64,
 }
 
 /// The registry and fan-out of this node's connections.
@@ -172,21 +175,47 @@ impl Hub {
     /// for a project scope (connections whose token claims the project are added here).
     pub fn deliver(&self, publication: &Publication, project_members: &[String]) -> usize {
         let frame = publication.frame();
+        let mut reached = 0;
+        self.for_each_in(&publication.scope, project_members, |conn| {
+            if conn.push(frame.clone()) {
+                reached += 1;
+            }
+        });
+        self.counters
+            .delivered
+            .fetch_add(reached as u64, Ordering::Relaxed);
+        self.counters
+            .sent
+            .fetch_add(reached as u64, Ordering::Relaxed);
+        reached
+    }
+
+    /// The live connections in a scope, once each (for listings, counts and disconnects).
+    pub fn select(&self, scope: &Scope, project_members: &[String]) -> Vec<Arc<ConnHandle>> {
+        let mut selected = Vec::new();
+        self.for_each_in(scope, project_members, |conn| selected.push(conn.clone()));
+        selected
+    }
+
+    /// Calls `f` once for each connection in `scope`, under the read lock: `f` must not block.
+    fn for_each_in(
+        &self,
+        scope: &Scope,
+        project_members: &[String],
+        mut f: impl FnMut(&Arc<ConnHandle>),
+    ) {
         let ix = self.read();
-        let reached = match &publication.scope {
-            Scope::All => push_all(ix.conns.values(), &frame),
-            Scope::User(user) => ix
-                .by_user
-                .get(user.as_str())
-                .map_or(0, |m| push_all(m.values(), &frame)),
-            Scope::Role(role) => ix
-                .by_role
-                .get(role.as_str())
-                .map_or(0, |m| push_all(m.values(), &frame)),
-            Scope::Topic(topic) => ix
-                .by_topic
-                .get(topic.as_str())
-                .map_or(0, |m| push_all(m.values(), &frame)),
+        let in_index =
+            |index: &HashMap<Arc<str>, Members>, key: &str, f: &mut dyn FnMut(&Arc<ConnHandle>)| {
+                if let Some(members) = index.get(key) {
+                    members.values().for_each(f);
+                }
+            };
+        match scope {
+            Scope::All => ix.conns.values().for_each(f),
+            Scope::User(user) => in_index(&ix.by_user, user, &mut f),
+            Scope::Role(role) => in_index(&ix.by_role, role, &mut f),
+            Scope::Topic(topic) => in_index(&ix.by_topic, topic, &mut f),
             Scope::Project(project) => {
                 // A member may be listed by the store and claim the project in its token:
                 // de-duplicate by connection so each gets exactly one copy.
@@ -200,25 +229,27 @@ impl Hub {
                     .get(project.as_str())
                     .into_iter()
                     .flat_map(|m| m.values());
-                push_all(
-                    by_store.chain(by_claim).filter(|c| seen.insert(c.id)),
-                    &frame,
-                )
+                by_store
+                    .chain(by_claim)
+                    .filter(|c| seen.insert(c.id))
+                    .for_each(f);
             }
-        };
-        self.counters
-            .delivered
-            .fetch_add(reached as u64, Ordering::Relaxed);
-        reached
+        }
     }
 
-    /// The live connections of one user.
-    pub fn user_connections(&self, user: &str) -> Vec<Arc<ConnHandle>> {
-        self.read()
-            .by_user
-            .get(user)
-            .map(|m| m.values().cloned().collect())
-            .unwrap_or_default()
+    /// Counts of what is live on this node.
+    pub fn snapshot(&self) -> HubSnapshot {
+        let ix = self.read();
+        HubSnapshot {
+            connections: ix.conns.len(),
+            by_role: ix
+                .by_role
+                .iter()
+                .map(|(role, m)| (role.to_string(), m.len()))
+                .collect(),
+            users: ix.by_user.len(),
+            topics: ix.by_topic.len(),
+        }
     }
 
     /// How many connections are live on this node.
@@ -232,13 +263,21 @@ impl Hub {
     }
 }
 
-fn push_all<'a>(targets: impl Iterator<Item = &'a Arc<ConnHandle>>, frame: &Frame) -> usize {
-    targets.filter(|conn| conn.push(frame.clone())).count()
+/// What is live on one node, counted under one read of the indexes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HubSnapshot {
+    pub connections: usize,
+    pub by_role: std::collections::BTreeMap<String, usize>,
+    /// Distinct users with at least one connection.
+    pub users: usize,
+    /// Topics with at least one subscriber.
+    pub topics: usize,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::Frame;
     use axum::extract::ws::Message;
     use serde_json::json;
 

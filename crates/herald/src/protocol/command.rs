@@ -82,6 +82,25 @@ pub struct Rejection {
 pub const HISTORY_DEFAULT_LIMIT: usize = 100;
 pub const HISTORY_MAX_LIMIT: usize = 1000;
 
+impl Command {
+    /// The canonical command name (for metrics and logs).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Auth { .. } => "auth",
+            Self::Refresh { .. } => "refresh",
+            Self::Subscribe { .. } => "subscribe",
+            Self::Unsubscribe { .. } => "unsubscribe",
+            Self::Publish { .. } => "publish",
+            Self::Presence { .. } => "presence",
+            Self::History { .. } => "history",
+            Self::Ack { .. } => "ack",
+            Self::Ping { .. } => "ping",
+            Self::Echo { .. } => "echo",
+            Self::Status => "status",
+        }
+    }
+}
+
 impl Request {
     /// Parses one text frame.
     pub fn parse(text: &str) -> Result<Self, Rejection> {

@@ -1,0 +1,43 @@
+//! Project membership over HTTP, backed by the `Membership` engine.
+
+use axum::extract::{Path, State};
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::admin::Admin;
+use super::error::ApiError;
+use crate::node::Herald;
+
+/// `GET /api/v1/projects/{id}/members` → `{project, members}`.
+pub async fn list(
+    _: Admin,
+    State(node): State<Herald>,
+    Path(project): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let members = node.membership().members(&project).await?;
+    Ok(Json(json!({ "project": project, "members": members })))
+}
+
+/// `PUT /api/v1/projects/{id}/members/{user_id}` → `{project, user_id, added}`.
+pub async fn add(
+    _: Admin,
+    State(node): State<Herald>,
+    Path((project, user)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let added = node.membership().add(&project, &user).await?;
+    Ok(Json(
+        json!({ "project": project, "user_id": user, "added": added }),
+    ))
+}
+
+/// `DELETE /api/v1/projects/{id}/members/{user_id}` → `{project, user_id, removed}`.
+pub async fn remove(
+    _: Admin,
+    State(node): State<Herald>,
+    Path((project, user)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let removed = node.membership().remove(&project, &user).await?;
+    Ok(Json(
+        json!({ "project": project, "user_id": user, "removed": removed }),
+    ))
+}

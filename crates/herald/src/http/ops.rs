@@ -1,0 +1,139 @@
+//! What operators ask of a node: stats, connection listings and counts, disconnects, and seed
+//! 001's `/ws/stats` and `/ws/broadcast`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::Json;
+use serde_json::{json, Value};
+
+use super::admin::Admin;
+use super::body::{text_field, JsonObject};
+use super::error::ApiError;
+use crate::hub::{CloseReason, ConnHandle};
+use crate::node::Herald;
+use crate::publication::{Publication, Scope};
+
+/// `GET /api/v1/stats`.
+pub async fn stats(_: Admin, State(node): State<Herald>) -> Json<Value> {
+    Json(node.stats())
+}
+
+/// The connections a `?user=` / `?project=` / `?topic=` filter selects (all when none).
+async fn filtered(
+    node: &Herald,
+    filters: &HashMap<String, String>,
+) -> Result<Vec<Arc<ConnHandle>>, ApiError> {
+    let scope = if let Some(user) = filters.get("user") {
+        Scope::User(user.clone())
+    } else if let Some(project) = filters.get("project") {
+        Scope::Project(project.clone())
+    } else if let Some(topic) = filters.get("topic") {
+        Scope::Topic(topic.clone())
+    } else {
+        Scope::All
+    };
+    Ok(node.connections_in(&scope).await?)
+}
+
+fn describe(conn: &ConnHandle) -> Value {
+    let who = conn.principal();
+    json!({
+        "client_id": conn.client_id,
+        "user_id": &*who.user_id,
+        "role": &*who.role,
+        "remote_addr": conn.remote_addr.map(|a| a.to_string()),
+        "connected_at": humantime::format_rfc3339_millis(conn.connected_at).to_string(),
+        "topics": conn.topics(),
+    })
+}
+
+/// `GET /api/v1/connections` `?user=` `?project=` → a list, oldest first.
+pub async fn connections(
+    _: Admin,
+    State(node): State<Herald>,
+    Query(filters): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let mut conns = filtered(&node, &filters).await?;
+    conns.sort_by_key(|c| c.id);
+    Ok(Json(Value::Array(
+        conns.iter().map(|c| describe(c)).collect(),
+    )))
+}
+
+/// `GET /api/v1/connections/count` `?user=` `?project=` `?topic=` → `{count}`.
+pub async fn count(
+    _: Admin,
+    State(node): State<Herald>,
+    Query(filters): Query<HashMap<String, String>>,
+) -> Result<Json<Value>, ApiError> {
+    let count = filtered(&node, &filters).await?.len();
+    Ok(Json(json!({ "count": count })))
+}
+
+/// Closes every connection in a scope; returns how many.
+async fn disconnect(node: &Herald, scope: Scope) -> Result<Json<Value>, ApiError> {
+    let conns = node.connections_in(&scope).await?;
+    for conn in &conns {
+        conn.close(CloseReason::DISCONNECTED);
+    }
+    Ok(Json(json!({ "disconnected": conns.len() })))
+}
+
+/// `POST /api/v1/users/{id}/disconnect` → `{disconnected}`.
+pub async fn disconnect_user(
+    _: Admin,
+    State(node): State<Herald>,
+    Path(user): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    disconnect(&node, Scope::User(user)).await
+}
+
+/// `POST /api/v1/projects/{id}/disconnect` → `{disconnected}`.
+pub async fn disconnect_project(
+    _: Admin,
+    State(node): State<Herald>,
+    Path(project): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    disconnect(&node, Scope::Project(project)).await
+}
+
+/// Seed 001's short stats: `{total_clients, by_role, timestamp}`.
+fn seed_stats(node: &Herald) -> Value {
+    let snapshot = node.hub().snapshot();
+    json!({ "total_clients": snapshot.connections, "by_role": snapshot.by_role })
+}
+
+/// `GET /ws/stats`.
+pub async fn ws_stats(_: Admin, State(node): State<Herald>) -> Json<Value> {
+    let mut stats = seed_stats(&node);
+    stats["timestamp"] = Value::String(crate::protocol::now_timestamp());
+    Json(stats)
+}
+
+/// `POST /ws/broadcast` `{message, priority, metadata}`: a `system.alert` to everyone.
+pub async fn ws_broadcast(
+    _: Admin,
+    State(node): State<Herald>,
+    JsonObject(map): JsonObject,
+) -> Result<Json<Value>, ApiError> {
+    let message = match text_field(&map, "message")? {
+        Some(message) if !message.is_empty() => message,
+        _ => return Err(ApiError::bad_request("missing `message`")),
+    };
+    let priority = text_field(&map, "priority")?.unwrap_or_else(|| "normal".into());
+    let mut data = json!({ "message": message, "priority": priority });
+    if let Some(metadata) = map.get("metadata").filter(|m| !m.is_null()) {
+        data["metadata"] = metadata.clone();
+    }
+    let published = node
+        .publish(Publication::new(Scope::All, "system.alert", data))
+        .await?;
+    Ok(Json(json!({
+        "success": true,
+        "message": "Broadcast sent successfully",
+        "recipients": published.recipients,
+        "stats": seed_stats(&node),
+    })))
+}

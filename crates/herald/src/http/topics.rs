@@ -1,0 +1,37 @@
+//! Topic presence and history over HTTP. No namespace keeps presence or history until those
+//! engines land, so every topic answers 404 `not_found`, as PROTOCOL.md asks for topics
+//! without them.
+
+use axum::extract::{Path, State};
+use axum::Json;
+use serde_json::Value;
+
+use super::admin::Admin;
+use super::error::ApiError;
+use crate::node::Herald;
+
+fn checked(topic: &str) -> Result<(), ApiError> {
+    crate::topic::validate(topic).map_err(ApiError::bad_request)
+}
+
+/// `GET /api/v1/topics/{topic}/presence`.
+pub async fn presence(
+    _: Admin,
+    State(_node): State<Herald>,
+    Path(topic): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    checked(&topic)?;
+    Err(ApiError::not_found(format!(
+        "`{topic}` has no presence: its namespace does not enable it"
+    )))
+}
+
+/// `GET /api/v1/topics/{topic}/history?since=&limit=`.
+pub async fn history(
+    _: Admin,
+    State(_node): State<Herald>,
+    Path(topic): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    checked(&topic)?;
+    Err(ApiError::not_found(format!("`{topic}` keeps no history")))
+}
