@@ -70,8 +70,10 @@ fn serve(args: ServeArgs) -> Result<ExitCode, Unusable> {
     let config = args.config()?;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colors only for a person at a terminal: files and journals get plain text.
     let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(filter);
     match args.log_format {
         LogFormat::Text => logs.init(),

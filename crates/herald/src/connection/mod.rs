@@ -35,6 +35,18 @@ pub struct Start {
     pub remote_addr: Option<SocketAddr>,
 }
 
+/// A remote address for logs: the address, or `-` when the listener did not record it.
+struct Peer(Option<SocketAddr>);
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(addr) => addr.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
+}
+
 /// How a connection ended.
 enum Ending {
     /// Send this close frame (after flushing what is queued, unless the client is too slow).
@@ -83,7 +95,7 @@ pub async fn serve(mut socket: WebSocket, node: Herald, start: Start) {
         client_id = %conn.client_id,
         user_id = %who.user_id,
         role = %who.role,
-        remote_addr = ?conn.remote_addr,
+        remote_addr = %Peer(conn.remote_addr),
         "connection opened"
     );
     for topic in &start.auto_topics {
@@ -99,7 +111,7 @@ pub async fn serve(mut socket: WebSocket, node: Herald, start: Start) {
     tracing::info!(
         client_id = %conn.client_id,
         user_id = %who.user_id,
-        remote_addr = ?conn.remote_addr,
+        remote_addr = %Peer(conn.remote_addr),
         duration_ms = conn.connected_at.elapsed().unwrap_or_default().as_millis() as u64,
         reason = ending.label(),
         "connection closed"

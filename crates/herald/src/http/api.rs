@@ -28,7 +28,9 @@ pub async fn publish(
     State(node): State<Herald>,
     JsonObject(map): JsonObject,
 ) -> Result<Json<Value>, ApiError> {
+    let started = std::time::Instant::now();
     let published = node.publish(publication(&map)?).await?;
+    crate::metrics::publish_api(started.elapsed());
     Ok(Json(
         json!({ "id": published.id, "recipients": published.recipients }),
     ))
