@@ -103,6 +103,9 @@ pub struct ServeArgs {
     /// Log lines as text (default) or JSON objects, one per line, on stderr.
     #[arg(long, env = "HERALD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Serve `/test/echo` (no auth, every frame echoed) for protocol conformance runs.
+    #[arg(long, hide = true)]
+    test_echo_endpoint: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -126,6 +129,7 @@ impl ServeArgs {
         if let Some(id) = &self.node_id {
             config.node_id = Some(id.clone());
         }
+        config.test_echo_endpoint = self.test_echo_endpoint;
         config.validate().map_err(|e| Unusable(e.0))?;
         Ok(config)
     }

@@ -317,7 +317,7 @@ async fn ping_echo_and_status_answer_with_the_ref() {
 
 #[tokio::test]
 async fn malformed_and_unknown_commands_get_errors_and_the_connection_stays() {
-    let server = Server::start("");
+    let server = Server::start("[limits]\nmax_errors = 100\n");
     let mut client = server.user("dave").await;
     client.send_text("{not json").await;
     let reply = client.recv().await;
@@ -378,7 +378,8 @@ async fn subscribe_and_unsubscribe_replies() {
 #[tokio::test]
 async fn topic_rules_for_user_role_project_and_namespaces() {
     let server = Server::start(
-        "[[namespaces]]\nname = \"ops\"\nsubscribe = \"role:admin\"\n\
+        "[limits]\nmax_errors = 100\n\
+         [[namespaces]]\nname = \"ops\"\nsubscribe = \"role:admin\"\n\
          [[namespaces]]\nname = \"sealed\"\nsubscribe = \"none\"\n\
          [[namespaces]]\nname = \"board\"\nsubscribe = \"members\"\n",
     );

@@ -31,6 +31,10 @@ pub struct Config {
     pub limits: Limits,
     pub inbox: InboxConfig,
     pub namespaces: Vec<Namespace>,
+    /// Serve the test-only echo endpoint `/test/echo` (Autobahn conformance runs). Never from
+    /// the file: only the server's hidden `--test-echo-endpoint` flag sets it.
+    #[serde(skip)]
+    pub test_echo_endpoint: bool,
 }
 
 impl Default for Config {
@@ -47,6 +51,7 @@ impl Default for Config {
             limits: Limits::default(),
             inbox: InboxConfig::default(),
             namespaces: Vec::new(),
+            test_echo_endpoint: false,
         }
     }
 }

@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::auth::{Principal, Verifier};
 use crate::config::Config;
+use crate::connection::limits::IpSlots;
 use crate::engine::memory::MemoryBroker;
 use crate::engine::sqlite::{self, SqliteMembership};
 use crate::engine::{Broker, EngineError, LocalDelivery, Membership};
@@ -41,6 +42,7 @@ struct Inner {
     membership: Arc<dyn Membership>,
     shutdown: CancellationToken,
     started_at: Instant,
+    ip_slots: Arc<IpSlots>,
 }
 
 impl Herald {
@@ -77,6 +79,7 @@ impl Herald {
         }));
         Self {
             inner: Arc::new(Inner {
+                ip_slots: IpSlots::new(config.limits.max_connections_per_ip),
                 config,
                 verifier,
                 hub,
@@ -107,6 +110,11 @@ impl Herald {
     /// Cancelled when the node shuts down; every connection loop watches it.
     pub fn shutdown_token(&self) -> &CancellationToken {
         &self.inner.shutdown
+    }
+
+    /// Open connections per client IP.
+    pub fn ip_slots(&self) -> &Arc<IpSlots> {
+        &self.inner.ip_slots
     }
 
     pub fn uptime(&self) -> std::time::Duration {

@@ -6,6 +6,7 @@
 //! produced, and a full queue ends the connection (1013) instead of blocking anyone.
 
 mod handshake;
+pub mod limits;
 mod session;
 
 use std::net::SocketAddr;
@@ -33,6 +34,10 @@ pub struct Start {
     /// Topics to subscribe right after authentication (`?project_id=`, `?board_id=`).
     pub auto_topics: Vec<String>,
     pub remote_addr: Option<SocketAddr>,
+    /// This connection's hold on its IP's connection slots, released when it ends.
+    pub ip_slot: Option<limits::IpSlot>,
+    /// The test-only echo endpoint: no auth, every data frame sent back as it came.
+    pub echo: bool,
 }
 
 /// A remote address for logs: the address, or `-` when the listener did not record it.
@@ -48,6 +53,7 @@ impl std::fmt::Display for Peer {
 }
 
 /// How a connection ended.
+#[derive(Debug, PartialEq, Eq)]
 enum Ending {
     /// Send this close frame (after flushing what is queued, unless the client is too slow).
     Close(CloseReason),
@@ -63,6 +69,10 @@ impl Ending {
             Self::Close(CloseReason::GOING_AWAY) => "going_away",
             Self::Close(CloseReason::TOKEN_EXPIRED) => "token_expired",
             Self::Close(CloseReason::DISCONNECTED) => "disconnected",
+            Self::Close(CloseReason::TOO_MANY_ERRORS) => "too_many_errors",
+            Self::Close(CloseReason::MESSAGE_TOO_BIG) => "too_large",
+            Self::Close(CloseReason::INVALID_UTF8) => "invalid_utf8",
+            Self::Close(CloseReason::PROTOCOL_ERROR) => "protocol_error",
             Self::Close(_) => "policy",
             Self::Gone(why) => why,
         }
@@ -72,6 +82,9 @@ impl Ending {
 /// Runs one WebSocket connection to its end.
 pub async fn serve(mut socket: WebSocket, node: Herald, start: Start) {
     let limits = node.config().limits.clone();
+    if start.echo {
+        return serve_echo(socket, node, start).await;
+    }
     let (principal, welcome, reference) = match start.principal {
         Some(principal) => (principal, "connection.established", None),
         None => match handshake::await_auth(&mut socket, &node).await {
@@ -107,6 +120,7 @@ pub async fn serve(mut socket: WebSocket, node: Herald, start: Start) {
     let ending = run(&mut socket, &mut session, &mut outbox).await;
 
     node.hub().unregister(&conn);
+    drop(start.ip_slot);
     crate::metrics::connection_closed(&who.role, ending.label());
     tracing::info!(
         client_id = %conn.client_id,
@@ -116,18 +130,52 @@ pub async fn serve(mut socket: WebSocket, node: Herald, start: Start) {
         reason = ending.label(),
         "connection closed"
     );
-    if let Ending::Close(reason) = ending {
-        if reason == CloseReason::SLOW_CONSUMER {
-            crate::metrics::dropped("slow_consumer");
-            node.hub()
-                .counters
-                .slow_consumers
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        } else {
-            flush_queued(&mut socket, &mut outbox, limits.write_timeout).await;
-        }
-        close_with(&mut socket, reason, limits.write_timeout).await;
+    if ending == Ending::Close(CloseReason::SLOW_CONSUMER) {
+        node.hub()
+            .counters
+            .slow_consumers
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
+    finish(&mut socket, &mut outbox, ending, limits.write_timeout).await;
+}
+
+/// Says goodbye as the ending requires: what is queued, then the close frame (a slow consumer
+/// gets only the close frame, behind what it has not read yet).
+async fn finish(
+    socket: &mut WebSocket,
+    outbox: &mut mpsc::Receiver<Frame>,
+    ending: Ending,
+    write_timeout: Duration,
+) {
+    let Ending::Close(reason) = ending else {
+        return;
+    };
+    match reason {
+        CloseReason::SLOW_CONSUMER => crate::metrics::dropped("slow_consumer"),
+        CloseReason::MESSAGE_TOO_BIG => crate::metrics::dropped("too_large"),
+        _ => {}
+    }
+    if reason != CloseReason::SLOW_CONSUMER {
+        flush_queued(socket, outbox, write_timeout).await;
+    }
+    close_with(socket, reason, write_timeout).await;
+}
+
+/// The test-only echo endpoint: the same reader, limits and writer as `/ws`, with every data
+/// frame sent back. It exists only when the server runs with `--test-echo-endpoint`.
+async fn serve_echo(mut socket: WebSocket, node: Herald, start: Start) {
+    let limits = node.config().limits.clone();
+    let principal = crate::auth::Principal::new("echo", "echo", Vec::new());
+    let (conn, mut outbox) = ConnHandle::new(
+        node.hub().next_id(),
+        principal,
+        start.remote_addr,
+        limits.send_queue,
+    );
+    let mut session = Session::echo(node.clone(), conn);
+    let ending = run(&mut socket, &mut session, &mut outbox).await;
+    drop(start.ip_slot);
+    finish(&mut socket, &mut outbox, ending, limits.write_timeout).await;
 }
 
 async fn run(
@@ -153,26 +201,39 @@ async fn run(
             _ = node.shutdown_token().cancelled() => return Ending::Close(CloseReason::GOING_AWAY),
             frame = outbox.recv() => {
                 let Some(frame) = frame else { return Ending::Gone("closed") };
-                if write_batch(socket, frame, outbox, limits.write_timeout).await.is_err() {
-                    return Ending::Gone("write_failed");
+                // A slow consumer is told to close while its write may be stuck: stop waiting
+                // for the write then (what was written stays buffered, in order, before the
+                // close frame).
+                let write = write_batch(socket, frame, outbox, limits.write_timeout);
+                tokio::select! {
+                    written = write => if written.is_err() {
+                        return Ending::Gone("write_failed");
+                    },
+                    _ = conn.closing().cancelled() => {
+                        return Ending::Close(conn.close_reason().unwrap_or(CloseReason::DISCONNECTED));
+                    }
                 }
             }
             incoming = socket.recv() => {
                 let message = match incoming {
                     Some(Ok(message)) => message,
-                    None | Some(Err(_)) => return Ending::Gone("client_gone"),
+                    None => return Ending::Gone("client_gone"),
+                    Some(Err(e)) => return read_failure(e),
                 };
                 read_deadline.as_mut().reset(Instant::now() + limits.pong_timeout);
                 node.hub().counters.received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 match message {
                     Message::Text(text) => {
-                        if session.on_text(&text).await {
+                        if session.on_text(text).await {
                             expiry.as_mut().reset(session.expiry_instant());
                         }
                     }
-                    Message::Binary(_) => session.on_binary(),
+                    Message::Binary(bytes) => session.on_binary(bytes),
                     Message::Ping(_) | Message::Pong(_) => conn.touch_heartbeat(),
                     Message::Close(_) => return Ending::Gone("client_closed"),
+                }
+                if session.too_many_errors() {
+                    return Ending::Close(CloseReason::TOO_MANY_ERRORS);
                 }
             }
             _ = ping.tick() => {
@@ -187,6 +248,23 @@ async fn run(
                 return Ending::Close(CloseReason::TOKEN_EXPIRED);
             }
         }
+    }
+}
+
+/// Maps a failed read to how the connection ends: the WebSocket layer refused the client's
+/// frames (too big, not UTF-8, not the protocol) or the socket failed.
+fn read_failure(error: axum::Error) -> Ending {
+    use tokio_tungstenite::tungstenite::error::ProtocolError;
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    match error.into_inner().downcast_ref::<WsError>() {
+        // The TCP connection ended without a close frame: the client is simply gone.
+        Some(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => {
+            Ending::Gone("client_gone")
+        }
+        Some(WsError::Capacity(_)) => Ending::Close(CloseReason::MESSAGE_TOO_BIG),
+        Some(WsError::Utf8(_)) => Ending::Close(CloseReason::INVALID_UTF8),
+        Some(WsError::Protocol(_)) => Ending::Close(CloseReason::PROTOCOL_ERROR),
+        _ => Ending::Gone("client_gone"),
     }
 }
 

@@ -8,7 +8,9 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use crate::auth::{AuthError, Principal};
+use super::limits::{ErrorWindow, TokenBucket};
 use crate::hub::ConnHandle;
+use axum::extract::ws::Utf8Bytes;
 use crate::node::Herald;
 use crate::protocol::{
     error_frame, reply_frame, Command, ErrorCode, ReplyStyle, Request, Sender, Since,
@@ -16,10 +18,15 @@ use crate::protocol::{
 use crate::publication::{Publication, Scope};
 use crate::topic::{self, SubscribeCheck};
 
-/// An authenticated connection's command state.
+/// An authenticated connection's command state and limits.
 pub(super) struct Session {
     node: Herald,
     conn: Arc<ConnHandle>,
+    rate: TokenBucket,
+    errors: ErrorWindow,
+    too_many_errors: bool,
+    /// The test-only echo endpoint: data frames go back as they came.
+    echo: bool,
 }
 
 /// A far-away instant for "no expiry" (tokio timers need a deadline).
@@ -27,7 +34,28 @@ const NEVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
 impl Session {
     pub fn new(node: Herald, conn: Arc<ConnHandle>) -> Self {
-        Self { node, conn }
+        let limits = &node.config().limits;
+        Self {
+            rate: TokenBucket::new(limits.rate_per_sec, limits.rate_burst),
+            errors: ErrorWindow::new(limits.max_errors, limits.error_window),
+            too_many_errors: false,
+            echo: false,
+            node,
+            conn,
+        }
+    }
+
+    /// A session of the test-only echo endpoint.
+    pub fn echo(node: Herald, conn: Arc<ConnHandle>) -> Self {
+        Self {
+            echo: true,
+            ..Self::new(node, conn)
+        }
+    }
+
+    /// Whether the errors this connection caused reached `max_errors` within `error_window`.
+    pub fn too_many_errors(&self) -> bool {
+        self.too_many_errors
     }
 
     pub fn node(&self) -> &Herald {
@@ -48,8 +76,20 @@ impl Session {
         }
     }
 
-    fn error(&self, code: ErrorCode, message: &str, reference: Option<&Value>) {
+    /// Sends an `error`; invalid, forbidden and rate-limited commands count toward the
+    /// connection's error threshold.
+    fn error(&mut self, code: ErrorCode, message: &str, reference: Option<&Value>) {
         self.send(error_frame(code, message, reference));
+        if matches!(
+            code,
+            ErrorCode::InvalidMessage
+                | ErrorCode::UnknownType
+                | ErrorCode::Forbidden
+                | ErrorCode::RateLimited
+        ) && self.errors.record()
+        {
+            self.too_many_errors = true;
+        }
     }
 
     /// When the connection's token expires, as a timer deadline.
@@ -76,7 +116,7 @@ impl Session {
         self.send(reply_frame(kind, data, reference));
     }
 
-    pub fn token_expired(&self) {
+    pub fn token_expired(&mut self) {
         self.error(
             ErrorCode::TokenExpired,
             "token has expired; send refresh with a newer token before exp",
@@ -84,7 +124,11 @@ impl Session {
         );
     }
 
-    pub fn on_binary(&self) {
+    pub fn on_binary(&mut self, bytes: axum::body::Bytes) {
+        if self.echo {
+            self.send(axum::extract::ws::Message::Binary(bytes));
+            return;
+        }
         crate::metrics::client_message("binary");
         crate::metrics::dropped("invalid");
         self.error(
@@ -95,8 +139,12 @@ impl Session {
     }
 
     /// Handles one text frame. Returns true when the token's expiry changed (a refresh).
-    pub async fn on_text(&mut self, text: &str) -> bool {
-        let Request { command, reference } = match Request::parse(text) {
+    pub async fn on_text(&mut self, text: Utf8Bytes) -> bool {
+        if self.echo {
+            self.send(axum::extract::ws::Message::Text(text));
+            return false;
+        }
+        let Request { command, reference } = match Request::parse(&text) {
             Ok(request) => request,
             Err(rejection) => {
                 crate::metrics::client_message("invalid");
@@ -111,6 +159,15 @@ impl Session {
         };
         crate::metrics::client_message(command.name());
         let reference = reference.as_ref();
+        if !self.rate.take() {
+            crate::metrics::dropped("rate_limited");
+            self.error(
+                ErrorCode::RateLimited,
+                "too many commands: slow down",
+                reference,
+            );
+            return false;
+        }
         match command {
             Command::Auth { token } => return self.refresh(&token, "auth_success", reference),
             Command::Refresh { token } => return self.refresh(&token, "refreshed", reference),
@@ -136,7 +193,7 @@ impl Session {
     }
 
     /// A newer token for the same user: keeps the connection past the old `exp`.
-    fn refresh(&self, token: &str, reply: &str, reference: Option<&Value>) -> bool {
+    fn refresh(&mut self, token: &str, reply: &str, reference: Option<&Value>) -> bool {
         let principal = match self.node.verifier().verify(token) {
             Ok(principal) => principal,
             Err(e @ (AuthError::Expired | AuthError::Invalid(_))) => {
@@ -165,7 +222,7 @@ impl Session {
     }
 
     /// Checks the topic's name and the subscribe rule; on refusal the error is already sent.
-    async fn may_subscribe(&self, topic: &str, reference: Option<&Value>) -> bool {
+    async fn may_subscribe(&mut self, topic: &str, reference: Option<&Value>) -> bool {
         if let Err(e) = topic::validate(topic) {
             self.error(ErrorCode::InvalidMessage, &e, reference);
             return false;
@@ -193,7 +250,7 @@ impl Session {
     }
 
     pub async fn subscribe(
-        &self,
+        &mut self,
         topic: &str,
         since: Option<Since>,
         style: ReplyStyle,
@@ -218,7 +275,7 @@ impl Session {
         self.send(frame);
     }
 
-    fn unsubscribe(&self, topic: &str, style: ReplyStyle, reference: Option<&Value>) {
+    fn unsubscribe(&mut self, topic: &str, style: ReplyStyle, reference: Option<&Value>) {
         if let Err(e) = topic::validate(topic) {
             self.error(ErrorCode::InvalidMessage, &e, reference);
             return;
@@ -233,7 +290,7 @@ impl Session {
         self.send(frame);
     }
 
-    async fn publish(&self, topic: String, event: String, data: Value, reference: Option<&Value>) {
+    async fn publish(&mut self, topic: String, event: String, data: Value, reference: Option<&Value>) {
         if !self.may_subscribe(&topic, reference).await {
             return;
         }
@@ -261,7 +318,7 @@ impl Session {
         }
     }
 
-    fn presence(&self, topic: &str, reference: Option<&Value>) {
+    fn presence(&mut self, topic: &str, reference: Option<&Value>) {
         if let Err(e) = topic::validate(topic) {
             self.error(ErrorCode::InvalidMessage, &e, reference);
             return;
@@ -273,7 +330,7 @@ impl Session {
         );
     }
 
-    fn history(&self, topic: &str, reference: Option<&Value>) {
+    fn history(&mut self, topic: &str, reference: Option<&Value>) {
         if let Err(e) = topic::validate(topic) {
             self.error(ErrorCode::InvalidMessage, &e, reference);
             return;

@@ -110,10 +110,12 @@ fn routes() -> Routes {
 /// Every route Herald serves, with the node as state.
 pub fn router(node: Herald) -> Router {
     let limit = node.config().limits.max_body_size;
-    routes()
-        .router
-        .layer(DefaultBodyLimit::max(limit))
-        .with_state(node)
+    let mut router = routes().router;
+    if node.config().test_echo_endpoint {
+        // Test-only, so deliberately outside the route table and the OpenAPI document.
+        router = router.route("/test/echo", get(ws::echo));
+    }
+    router.layer(DefaultBodyLimit::max(limit)).with_state(node)
 }
 
 /// The `(method, path)` pairs [`router`] serves, paths in OpenAPI form (`{id}`).

@@ -79,12 +79,50 @@ pub async fn upgrade(
     if let Some(board) = query.get("board_id").filter(|b| !b.is_empty()) {
         auto_topics.push(format!("board:{board}"));
     }
+    let remote_addr = peer.map(|Extension(ConnectInfo(addr))| addr);
+    let ip_slot = match remote_addr {
+        Some(addr) => match node.ip_slots().acquire(addr.ip()) {
+            Some(slot) => Some(slot),
+            None => {
+                return ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    ErrorCode::RateLimited,
+                    format!("too many connections from {}", addr.ip()),
+                )
+                .into_response()
+            }
+        },
+        None => None,
+    };
     let start = Start {
         principal,
         auto_topics,
-        remote_addr: peer.map(|Extension(ConnectInfo(addr))| addr),
+        remote_addr,
+        ip_slot,
+        echo: false,
     };
-    let limits = &config.limits;
+    configure(ws, &node)
+        .on_upgrade(move |socket| connection::serve(socket, node, start))
+}
+
+/// `GET /test/echo`, only with `--test-echo-endpoint`: no auth, every data frame echoed, through
+/// the same connection code (reader, limits, writer) as `/ws`.
+pub async fn echo(
+    State(node): State<Herald>,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let start = Start {
+        remote_addr: peer.map(|Extension(ConnectInfo(addr))| addr),
+        echo: true,
+        ..Start::default()
+    };
+    configure(ws, &node).on_upgrade(move |socket| connection::serve(socket, node, start))
+}
+
+/// The socket settings every upgrade uses.
+fn configure(ws: WebSocketUpgrade, node: &Herald) -> WebSocketUpgrade {
+    let limits = &node.config().limits;
     // Measured (docs/BENCHMARKS.md): tungstenite's default 128 KiB read buffer costs ~139 KB per
     // idle connection; 4 KiB costs ~8 KB with the same fan-out cost. The writer batches with
     // feed + flush, so a 4 KiB write threshold still writes a batch in few syscalls.
@@ -92,7 +130,6 @@ pub async fn upgrade(
         .write_buffer_size(WRITE_BUFFER)
         .max_message_size(limits.max_message_size)
         .max_frame_size(limits.max_message_size)
-        .on_upgrade(move |socket| connection::serve(socket, node, start))
 }
 
 /// The request's path and query with the value of `token=` replaced, for logs: tokens never

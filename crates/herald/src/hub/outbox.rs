@@ -43,6 +43,22 @@ impl CloseReason {
         code: 1000,
         reason: "disconnected by the server",
     };
+    pub const TOO_MANY_ERRORS: Self = Self {
+        code: 1008,
+        reason: "too many errors",
+    };
+    pub const MESSAGE_TOO_BIG: Self = Self {
+        code: 1009,
+        reason: "message too big",
+    };
+    pub const INVALID_UTF8: Self = Self {
+        code: 1007,
+        reason: "invalid UTF-8",
+    };
+    pub const PROTOCOL_ERROR: Self = Self {
+        code: 1002,
+        reason: "protocol error",
+    };
 }
 
 /// The shared half of a connection: the hub holds it in its indexes, the connection task
