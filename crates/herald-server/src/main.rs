@@ -134,9 +134,8 @@ async fn run(config: herald::Config) -> Result<ExitCode, Unusable> {
         return Ok(ExitCode::FAILURE);
     }
     // Upgraded sockets outlive the HTTP server: give them the grace period to say goodbye.
-    let deadline = tokio::time::Instant::now() + grace;
-    while node.hub().connection_count() > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    if !node.shutdown().await {
+        tracing::warn!(grace = ?grace, "connections still open at the end of the grace period");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::auth::{Principal, Verifier};
 use crate::config::Config;
@@ -43,6 +44,8 @@ struct Inner {
     shutdown: CancellationToken,
     started_at: Instant,
     ip_slots: Arc<IpSlots>,
+    /// Every connection task, so shutdown can wait for their goodbyes.
+    connections: TaskTracker,
 }
 
 impl Herald {
@@ -87,6 +90,7 @@ impl Herald {
                 membership,
                 shutdown: CancellationToken::new(),
                 started_at: Instant::now(),
+                connections: TaskTracker::new(),
             }),
         }
     }
@@ -115,6 +119,25 @@ impl Herald {
     /// Open connections per client IP.
     pub fn ip_slots(&self) -> &Arc<IpSlots> {
         &self.inner.ip_slots
+    }
+
+    /// The tracker every connection task runs under.
+    pub fn connection_tasks(&self) -> &TaskTracker {
+        &self.inner.connections
+    }
+
+    /// Graceful shutdown: every connection is told 1001 `going away` (after what is queued for
+    /// it) and this waits, at most `limits.shutdown_grace`, until every connection task ended.
+    /// Returns false if some were still running at the deadline.
+    pub async fn shutdown(&self) -> bool {
+        self.inner.shutdown.cancel();
+        self.inner.connections.close();
+        tokio::time::timeout(
+            self.inner.config.limits.shutdown_grace,
+            self.inner.connections.wait(),
+        )
+        .await
+        .is_ok()
     }
 
     pub fn uptime(&self) -> std::time::Duration {

@@ -87,6 +87,22 @@ impl Server {
         std::fs::read_to_string(self.dir.path().join("herald.log")).unwrap_or_default()
     }
 
+    /// Sends SIGTERM and waits (at most 20 s) for the process to exit; returns its exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        for _ in 0..2000 {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status.code();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        panic!("herald did not exit within 20 s of SIGTERM");
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -401,6 +417,40 @@ impl Client {
                 None => panic!("connection ended without a close frame"),
             }
         }
+    }
+
+    /// Sends any WebSocket message (raw frames included).
+    pub async fn send_message(&mut self, message: Message) {
+        self.ws.send(message).await.expect("send");
+    }
+
+    /// Waits for a WebSocket ping from the server (answered by the client library).
+    pub async fn expect_ping(&mut self) {
+        loop {
+            let message = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("timed out waiting for a ping")
+                .expect("connection ended")
+                .expect("websocket error");
+            if matches!(message, Message::Ping(_)) {
+                return;
+            }
+        }
+    }
+
+    /// Keeps reading (so the library answers pings) for `duration`; panics if the server
+    /// closes the connection meanwhile.
+    pub async fn idle_for(&mut self, duration: Duration) {
+        let _ = tokio::time::timeout(duration, async {
+            loop {
+                match self.ws.next().await {
+                    Some(Ok(Message::Close(frame))) => panic!("closed while idle: {frame:?}"),
+                    Some(Ok(_)) => continue,
+                    other => panic!("connection ended while idle: {other:?}"),
+                }
+            }
+        })
+        .await;
     }
 
     /// Whether the connection still answers a `ping`.

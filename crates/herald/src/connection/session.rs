@@ -7,16 +7,16 @@ use std::time::{Duration, SystemTime};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use crate::auth::{AuthError, Principal};
 use super::limits::{ErrorWindow, TokenBucket};
+use crate::auth::{AuthError, Principal};
 use crate::hub::ConnHandle;
-use axum::extract::ws::Utf8Bytes;
 use crate::node::Herald;
 use crate::protocol::{
     error_frame, reply_frame, Command, ErrorCode, ReplyStyle, Request, Sender, Since,
 };
 use crate::publication::{Publication, Scope};
 use crate::topic::{self, SubscribeCheck};
+use axum::extract::ws::Utf8Bytes;
 
 /// An authenticated connection's command state and limits.
 pub(super) struct Session {
@@ -290,7 +290,13 @@ impl Session {
         self.send(frame);
     }
 
-    async fn publish(&mut self, topic: String, event: String, data: Value, reference: Option<&Value>) {
+    async fn publish(
+        &mut self,
+        topic: String,
+        event: String,
+        data: Value,
+        reference: Option<&Value>,
+    ) {
         if !self.may_subscribe(&topic, reference).await {
             return;
         }

@@ -101,8 +101,10 @@ pub async fn upgrade(
         ip_slot,
         echo: false,
     };
-    configure(ws, &node)
-        .on_upgrade(move |socket| connection::serve(socket, node, start))
+    configure(ws, &node).on_upgrade(move |socket| {
+        let tasks = node.connection_tasks().clone();
+        tasks.track_future(connection::serve(socket, node, start))
+    })
 }
 
 /// `GET /test/echo`, only with `--test-echo-endpoint`: no auth, every data frame echoed, through
@@ -117,7 +119,10 @@ pub async fn echo(
         echo: true,
         ..Start::default()
     };
-    configure(ws, &node).on_upgrade(move |socket| connection::serve(socket, node, start))
+    configure(ws, &node).on_upgrade(move |socket| {
+        let tasks = node.connection_tasks().clone();
+        tasks.track_future(connection::serve(socket, node, start))
+    })
 }
 
 /// The socket settings every upgrade uses.
