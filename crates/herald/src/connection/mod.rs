@@ -230,7 +230,12 @@ async fn run(
                     }
                     Message::Binary(bytes) => session.on_binary(bytes),
                     Message::Ping(_) | Message::Pong(_) => conn.touch_heartbeat(),
-                    Message::Close(_) => return Ending::Gone("client_closed"),
+                    Message::Close(_) => {
+                        // The WebSocket layer queued the reply to the client's close frame;
+                        // flushing sends it, completing the closing handshake.
+                        let _ = tokio::time::timeout(limits.write_timeout, socket.flush()).await;
+                        return Ending::Gone("client_closed");
+                    }
                 }
                 if session.too_many_errors() {
                     return Ending::Close(CloseReason::TOO_MANY_ERRORS);
