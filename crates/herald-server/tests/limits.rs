@@ -367,3 +367,14 @@ async fn sigterm_says_going_away_to_everyone_and_exits_0() {
         "no longer accepting"
     );
 }
+
+#[tokio::test]
+async fn a_client_close_is_answered_with_a_close() {
+    let server = Server::start("");
+    let client = server.user("bye").await;
+    let reply = client.close_cleanly().await;
+    assert_eq!(
+        reply.code, 1005,
+        "the reply echoes the client's (empty) close"
+    );
+}

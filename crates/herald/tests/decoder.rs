@@ -11,7 +11,9 @@ fn any_json() -> impl Strategy<Value = Value> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(|n| json!(n)),
-        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| json!(f)),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(|f| json!(f)),
         ".{0,40}".prop_map(Value::String),
     ];
     leaf.prop_recursive(4, 64, 8, |inner| {
@@ -26,20 +28,45 @@ fn any_json() -> impl Strategy<Value = Value> {
 /// A command-shaped object: a known or unknown `type` and any values for the usual fields.
 fn command_like() -> impl Strategy<Value = Value> {
     let kinds = prop_oneof![
-        Just("auth"), Just("refresh"), Just("subscribe"), Just("unsubscribe"), Just("publish"),
-        Just("presence"), Just("history"), Just("ack"), Just("ping"), Just("echo"), Just("status"),
-        Just("join_room"), Just("leave_room"), Just("subscription"), Just("broadcast"), Just("nope"),
+        Just("auth"),
+        Just("refresh"),
+        Just("subscribe"),
+        Just("unsubscribe"),
+        Just("publish"),
+        Just("presence"),
+        Just("history"),
+        Just("ack"),
+        Just("ping"),
+        Just("echo"),
+        Just("status"),
+        Just("join_room"),
+        Just("leave_room"),
+        Just("subscription"),
+        Just("broadcast"),
+        Just("nope"),
     ];
     let fields = prop::collection::btree_map(
         prop_oneof![
-            Just("topic"), Just("token"), Just("event"), Just("data"), Just("since"), Just("limit"),
-            Just("ids"), Just("ref"), Just("room"), Just("action"), Just("project_id"),
+            Just("topic"),
+            Just("token"),
+            Just("event"),
+            Just("data"),
+            Just("since"),
+            Just("limit"),
+            Just("ids"),
+            Just("ref"),
+            Just("room"),
+            Just("action"),
+            Just("project_id"),
         ],
         any_json(),
         0..6,
     );
     (kinds, fields).prop_map(|(kind, fields)| {
-        let mut map: Map<String, Value> = fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        let mut map: Map<String, Value> = fields
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
         map.insert("type".into(), Value::String(kind.into()));
         Value::Object(map)
     })
@@ -48,14 +75,20 @@ fn command_like() -> impl Strategy<Value = Value> {
 fn check(text: &str) {
     match Request::parse(text) {
         Ok(request) => {
-            assert!(matches!(request.reference, None | Some(Value::String(_) | Value::Number(_))));
+            assert!(matches!(
+                request.reference,
+                None | Some(Value::String(_) | Value::Number(_))
+            ));
             if let Command::History { limit, .. } = request.command {
                 assert!((1..=1000).contains(&limit));
             }
         }
         Err(rejection) => {
             assert!(
-                matches!(rejection.code, ErrorCode::InvalidMessage | ErrorCode::UnknownType),
+                matches!(
+                    rejection.code,
+                    ErrorCode::InvalidMessage | ErrorCode::UnknownType
+                ),
                 "{rejection:?}"
             );
             assert!(!rejection.message.is_empty());

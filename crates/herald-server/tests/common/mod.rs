@@ -453,6 +453,15 @@ impl Client {
         .await;
     }
 
+    /// Sends a close frame and waits for the server's reply (the closing handshake).
+    pub async fn close_cleanly(mut self) -> Closed {
+        self.ws
+            .send(Message::Close(None))
+            .await
+            .expect("send close");
+        self.closed().await
+    }
+
     /// Whether the connection still answers a `ping`.
     pub async fn is_alive(&mut self) -> bool {
         let reply = self.request(json!({"type": "ping", "ref": "alive?"})).await;
