@@ -450,21 +450,20 @@ async fn metrics_move_when_messages_flow() {
     );
 
     drop(sam);
-    let mut closed = 0.0;
-    for _ in 0..50 {
+    let server = &server;
+    let closed = eventually("the close to be counted", || async move {
         let (_, text) = server.api("GET", "/metrics", None, None).await;
-        closed = metric(
-            text.as_str().unwrap_or(""),
+        let text = text.as_str().unwrap_or("").to_string();
+        let closed = metric(
+            &text,
             "herald_connections_closed_total{reason=\"client_gone\"}",
         ) + metric(
-            text.as_str().unwrap_or(""),
+            &text,
             "herald_connections_closed_total{reason=\"client_closed\"}",
         );
-        if closed > 0.0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+        (closed > 0.0).then_some(closed)
+    })
+    .await;
     assert_eq!(closed, 1.0, "the close is counted with its reason");
 }
 
@@ -518,14 +517,11 @@ async fn connection_open_and_close_are_logged_without_tokens() {
     client.subscribe("news").await;
     drop(client);
     let _ = refused_status(&server.ws_url("token=bad.secret.token"), &[]).await;
-    let mut logs = String::new();
-    for _ in 0..100 {
-        logs = server.logs();
-        if logs.contains("connection closed") && logs.contains("refused connection") {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
+    let logs = eventually("the close and the refusal to be logged", || async {
+        let logs = server.logs();
+        (logs.contains("connection closed") && logs.contains("refused connection")).then_some(logs)
+    })
+    .await;
     let opened = logs
         .lines()
         .find(|l| l.contains("connection opened"))
@@ -557,19 +553,15 @@ async fn json_logs_with_a_flag() {
     let config = format!("api_key = \"{API_KEY}\"\n[jwt]\nsecret = \"{SECRET}\"\n");
     let server = Server::start_in(dir, &config, &["--log-format", "json"]);
     drop(server.user("jay").await);
-    let mut line = None;
-    for _ in 0..100 {
-        line = server
+    let line = eventually("the open line", || async {
+        server
             .logs()
             .lines()
             .find(|l| l.contains("connection opened"))
-            .map(str::to_string);
-        if line.is_some() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    let entry: Value = serde_json::from_str(&line.expect("an open line")).expect("a JSON log line");
+            .map(str::to_string)
+    })
+    .await;
+    let entry: Value = serde_json::from_str(&line).expect("a JSON log line");
     assert_eq!(entry["user_id"], "jay");
     assert_eq!(entry["message"], "connection opened");
 }

@@ -140,18 +140,15 @@ async fn a_client_that_stops_reading_is_closed_as_slow_and_the_others_get_everyt
     );
 }
 
-/// Polls the connection count until it reaches `expected` (at most 10 s).
+/// Waits until the connection count reaches `expected`.
 async fn wait_for_count(server: &Server, expected: u64) {
-    for _ in 0..500 {
+    eventually(&format!("{expected} connections"), || async {
         let (_, count) = server
             .api("GET", "/api/v1/connections/count", Some(API_KEY), None)
             .await;
-        if count["count"] == expected {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("the connection count never reached {expected}");
+        (count["count"] == expected).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -37,16 +37,13 @@ fn usage(pid: u32) -> (u64, usize) {
 }
 
 async fn wait_for_no_connections(server: &Server) {
-    for _ in 0..1000 {
+    eventually("connections and index entries to drain", || async {
         let (_, stats) = server
             .api("GET", "/api/v1/stats", Some(API_KEY), None)
             .await;
-        if stats["total_clients"] == 0 && stats["topics"] == 0 && stats["users"] == 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("connections or index entries did not drain");
+        (stats["total_clients"] == 0 && stats["topics"] == 0 && stats["users"] == 0).then_some(())
+    })
+    .await;
 }
 
 /// One round: `n` connections subscribe, all receive one publication, then all go away.

@@ -240,6 +240,22 @@ impl Drop for Server {
     }
 }
 
+/// Polls `probe` every 20 ms until it returns `Some`, for at most 10 s: how tests wait for
+/// something a user would see happen, without timing assertions.
+pub async fn eventually<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    for _ in 0..500 {
+        if let Some(found) = probe().await {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("waited 10 s for {what}");
+}
+
 pub fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -67,8 +67,6 @@ impl Indexes {
 /// Counters the hub keeps as it works.
 #[derive(Debug, Default)]
 pub struct HubCounters {
-    /// Frames queued to connections.
-    pub delivered: AtomicU64,
     /// Connections closed because their queue was full.
     pub slow_consumers: AtomicU64,
     /// Frames queued to clients: deliveries and replies.
@@ -182,9 +180,6 @@ impl Hub {
             }
         });
         self.counters
-            .delivered
-            .fetch_add(reached as u64, Ordering::Relaxed);
-        self.counters
             .sent
             .fetch_add(reached as u64, Ordering::Relaxed);
         reached
@@ -250,16 +245,6 @@ impl Hub {
             users: ix.by_user.len(),
             topics: ix.by_topic.len(),
         }
-    }
-
-    /// How many connections are live on this node.
-    pub fn connection_count(&self) -> usize {
-        self.read().conns.len()
-    }
-
-    /// Every live connection (for shutdown and admin listings).
-    pub fn connections(&self) -> Vec<Arc<ConnHandle>> {
-        self.read().conns.values().cloned().collect()
     }
 }
 
