@@ -10,11 +10,13 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{Principal, Verifier};
 use crate::config::Config;
 use crate::connection::limits::IpSlots;
-use crate::engine::memory::MemoryBroker;
+use crate::engine::memory::{MemoryBroker, MemoryPresence};
 use crate::engine::sqlite::{self, SqliteMembership};
-use crate::engine::{Broker, EngineError, LocalDelivery, Membership};
-use crate::hub::Hub;
-use crate::publication::Publication;
+use crate::engine::{Broker, EngineError, LocalDelivery, Membership, Presence, PresenceEntry};
+use crate::hub::{ConnHandle, Hub};
+use crate::protocol::reply_frame;
+use crate::publication::{Publication, Scope};
+use crate::topic::{self, SubscribeCheck};
 
 /// Why Herald could not start; the text is one line for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +43,7 @@ struct Inner {
     hub: Arc<Hub>,
     broker: Arc<dyn Broker>,
     membership: Arc<dyn Membership>,
+    presence: Arc<dyn Presence>,
     shutdown: CancellationToken,
     started_at: Instant,
     ip_slots: Arc<IpSlots>,
@@ -88,6 +91,7 @@ impl Herald {
                 hub,
                 broker,
                 membership,
+                presence: Arc::new(MemoryPresence::new()),
                 shutdown: CancellationToken::new(),
                 started_at: Instant::now(),
                 connections: TaskTracker::new(),
@@ -157,14 +161,9 @@ impl Herald {
     }
 
     /// The live connections of this node in a scope (project members resolved).
-    pub async fn connections_in(
-        &self,
-        scope: &crate::publication::Scope,
-    ) -> Result<Vec<Arc<crate::hub::ConnHandle>>, EngineError> {
+    pub async fn connections_in(&self, scope: &Scope) -> Result<Vec<Arc<ConnHandle>>, EngineError> {
         let members = match scope {
-            crate::publication::Scope::Project(project) => {
-                self.inner.membership.members(project).await?
-            }
+            Scope::Project(project) => self.inner.membership.members(project).await?,
             _ => Vec::new(),
         };
         Ok(self.inner.hub.select(scope, &members))
@@ -202,5 +201,142 @@ impl Herald {
             .is_member(project, &who.user_id)
             .await
             .inspect_err(|_| crate::metrics::engine_error("membership"))
+    }
+
+    /// Whether `who` may subscribe to `topic` (a valid name): the namespace rules, with the
+    /// membership store and the token's claims for project rules.
+    pub async fn may_subscribe(&self, who: &Principal, topic: &str) -> Result<bool, EngineError> {
+        match topic::subscribe_check(&self.inner.config, who, topic) {
+            SubscribeCheck::Allowed => Ok(true),
+            SubscribeCheck::Denied => Ok(false),
+            SubscribeCheck::MemberOf(project) => self.is_member(who, &project).await,
+        }
+    }
+
+    /// Whether the topic's namespace keeps presence, and whether it announces join/leave.
+    fn presence_features(&self, topic: &str) -> (bool, bool) {
+        self.inner
+            .config
+            .namespace(topic::namespace(topic))
+            .map_or((false, false), |ns| (ns.presence, ns.join_leave))
+    }
+
+    /// Whether the topic's namespace enables presence.
+    pub fn has_presence(&self, topic: &str) -> bool {
+        self.presence_features(topic).0
+    }
+
+    /// The users on a topic (its namespace must enable presence).
+    pub async fn presence(&self, topic: &str) -> Result<Vec<PresenceEntry>, EngineError> {
+        self.inner
+            .presence
+            .list(topic)
+            .await
+            .inspect_err(|_| crate::metrics::engine_error("presence"))
+    }
+
+    /// Records a fresh subscription in presence and, for the user's first connection on the
+    /// topic, announces `user_joined` to its subscribers. Call after the `subscribed` reply, so
+    /// the joining connection sees its reply first.
+    pub async fn joined(&self, conn: &ConnHandle, topic: &str) {
+        let (presence, join_leave) = self.presence_features(topic);
+        if !(presence || join_leave) {
+            return;
+        }
+        let who = conn.principal();
+        match self
+            .inner
+            .presence
+            .join(topic, &who.user_id, &conn.client_id)
+            .await
+        {
+            Ok(true) if join_leave => self.announce(topic, "user_joined", &who.user_id).await,
+            Ok(_) => {}
+            Err(e) => {
+                crate::metrics::engine_error("presence");
+                tracing::warn!(topic, error = %e, "presence join failed");
+            }
+        }
+    }
+
+    /// Unsubscribes a connection from a topic, updating presence and announcing `user_left`
+    /// when it was the user's last connection there. False if it was not subscribed.
+    pub async fn leave_topic(&self, conn: &ConnHandle, topic: &str) -> bool {
+        let was = self.inner.hub.unsubscribe(conn, topic);
+        if was {
+            self.left(conn, topic).await;
+        }
+        was
+    }
+
+    /// Removes a connection that ended from the hub and from every topic it was on.
+    pub async fn forget(&self, conn: &ConnHandle) {
+        for topic in self.inner.hub.unregister(conn) {
+            self.left(conn, &topic).await;
+        }
+    }
+
+    async fn left(&self, conn: &ConnHandle, topic: &str) {
+        let (presence, join_leave) = self.presence_features(topic);
+        if !(presence || join_leave) {
+            return;
+        }
+        let who = conn.principal();
+        match self
+            .inner
+            .presence
+            .leave(topic, &who.user_id, &conn.client_id)
+            .await
+        {
+            Ok(true) if join_leave => self.announce(topic, "user_left", &who.user_id).await,
+            Ok(_) => {}
+            Err(e) => {
+                crate::metrics::engine_error("presence");
+                tracing::warn!(topic, error = %e, "presence leave failed");
+            }
+        }
+    }
+
+    async fn announce(&self, topic: &str, event: &str, user: &str) {
+        let publication = Publication::new(
+            Scope::Topic(topic.to_string()),
+            event,
+            serde_json::json!({ "user_id": user }),
+        );
+        if let Err(e) = self.publish(publication).await {
+            tracing::warn!(topic, event, error = %e, "announcement failed");
+        }
+    }
+
+    /// Unsubscribes a live connection from every topic its principal (or the membership store)
+    /// no longer allows, telling it with `unsubscribed` `{topic, reason}`. Called when a member
+    /// is removed and when a refreshed token lost a grant.
+    pub async fn revoke_lost_topics(&self, conn: &ConnHandle) {
+        let who = conn.principal();
+        for topic in conn.topics() {
+            match self.may_subscribe(&who, &topic).await {
+                Ok(true) => continue,
+                // An engine that cannot answer revokes nothing: access is re-checked next time.
+                Err(_) => continue,
+                Ok(false) => {}
+            }
+            if self.leave_topic(conn, &topic).await {
+                conn.push(reply_frame(
+                    "unsubscribed",
+                    serde_json::json!({ "topic": topic, "reason": "permission revoked" }),
+                    None,
+                ));
+            }
+        }
+    }
+
+    /// Removes `user` from `project` in the membership store, then revokes the project's
+    /// topics from that user's live connections at once.
+    pub async fn remove_member(&self, project: &str, user: &str) -> Result<bool, EngineError> {
+        let removed = self.inner.membership.remove(project, user).await?;
+        for conn in self.inner.hub.select(&Scope::User(user.to_string()), &[]) {
+            self.revoke_lost_topics(&conn).await;
+        }
+        Ok(removed)
     }
 }

@@ -16,6 +16,14 @@ pub enum Scope {
 
 impl Scope {
     /// Builds a scope from its wire name and target; the error says what is missing or wrong.
+    ///
+    /// ```
+    /// use herald::Scope;
+    /// assert_eq!(Scope::parse("user", Some("alice")), Ok(Scope::User("alice".into())));
+    /// assert_eq!(Scope::parse("all", None), Ok(Scope::All));
+    /// assert!(Scope::parse("user", None).is_err());
+    /// assert!(Scope::parse("galaxy", Some("x")).is_err());
+    /// ```
     pub fn parse(name: &str, target: Option<&str>) -> Result<Self, String> {
         let target = || {
             target

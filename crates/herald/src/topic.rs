@@ -16,6 +16,13 @@ pub fn is_topic_byte(b: u8) -> bool {
 }
 
 /// Checks a topic name's shape; the error says what is wrong.
+///
+/// ```
+/// use herald::topic::validate;
+/// assert!(validate("chat:room-1/general").is_ok());
+/// assert!(validate("chat room").is_err());
+/// assert!(validate("").is_err());
+/// ```
 pub fn validate(topic: &str) -> Result<(), String> {
     if topic.is_empty() {
         return Err("topic must not be empty".into());

@@ -9,6 +9,8 @@ mod handshake;
 pub mod limits;
 mod session;
 
+pub use session::presence_users;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -119,7 +121,7 @@ pub async fn serve(mut socket: WebSocket, node: Herald, start: Start) {
 
     let ending = run(&mut socket, &mut session, &mut outbox).await;
 
-    node.hub().unregister(&conn);
+    node.forget(&conn).await;
     drop(start.ip_slot);
     crate::metrics::connection_closed(&who.role, ending.label());
     tracing::info!(

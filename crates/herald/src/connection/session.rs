@@ -8,14 +8,14 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use super::limits::{ErrorWindow, TokenBucket};
-use crate::auth::{AuthError, Principal};
+use crate::auth::AuthError;
 use crate::hub::ConnHandle;
 use crate::node::Herald;
 use crate::protocol::{
     error_frame, reply_frame, Command, ErrorCode, ReplyStyle, Request, Sender, Since,
 };
 use crate::publication::{Publication, Scope};
-use crate::topic::{self, SubscribeCheck};
+use crate::topic;
 use axum::extract::ws::Utf8Bytes;
 
 /// An authenticated connection's command state and limits.
@@ -169,18 +169,24 @@ impl Session {
             return false;
         }
         match command {
-            Command::Auth { token } => return self.refresh(&token, "auth_success", reference),
-            Command::Refresh { token } => return self.refresh(&token, "refreshed", reference),
+            Command::Auth { token } => {
+                return self.refresh(&token, "auth_success", reference).await
+            }
+            Command::Refresh { token } => {
+                return self.refresh(&token, "refreshed", reference).await
+            }
             Command::Subscribe {
                 topic,
                 since,
                 style,
             } => self.subscribe(&topic, since, style, reference).await,
-            Command::Unsubscribe { topic, style } => self.unsubscribe(&topic, style, reference),
+            Command::Unsubscribe { topic, style } => {
+                self.unsubscribe(&topic, style, reference).await
+            }
             Command::Publish { topic, event, data } => {
                 self.publish(topic, event, data, reference).await
             }
-            Command::Presence { topic } => self.presence(&topic, reference),
+            Command::Presence { topic } => self.presence(&topic, reference).await,
             Command::History { topic, .. } => self.history(&topic, reference),
             Command::Ack { .. } => {}
             Command::Ping { data } => self.ping(data, reference),
@@ -193,7 +199,9 @@ impl Session {
     }
 
     /// A newer token for the same user: keeps the connection past the old `exp`.
-    fn refresh(&mut self, token: &str, reply: &str, reference: Option<&Value>) -> bool {
+    /// A newer token for the same user: keeps the connection past the old `exp`, and takes
+    /// away at once the topics its role or projects no longer allow.
+    async fn refresh(&mut self, token: &str, reply: &str, reference: Option<&Value>) -> bool {
         let principal = match self.node.verifier().verify(token) {
             Ok(principal) => principal,
             Err(e @ (AuthError::Expired | AuthError::Invalid(_))) => {
@@ -218,6 +226,7 @@ impl Session {
         });
         self.node.hub().update_principal(&self.conn, principal);
         self.send(reply_frame(reply, data, reference));
+        self.node.revoke_lost_topics(&self.conn).await;
         true
     }
 
@@ -227,17 +236,13 @@ impl Session {
             self.error(ErrorCode::InvalidMessage, &e, reference);
             return false;
         }
-        let who: Principal = self.conn.principal();
-        let allowed = match topic::subscribe_check(self.node.config(), &who, topic) {
-            SubscribeCheck::Allowed => true,
-            SubscribeCheck::Denied => false,
-            SubscribeCheck::MemberOf(project) => match self.node.is_member(&who, &project).await {
-                Ok(member) => member,
-                Err(e) => {
-                    self.error(ErrorCode::ProcessingError, &e.to_string(), reference);
-                    return false;
-                }
-            },
+        let who = self.conn.principal();
+        let allowed = match self.node.may_subscribe(&who, topic).await {
+            Ok(allowed) => allowed,
+            Err(e) => {
+                self.error(ErrorCode::ProcessingError, &e.to_string(), reference);
+                return false;
+            }
         };
         if !allowed {
             self.error(
@@ -259,7 +264,7 @@ impl Session {
         if !self.may_subscribe(topic, reference).await {
             return;
         }
-        self.node.hub().subscribe(&self.conn, topic);
+        let fresh = self.node.hub().subscribe(&self.conn, topic);
         let frame = match style {
             ReplyStyle::Room => reply_frame("room_joined", json!({ "room": topic }), reference),
             // Without history nothing can be replayed: a client asking to resume is told so.
@@ -273,14 +278,17 @@ impl Session {
             },
         };
         self.send(frame);
+        if fresh {
+            self.node.joined(&self.conn, topic).await;
+        }
     }
 
-    fn unsubscribe(&mut self, topic: &str, style: ReplyStyle, reference: Option<&Value>) {
+    async fn unsubscribe(&mut self, topic: &str, style: ReplyStyle, reference: Option<&Value>) {
         if let Err(e) = topic::validate(topic) {
             self.error(ErrorCode::InvalidMessage, &e, reference);
             return;
         }
-        self.node.hub().unsubscribe(&self.conn, topic);
+        self.node.leave_topic(&self.conn, topic).await;
         let frame = match style {
             ReplyStyle::Room => reply_frame("room_left", json!({ "room": topic }), reference),
             ReplyStyle::Canonical => {
@@ -324,16 +332,28 @@ impl Session {
         }
     }
 
-    fn presence(&mut self, topic: &str, reference: Option<&Value>) {
-        if let Err(e) = topic::validate(topic) {
-            self.error(ErrorCode::InvalidMessage, &e, reference);
+    /// Who is on a topic: its namespace must enable presence, and the connection must be
+    /// allowed to subscribe to it.
+    async fn presence(&mut self, topic: &str, reference: Option<&Value>) {
+        if topic::validate(topic).is_ok() && !self.node.has_presence(topic) {
+            self.error(
+                ErrorCode::Forbidden,
+                &format!("presence is not enabled for `{topic}`"),
+                reference,
+            );
             return;
         }
-        self.error(
-            ErrorCode::Forbidden,
-            &format!("presence is not enabled for `{topic}`"),
-            reference,
-        );
+        if !self.may_subscribe(topic, reference).await {
+            return;
+        }
+        match self.node.presence(topic).await {
+            Ok(users) => self.send(reply_frame(
+                "presence",
+                json!({ "topic": topic, "users": presence_users(&users) }),
+                reference,
+            )),
+            Err(e) => self.error(ErrorCode::ProcessingError, &e.to_string(), reference),
+        }
     }
 
     fn history(&mut self, topic: &str, reference: Option<&Value>) {
@@ -374,4 +394,18 @@ impl Session {
         });
         self.send(reply_frame("status", data, reference));
     }
+}
+
+/// `[{user_id, connections, joined_at}]`, as the `presence` reply and the HTTP API give it.
+pub fn presence_users(users: &[crate::engine::PresenceEntry]) -> Value {
+    users
+        .iter()
+        .map(|u| {
+            json!({
+                "user_id": u.user_id,
+                "connections": u.connections,
+                "joined_at": humantime::format_rfc3339_millis(u.joined_at).to_string(),
+            })
+        })
+        .collect()
 }

@@ -5,8 +5,9 @@
 //!   broker hands it straight to the local hub).
 //! - [`Membership`] answers who belongs to a project (SQLite by default, merged with the
 //!   token's `projects` claim by the caller).
+//! - [`Presence`] knows who is on a topic, per user, with their connection count.
 //!
-//! `History`, `Presence` and `Inbox` join this module with the issues that build them.
+//! `History` and `Inbox` join this module with the issues that build them.
 
 pub mod memory;
 pub mod sqlite;
@@ -50,6 +51,28 @@ pub trait Membership: Send + Sync + 'static {
     async fn check(&self) -> Result<(), EngineError> {
         Ok(())
     }
+}
+
+/// One user on a topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceEntry {
+    pub user_id: String,
+    /// How many of the user's connections are subscribed.
+    pub connections: usize,
+    /// When the user's first current connection subscribed.
+    pub joined_at: std::time::SystemTime,
+}
+
+/// Who is on which topic. Costs are per topic, never per server: `join` and `leave` touch one
+/// user's entry, `list` walks one topic's users.
+#[async_trait]
+pub trait Presence: Send + Sync + 'static {
+    /// Connection `client_id` of `user` is on `topic`; true when it is the user's first there.
+    async fn join(&self, topic: &str, user: &str, client_id: &str) -> Result<bool, EngineError>;
+    /// Connection `client_id` of `user` left `topic`; true when it was the user's last there.
+    async fn leave(&self, topic: &str, user: &str, client_id: &str) -> Result<bool, EngineError>;
+    /// The users on a topic, sorted by user id.
+    async fn list(&self, topic: &str) -> Result<Vec<PresenceEntry>, EngineError>;
 }
 
 /// Hands publications to this node's hub, resolving project members on the way. Every broker

@@ -36,7 +36,7 @@ pub async fn remove(
     State(node): State<Herald>,
     Path((project, user)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
-    let removed = node.membership().remove(&project, &user).await?;
+    let removed = node.remove_member(&project, &user).await?;
     Ok(Json(
         json!({ "project": project, "user_id": user, "removed": removed }),
     ))

@@ -1,6 +1,5 @@
-//! Topic presence and history over HTTP. No namespace keeps presence or history until those
-//! engines land, so every topic answers 404 `not_found`, as PROTOCOL.md asks for topics
-//! without them.
+//! Topic presence and history over HTTP: 404 `not_found` for a topic whose namespace keeps
+//! none. No namespace keeps history until that engine lands.
 
 use axum::extract::{Path, State};
 use axum::Json;
@@ -17,13 +16,20 @@ fn checked(topic: &str) -> Result<(), ApiError> {
 /// `GET /api/v1/topics/{topic}/presence`.
 pub async fn presence(
     _: Admin,
-    State(_node): State<Herald>,
+    State(node): State<Herald>,
     Path(topic): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     checked(&topic)?;
-    Err(ApiError::not_found(format!(
-        "`{topic}` has no presence: its namespace does not enable it"
-    )))
+    if !node.has_presence(&topic) {
+        return Err(ApiError::not_found(format!(
+            "`{topic}` has no presence: its namespace does not enable it"
+        )));
+    }
+    let users = node.presence(&topic).await?;
+    Ok(Json(serde_json::json!({
+        "topic": topic,
+        "users": crate::connection::presence_users(&users),
+    })))
 }
 
 /// `GET /api/v1/topics/{topic}/history?since=&limit=`.
