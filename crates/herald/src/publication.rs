@@ -68,6 +68,9 @@ pub struct Publication {
     pub timestamp: String,
     /// Set when a client published it.
     pub from: Option<Sender>,
+    /// Position in the topic's stream, set by the `History` engine for topics with history.
+    pub offset: Option<u64>,
+    pub epoch: Option<String>,
 }
 
 impl Publication {
@@ -80,11 +83,22 @@ impl Publication {
             data,
             timestamp: now_timestamp(),
             from: None,
+            offset: None,
+            epoch: None,
         }
     }
 
     /// The frame every recipient gets: encoded here, once.
     pub fn frame(&self) -> Frame {
+        self.envelope_frame(false)
+    }
+
+    /// The frame of a message delivered from the offline inbox (`"offline": true`).
+    pub fn offline_frame(&self) -> Frame {
+        self.envelope_frame(true)
+    }
+
+    fn envelope_frame(&self, offline: bool) -> Frame {
         let topic = match &self.scope {
             Scope::Topic(topic) => Some(topic.as_str()),
             _ => None,
@@ -96,6 +110,9 @@ impl Publication {
             id: Some(&self.id),
             topic,
             from: self.from.as_ref(),
+            offset: self.offset,
+            epoch: self.epoch.as_deref(),
+            offline: offline.then_some(true),
             reference: None,
         }
         .encode()

@@ -6,7 +6,13 @@ use std::time::SystemTime;
 
 use async_trait::async_trait;
 
-use super::{Broker, EngineError, LocalDelivery, Membership, Presence, PresenceEntry};
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use super::{
+    Broker, EngineError, History, HistoryPage, Inbox, InboxLimits, LocalDelivery, Membership,
+    Presence, PresenceEntry, Retention, StreamPosition,
+};
 use crate::publication::Publication;
 
 /// A broker for one node: publishing is delivering locally.
@@ -152,6 +158,179 @@ impl Presence for MemoryPresence {
                         .collect()
                 })
                 .unwrap_or_default()
+        }))
+    }
+}
+
+/// One topic's stream in memory.
+#[derive(Debug)]
+struct Stream {
+    epoch: String,
+    top: u64,
+    kept: VecDeque<(Publication, Instant)>,
+}
+
+impl Stream {
+    fn trim(&mut self, retention: Retention) {
+        while self.kept.len() > retention.size
+            || self
+                .kept
+                .front()
+                .is_some_and(|(_, at)| at.elapsed() > retention.ttl)
+        {
+            self.kept.pop_front();
+        }
+    }
+}
+
+/// Topic streams in memory: lost on restart, so each stream's epoch is new in each process.
+#[derive(Debug, Default)]
+pub struct MemoryHistory {
+    streams: Mutex<HashMap<String, Stream>>,
+}
+
+impl MemoryHistory {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with<T>(&self, topic: &str, f: impl FnOnce(&mut Stream) -> T) -> T {
+        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        let stream = streams.entry(topic.to_string()).or_insert_with(|| Stream {
+            epoch: uuid::Uuid::now_v7().simple().to_string(),
+            top: 0,
+            kept: VecDeque::new(),
+        });
+        f(stream)
+    }
+}
+
+#[async_trait]
+impl History for MemoryHistory {
+    async fn append(
+        &self,
+        topic: &str,
+        publication: &Publication,
+        retention: Retention,
+    ) -> Result<StreamPosition, EngineError> {
+        Ok(self.with(topic, |stream| {
+            stream.top += 1;
+            let mut stored = publication.clone();
+            stored.offset = Some(stream.top);
+            stored.epoch = Some(stream.epoch.clone());
+            stream.kept.push_back((stored, Instant::now()));
+            stream.trim(retention);
+            StreamPosition {
+                offset: stream.top,
+                epoch: stream.epoch.clone(),
+            }
+        }))
+    }
+
+    async fn read(
+        &self,
+        topic: &str,
+        after: u64,
+        limit: usize,
+        retention: Retention,
+    ) -> Result<HistoryPage, EngineError> {
+        Ok(self.with(topic, |stream| {
+            stream.trim(retention);
+            let first_kept = stream
+                .kept
+                .front()
+                .and_then(|(p, _)| p.offset)
+                .unwrap_or(stream.top + 1);
+            HistoryPage {
+                position: StreamPosition {
+                    offset: stream.top,
+                    epoch: stream.epoch.clone(),
+                },
+                first_kept,
+                messages: stream
+                    .kept
+                    .iter()
+                    .filter(|(p, _)| p.offset.is_some_and(|o| o > after))
+                    .take(limit)
+                    .map(|(p, _)| p.clone())
+                    .collect(),
+            }
+        }))
+    }
+}
+
+/// Offline inboxes in memory: lost on restart.
+#[derive(Debug, Default)]
+pub struct MemoryInbox {
+    users: Mutex<HashMap<String, VecDeque<(Publication, Instant)>>>,
+}
+
+impl MemoryInbox {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut HashMap<String, VecDeque<(Publication, Instant)>>) -> T,
+    ) -> T {
+        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut users)
+    }
+}
+
+fn expire(queue: &mut VecDeque<(Publication, Instant)>, limits: InboxLimits) {
+    while queue.len() > limits.max_messages
+        || queue
+            .front()
+            .is_some_and(|(_, at)| at.elapsed() > limits.ttl)
+    {
+        queue.pop_front();
+    }
+}
+
+#[async_trait]
+impl Inbox for MemoryInbox {
+    async fn store(
+        &self,
+        user: &str,
+        publication: &Publication,
+        limits: InboxLimits,
+    ) -> Result<(), EngineError> {
+        self.with(|users| {
+            let queue = users.entry(user.to_string()).or_default();
+            queue.push_back((publication.clone(), Instant::now()));
+            expire(queue, limits);
+        });
+        Ok(())
+    }
+
+    async fn pending(
+        &self,
+        user: &str,
+        limits: InboxLimits,
+    ) -> Result<Vec<Publication>, EngineError> {
+        Ok(self.with(|users| {
+            let Some(queue) = users.get_mut(user) else {
+                return Vec::new();
+            };
+            expire(queue, limits);
+            queue.iter().map(|(p, _)| p.clone()).collect()
+        }))
+    }
+
+    async fn ack(&self, user: &str, ids: &[String]) -> Result<usize, EngineError> {
+        Ok(self.with(|users| {
+            let Some(queue) = users.get_mut(user) else {
+                return 0;
+            };
+            let before = queue.len();
+            queue.retain(|(p, _)| !ids.contains(&p.id));
+            let removed = before - queue.len();
+            if queue.is_empty() {
+                users.remove(user);
+            }
+            removed
         }))
     }
 }

@@ -6,9 +6,12 @@
 //! - [`Membership`] answers who belongs to a project (SQLite by default, merged with the
 //!   token's `projects` claim by the caller).
 //! - [`Presence`] knows who is on a topic, per user, with their connection count.
+//! - [`History`] keeps a topic's stream: offsets 1, 2, 3... within an epoch.
+//! - [`Inbox`] keeps user-scoped events for a user with no live connection.
 //!
-//! `History` and `Inbox` join this module with the issues that build them.
+//! [`conformance`] is the one suite every implementation of `History` and `Inbox` passes.
 
+pub mod conformance;
 pub mod memory;
 pub mod sqlite;
 
@@ -73,6 +76,84 @@ pub trait Presence: Send + Sync + 'static {
     async fn leave(&self, topic: &str, user: &str, client_id: &str) -> Result<bool, EngineError>;
     /// The users on a topic, sorted by user id.
     async fn list(&self, topic: &str) -> Result<Vec<PresenceEntry>, EngineError>;
+}
+
+/// How much of a stream is kept: the newest `size` messages, none older than `ttl`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub size: usize,
+    pub ttl: std::time::Duration,
+}
+
+/// A position in a topic's stream: the newest offset (0 when empty) within an epoch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamPosition {
+    pub offset: u64,
+    pub epoch: String,
+}
+
+/// A slice of a stream.
+#[derive(Debug, Clone)]
+pub struct HistoryPage {
+    /// The stream's newest offset and its epoch.
+    pub position: StreamPosition,
+    /// The oldest offset still kept (`position.offset + 1` when nothing is kept).
+    pub first_kept: u64,
+    /// Messages after the asked offset, oldest first, each with `offset` and `epoch` set.
+    pub messages: Vec<Publication>,
+}
+
+/// Topic streams. An epoch names one unbroken past: it changes only when the stream's past is
+/// lost (a memory engine restarted, a store wiped), never on a clean or crash restart of a
+/// durable engine.
+#[async_trait]
+pub trait History: Send + Sync + 'static {
+    /// Appends a publication, durably for durable engines, and returns its position. Keeps at
+    /// most `retention` afterwards.
+    async fn append(
+        &self,
+        topic: &str,
+        publication: &Publication,
+        retention: Retention,
+    ) -> Result<StreamPosition, EngineError>;
+
+    /// Up to `limit` messages with offsets after `after`, oldest first, expired ones dropped.
+    async fn read(
+        &self,
+        topic: &str,
+        after: u64,
+        limit: usize,
+        retention: Retention,
+    ) -> Result<HistoryPage, EngineError>;
+}
+
+/// How much an inbox keeps: the newest `max_messages`, none older than `ttl`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InboxLimits {
+    pub max_messages: usize,
+    pub ttl: std::time::Duration,
+}
+
+/// Offline inboxes: per user, in publication order, until acknowledged.
+#[async_trait]
+pub trait Inbox: Send + Sync + 'static {
+    /// Keeps a publication for `user`, dropping the oldest beyond `limits.max_messages`.
+    async fn store(
+        &self,
+        user: &str,
+        publication: &Publication,
+        limits: InboxLimits,
+    ) -> Result<(), EngineError>;
+
+    /// The user's unacknowledged messages, oldest first (expired ones dropped).
+    async fn pending(
+        &self,
+        user: &str,
+        limits: InboxLimits,
+    ) -> Result<Vec<Publication>, EngineError>;
+
+    /// Removes the messages with these ids; returns how many were removed.
+    async fn ack(&self, user: &str, ids: &[String]) -> Result<usize, EngineError>;
 }
 
 /// Hands publications to this node's hub, resolving project members on the way. Every broker

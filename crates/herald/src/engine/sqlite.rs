@@ -1,4 +1,7 @@
-//! The embedded store: one SQLite file (WAL) in the data dir.
+//! The embedded store: one SQLite file (WAL, `synchronous = FULL`) in the data dir, holding
+//! project membership, topic history and offline inboxes. Every write is a transaction that
+//! is on disk when the call returns, so a caller that answers after it never loses what it
+//! acknowledged, even to `kill -9`.
 //!
 //! Membership is read on every project subscription and project-scope publication, so reads
 //! come from an in-memory copy loaded at open; writes go to the file first (on a blocking
@@ -10,8 +13,14 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::Connection;
 
+use rusqlite::{params, OptionalExtension};
+
 use super::memory::MemoryMembership;
-use super::{EngineError, Membership};
+use super::{
+    EngineError, History, HistoryPage, Inbox, InboxLimits, Membership, Retention, StreamPosition,
+};
+use crate::protocol::Sender;
+use crate::publication::{Publication, Scope};
 
 /// Opens (creating if needed) the SQLite file and applies the schema.
 pub fn open(path: &Path) -> Result<Connection, EngineError> {
@@ -25,7 +34,34 @@ pub fn open(path: &Path) -> Result<Connection, EngineError> {
              project TEXT NOT NULL,
              user_id TEXT NOT NULL,
              PRIMARY KEY (project, user_id)
-         ) WITHOUT ROWID;",
+         ) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS streams (
+             topic TEXT PRIMARY KEY,
+             epoch TEXT NOT NULL,
+             top INTEGER NOT NULL
+         ) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS history (
+             topic TEXT NOT NULL,
+             pos INTEGER NOT NULL,
+             id TEXT NOT NULL,
+             event TEXT NOT NULL,
+             data TEXT NOT NULL,
+             ts TEXT NOT NULL,
+             from_user TEXT,
+             from_client TEXT,
+             stored_ms INTEGER NOT NULL,
+             PRIMARY KEY (topic, pos)
+         ) WITHOUT ROWID;
+         CREATE TABLE IF NOT EXISTS inbox (
+             seq INTEGER PRIMARY KEY AUTOINCREMENT,
+             user_id TEXT NOT NULL,
+             id TEXT NOT NULL,
+             event TEXT NOT NULL,
+             data TEXT NOT NULL,
+             ts TEXT NOT NULL,
+             stored_ms INTEGER NOT NULL
+         );
+         CREATE INDEX IF NOT EXISTS inbox_by_user ON inbox (user_id, seq);",
     )
     .map_err(|e| EngineError(format!("schema of {}: {e}", path.display())))?;
     Ok(conn)
@@ -58,13 +94,14 @@ impl SqliteMembership {
     }
 }
 
+/// Runs `f` on the connection on a blocking thread.
 async fn blocking<T: Send + 'static>(
     db: Arc<Mutex<Connection>>,
-    f: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+    f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
 ) -> Result<T, EngineError> {
     tokio::task::spawn_blocking(move || {
-        let conn = db.lock().unwrap_or_else(|e| e.into_inner());
-        f(&conn).map_err(EngineError::new)
+        let mut conn = db.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut conn).map_err(EngineError::new)
     })
     .await
     .map_err(EngineError::new)?
@@ -109,5 +146,253 @@ impl Membership for SqliteMembership {
 
     async fn is_member(&self, project: &str, user: &str) -> Result<bool, EngineError> {
         self.cache.is_member(project, user).await
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn cutoff_ms(ttl: std::time::Duration) -> i64 {
+    now_ms().saturating_sub(ttl.as_millis().min(i64::MAX as u128) as i64)
+}
+
+/// Stored JSON that no longer parses is a storage fault, reported as such.
+fn data_of(text: &str) -> rusqlite::Result<serde_json::Value> {
+    serde_json::from_str(text).map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
+    })
+}
+
+/// Topic streams in SQLite: their epochs are stored, so they survive restarts and crashes.
+pub struct SqliteHistory {
+    db: Arc<Mutex<Connection>>,
+}
+
+impl SqliteHistory {
+    pub fn new(db: Arc<Mutex<Connection>>) -> Self {
+        Self { db }
+    }
+}
+
+/// Creates the stream's row (with a fresh epoch) if it has none.
+fn ensure_stream(conn: &Connection, topic: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT OR IGNORE INTO streams (topic, epoch, top) VALUES (?1, ?2, 0)",
+        params![topic, uuid::Uuid::now_v7().simple().to_string()],
+    )?;
+    Ok(())
+}
+
+fn trim(conn: &Connection, topic: &str, top: u64, retention: Retention) -> rusqlite::Result<()> {
+    let keep_from = top.saturating_sub(retention.size as u64);
+    conn.execute(
+        "DELETE FROM history WHERE topic = ?1 AND (pos <= ?2 OR stored_ms < ?3)",
+        params![topic, keep_from as i64, cutoff_ms(retention.ttl)],
+    )?;
+    Ok(())
+}
+
+#[async_trait]
+impl History for SqliteHistory {
+    async fn append(
+        &self,
+        topic: &str,
+        publication: &Publication,
+        retention: Retention,
+    ) -> Result<StreamPosition, EngineError> {
+        let topic = topic.to_string();
+        let p = publication.clone();
+        blocking(self.db.clone(), move |conn| {
+            let tx = conn.transaction()?;
+            ensure_stream(&tx, &topic)?;
+            let (top, epoch): (i64, String) = tx.query_row(
+                "UPDATE streams SET top = top + 1 WHERE topic = ?1 RETURNING top, epoch",
+                params![topic],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )?;
+            tx.execute(
+                "INSERT INTO history (topic, pos, id, event, data, ts, from_user, from_client, stored_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![
+                    topic,
+                    top,
+                    p.id,
+                    p.event,
+                    p.data.to_string(),
+                    p.timestamp,
+                    p.from.as_ref().map(|f| f.user_id.clone()),
+                    p.from.as_ref().map(|f| f.client_id.clone()),
+                    now_ms(),
+                ],
+            )?;
+            trim(&tx, &topic, top as u64, retention)?;
+            tx.commit()?;
+            Ok(StreamPosition {
+                offset: top as u64,
+                epoch,
+            })
+        })
+        .await
+    }
+
+    async fn read(
+        &self,
+        topic: &str,
+        after: u64,
+        limit: usize,
+        retention: Retention,
+    ) -> Result<HistoryPage, EngineError> {
+        let topic = topic.to_string();
+        blocking(self.db.clone(), move |conn| {
+            let tx = conn.transaction()?;
+            ensure_stream(&tx, &topic)?;
+            let (top, epoch): (i64, String) = tx.query_row(
+                "SELECT top, epoch FROM streams WHERE topic = ?1",
+                params![topic],
+                |row| Ok((row.get(0)?, row.get(1)?)),
+            )?;
+            trim(&tx, &topic, top as u64, retention)?;
+            let first: Option<i64> = tx
+                .query_row(
+                    "SELECT MIN(pos) FROM history WHERE topic = ?1",
+                    params![topic],
+                    |row| row.get(0),
+                )
+                .optional()?
+                .flatten();
+            let messages = {
+                let mut stmt = tx.prepare(
+                    "SELECT pos, id, event, data, ts, from_user, from_client FROM history
+                     WHERE topic = ?1 AND pos > ?2 ORDER BY pos LIMIT ?3",
+                )?;
+                let rows = stmt.query_map(
+                    params![topic, after.min(i64::MAX as u64) as i64, limit as i64],
+                    |row| {
+                        let from_user: Option<String> = row.get(5)?;
+                        let from_client: Option<String> = row.get(6)?;
+                        Ok(Publication {
+                            id: row.get(1)?,
+                            scope: Scope::Topic(topic.clone()),
+                            event: row.get(2)?,
+                            data: data_of(&row.get::<_, String>(3)?)?,
+                            timestamp: row.get(4)?,
+                            from: from_user
+                                .zip(from_client)
+                                .map(|(user_id, client_id)| Sender { user_id, client_id }),
+                            offset: Some(row.get::<_, i64>(0)? as u64),
+                            epoch: Some(epoch.clone()),
+                        })
+                    },
+                )?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()?
+            };
+            tx.commit()?;
+            Ok(HistoryPage {
+                position: StreamPosition {
+                    offset: top as u64,
+                    epoch,
+                },
+                first_kept: first.map_or(top as u64 + 1, |f| f as u64),
+                messages,
+            })
+        })
+        .await
+    }
+}
+
+/// Offline inboxes in SQLite: they survive restarts.
+pub struct SqliteInbox {
+    db: Arc<Mutex<Connection>>,
+}
+
+impl SqliteInbox {
+    pub fn new(db: Arc<Mutex<Connection>>) -> Self {
+        Self { db }
+    }
+}
+
+fn expire_inbox(conn: &Connection, user: &str, limits: InboxLimits) -> rusqlite::Result<()> {
+    conn.execute(
+        "DELETE FROM inbox WHERE user_id = ?1 AND (stored_ms < ?2 OR seq NOT IN
+             (SELECT seq FROM inbox WHERE user_id = ?1 ORDER BY seq DESC LIMIT ?3))",
+        params![user, cutoff_ms(limits.ttl), limits.max_messages as i64],
+    )?;
+    Ok(())
+}
+
+#[async_trait]
+impl Inbox for SqliteInbox {
+    async fn store(
+        &self,
+        user: &str,
+        publication: &Publication,
+        limits: InboxLimits,
+    ) -> Result<(), EngineError> {
+        let user = user.to_string();
+        let p = publication.clone();
+        blocking(self.db.clone(), move |conn| {
+            let tx = conn.transaction()?;
+            tx.execute(
+                "INSERT INTO inbox (user_id, id, event, data, ts, stored_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![user, p.id, p.event, p.data.to_string(), p.timestamp, now_ms()],
+            )?;
+            expire_inbox(&tx, &user, limits)?;
+            tx.commit()
+        })
+        .await
+    }
+
+    async fn pending(
+        &self,
+        user: &str,
+        limits: InboxLimits,
+    ) -> Result<Vec<Publication>, EngineError> {
+        let user = user.to_string();
+        blocking(self.db.clone(), move |conn| {
+            let tx = conn.transaction()?;
+            expire_inbox(&tx, &user, limits)?;
+            let messages = {
+                let mut stmt = tx.prepare(
+                    "SELECT id, event, data, ts FROM inbox WHERE user_id = ?1 ORDER BY seq",
+                )?;
+                let rows = stmt.query_map(params![user], |row| {
+                    Ok(Publication {
+                        id: row.get(0)?,
+                        scope: Scope::User(user.clone()),
+                        event: row.get(1)?,
+                        data: data_of(&row.get::<_, String>(2)?)?,
+                        timestamp: row.get(3)?,
+                        from: None,
+                        offset: None,
+                        epoch: None,
+                    })
+                })?;
+                rows.collect::<rusqlite::Result<Vec<_>>>()?
+            };
+            tx.commit()?;
+            Ok(messages)
+        })
+        .await
+    }
+
+    async fn ack(&self, user: &str, ids: &[String]) -> Result<usize, EngineError> {
+        let user = user.to_string();
+        let ids = ids.to_vec();
+        blocking(self.db.clone(), move |conn| {
+            let tx = conn.transaction()?;
+            let mut removed = 0;
+            for id in &ids {
+                removed += tx.execute(
+                    "DELETE FROM inbox WHERE user_id = ?1 AND id = ?2",
+                    params![user, id],
+                )?;
+            }
+            tx.commit()?;
+            Ok(removed)
+        })
+        .await
     }
 }

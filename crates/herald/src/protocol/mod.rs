@@ -73,6 +73,14 @@ pub struct Envelope<'a, D: Serialize> {
     pub topic: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub from: Option<&'a Sender>,
+    /// Position in the topic's stream, for topics with history.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<&'a str>,
+    /// Set on messages delivered from the user's offline inbox.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offline: Option<bool>,
     #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
     pub reference: Option<&'a Value>,
 }
@@ -87,6 +95,9 @@ impl<'a, D: Serialize> Envelope<'a, D> {
             id: None,
             topic: None,
             from: None,
+            offset: None,
+            epoch: None,
+            offline: None,
             reference: None,
         }
     }
