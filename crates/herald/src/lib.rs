@@ -27,5 +27,5 @@ pub mod publication;
 pub mod topic;
 
 pub use config::Config;
-pub use node::{Herald, Published, StartError};
+pub use node::{Engines, Herald, Published, Recovery, StartError};
 pub use publication::{Publication, Scope};

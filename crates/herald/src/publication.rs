@@ -99,6 +99,15 @@ impl Publication {
     }
 
     fn envelope_frame(&self, offline: bool) -> Frame {
+        self.envelope(offline).encode()
+    }
+
+    /// The message as a JSON value, as it appears in a `history` reply.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self.envelope(false)).unwrap_or(serde_json::Value::Null)
+    }
+
+    fn envelope(&self, offline: bool) -> Envelope<'_, &Value> {
         let topic = match &self.scope {
             Scope::Topic(topic) => Some(topic.as_str()),
             _ => None,
@@ -115,6 +124,5 @@ impl Publication {
             offline: offline.then_some(true),
             reference: None,
         }
-        .encode()
     }
 }

@@ -9,7 +9,7 @@ mod handshake;
 pub mod limits;
 mod session;
 
-pub use session::presence_users;
+pub use session::{history_data, presence_users};
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -23,7 +23,8 @@ use crate::auth::Principal;
 use crate::hub::{CloseReason, ConnHandle};
 use crate::node::Herald;
 use crate::protocol::{Frame, ReplyStyle};
-use session::Session;
+use crate::publication::Publication;
+use session::{Next, Session};
 
 /// How many queued frames one write gathers before it flushes.
 const WRITE_BATCH: usize = 64;
@@ -101,9 +102,14 @@ pub async fn serve(mut socket: WebSocket, node: Herald, start: Start) {
         limits.send_queue,
     );
     let mut session = Session::new(node.clone(), conn.clone());
-    // The welcome is queued before the connection is visible to publishers: it comes first.
-    session.welcome(welcome, reference.as_ref());
-    node.hub().register(&conn);
+    // First the welcome, then the offline inbox, written before anything queued for the
+    // connection once it is visible to publishers (registered by `attach`).
+    let welcome = session.welcome(welcome, reference.as_ref());
+    let inbox = node.attach(&conn).await;
+    let mut first = Vec::with_capacity(inbox.len() + 1);
+    first.push(welcome);
+    first.extend(inbox.iter().map(Publication::offline_frame));
+    let greeted = write_frames(&mut socket, &node, first, limits.write_timeout).await;
     let who = conn.principal();
     crate::metrics::connection_opened(&who.role);
     tracing::info!(
@@ -119,7 +125,10 @@ pub async fn serve(mut socket: WebSocket, node: Herald, start: Start) {
             .await;
     }
 
-    let ending = run(&mut socket, &mut session, &mut outbox).await;
+    let ending = match greeted {
+        Ok(()) => run(&mut socket, &mut session, &mut outbox).await,
+        Err(_) => Ending::Gone("write_failed"),
+    };
 
     node.forget(&conn).await;
     drop(start.ip_slot);
@@ -225,11 +234,23 @@ async fn run(
                 read_deadline.as_mut().reset(Instant::now() + limits.pong_timeout);
                 node.hub().counters.received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 match message {
-                    Message::Text(text) => {
-                        if session.on_text(text).await {
-                            expiry.as_mut().reset(session.expiry_instant());
+                    Message::Text(text) => match session.on_text(text).await {
+                        Next::Continue => {}
+                        Next::ExpiryChanged => expiry.as_mut().reset(session.expiry_instant()),
+                        Next::Recover { topic, since, style, reference } => {
+                            // What was queued before the subscription goes first, then the
+                            // reply and the replay, then (through the queue) live messages.
+                            flush_queued(socket, outbox, limits.write_timeout).await;
+                            let (frames, fresh) =
+                                session.recover(&topic, &since, style, reference.as_ref()).await;
+                            if write_frames(socket, &node, frames, limits.write_timeout).await.is_err() {
+                                return Ending::Gone("write_failed");
+                            }
+                            if fresh {
+                                session.joined(&topic).await;
+                            }
                         }
-                    }
+                    },
                     Message::Binary(bytes) => session.on_binary(bytes),
                     Message::Ping(_) | Message::Pong(_) => conn.touch_heartbeat(),
                     Message::Close(_) => {
@@ -289,6 +310,30 @@ async fn write_batch(
                 Ok(frame) => socket.feed(frame).await?,
                 Err(_) => break,
             }
+        }
+        socket.flush().await
+    };
+    match tokio::time::timeout(write_timeout, write).await {
+        Ok(result) => result,
+        Err(elapsed) => Err(axum::Error::new(elapsed)),
+    }
+}
+
+/// Writes frames straight to the socket (not through the queue), then flushes once. They
+/// count as sent like queued ones.
+async fn write_frames(
+    socket: &mut WebSocket,
+    node: &Herald,
+    frames: Vec<Frame>,
+    write_timeout: Duration,
+) -> Result<(), axum::Error> {
+    node.hub()
+        .counters
+        .sent
+        .fetch_add(frames.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    let write = async {
+        for frame in frames {
+            socket.feed(frame).await?;
         }
         socket.flush().await
     };

@@ -12,7 +12,7 @@ use crate::auth::AuthError;
 use crate::hub::ConnHandle;
 use crate::node::Herald;
 use crate::protocol::{
-    error_frame, reply_frame, Command, ErrorCode, ReplyStyle, Request, Sender, Since,
+    error_frame, reply_frame, Command, ErrorCode, Frame, ReplyStyle, Request, Sender, Since,
 };
 use crate::publication::{Publication, Scope};
 use crate::topic;
@@ -27,6 +27,22 @@ pub(super) struct Session {
     too_many_errors: bool,
     /// The test-only echo endpoint: data frames go back as they came.
     echo: bool,
+}
+
+/// What the connection loop does after a command.
+pub(super) enum Next {
+    Continue,
+    /// A refresh changed when the token expires.
+    ExpiryChanged,
+    /// A subscription that resumes from `since` on a topic with history: the loop first writes
+    /// what is queued, then calls [`Session::recover`] and writes its frames directly, so the
+    /// replay comes after every earlier frame and before every later live message.
+    Recover {
+        topic: String,
+        since: Since,
+        style: ReplyStyle,
+        reference: Option<Value>,
+    },
 }
 
 /// A far-away instant for "no expiry" (tokio timers need a deadline).
@@ -106,14 +122,14 @@ impl Session {
     }
 
     /// `connection.established` or `auth_success`: who the server thinks this is.
-    pub fn welcome(&self, kind: &str, reference: Option<&Value>) {
+    pub fn welcome(&self, kind: &str, reference: Option<&Value>) -> Frame {
         let who = self.conn.principal();
         let data = json!({
             "client_id": self.conn.client_id,
             "user_id": &*who.user_id,
             "role": &*who.role,
         });
-        self.send(reply_frame(kind, data, reference));
+        reply_frame(kind, data, reference)
     }
 
     pub fn token_expired(&mut self) {
@@ -138,11 +154,11 @@ impl Session {
         );
     }
 
-    /// Handles one text frame. Returns true when the token's expiry changed (a refresh).
-    pub async fn on_text(&mut self, text: Utf8Bytes) -> bool {
+    /// Handles one text frame and says what the loop must do next.
+    pub async fn on_text(&mut self, text: Utf8Bytes) -> Next {
         if self.echo {
             self.send(axum::extract::ws::Message::Text(text));
-            return false;
+            return Next::Continue;
         }
         let Request { command, reference } = match Request::parse(&text) {
             Ok(request) => request,
@@ -154,7 +170,7 @@ impl Session {
                     &rejection.message,
                     rejection.reference.as_ref(),
                 );
-                return false;
+                return Next::Continue;
             }
         };
         crate::metrics::client_message(command.name());
@@ -166,7 +182,7 @@ impl Session {
                 "too many commands: slow down",
                 reference,
             );
-            return false;
+            return Next::Continue;
         }
         match command {
             Command::Auth { token } => {
@@ -179,7 +195,7 @@ impl Session {
                 topic,
                 since,
                 style,
-            } => self.subscribe(&topic, since, style, reference).await,
+            } => return self.subscribe(&topic, since, style, reference).await,
             Command::Unsubscribe { topic, style } => {
                 self.unsubscribe(&topic, style, reference).await
             }
@@ -187,26 +203,30 @@ impl Session {
                 self.publish(topic, event, data, reference).await
             }
             Command::Presence { topic } => self.presence(&topic, reference).await,
-            Command::History { topic, .. } => self.history(&topic, reference),
-            Command::Ack { .. } => {}
+            Command::History {
+                topic,
+                since,
+                limit,
+            } => self.history(&topic, since, limit, reference).await,
+            Command::Ack { ids } => self.ack(&ids, reference).await,
             Command::Ping { data } => self.ping(data, reference),
             Command::Echo { data } => {
                 self.send(reply_frame("echo", json!({ "original": data }), reference))
             }
             Command::Status => self.status(reference),
         }
-        false
+        Next::Continue
     }
 
     /// A newer token for the same user: keeps the connection past the old `exp`.
     /// A newer token for the same user: keeps the connection past the old `exp`, and takes
     /// away at once the topics its role or projects no longer allow.
-    async fn refresh(&mut self, token: &str, reply: &str, reference: Option<&Value>) -> bool {
+    async fn refresh(&mut self, token: &str, reply: &str, reference: Option<&Value>) -> Next {
         let principal = match self.node.verifier().verify(token) {
             Ok(principal) => principal,
             Err(e @ (AuthError::Expired | AuthError::Invalid(_))) => {
                 self.error(ErrorCode::AuthFailed, &e.to_string(), reference);
-                return false;
+                return Next::Continue;
             }
         };
         let current = self.conn.principal();
@@ -216,7 +236,7 @@ impl Session {
                 "the new token names another user; reconnect to change user",
                 reference,
             );
-            return false;
+            return Next::Continue;
         }
         let data = json!({
             "client_id": self.conn.client_id,
@@ -227,7 +247,7 @@ impl Session {
         self.node.hub().update_principal(&self.conn, principal);
         self.send(reply_frame(reply, data, reference));
         self.node.revoke_lost_topics(&self.conn).await;
-        true
+        Next::ExpiryChanged
     }
 
     /// Checks the topic's name and the subscribe rule; on refusal the error is already sent.
@@ -254,33 +274,96 @@ impl Session {
         allowed
     }
 
+    /// Subscribes (or, for a resume on a topic with history, hands the work to the loop).
     pub async fn subscribe(
         &mut self,
         topic: &str,
         since: Option<Since>,
         style: ReplyStyle,
         reference: Option<&Value>,
-    ) {
+    ) -> Next {
         if !self.may_subscribe(topic, reference).await {
-            return;
+            return Next::Continue;
         }
-        let fresh = self.node.hub().subscribe(&self.conn, topic);
-        let frame = match style {
-            ReplyStyle::Room => reply_frame("room_joined", json!({ "room": topic }), reference),
+        let Some(retention) = self.node.retention(topic) else {
+            let fresh = self.node.hub().subscribe(&self.conn, topic);
             // Without history nothing can be replayed: a client asking to resume is told so.
-            ReplyStyle::Canonical => match since {
-                Some(_) => reply_frame(
-                    "subscribed",
-                    json!({ "topic": topic, "recovered": false }),
-                    reference,
-                ),
-                None => reply_frame("subscribed", json!({ "topic": topic }), reference),
-            },
+            let recovered = since.as_ref().map(|_| false);
+            self.send(subscribed_frame(topic, style, None, recovered, reference));
+            if fresh {
+                self.node.joined(&self.conn, topic).await;
+            }
+            return Next::Continue;
         };
-        self.send(frame);
-        if fresh {
-            self.node.joined(&self.conn, topic).await;
+        if let Some(since) = since {
+            return Next::Recover {
+                topic: topic.to_string(),
+                since,
+                style,
+                reference: reference.cloned(),
+            };
         }
+        match self
+            .node
+            .subscribe_with_history(&self.conn, topic, None, retention)
+            .await
+        {
+            Ok(recovery) => {
+                let at = Some(&recovery.position);
+                self.send(subscribed_frame(topic, style, at, Some(false), reference));
+                if recovery.fresh {
+                    self.node.joined(&self.conn, topic).await;
+                }
+            }
+            Err(e) => self.error(ErrorCode::ProcessingError, &e.to_string(), reference),
+        }
+        Next::Continue
+    }
+
+    /// Subscribes with recovery from `since` and returns the frames to write at once: the
+    /// `subscribed` reply, then every missed message in order. The second value is true when
+    /// the subscription is new (the loop then calls [`Session::joined`]).
+    pub async fn recover(
+        &mut self,
+        topic: &str,
+        since: &Since,
+        style: ReplyStyle,
+        reference: Option<&Value>,
+    ) -> (Vec<Frame>, bool) {
+        let Some(retention) = self.node.retention(topic) else {
+            return (Vec::new(), false);
+        };
+        match self
+            .node
+            .subscribe_with_history(&self.conn, topic, Some(since), retention)
+            .await
+        {
+            Ok(recovery) => {
+                let mut frames = Vec::with_capacity(recovery.replay.len() + 1);
+                frames.push(subscribed_frame(
+                    topic,
+                    style,
+                    Some(&recovery.position),
+                    Some(recovery.recovered),
+                    reference,
+                ));
+                frames.extend(recovery.replay.iter().map(Publication::frame));
+                (frames, recovery.fresh)
+            }
+            Err(e) => (
+                vec![error_frame(
+                    ErrorCode::ProcessingError,
+                    &e.to_string(),
+                    reference,
+                )],
+                false,
+            ),
+        }
+    }
+
+    /// Presence and `user_joined` for a new subscription.
+    pub async fn joined(&self, topic: &str) {
+        self.node.joined(&self.conn, topic).await;
     }
 
     async fn unsubscribe(&mut self, topic: &str, style: ReplyStyle, reference: Option<&Value>) {
@@ -356,16 +439,43 @@ impl Session {
         }
     }
 
-    fn history(&mut self, topic: &str, reference: Option<&Value>) {
-        if let Err(e) = topic::validate(topic) {
-            self.error(ErrorCode::InvalidMessage, &e, reference);
+    /// A page of a topic's stream: its namespace must keep history (else `not_found`) and the
+    /// connection must be allowed to subscribe.
+    async fn history(
+        &mut self,
+        topic: &str,
+        since: Option<Since>,
+        limit: usize,
+        reference: Option<&Value>,
+    ) {
+        if topic::validate(topic).is_ok() && self.node.retention(topic).is_none() {
+            let message = format!("`{topic}` keeps no history");
+            self.error(ErrorCode::NotFound, &message, reference);
             return;
         }
-        self.error(
-            ErrorCode::NotFound,
-            &format!("`{topic}` keeps no history"),
-            reference,
-        );
+        if !self.may_subscribe(topic, reference).await {
+            return;
+        }
+        match self.node.history(topic, since.as_ref(), limit).await {
+            Ok(Some(page)) => self.send(reply_frame(
+                "history",
+                history_data(topic, &page),
+                reference,
+            )),
+            Ok(None) => {
+                let message = format!("`{topic}` keeps no history");
+                self.error(ErrorCode::NotFound, &message, reference);
+            }
+            Err(e) => self.error(ErrorCode::ProcessingError, &e.to_string(), reference),
+        }
+    }
+
+    /// Removes acknowledged messages from the user's offline inbox; no reply.
+    async fn ack(&mut self, ids: &[String], reference: Option<&Value>) {
+        let user = self.conn.principal().user_id;
+        if let Err(e) = self.node.ack(&user, ids).await {
+            self.error(ErrorCode::ProcessingError, &e.to_string(), reference);
+        }
     }
 
     fn ping(&self, data: Option<Value>, reference: Option<&Value>) {
@@ -408,4 +518,36 @@ pub fn presence_users(users: &[crate::engine::PresenceEntry]) -> Value {
             })
         })
         .collect()
+}
+
+/// `subscribed` `{topic, offset, epoch, recovered}` (or seed 003's `room_joined` `{room}`).
+fn subscribed_frame(
+    topic: &str,
+    style: ReplyStyle,
+    at: Option<&crate::engine::StreamPosition>,
+    recovered: Option<bool>,
+    reference: Option<&Value>,
+) -> Frame {
+    if style == ReplyStyle::Room {
+        return reply_frame("room_joined", json!({ "room": topic }), reference);
+    }
+    let mut data = json!({ "topic": topic });
+    if let Some(at) = at {
+        data["offset"] = json!(at.offset);
+        data["epoch"] = json!(at.epoch);
+    }
+    if let Some(recovered) = recovered {
+        data["recovered"] = json!(recovered);
+    }
+    reply_frame("subscribed", data, reference)
+}
+
+/// `{topic, epoch, offset, messages}`, as the `history` reply and the HTTP API give it.
+pub fn history_data(topic: &str, page: &crate::engine::HistoryPage) -> Value {
+    json!({
+        "topic": topic,
+        "epoch": page.position.epoch,
+        "offset": page.position.offset,
+        "messages": page.messages.iter().map(Publication::to_json).collect::<Vec<_>>(),
+    })
 }

@@ -31,9 +31,7 @@ pub async fn publish(
     let started = std::time::Instant::now();
     let published = node.publish(publication(&map)?).await?;
     crate::metrics::publish_api(started.elapsed());
-    Ok(Json(
-        json!({ "id": published.id, "recipients": published.recipients }),
-    ))
+    Ok(Json(answer(&published)))
 }
 
 /// `POST /api/v1/publish/batch` `{messages: [...]}` → `{results: [...]}`, one result per
@@ -62,7 +60,7 @@ pub async fn publish_batch(
             _ => Err(ApiError::bad_request("each message must be a JSON object")),
         };
         results.push(match outcome {
-            Ok(published) => json!({ "id": published.id, "recipients": published.recipients }),
+            Ok(published) => answer(&published),
             Err(e) => e.body(),
         });
     }
@@ -82,7 +80,7 @@ pub async fn user_message(
     Ok(Json(json!({
         "id": published.id,
         "recipients": published.recipients,
-        "queued": false,
+        "queued": published.queued,
     })))
 }
 
@@ -95,7 +93,18 @@ pub async fn project_message(
 ) -> Result<Json<Value>, ApiError> {
     let p = Publication::new(Scope::Project(project), event_type(&map)?, data_field(&map));
     let published = node.publish(p).await?;
-    Ok(Json(
-        json!({ "id": published.id, "recipients": published.recipients }),
-    ))
+    Ok(Json(answer(&published)))
+}
+
+/// `{id, recipients}`, with `offset` for topics with history and `queued: true` when the
+/// event went to an offline user's inbox.
+fn answer(published: &crate::Published) -> Value {
+    let mut answer = json!({ "id": published.id, "recipients": published.recipients });
+    if let Some(offset) = published.offset {
+        answer["offset"] = json!(offset);
+    }
+    if published.queued {
+        answer["queued"] = json!(true);
+    }
+    answer
 }

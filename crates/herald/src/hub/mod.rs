@@ -232,6 +232,11 @@ impl Hub {
         }
     }
 
+    /// Whether the user has a live connection on this node.
+    pub fn has_user(&self, user: &str) -> bool {
+        self.read().by_user.contains_key(user)
+    }
+
     /// Counts of what is live on this node.
     pub fn snapshot(&self) -> HubSnapshot {
         let ix = self.read();

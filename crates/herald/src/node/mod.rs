@@ -1,5 +1,11 @@
 //! [`Herald`]: the front door that ties config, auth, the hub and the engines together. It is a
 //! cheap cloneable handle; the HTTP layer, the connections and embedding code all hold one.
+//!
+//! `streams.rs` holds what keeps messages: topic history, recovery, the offline inbox.
+
+mod streams;
+
+pub use streams::Recovery;
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -11,8 +17,10 @@ use crate::auth::{Principal, Verifier};
 use crate::config::Config;
 use crate::connection::limits::IpSlots;
 use crate::engine::memory::{MemoryBroker, MemoryPresence};
-use crate::engine::sqlite::{self, SqliteMembership};
-use crate::engine::{Broker, EngineError, LocalDelivery, Membership, Presence, PresenceEntry};
+use crate::engine::sqlite::{self, SqliteHistory, SqliteInbox, SqliteMembership};
+use crate::engine::{
+    Broker, EngineError, History, Inbox, LocalDelivery, Membership, Presence, PresenceEntry,
+};
 use crate::hub::{ConnHandle, Hub};
 use crate::protocol::reply_frame;
 use crate::publication::{Publication, Scope};
@@ -29,7 +37,34 @@ pub struct Published {
     pub id: String,
     /// Connections the publication was queued to on this node.
     pub recipients: usize,
+    /// Its offset in the topic's stream, for topics with history.
+    pub offset: Option<u64>,
+    /// Kept in the user's offline inbox (scope `user`, no live connection).
+    pub queued: bool,
 }
+
+/// The engines a node runs on.
+pub struct Engines {
+    pub membership: Arc<dyn Membership>,
+    pub history: Arc<dyn History>,
+    pub inbox: Arc<dyn Inbox>,
+}
+
+impl Engines {
+    /// Everything in memory: nothing survives the process (tests, embedding experiments).
+    pub fn memory() -> Self {
+        Self {
+            membership: Arc::new(crate::engine::memory::MemoryMembership::new()),
+            history: Arc::new(crate::engine::memory::MemoryHistory::new()),
+            inbox: Arc::new(crate::engine::memory::MemoryInbox::new()),
+        }
+    }
+}
+
+/// Publications and subscriptions of one key (a topic, a user) are serialized on one of these
+/// stripes, so a stream's offsets are delivered in order and a recovery or an inbox read never
+/// interleaves with a publication to the same key.
+const STRIPES: usize = 64;
 
 /// A running Herald: cheap to clone, shared by every connection and request.
 #[derive(Clone)]
@@ -44,6 +79,9 @@ struct Inner {
     broker: Arc<dyn Broker>,
     membership: Arc<dyn Membership>,
     presence: Arc<dyn Presence>,
+    history: Arc<dyn History>,
+    inbox: Arc<dyn Inbox>,
+    stripes: Vec<tokio::sync::Mutex<()>>,
     shutdown: CancellationToken,
     started_at: Instant,
     ip_slots: Arc<IpSlots>,
@@ -65,18 +103,25 @@ impl Herald {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|e| StartError(format!("data dir {}: {e}", config.data_dir.display())))?;
         let db = sqlite::open(&config.data_dir.join("herald.db")).map_err(|e| StartError(e.0))?;
-        let membership = SqliteMembership::load(Arc::new(Mutex::new(db)))
+        let db = Arc::new(Mutex::new(db));
+        let membership = SqliteMembership::load(db.clone())
             .await
             .map_err(|e| StartError(e.0))?;
-        Ok(Self::with_engines(config, verifier, Arc::new(membership)))
+        let engines = Engines {
+            membership: Arc::new(membership),
+            history: Arc::new(SqliteHistory::new(db.clone())),
+            inbox: Arc::new(SqliteInbox::new(db)),
+        };
+        Ok(Self::with_engines(config, verifier, engines))
     }
 
-    /// Builds a node on a given verifier and membership store, with the memory broker.
-    pub fn with_engines(
-        config: Config,
-        verifier: Verifier,
-        membership: Arc<dyn Membership>,
-    ) -> Self {
+    /// Builds a node on a given verifier and engines, with the memory broker and presence.
+    pub fn with_engines(config: Config, verifier: Verifier, engines: Engines) -> Self {
+        let Engines {
+            membership,
+            history,
+            inbox,
+        } = engines;
         crate::metrics::install();
         let hub = Arc::new(Hub::new());
         let broker = Arc::new(MemoryBroker::new(LocalDelivery {
@@ -92,6 +137,9 @@ impl Herald {
                 broker,
                 membership,
                 presence: Arc::new(MemoryPresence::new()),
+                history,
+                inbox,
+                stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
                 shutdown: CancellationToken::new(),
                 started_at: Instant::now(),
                 connections: TaskTracker::new(),
@@ -148,16 +196,13 @@ impl Herald {
         self.inner.started_at.elapsed()
     }
 
-    /// Sends a publication to its scope through the broker.
-    pub async fn publish(&self, publication: Publication) -> Result<Published, EngineError> {
-        let id = publication.id.clone();
-        let recipients = self
-            .inner
+    /// Hands a publication to the broker; returns the recipients reached here.
+    async fn broadcast(&self, publication: Publication) -> Result<usize, EngineError> {
+        self.inner
             .broker
             .publish(Arc::new(publication))
             .await
-            .inspect_err(|_| crate::metrics::engine_error("broker"))?;
-        Ok(Published { id, recipients })
+            .inspect_err(|_| crate::metrics::engine_error("broker"))
     }
 
     /// The live connections of this node in a scope (project members resolved).

@@ -1,0 +1,198 @@
+//! What Herald keeps: topic streams (history and recovery) and offline inboxes.
+//!
+//! Architecture invariant: every publication to a topic with history, every recovery on that
+//! topic, every user-scope publication and every inbox read for that user holds the stripe of
+//! its key. So offsets reach subscribers in order, a recovering subscriber sees each message
+//! exactly once (replayed or live), and a user-scope message is either delivered to a live
+//! connection or kept in the inbox, never neither.
+
+use std::hash::{Hash, Hasher};
+
+use super::{Herald, Published};
+use crate::engine::{EngineError, HistoryPage, InboxLimits, Retention, StreamPosition};
+use crate::hub::ConnHandle;
+use crate::protocol::Since;
+use crate::publication::{Publication, Scope};
+
+/// What a subscription to a topic with history found.
+#[derive(Debug)]
+pub struct Recovery {
+    /// The connection was not subscribed before.
+    pub fresh: bool,
+    /// The stream's newest offset and epoch at the moment of the subscription: every live
+    /// message after it has a larger offset.
+    pub position: StreamPosition,
+    /// Every message after the client's `since` is in `replay` (never true without `since`).
+    pub recovered: bool,
+    /// The missed messages, oldest first (empty unless recovered).
+    pub replay: Vec<Publication>,
+}
+
+impl Herald {
+    fn stripe(&self, key: &str) -> &tokio::sync::Mutex<()> {
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut hasher);
+        let stripes = &self.inner.stripes;
+        &stripes[(hasher.finish() as usize) % stripes.len()]
+    }
+
+    /// How much of the topic's stream is kept, or `None` when its namespace keeps no history.
+    pub fn retention(&self, topic: &str) -> Option<Retention> {
+        self.inner
+            .config
+            .namespace(crate::topic::namespace(topic))
+            .filter(|ns| ns.history_size > 0)
+            .map(|ns| Retention {
+                size: ns.history_size,
+                ttl: ns.history_ttl,
+            })
+    }
+
+    fn inbox_limits(&self) -> InboxLimits {
+        InboxLimits {
+            max_messages: self.inner.config.inbox.max_messages,
+            ttl: self.inner.config.inbox.ttl,
+        }
+    }
+
+    /// Sends a publication to its scope. A topic with history gets its offset first (written
+    /// durably before anyone sees it); a user-scope event for a user with no live connection
+    /// is kept in their inbox (durably) instead. Either way, a successful return means the
+    /// publication will not be lost.
+    pub async fn publish(&self, mut publication: Publication) -> Result<Published, EngineError> {
+        let id = publication.id.clone();
+        match publication.scope.clone() {
+            Scope::Topic(topic) => {
+                let Some(retention) = self.retention(&topic) else {
+                    let recipients = self.broadcast(publication).await?;
+                    return Ok(published(id, recipients, None, false));
+                };
+                let _stream = self.stripe(&topic).lock().await;
+                let at = self
+                    .inner
+                    .history
+                    .append(&topic, &publication, retention)
+                    .await
+                    .inspect_err(|_| crate::metrics::engine_error("history"))?;
+                publication.offset = Some(at.offset);
+                publication.epoch = Some(at.epoch);
+                let recipients = self.broadcast(publication).await?;
+                Ok(published(id, recipients, Some(at.offset), false))
+            }
+            Scope::User(user) => {
+                let _user = self.stripe(&format!("user:{user}")).lock().await;
+                if self.inner.hub.has_user(&user) {
+                    let recipients = self.broadcast(publication).await?;
+                    return Ok(published(id, recipients, None, false));
+                }
+                self.inner
+                    .inbox
+                    .store(&user, &publication, self.inbox_limits())
+                    .await
+                    .inspect_err(|_| crate::metrics::engine_error("inbox"))?;
+                Ok(published(id, 0, None, true))
+            }
+            _ => {
+                let recipients = self.broadcast(publication).await?;
+                Ok(published(id, recipients, None, false))
+            }
+        }
+    }
+
+    /// Registers an authenticated connection and returns its user's offline inbox, to be
+    /// written before anything else reaches the connection. Done under the user's stripe, so a
+    /// user-scope publication either is in this inbox or is delivered live, never neither.
+    pub async fn attach(&self, conn: &std::sync::Arc<ConnHandle>) -> Vec<Publication> {
+        let user = conn.principal().user_id;
+        let _user = self.stripe(&format!("user:{user}")).lock().await;
+        let pending = self
+            .inner
+            .inbox
+            .pending(&user, self.inbox_limits())
+            .await
+            .unwrap_or_else(|e| {
+                // Unread now, delivered on a later connection: nothing is lost.
+                crate::metrics::engine_error("inbox");
+                tracing::warn!(user = %user, error = %e, "inbox read failed");
+                Vec::new()
+            });
+        self.inner.hub.register(conn);
+        pending
+    }
+
+    /// Removes acknowledged messages from a user's inbox.
+    pub async fn ack(&self, user: &str, ids: &[String]) -> Result<usize, EngineError> {
+        self.inner
+            .inbox
+            .ack(user, ids)
+            .await
+            .inspect_err(|_| crate::metrics::engine_error("inbox"))
+    }
+
+    /// Subscribes a connection to a topic with history (rules already checked) and, when the
+    /// client gave `since`, finds every message it missed. Nothing published to the topic can
+    /// slip between the read and the subscription: both happen under the topic's stripe.
+    pub async fn subscribe_with_history(
+        &self,
+        conn: &std::sync::Arc<ConnHandle>,
+        topic: &str,
+        since: Option<&Since>,
+        retention: Retention,
+    ) -> Result<Recovery, EngineError> {
+        let _stream = self.stripe(topic).lock().await;
+        let after = since.map_or(u64::MAX, |s| s.offset);
+        let page = self
+            .inner
+            .history
+            .read(topic, after, retention.size.max(1), retention)
+            .await
+            .inspect_err(|_| crate::metrics::engine_error("history"))?;
+        let fresh = self.inner.hub.subscribe(conn, topic);
+        let recovered = since.is_some_and(|s| recoverable(s, &page));
+        Ok(Recovery {
+            fresh,
+            position: page.position,
+            recovered,
+            replay: if recovered { page.messages } else { Vec::new() },
+        })
+    }
+
+    /// A page of a topic's stream for the `history` command and API: messages after
+    /// `since.offset` when `since.epoch` is the stream's, else from the oldest kept.
+    pub async fn history(
+        &self,
+        topic: &str,
+        since: Option<&Since>,
+        limit: usize,
+    ) -> Result<Option<HistoryPage>, EngineError> {
+        let Some(retention) = self.retention(topic) else {
+            return Ok(None);
+        };
+        let history = &self.inner.history;
+        let mut page = history
+            .read(topic, since.map_or(0, |s| s.offset), limit, retention)
+            .await
+            .inspect_err(|_| crate::metrics::engine_error("history"))?;
+        if since.is_some_and(|s| s.epoch != page.position.epoch) {
+            page = history.read(topic, 0, limit, retention).await?;
+        }
+        Ok(Some(page))
+    }
+}
+
+fn published(id: String, recipients: usize, offset: Option<u64>, queued: bool) -> Published {
+    Published {
+        id,
+        recipients,
+        offset,
+        queued,
+    }
+}
+
+/// Whether everything after `since` is still in the stream: the same epoch, not ahead of the
+/// stream, and nothing after it trimmed away.
+fn recoverable(since: &Since, page: &HistoryPage) -> bool {
+    since.epoch == page.position.epoch
+        && since.offset <= page.position.offset
+        && since.offset + 1 >= page.first_kept
+}
