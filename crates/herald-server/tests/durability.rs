@@ -1,0 +1,439 @@
+//! History, recovery after a reconnect, and the offline inbox (PROTOCOL.md sections 6 and 7),
+//! on the embedded SQLite engine, including across a `kill -9`.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+const STREAMS: &str = "[limits]\nrate_per_sec = 0\n\
+    [[namespaces]]\nname = \"chat\"\npublish = true\nhistory_size = 1000\n\
+    [[namespaces]]\nname = \"small\"\nhistory_size = 3\n\
+    [[namespaces]]\nname = \"brief\"\nhistory_size = 100\nhistory_ttl = \"300ms\"\n";
+
+async fn publish_to(server: &Server, topic: &str, seq: u64) -> Value {
+    let (status, answer) = server
+        .publish(json!({"scope": "topic", "target": topic, "type": "msg", "data": {"seq": seq}}))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    answer
+}
+
+async fn subscribe_since(client: &mut Client, topic: &str, offset: u64, epoch: &str) -> Value {
+    let reply = client
+        .request(json!({"type": "subscribe", "topic": topic, "since": {"offset": offset, "epoch": epoch}}))
+        .await;
+    assert_eq!(reply["type"], "subscribed", "{reply}");
+    reply["data"].clone()
+}
+
+fn offset(v: &Value) -> u64 {
+    v["offset"].as_u64().expect("an offset")
+}
+
+#[tokio::test]
+async fn messages_on_a_topic_with_history_carry_offset_and_epoch() {
+    let server = Server::start(STREAMS);
+    let mut client = server.user("ana").await;
+    let reply = client
+        .request(json!({"type": "subscribe", "topic": "chat:1"}))
+        .await;
+    assert_eq!(reply["data"]["offset"], 0);
+    assert_eq!(
+        reply["data"]["recovered"], false,
+        "no since: nothing claimed"
+    );
+    let epoch = reply["data"]["epoch"].as_str().expect("epoch").to_string();
+    for seq in 1..=3 {
+        let answer = publish_to(&server, "chat:1", seq).await;
+        assert_eq!(answer["offset"], seq, "the API answers the offset");
+        let got = client.recv().await;
+        assert_eq!(got["offset"], seq);
+        assert_eq!(got["epoch"], epoch.as_str());
+        assert_eq!(got["topic"], "chat:1");
+    }
+    // A client publication gets its offset too.
+    let reply = client
+        .request(json!({"type": "publish", "topic": "chat:1", "event": "say", "data": {}}))
+        .await;
+    let (reply, delivery) = if reply["type"] == "published" {
+        let delivery = client.recv().await;
+        (reply, delivery)
+    } else {
+        (client.recv().await, reply)
+    };
+    assert_eq!(reply["type"], "published");
+    assert_eq!(delivery["offset"], 4);
+}
+
+#[tokio::test]
+async fn resuming_while_a_publisher_keeps_publishing_loses_and_repeats_nothing() {
+    let server = Arc::new(Server::start(STREAMS));
+    const TOTAL: u64 = 300;
+    let mut first = server.user("ben").await;
+    first.subscribe("chat:live").await;
+    let running = Arc::new(AtomicBool::new(true));
+    let publisher = {
+        let server = server.clone();
+        let running = running.clone();
+        tokio::spawn(async move {
+            for seq in 1..=TOTAL {
+                publish_to(&server, "chat:live", seq).await;
+            }
+            running.store(false, Ordering::SeqCst);
+        })
+    };
+    // Read a while, then drop the connection mid-stream.
+    let mut last = 0;
+    let mut epoch = String::new();
+    while last < 40 {
+        let got = first.recv().await;
+        assert_eq!(offset(&got), last + 1, "in order");
+        last = offset(&got);
+        epoch = got["epoch"].as_str().expect("epoch").to_string();
+    }
+    drop(first);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(
+        running.load(Ordering::SeqCst),
+        "the publisher is still going during the resume"
+    );
+
+    let mut again = server.user("ben").await;
+    let data = subscribe_since(&mut again, "chat:live", last, &epoch).await;
+    assert_eq!(data["recovered"], true);
+    assert_eq!(data["epoch"], epoch.as_str());
+    let mut expected = last + 1;
+    while expected <= TOTAL {
+        let got = again.recv().await;
+        assert_eq!(offset(&got), expected, "no gap, no duplicate, in order");
+        assert_eq!(got["data"]["seq"], expected);
+        expected += 1;
+    }
+    publisher.await.expect("publisher");
+    again.expect_silence().await;
+}
+
+#[tokio::test]
+async fn a_wrong_epoch_or_a_trimmed_past_is_not_recovered() {
+    let server = Server::start(STREAMS);
+    for seq in 1..=6 {
+        publish_to(&server, "small:s", seq).await;
+    }
+    let mut client = server.user("cal").await;
+    let probe = client
+        .request(json!({"type": "history", "topic": "small:s"}))
+        .await;
+    let epoch = probe["data"]["epoch"].as_str().expect("epoch").to_string();
+
+    let data = subscribe_since(&mut client, "small:s", 5, "another-epoch").await;
+    assert_eq!(data["recovered"], false, "wrong epoch");
+    assert_eq!(data["offset"], 6);
+    assert_eq!(
+        data["epoch"],
+        epoch.as_str(),
+        "the current epoch, to reload from"
+    );
+    client.expect_silence().await;
+    client
+        .request(json!({"type": "unsubscribe", "topic": "small:s"}))
+        .await;
+
+    let data = subscribe_since(&mut client, "small:s", 1, &epoch).await;
+    assert_eq!(data["recovered"], false, "2 and 3 were trimmed away");
+    client.expect_silence().await;
+    client
+        .request(json!({"type": "unsubscribe", "topic": "small:s"}))
+        .await;
+
+    let data = subscribe_since(&mut client, "small:s", 3, &epoch).await;
+    assert_eq!(data["recovered"], true, "4, 5, 6 are all there");
+    for expected in 4..=6 {
+        assert_eq!(offset(&client.recv().await), expected);
+    }
+    client.expect_silence().await;
+
+    let mut future = server.user("dee").await;
+    let data = subscribe_since(&mut future, "small:s", 99, &epoch).await;
+    assert_eq!(
+        data["recovered"], false,
+        "an offset the stream never reached"
+    );
+
+    // A topic without history cannot recover either.
+    let data = subscribe_since(&mut future, "news", 1, &epoch).await;
+    assert_eq!(data["recovered"], false);
+}
+
+#[tokio::test]
+async fn history_keeps_the_newest_by_size_and_drops_the_old_by_ttl() {
+    let server = Server::start(STREAMS);
+    for seq in 1..=5 {
+        publish_to(&server, "small:h", seq).await;
+    }
+    let mut client = server.user("eli").await;
+    let reply = client
+        .request(json!({"type": "history", "topic": "small:h", "ref": 1}))
+        .await;
+    assert_eq!(reply["type"], "history");
+    assert_eq!(reply["ref"], 1);
+    assert_eq!(reply["data"]["offset"], 5);
+    let offsets: Vec<u64> = reply["data"]["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(offset)
+        .collect();
+    assert_eq!(offsets, [3, 4, 5], "the newest 3");
+    assert_eq!(reply["data"]["messages"][0]["data"], json!({"seq": 3}));
+    assert_eq!(reply["data"]["messages"][0]["type"], "msg");
+
+    publish_to(&server, "brief:b", 1).await;
+    let reply = client
+        .request(json!({"type": "history", "topic": "brief:b"}))
+        .await;
+    assert_eq!(reply["data"]["messages"].as_array().map(Vec::len), Some(1));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let reply = client
+        .request(json!({"type": "history", "topic": "brief:b"}))
+        .await;
+    assert_eq!(
+        reply["data"]["messages"],
+        json!([]),
+        "expired after history_ttl"
+    );
+    assert_eq!(
+        reply["data"]["offset"], 1,
+        "the stream still knows where it is"
+    );
+}
+
+#[tokio::test]
+async fn history_by_command_and_http_with_since_and_limit() {
+    let server = Server::start(STREAMS);
+    for seq in 1..=10 {
+        publish_to(&server, "chat:h", seq).await;
+    }
+    let mut client = server.user("fay").await;
+    let full = client
+        .request(json!({"type": "history", "topic": "chat:h"}))
+        .await;
+    let epoch = full["data"]["epoch"].as_str().expect("epoch").to_string();
+    let reply = client
+        .request(json!({"type": "history", "topic": "chat:h", "since": {"offset": 4, "epoch": epoch}, "limit": 3}))
+        .await;
+    let offsets: Vec<u64> = reply["data"]["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(offset)
+        .collect();
+    assert_eq!(offsets, [5, 6, 7]);
+
+    let (status, page) = server
+        .api(
+            "GET",
+            "/api/v1/topics/chat%3Ah/history?since=8&limit=5",
+            Some(API_KEY),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let offsets: Vec<u64> = page["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(offset)
+        .collect();
+    assert_eq!(offsets, [9, 10]);
+    assert_eq!(page["epoch"], epoch.as_str());
+    assert_eq!(page["topic"], "chat:h");
+    let (status, _) = server
+        .api(
+            "GET",
+            "/api/v1/topics/chat%3Ah/history?since=abc",
+            Some(API_KEY),
+            None,
+        )
+        .await;
+    assert_eq!(status, 400);
+
+    let reply = client
+        .request(json!({"type": "history", "topic": "news"}))
+        .await;
+    assert_eq!(reply["data"]["code"], "not_found");
+    let reply = client
+        .request(json!({"type": "history", "topic": "chat:h", "limit": 0}))
+        .await;
+    assert_eq!(reply["data"]["code"], "invalid_message");
+}
+
+#[tokio::test]
+async fn history_needs_the_right_to_subscribe() {
+    let server = Server::start(
+        "[[namespaces]]\nname = \"board\"\nsubscribe = \"members\"\nhistory_size = 10\n",
+    );
+    publish_to(&server, "board:p1", 1).await;
+    let mut outsider = server.user("gus").await;
+    let reply = outsider
+        .request(json!({"type": "history", "topic": "board:p1"}))
+        .await;
+    assert_eq!(reply["data"]["code"], "forbidden");
+    let mut member = server.connect(&token("hal", "user", &["p1"])).await;
+    let reply = member
+        .request(json!({"type": "history", "topic": "board:p1"}))
+        .await;
+    assert_eq!(reply["data"]["messages"].as_array().map(Vec::len), Some(1));
+}
+
+async fn message_user(server: &Server, user: &str, n: u64) -> Value {
+    let (status, answer) = server
+        .api(
+            "POST",
+            &format!("/api/v1/users/{user}/message"),
+            Some(API_KEY),
+            Some(json!({"type": "note", "data": {"n": n}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    answer
+}
+
+#[tokio::test]
+async fn the_inbox_delivers_in_order_before_live_messages_until_acked() {
+    let server = Server::start("");
+    let mut ids = Vec::new();
+    for n in 1..=3 {
+        let answer = message_user(&server, "ivy", n).await;
+        assert_eq!(answer["queued"], true, "ivy is offline");
+        assert_eq!(answer["recipients"], 0);
+        ids.push(answer["id"].as_str().expect("id").to_string());
+    }
+    let (_, answer) = server
+        .publish(json!({"scope": "user", "target": "ivy", "type": "note", "data": {"n": 4}}))
+        .await;
+    assert_eq!(answer["queued"], true, "scope user through publish too");
+    ids.push(answer["id"].as_str().expect("id").to_string());
+
+    let mut ivy = server.user("ivy").await;
+    for (n, id) in (1..=4).zip(&ids) {
+        let got = ivy.recv().await;
+        assert_eq!(got["offline"], true);
+        assert_eq!(got["type"], "note");
+        assert_eq!(got["data"]["n"], n, "in publication order");
+        assert_eq!(got["id"], id.as_str());
+    }
+    let answer = message_user(&server, "ivy", 5).await;
+    assert_eq!(answer["queued"], false, "ivy is online now");
+    let live = ivy.recv().await;
+    assert_eq!(live["data"]["n"], 5);
+    assert!(
+        live.get("offline").is_none(),
+        "a live message is not offline"
+    );
+
+    ivy.send(json!({"type": "ack", "ids": [ids[0], ids[1], ids[3]]}))
+        .await;
+    assert!(
+        ivy.is_alive().await,
+        "ack has no reply; the ping after it proves it was read"
+    );
+    drop(ivy);
+    wait_offline(&server, "ivy").await;
+    let mut ivy = server.user("ivy").await;
+    let again = ivy.recv().await;
+    assert_eq!(
+        again["id"],
+        ids[2].as_str(),
+        "only the unacked one comes back"
+    );
+    assert_eq!(again["offline"], true);
+    ivy.expect_silence().await;
+}
+
+async fn wait_offline(server: &Server, user: &str) {
+    eventually("the user to be offline", || async {
+        let (_, count) = server
+            .api(
+                "GET",
+                &format!("/api/v1/connections/count?user={user}"),
+                Some(API_KEY),
+                None,
+            )
+            .await;
+        (count["count"] == 0).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_inbox_keeps_the_newest_up_to_its_limit() {
+    let server = Server::start("[inbox]\nmax_messages = 2\n");
+    for n in 1..=3 {
+        message_user(&server, "jo", n).await;
+    }
+    let mut jo = server.user("jo").await;
+    assert_eq!(jo.recv().await["data"]["n"], 2);
+    assert_eq!(jo.recv().await["data"]["n"], 3);
+    jo.expect_silence().await;
+}
+
+#[tokio::test]
+async fn what_got_a_2xx_survives_kill_9() {
+    let mut server = Server::start(STREAMS);
+    let mut epoch = String::new();
+    for seq in 1..=20 {
+        publish_to(&server, "chat:durable", seq).await;
+    }
+    {
+        let mut probe = server.user("kim").await;
+        let reply = probe
+            .request(json!({"type": "history", "topic": "chat:durable"}))
+            .await;
+        epoch.push_str(reply["data"]["epoch"].as_str().expect("epoch"));
+    }
+    for n in 1..=3 {
+        message_user(&server, "lee", n).await;
+    }
+    server.restart(); // SIGKILL, then start again on the same files
+
+    let (_, page) = server
+        .api(
+            "GET",
+            "/api/v1/topics/chat%3Adurable/history?limit=1000",
+            Some(API_KEY),
+            None,
+        )
+        .await;
+    assert_eq!(page["epoch"], epoch.as_str(), "a crash keeps the epoch");
+    let seqs: Vec<u64> = page["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["data"]["seq"].as_u64().expect("seq"))
+        .collect();
+    assert_eq!(seqs, (1..=20).collect::<Vec<_>>());
+
+    let mut kim = server.user("kim").await;
+    let data = subscribe_since(&mut kim, "chat:durable", 15, &epoch).await;
+    assert_eq!(data["recovered"], true, "recovery works across the crash");
+    for expected in 16..=20 {
+        assert_eq!(offset(&kim.recv().await), expected);
+    }
+    assert_eq!(
+        publish_to(&server, "chat:durable", 21).await["offset"],
+        21,
+        "offsets go on"
+    );
+
+    let mut lee = server.user("lee").await;
+    for n in 1..=3 {
+        let got = lee.recv().await;
+        assert_eq!(got["data"]["n"], n);
+        assert_eq!(got["offline"], true);
+    }
+}
