@@ -202,6 +202,38 @@ impl Verifier {
     }
 }
 
+/// Turns a client's token into a [`Principal`]. Herald's own is [`Verifier`] (JWT); an app
+/// that does not use JWTs plugs its own in with [`crate::HeraldBuilder::authenticator`].
+///
+/// ```
+/// use herald::auth::{AuthError, Authenticator, Principal};
+///
+/// /// Accepts tokens of the form `user:<id>`; a real app would look the session up.
+/// struct SessionTokens;
+///
+/// #[async_trait::async_trait]
+/// impl Authenticator for SessionTokens {
+///     async fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {
+///         match token.strip_prefix("user:") {
+///             Some(id) if !id.is_empty() => Ok(Principal::new(id, "user", vec![])),
+///             _ => Err(AuthError::Invalid("unknown session".into())),
+///         }
+///     }
+/// }
+/// ```
+#[async_trait::async_trait]
+pub trait Authenticator: Send + Sync + 'static {
+    /// Who the token names, or why it is refused.
+    async fn authenticate(&self, token: &str) -> Result<Principal, AuthError>;
+}
+
+#[async_trait::async_trait]
+impl Authenticator for Verifier {
+    async fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {
+        self.verify(token)
+    }
+}
+
 /// Claims of a token minted by `herald token`.
 #[derive(Debug, Serialize)]
 struct MintClaims<'a> {

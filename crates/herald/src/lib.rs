@@ -18,6 +18,7 @@ pub mod auth;
 pub mod config;
 pub mod connection;
 pub mod engine;
+mod handler;
 pub mod http;
 pub mod hub;
 pub mod metrics;
@@ -27,5 +28,6 @@ pub mod publication;
 pub mod topic;
 
 pub use config::Config;
-pub use node::{Engines, Herald, Published, Recovery, StartError};
+pub use handler::{HandlerError, HandlerResult, Incoming};
+pub use node::{Engines, Herald, HeraldBuilder, Published, Recovery, StartError, Stats};
 pub use publication::{Publication, Scope};

@@ -51,7 +51,7 @@ pub(super) async fn await_auth(
                 Ok(Request {
                     command: Command::Auth { token },
                     reference,
-                }) => match node.verifier().verify(&token) {
+                }) => match node.authenticate(&token).await {
                     Ok(principal) => return Some((principal, reference)),
                     Err(e) => {
                         crate::metrics::auth_failure(e.reason());

@@ -214,6 +214,7 @@ impl Session {
                 self.send(reply_frame("echo", json!({ "original": data }), reference))
             }
             Command::Status => self.status(reference),
+            Command::Custom { kind, message } => self.custom(kind, message, reference).await,
         }
         Next::Continue
     }
@@ -222,7 +223,7 @@ impl Session {
     /// A newer token for the same user: keeps the connection past the old `exp`, and takes
     /// away at once the topics its role or projects no longer allow.
     async fn refresh(&mut self, token: &str, reply: &str, reference: Option<&Value>) -> Next {
-        let principal = match self.node.verifier().verify(token) {
+        let principal = match self.node.authenticate(token).await {
             Ok(principal) => principal,
             Err(e @ (AuthError::Expired | AuthError::Invalid(_))) => {
                 self.error(ErrorCode::AuthFailed, &e.to_string(), reference);
@@ -405,7 +406,7 @@ impl Session {
             user_id: who.user_id.to_string(),
             client_id: self.conn.client_id.clone(),
         });
-        match self.node.publish(publication).await {
+        match self.node.send(publication).await {
             Ok(published) => self.send(reply_frame(
                 "published",
                 json!({ "topic": topic, "id": published.id }),
@@ -467,6 +468,27 @@ impl Session {
                 self.error(ErrorCode::NotFound, &message, reference);
             }
             Err(e) => self.error(ErrorCode::ProcessingError, &e.to_string(), reference),
+        }
+    }
+
+    /// A custom message type: the app's handler for it, or `unknown_type`.
+    async fn custom(&mut self, kind: String, message: Value, reference: Option<&Value>) {
+        let Some(handler) = self.node.handler(&kind) else {
+            let text = format!("unknown message type `{kind}`");
+            self.error(ErrorCode::UnknownType, &text, reference);
+            return;
+        };
+        let incoming = crate::handler::Incoming {
+            kind,
+            message,
+            principal: self.conn.principal(),
+            client_id: self.conn.client_id.clone(),
+            reference: reference.cloned(),
+            conn: self.conn.clone(),
+            herald: self.node.clone(),
+        };
+        if let Err(e) = handler.call(incoming).await {
+            self.error(e.code, &e.message, reference);
         }
     }
 

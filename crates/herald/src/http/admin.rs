@@ -37,7 +37,7 @@ impl FromRequestParts<Herald> for Admin {
                 return Ok(Admin);
             }
         }
-        match node.verifier().verify(token) {
+        match node.authenticate(token).await {
             Ok(principal) if principal.is_admin() => Ok(Admin),
             Ok(_) => {
                 crate::metrics::auth_failure("not_admin");

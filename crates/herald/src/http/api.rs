@@ -29,7 +29,7 @@ pub async fn publish(
     JsonObject(map): JsonObject,
 ) -> Result<Json<Value>, ApiError> {
     let started = std::time::Instant::now();
-    let published = node.publish(publication(&map)?).await?;
+    let published = node.send(publication(&map)?).await?;
     crate::metrics::publish_api(started.elapsed());
     Ok(Json(answer(&published)))
 }
@@ -54,7 +54,7 @@ pub async fn publish_batch(
     for message in messages {
         let outcome = match message {
             Value::Object(item) => match publication(item) {
-                Ok(p) => node.publish(p).await.map_err(ApiError::from),
+                Ok(p) => node.send(p).await.map_err(ApiError::from),
                 Err(e) => Err(e),
             },
             _ => Err(ApiError::bad_request("each message must be a JSON object")),
@@ -76,7 +76,7 @@ pub async fn user_message(
     JsonObject(map): JsonObject,
 ) -> Result<Json<Value>, ApiError> {
     let p = Publication::new(Scope::User(user), event_type(&map)?, data_field(&map));
-    let published = node.publish(p).await?;
+    let published = node.send(p).await?;
     Ok(Json(json!({
         "id": published.id,
         "recipients": published.recipients,
@@ -92,7 +92,7 @@ pub async fn project_message(
     JsonObject(map): JsonObject,
 ) -> Result<Json<Value>, ApiError> {
     let p = Publication::new(Scope::Project(project), event_type(&map)?, data_field(&map));
-    let published = node.publish(p).await?;
+    let published = node.send(p).await?;
     Ok(Json(answer(&published)))
 }
 

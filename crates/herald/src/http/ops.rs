@@ -16,7 +16,7 @@ use crate::node::Herald;
 use crate::publication::{Publication, Scope};
 
 /// `GET /api/v1/stats`.
-pub async fn stats(_: Admin, State(node): State<Herald>) -> Json<Value> {
+pub async fn stats(_: Admin, State(node): State<Herald>) -> Json<crate::node::Stats> {
     Json(node.stats())
 }
 
@@ -86,8 +86,8 @@ pub async fn disconnect_user(
     _: Admin,
     State(node): State<Herald>,
     Path(user): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    disconnect(&node, Scope::User(user)).await
+) -> Json<Value> {
+    Json(json!({ "disconnected": node.disconnect_user(&user).await }))
 }
 
 /// `POST /api/v1/projects/{id}/disconnect` → `{disconnected}`.
@@ -128,7 +128,7 @@ pub async fn ws_broadcast(
         data["metadata"] = metadata.clone();
     }
     let published = node
-        .publish(Publication::new(Scope::All, "system.alert", data))
+        .send(Publication::new(Scope::All, "system.alert", data))
         .await?;
     Ok(Json(json!({
         "success": true,

@@ -58,7 +58,11 @@ pub async fn upgrade(
         .map(String::as_str)
         .filter(|t| !t.is_empty())
         .or_else(|| bearer(&headers));
-    let principal = match token.map(|t| node.verifier().verify(t)) {
+    let verdict = match token {
+        Some(token) => Some(node.authenticate(token).await),
+        None => None,
+    };
+    let principal = match verdict {
         None => None,
         Some(Ok(principal)) => Some(principal),
         Some(Err(e)) => {

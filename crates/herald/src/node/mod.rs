@@ -3,21 +3,27 @@
 //!
 //! `streams.rs` holds what keeps messages: topic history, recovery, the offline inbox.
 
+mod builder;
+mod handle;
 mod streams;
 
+pub use builder::HeraldBuilder;
 pub use streams::Recovery;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::{Principal, Verifier};
+use std::collections::HashMap;
+
+use crate::auth::{AuthError, Authenticator, Principal};
 use crate::config::Config;
 use crate::connection::limits::IpSlots;
 use crate::engine::memory::{MemoryBroker, MemoryPresence};
-use crate::engine::sqlite::{self, SqliteHistory, SqliteInbox, SqliteMembership};
+use crate::handler::Handler;
+
 use crate::engine::{
     Broker, EngineError, History, Inbox, LocalDelivery, Membership, Presence, PresenceEntry,
 };
@@ -41,6 +47,27 @@ pub struct Published {
     pub offset: Option<u64>,
     /// Kept in the user's offline inbox (scope `user`, no live connection).
     pub queued: bool,
+}
+
+/// What a node holds and has done since it started: the body of `GET /api/v1/stats`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Stats {
+    /// Authenticated connections.
+    pub total_clients: usize,
+    /// Authenticated connections by role.
+    pub by_role: std::collections::BTreeMap<String, usize>,
+    /// Distinct users with a connection.
+    pub users: usize,
+    /// Topics with at least one subscriber.
+    pub topics: usize,
+    /// Frames sent to clients: deliveries, replies, welcomes.
+    pub messages_sent: u64,
+    /// Frames received from authenticated clients.
+    pub messages_received: u64,
+    /// Connections closed because they could not keep up.
+    pub slow_consumers_dropped: u64,
+    /// Seconds since the node started.
+    pub uptime_s: u64,
 }
 
 /// The engines a node runs on.
@@ -74,7 +101,8 @@ pub struct Herald {
 
 struct Inner {
     config: Config,
-    verifier: Verifier,
+    authenticator: Arc<dyn Authenticator>,
+    handlers: HashMap<String, Handler>,
     hub: Arc<Hub>,
     broker: Arc<dyn Broker>,
     membership: Arc<dyn Membership>,
@@ -90,33 +118,30 @@ struct Inner {
 }
 
 impl Herald {
-    /// Opens the embedded engines in `config.data_dir` and builds a node. `jwt_secret`
-    /// overrides the configured secret (the server's development secret).
-    pub async fn open(config: Config, jwt_secret: Option<&str>) -> Result<Self, StartError> {
-        config.validate().map_err(|e| StartError(e.0))?;
-        if config.redis_url.is_some() {
-            return Err(StartError(
-                "redis_url: the Redis engine is not part of this build yet".into(),
-            ));
-        }
-        let verifier = Verifier::from_config(&config.jwt, jwt_secret).map_err(StartError)?;
-        std::fs::create_dir_all(&config.data_dir)
-            .map_err(|e| StartError(format!("data dir {}: {e}", config.data_dir.display())))?;
-        let db = sqlite::open(&config.data_dir.join("herald.db")).map_err(|e| StartError(e.0))?;
-        let db = Arc::new(Mutex::new(db));
-        let membership = SqliteMembership::load(db.clone())
-            .await
-            .map_err(|e| StartError(e.0))?;
-        let engines = Engines {
-            membership: Arc::new(membership),
-            history: Arc::new(SqliteHistory::new(db.clone())),
-            inbox: Arc::new(SqliteInbox::new(db)),
-        };
-        Ok(Self::with_engines(config, verifier, engines))
+    /// A builder: config, authentication, engines and custom handlers, then
+    /// [`HeraldBuilder::build`].
+    pub fn builder() -> HeraldBuilder {
+        HeraldBuilder::default()
     }
 
-    /// Builds a node on a given verifier and engines, with the memory broker and presence.
-    pub fn with_engines(config: Config, verifier: Verifier, engines: Engines) -> Self {
+    /// Opens the embedded engines in `config.data_dir` and builds a node with JWT
+    /// authentication. `jwt_secret` overrides the configured secret (the server's development
+    /// secret).
+    pub async fn open(config: Config, jwt_secret: Option<&str>) -> Result<Self, StartError> {
+        let mut builder = Self::builder().config(config);
+        if let Some(secret) = jwt_secret {
+            builder = builder.jwt_secret(secret);
+        }
+        builder.build().await
+    }
+
+    /// Assembles a node from its parts, with the memory broker and presence.
+    fn assemble(
+        config: Config,
+        authenticator: Arc<dyn Authenticator>,
+        engines: Engines,
+        handlers: HashMap<String, Handler>,
+    ) -> Self {
         let Engines {
             membership,
             history,
@@ -132,7 +157,8 @@ impl Herald {
             inner: Arc::new(Inner {
                 ip_slots: IpSlots::new(config.limits.max_connections_per_ip),
                 config,
-                verifier,
+                authenticator,
+                handlers,
                 hub,
                 broker,
                 membership,
@@ -151,8 +177,14 @@ impl Herald {
         &self.inner.config
     }
 
-    pub fn verifier(&self) -> &Verifier {
-        &self.inner.verifier
+    /// Who a token names, by the node's authenticator (JWT unless the app plugged its own).
+    pub async fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {
+        self.inner.authenticator.authenticate(token).await
+    }
+
+    /// The app's handler for a custom message type.
+    pub(crate) fn handler(&self, kind: &str) -> Option<Handler> {
+        self.inner.handlers.get(kind).cloned()
     }
 
     pub fn hub(&self) -> &Arc<Hub> {
@@ -214,21 +246,21 @@ impl Herald {
         Ok(self.inner.hub.select(scope, &members))
     }
 
-    /// `GET /api/v1/stats`: what this node holds and has done since it started.
-    pub fn stats(&self) -> serde_json::Value {
+    /// What this node holds and has done since it started (`GET /api/v1/stats`).
+    pub fn stats(&self) -> Stats {
         use std::sync::atomic::Ordering::Relaxed;
         let snapshot = self.inner.hub.snapshot();
         let counters = &self.inner.hub.counters;
-        serde_json::json!({
-            "total_clients": snapshot.connections,
-            "by_role": snapshot.by_role,
-            "users": snapshot.users,
-            "topics": snapshot.topics,
-            "messages_sent": counters.sent.load(Relaxed),
-            "messages_received": counters.received.load(Relaxed),
-            "slow_consumers_dropped": counters.slow_consumers.load(Relaxed),
-            "uptime_s": self.uptime().as_secs(),
-        })
+        Stats {
+            total_clients: snapshot.connections,
+            by_role: snapshot.by_role,
+            users: snapshot.users,
+            topics: snapshot.topics,
+            messages_sent: counters.sent.load(Relaxed),
+            messages_received: counters.received.load(Relaxed),
+            slow_consumers_dropped: counters.slow_consumers.load(Relaxed),
+            uptime_s: self.uptime().as_secs(),
+        }
     }
 
     /// Whether the engines answer (for `GET /ready`).
@@ -348,7 +380,7 @@ impl Herald {
             event,
             serde_json::json!({ "user_id": user }),
         );
-        if let Err(e) = self.publish(publication).await {
+        if let Err(e) = self.send(publication).await {
             tracing::warn!(topic, event, error = %e, "announcement failed");
         }
     }

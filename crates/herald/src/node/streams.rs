@@ -59,7 +59,7 @@ impl Herald {
     /// durably before anyone sees it); a user-scope event for a user with no live connection
     /// is kept in their inbox (durably) instead. Either way, a successful return means the
     /// publication will not be lost.
-    pub async fn publish(&self, mut publication: Publication) -> Result<Published, EngineError> {
+    pub async fn send(&self, mut publication: Publication) -> Result<Published, EngineError> {
         let id = publication.id.clone();
         match publication.scope.clone() {
             Scope::Topic(topic) => {

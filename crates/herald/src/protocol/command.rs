@@ -61,6 +61,12 @@ pub enum Command {
         data: Value,
     },
     Status,
+    /// Any other type: handed to the app's handler for it, if it registered one (else
+    /// `unknown_type`).
+    Custom {
+        kind: String,
+        message: Value,
+    },
 }
 
 /// A command and the `ref` to copy into its reply.
@@ -97,6 +103,7 @@ impl Command {
             Self::Ping { .. } => "ping",
             Self::Echo { .. } => "echo",
             Self::Status => "status",
+            Self::Custom { .. } => "custom",
         }
     }
 }
@@ -203,13 +210,10 @@ impl Fields<'_> {
                         .unwrap_or_else(empty_object),
                 }
             }
-            _ => {
-                return Err(Rejection {
-                    code: ErrorCode::UnknownType,
-                    message: format!("unknown message type `{kind}`"),
-                    reference: self.reference.clone(),
-                })
-            }
+            _ => Command::Custom {
+                kind,
+                message: Value::Object(self.map),
+            },
         })
     }
 
@@ -368,8 +372,15 @@ mod tests {
         let err = Request::parse(r#"{"type":"subscribe","topic":7,"ref":"r1"}"#).unwrap_err();
         assert_eq!(err.code, ErrorCode::InvalidMessage);
         assert_eq!(err.reference, Some(Value::String("r1".into())));
-        let err = Request::parse(r#"{"type":"nope","ref":2}"#).unwrap_err();
-        assert_eq!(err.code, ErrorCode::UnknownType);
+        let custom = Request::parse(r#"{"type":"nope","x":1,"ref":2}"#).unwrap();
+        assert_eq!(
+            custom.command,
+            Command::Custom {
+                kind: "nope".into(),
+                message: serde_json::json!({"type": "nope", "x": 1})
+            }
+        );
+        assert_eq!(custom.reference, Some(serde_json::json!(2)));
         assert_eq!(
             Request::parse("[1]").unwrap_err().code,
             ErrorCode::InvalidMessage

@@ -1,0 +1,105 @@
+//! Custom message types: an app registers `on("chat", handler)` and Herald hands it every
+//! client message of that type, with who sent it (seed 003's `RegisterHandler`).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::auth::Principal;
+use crate::hub::ConnHandle;
+use crate::node::Herald;
+use crate::protocol::{reply_frame, ErrorCode};
+
+/// A client message of a custom type, with its sender; the handler's argument.
+pub struct Incoming {
+    /// The message type (`type`), the name the handler was registered under.
+    pub kind: String,
+    /// The whole message object as the client sent it (without `ref`).
+    pub message: Value,
+    /// Who sent it.
+    pub principal: Principal,
+    /// The sending connection's `client_id`.
+    pub client_id: String,
+    pub(crate) reference: Option<Value>,
+    pub(crate) conn: Arc<ConnHandle>,
+    pub(crate) herald: Herald,
+}
+
+impl Incoming {
+    /// The message's `data` field (`null` when absent).
+    pub fn data(&self) -> &Value {
+        self.message.get("data").unwrap_or(&Value::Null)
+    }
+
+    /// Sends a reply to the sending connection only, carrying the message's `ref`.
+    pub fn reply(&self, kind: &str, data: impl Serialize) {
+        self.conn
+            .push(reply_frame(kind, data, self.reference.as_ref()));
+    }
+
+    /// The node, to publish, broadcast or look things up.
+    pub fn herald(&self) -> &Herald {
+        &self.herald
+    }
+}
+
+/// A handler's refusal: the client receives `error` with this code and message (and the
+/// message's `ref`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandlerError {
+    /// One of PROTOCOL.md's error codes.
+    pub code: ErrorCode,
+    /// Text for the client.
+    pub message: String,
+}
+
+impl HandlerError {
+    /// An error with any code.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// `invalid_message`: the message's content is wrong.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidMessage, message)
+    }
+
+    /// `forbidden`: the sender may not do this.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::Forbidden, message)
+    }
+
+    /// `processing_error`: the handler failed.
+    pub fn processing(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::ProcessingError, message)
+    }
+}
+
+/// What a handler returns.
+pub type HandlerResult = Result<(), HandlerError>;
+
+type BoxedFuture = Pin<Box<dyn Future<Output = HandlerResult> + Send>>;
+
+/// A registered handler, type-erased.
+#[derive(Clone)]
+pub(crate) struct Handler(Arc<dyn Fn(Incoming) -> BoxedFuture + Send + Sync>);
+
+impl Handler {
+    pub(crate) fn new<F, Fut>(f: F) -> Self
+    where
+        F: Fn(Incoming) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult> + Send + 'static,
+    {
+        Self(Arc::new(move |incoming| Box::pin(f(incoming))))
+    }
+
+    pub(crate) async fn call(&self, incoming: Incoming) -> HandlerResult {
+        (self.0)(incoming).await
+    }
+}

@@ -1,0 +1,168 @@
+//! [`HeraldBuilder`]: the same config as the server, plus what only code can give: an
+//! authenticator, a membership source, custom message handlers.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+
+use super::{Engines, Herald, StartError};
+use crate::auth::{Authenticator, Verifier};
+use crate::config::Config;
+use crate::engine::sqlite::{self, SqliteHistory, SqliteInbox, SqliteMembership};
+use crate::engine::Membership;
+use crate::handler::{Handler, HandlerResult, Incoming};
+
+/// Client commands Herald answers itself: a custom handler cannot take these names.
+const BUILT_IN: &[&str] = &[
+    "auth",
+    "refresh",
+    "subscribe",
+    "unsubscribe",
+    "publish",
+    "presence",
+    "history",
+    "ack",
+    "ping",
+    "echo",
+    "status",
+    "join_room",
+    "leave_room",
+    "subscription",
+    "broadcast",
+];
+
+/// Builds a [`Herald`] node.
+///
+/// ```
+/// # async fn run() -> Result<(), herald::StartError> {
+/// use herald::{Config, Herald, HandlerError};
+///
+/// let herald = Herald::builder()
+///     .config(Config::default())
+///     .jwt_secret("a secret shared with the app's login")
+///     .in_memory()
+///     .on("chat", |msg| async move {
+///         let text = msg.data()["text"].as_str().ok_or_else(|| HandlerError::invalid("text?"))?;
+///         msg.reply("chat.sent", serde_json::json!({ "length": text.len() }));
+///         Ok(())
+///     })
+///     .build()
+///     .await?;
+/// # let _ = herald;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Default)]
+pub struct HeraldBuilder {
+    config: Config,
+    jwt_secret: Option<String>,
+    authenticator: Option<Arc<dyn Authenticator>>,
+    membership: Option<Arc<dyn Membership>>,
+    in_memory: bool,
+    handlers: HashMap<String, Handler>,
+    bad_handler: Option<String>,
+}
+
+impl HeraldBuilder {
+    /// The configuration (the server's TOML, as a [`Config`]); default: [`Config::default`].
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The HS256/384/512 secret, overriding `config.jwt.secret`.
+    pub fn jwt_secret(mut self, secret: impl Into<String>) -> Self {
+        self.jwt_secret = Some(secret.into());
+        self
+    }
+
+    /// Authenticates clients with the app's own check instead of JWTs.
+    pub fn authenticator(mut self, authenticator: impl Authenticator) -> Self {
+        self.authenticator = Some(Arc::new(authenticator));
+        self
+    }
+
+    /// Reads project membership from the app's own store (merged, as always, with a token's
+    /// `projects` claim) instead of Herald's SQLite table.
+    pub fn membership(mut self, membership: impl Membership) -> Self {
+        self.membership = Some(Arc::new(membership));
+        self
+    }
+
+    /// Keeps history, inboxes and membership in memory: no data dir, nothing survives the
+    /// process. For tests and experiments.
+    pub fn in_memory(mut self) -> Self {
+        self.in_memory = true;
+        self
+    }
+
+    /// Handles client messages of type `kind`. The handler gets the message and its sender
+    /// ([`Incoming`]) and may reply, publish, or fail with a [`crate::HandlerError`] that the
+    /// client receives as `error`. It runs on the sender's connection task: spawn long work.
+    pub fn on<F, Fut>(mut self, kind: &str, handler: F) -> Self
+    where
+        F: Fn(Incoming) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = HandlerResult> + Send + 'static,
+    {
+        if BUILT_IN.contains(&kind) || kind.is_empty() {
+            self.bad_handler.get_or_insert_with(|| kind.to_string());
+        }
+        self.handlers
+            .insert(kind.to_string(), Handler::new(handler));
+        self
+    }
+
+    /// Checks the config and opens the engines (the SQLite file in `config.data_dir` unless
+    /// [`in_memory`](Self::in_memory)).
+    pub async fn build(self) -> Result<Herald, StartError> {
+        let config = self.config;
+        config.validate().map_err(|e| StartError(e.0))?;
+        if let Some(kind) = self.bad_handler {
+            return Err(StartError(format!(
+                "a handler cannot take the message type `{kind}`: Herald answers it itself"
+            )));
+        }
+        if config.redis_url.is_some() {
+            return Err(StartError(
+                "redis_url: the Redis engine is not part of this build yet".into(),
+            ));
+        }
+        let authenticator = match self.authenticator {
+            Some(authenticator) => authenticator,
+            None => Arc::new(
+                Verifier::from_config(&config.jwt, self.jwt_secret.as_deref())
+                    .map_err(StartError)?,
+            ),
+        };
+        let mut engines = if self.in_memory {
+            Engines::memory()
+        } else {
+            open_sqlite(&config).await?
+        };
+        if let Some(membership) = self.membership {
+            engines.membership = membership;
+        }
+        Ok(Herald::assemble(
+            config,
+            authenticator,
+            engines,
+            self.handlers,
+        ))
+    }
+}
+
+/// The embedded engines on one SQLite file in the data dir.
+async fn open_sqlite(config: &Config) -> Result<Engines, StartError> {
+    std::fs::create_dir_all(&config.data_dir)
+        .map_err(|e| StartError(format!("data dir {}: {e}", config.data_dir.display())))?;
+    let db = sqlite::open(&config.data_dir.join("herald.db")).map_err(|e| StartError(e.0))?;
+    let db = Arc::new(Mutex::new(db));
+    let membership = SqliteMembership::load(db.clone())
+        .await
+        .map_err(|e| StartError(e.0))?;
+    Ok(Engines {
+        membership: Arc::new(membership),
+        history: Arc::new(SqliteHistory::new(db.clone())),
+        inbox: Arc::new(SqliteInbox::new(db)),
+    })
+}

@@ -1,0 +1,94 @@
+//! The calls an embedding app makes from anywhere in its code (seed 000's
+//! `websocket.BroadcastToUser(...)`): one per scope, plus disconnects and the router.
+
+use serde::Serialize;
+
+use super::{Herald, Published};
+use crate::engine::EngineError;
+use crate::hub::CloseReason;
+use crate::publication::{Publication, Scope};
+
+fn to_value(data: impl Serialize) -> Result<serde_json::Value, EngineError> {
+    serde_json::to_value(data).map_err(|e| EngineError(format!("data is not JSON: {e}")))
+}
+
+impl Herald {
+    async fn send_to(
+        &self,
+        scope: Scope,
+        event: &str,
+        data: impl Serialize,
+    ) -> Result<Published, EngineError> {
+        self.send(Publication::new(scope, event, to_value(data)?))
+            .await
+    }
+
+    /// Sends `event` with `data` to every authenticated connection.
+    pub async fn broadcast_to_all(
+        &self,
+        event: &str,
+        data: impl Serialize,
+    ) -> Result<Published, EngineError> {
+        self.send_to(Scope::All, event, data).await
+    }
+
+    /// Sends to every connection of one user (all tabs and devices); kept in the user's
+    /// offline inbox when they have none.
+    pub async fn broadcast_to_user(
+        &self,
+        user: &str,
+        event: &str,
+        data: impl Serialize,
+    ) -> Result<Published, EngineError> {
+        self.send_to(Scope::User(user.into()), event, data).await
+    }
+
+    /// Sends to every connection whose role is `role`.
+    pub async fn broadcast_to_role(
+        &self,
+        role: &str,
+        event: &str,
+        data: impl Serialize,
+    ) -> Result<Published, EngineError> {
+        self.send_to(Scope::Role(role.into()), event, data).await
+    }
+
+    /// Sends to every connection of every member of `project` (membership store or token
+    /// claim), once each.
+    pub async fn broadcast_to_project(
+        &self,
+        project: &str,
+        event: &str,
+        data: impl Serialize,
+    ) -> Result<Published, EngineError> {
+        self.send_to(Scope::Project(project.into()), event, data)
+            .await
+    }
+
+    /// Publishes to a topic's subscribers (with an offset when the topic keeps history).
+    pub async fn publish(
+        &self,
+        topic: &str,
+        event: &str,
+        data: impl Serialize,
+    ) -> Result<Published, EngineError> {
+        crate::topic::validate(topic).map_err(EngineError)?;
+        self.send_to(Scope::Topic(topic.into()), event, data).await
+    }
+
+    /// Closes every connection of a user (close 1000); returns how many.
+    pub async fn disconnect_user(&self, user: &str) -> usize {
+        let conns = self.inner.hub.select(&Scope::User(user.into()), &[]);
+        for conn in &conns {
+            conn.close(CloseReason::DISCONNECTED);
+        }
+        conns.len()
+    }
+
+    /// Every route Herald serves (`/ws`, `/api/v1/...`, health, metrics), to merge into the
+    /// app's own axum router. Serve it with `into_make_service_with_connect_info::<SocketAddr>()`
+    /// for per-IP limits and remote addresses in logs.
+    pub fn router(&self) -> axum::Router {
+        crate::http::router(self.clone())
+    }
+}
