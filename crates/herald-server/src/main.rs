@@ -121,8 +121,9 @@ async fn run(config: herald::Config) -> Result<ExitCode, Unusable> {
         );
     }
 
-    let app =
-        herald::http::router(node.clone()).into_make_service_with_connect_info::<SocketAddr>();
+    let app = node
+        .router()
+        .into_make_service_with_connect_info::<SocketAddr>();
     let stopping = node.shutdown_token().clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown_signal().await;

@@ -15,7 +15,9 @@ use crate::config::JwtConfig;
 /// Who a connection or an API caller is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
+    /// The user id (`sub`), kept as text.
     pub user_id: Arc<str>,
+    /// The role (`role`, default `user`).
     pub role: Arc<str>,
     /// Project ids granted by the token's `projects` claim.
     pub projects: Arc<[String]>,
@@ -24,6 +26,7 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// A principal with no expiry.
     pub fn new(user_id: &str, role: &str, projects: Vec<String>) -> Self {
         Self {
             user_id: user_id.into(),
@@ -42,8 +45,10 @@ impl Principal {
 /// Why a token was refused; the text is safe to show the client.
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
+    /// The token's `exp` has passed.
     #[error("token has expired")]
     Expired,
+    /// Anything else wrong: signature, algorithm, claims, shape.
     #[error("invalid token: {0}")]
     Invalid(String),
 }
@@ -252,11 +257,17 @@ struct MintClaims<'a> {
 /// What `herald token` needs to sign a token.
 #[derive(Debug)]
 pub struct TokenRequest<'a> {
+    /// The user id.
     pub sub: &'a str,
+    /// The role.
     pub role: &'a str,
+    /// Project ids for the `projects` claim.
     pub projects: &'a [String],
+    /// How long the token is valid.
     pub ttl: std::time::Duration,
+    /// `iss`, when the server requires one.
     pub issuer: Option<&'a str>,
+    /// `aud`, when the server requires one.
     pub audience: Option<&'a str>,
 }
 

@@ -27,9 +27,13 @@ pub struct Config {
     pub redis_url: Option<String>,
     /// This node's name in a cluster.
     pub node_id: Option<String>,
+    /// How client tokens are verified (`[jwt]`).
     pub jwt: JwtConfig,
+    /// The limits of PROTOCOL.md section 8 (`[limits]`).
     pub limits: Limits,
+    /// The offline inbox (`[inbox]`).
     pub inbox: InboxConfig,
+    /// Topic namespaces (`[[namespaces]]`).
     pub namespaces: Vec<Namespace>,
     /// Serve the test-only echo endpoint `/test/echo` (Autobahn conformance runs). Never from
     /// the file: only the server's hidden `--test-echo-endpoint` flag sets it.
@@ -79,22 +83,34 @@ pub struct JwtConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
+    /// Time to send `auth` after `auth_required` (close 1008 after).
     #[serde(deserialize_with = "duration")]
     pub auth_timeout: Duration,
+    /// Largest inbound message in bytes (close 1009 beyond).
     pub max_message_size: usize,
+    /// Commands per second per connection (0: no limit).
     pub rate_per_sec: u32,
+    /// Commands allowed in a burst.
     pub rate_burst: u32,
+    /// Errors within `error_window` that close the connection (0: never).
     pub max_errors: u32,
+    /// The window `max_errors` is counted in.
     #[serde(deserialize_with = "duration")]
     pub error_window: Duration,
+    /// Frames queued per connection before it is closed as a slow consumer.
     pub send_queue: usize,
+    /// How often the server pings.
     #[serde(deserialize_with = "duration")]
     pub ping_interval: Duration,
+    /// Silence (no frame at all) after which a connection is dropped.
     #[serde(deserialize_with = "duration")]
     pub pong_timeout: Duration,
+    /// How long one write may take before the connection is dropped.
     #[serde(deserialize_with = "duration")]
     pub write_timeout: Duration,
+    /// Open connections allowed per client IP (0: unlimited).
     pub max_connections_per_ip: u32,
+    /// How long shutdown waits for connections to close.
     #[serde(deserialize_with = "duration")]
     pub shutdown_grace: Duration,
     /// Largest HTTP API request body, in bytes (413 beyond).
@@ -125,7 +141,9 @@ impl Default for Limits {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct InboxConfig {
+    /// Messages kept per user; the oldest go first.
     pub max_messages: usize,
+    /// How long a message waits for its user.
     #[serde(deserialize_with = "duration")]
     pub ttl: Duration,
 }
@@ -174,18 +192,24 @@ impl<'de> Deserialize<'de> for SubscribeRule {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Namespace {
+    /// The namespace: topics `<name>:...`.
     pub name: String,
+    /// Who may subscribe.
     #[serde(default)]
     pub subscribe: SubscribeRule,
     /// Clients may publish to its topics.
     #[serde(default)]
     pub publish: bool,
+    /// Keep presence (the `presence` command and API).
     #[serde(default)]
     pub presence: bool,
+    /// Send `user_joined` / `user_left`.
     #[serde(default)]
     pub join_leave: bool,
+    /// Messages kept per topic (0: no history).
     #[serde(default)]
     pub history_size: usize,
+    /// How long history messages are kept.
     #[serde(default = "default_history_ttl", deserialize_with = "duration")]
     pub history_ttl: Duration,
 }

@@ -7,10 +7,15 @@ use crate::protocol::{now_timestamp, Envelope, Frame, Sender};
 /// Who receives a publication (PROTOCOL.md section 5).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
+    /// Every authenticated connection.
     All,
+    /// Every connection of this user.
     User(String),
+    /// Every connection with this role.
     Role(String),
+    /// Every connection of every member of this project.
     Project(String),
+    /// Every connection subscribed to this topic.
     Topic(String),
 }
 
@@ -47,6 +52,7 @@ impl Scope {
         }
     }
 
+    /// The scope's wire name (`all`, `user`, ...).
     pub fn name(&self) -> &'static str {
         match self {
             Self::All => "all",
@@ -61,15 +67,21 @@ impl Scope {
 /// One event on its way to a scope. Built once; its frame is encoded once.
 #[derive(Debug, Clone)]
 pub struct Publication {
+    /// UUID v7, the same on every copy.
     pub id: String,
+    /// Who receives it.
     pub scope: Scope,
+    /// The event name clients receive as `type`.
     pub event: String,
+    /// The payload, any JSON.
     pub data: Value,
+    /// When the server accepted it (RFC 3339, milliseconds).
     pub timestamp: String,
     /// Set when a client published it.
     pub from: Option<Sender>,
     /// Position in the topic's stream, set by the `History` engine for topics with history.
     pub offset: Option<u64>,
+    /// The stream's epoch, with `offset`.
     pub epoch: Option<String>,
 }
 

@@ -45,7 +45,9 @@ pub fn namespace(topic: &str) -> &str {
 /// What a subscription needs beyond the principal itself.
 #[derive(Debug, PartialEq, Eq)]
 pub enum SubscribeCheck {
+    /// The principal may subscribe.
     Allowed,
+    /// The principal may not.
     Denied,
     /// Allowed when the principal is a member of this project (store or token claim).
     MemberOf(String),

@@ -21,6 +21,7 @@ pub struct MemoryBroker {
 }
 
 impl MemoryBroker {
+    /// A broker that delivers through `local`.
     pub fn new(local: LocalDelivery) -> Self {
         Self { local }
     }
@@ -40,6 +41,7 @@ pub struct MemoryMembership {
 }
 
 impl MemoryMembership {
+    /// An empty store.
     pub fn new() -> Self {
         Self::default()
     }
@@ -100,6 +102,7 @@ pub struct MemoryPresence {
 }
 
 impl MemoryPresence {
+    /// No one on any topic.
     pub fn new() -> Self {
         Self::default()
     }
@@ -190,6 +193,7 @@ pub struct MemoryHistory {
 }
 
 impl MemoryHistory {
+    /// No streams yet.
     pub fn new() -> Self {
         Self::default()
     }
@@ -266,6 +270,7 @@ pub struct MemoryInbox {
 }
 
 impl MemoryInbox {
+    /// No inboxes yet.
     pub fn new() -> Self {
         Self::default()
     }

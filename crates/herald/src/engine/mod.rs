@@ -28,6 +28,7 @@ use crate::publication::{Publication, Scope};
 pub struct EngineError(pub String);
 
 impl EngineError {
+    /// An error from anything displayable.
     pub fn new(e: impl std::fmt::Display) -> Self {
         Self(e.to_string())
     }
@@ -49,6 +50,7 @@ pub trait Membership: Send + Sync + 'static {
     async fn remove(&self, project: &str, user: &str) -> Result<bool, EngineError>;
     /// The members of a project, sorted.
     async fn members(&self, project: &str) -> Result<Vec<String>, EngineError>;
+    /// Whether `user` is a member of `project` (the store only; the caller adds token claims).
     async fn is_member(&self, project: &str, user: &str) -> Result<bool, EngineError>;
     /// Whether the engine answers (for readiness).
     async fn check(&self) -> Result<(), EngineError> {
@@ -59,6 +61,7 @@ pub trait Membership: Send + Sync + 'static {
 /// One user on a topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PresenceEntry {
+    /// The user.
     pub user_id: String,
     /// How many of the user's connections are subscribed.
     pub connections: usize,
@@ -81,14 +84,18 @@ pub trait Presence: Send + Sync + 'static {
 /// How much of a stream is kept: the newest `size` messages, none older than `ttl`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Retention {
+    /// Messages kept.
     pub size: usize,
+    /// How long a message is kept.
     pub ttl: std::time::Duration,
 }
 
 /// A position in a topic's stream: the newest offset (0 when empty) within an epoch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamPosition {
+    /// The newest offset (0 for an empty stream).
     pub offset: u64,
+    /// The epoch: changes only when the stream's past is lost.
     pub epoch: String,
 }
 
@@ -130,7 +137,9 @@ pub trait History: Send + Sync + 'static {
 /// How much an inbox keeps: the newest `max_messages`, none older than `ttl`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InboxLimits {
+    /// Messages kept per user.
     pub max_messages: usize,
+    /// How long a message is kept.
     pub ttl: std::time::Duration,
 }
 
@@ -160,11 +169,14 @@ pub trait Inbox: Send + Sync + 'static {
 /// ends in one of these on each node.
 #[derive(Clone)]
 pub struct LocalDelivery {
+    /// This node's hub.
     pub hub: Arc<Hub>,
+    /// Where project members come from.
     pub membership: Arc<dyn Membership>,
 }
 
 impl LocalDelivery {
+    /// Fans a publication out to this node's connections; returns how many it reached.
     pub async fn deliver(&self, publication: &Publication) -> Result<usize, EngineError> {
         let members = match &publication.scope {
             Scope::Project(project) => {

@@ -172,6 +172,7 @@ pub struct SqliteHistory {
 }
 
 impl SqliteHistory {
+    /// Streams in the database `db` (opened with [`open`]).
     pub fn new(db: Arc<Mutex<Connection>>) -> Self {
         Self { db }
     }
@@ -309,6 +310,7 @@ pub struct SqliteInbox {
 }
 
 impl SqliteInbox {
+    /// Inboxes in the database `db` (opened with [`open`]).
     pub fn new(db: Arc<Mutex<Connection>>) -> Self {
         Self { db }
     }

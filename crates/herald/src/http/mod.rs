@@ -21,8 +21,6 @@ use axum::routing::{get, post, put, MethodRouter};
 use axum::{Json, Router};
 use serde_json::json;
 
-pub use error::ApiError;
-
 use crate::node::Herald;
 
 /// The OpenAPI 3.1 document of the HTTP API, served at `/api/v1/openapi.json`.
@@ -119,7 +117,8 @@ pub fn router(node: Herald) -> Router {
 }
 
 /// The `(method, path)` pairs [`router`] serves, paths in OpenAPI form (`{id}`).
-pub fn route_table() -> Vec<(&'static str, &'static str)> {
+#[cfg(test)]
+fn route_table() -> Vec<(&'static str, &'static str)> {
     routes().table
 }
 

@@ -40,6 +40,7 @@ pub struct StartError(pub String);
 /// What a publication reached.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Published {
+    /// The publication's id (UUID v7).
     pub id: String,
     /// Connections the publication was queued to on this node.
     pub recipients: usize,
@@ -72,8 +73,11 @@ pub struct Stats {
 
 /// The engines a node runs on.
 pub struct Engines {
+    /// Project membership.
     pub membership: Arc<dyn Membership>,
+    /// Topic streams.
     pub history: Arc<dyn History>,
+    /// Offline inboxes.
     pub inbox: Arc<dyn Inbox>,
 }
 
@@ -173,6 +177,7 @@ impl Herald {
         }
     }
 
+    /// The configuration the node runs with.
     pub fn config(&self) -> &Config {
         &self.inner.config
     }
@@ -187,11 +192,11 @@ impl Herald {
         self.inner.handlers.get(kind).cloned()
     }
 
-    pub fn hub(&self) -> &Arc<Hub> {
+    pub(crate) fn hub(&self) -> &Arc<Hub> {
         &self.inner.hub
     }
 
-    pub fn membership(&self) -> &Arc<dyn Membership> {
+    pub(crate) fn membership(&self) -> &Arc<dyn Membership> {
         &self.inner.membership
     }
 
@@ -201,12 +206,12 @@ impl Herald {
     }
 
     /// Open connections per client IP.
-    pub fn ip_slots(&self) -> &Arc<IpSlots> {
+    pub(crate) fn ip_slots(&self) -> &Arc<IpSlots> {
         &self.inner.ip_slots
     }
 
     /// The tracker every connection task runs under.
-    pub fn connection_tasks(&self) -> &TaskTracker {
+    pub(crate) fn connection_tasks(&self) -> &TaskTracker {
         &self.inner.connections
     }
 
@@ -224,6 +229,7 @@ impl Herald {
         .is_ok()
     }
 
+    /// How long the node has been running.
     pub fn uptime(&self) -> std::time::Duration {
         self.inner.started_at.elapsed()
     }
@@ -238,7 +244,10 @@ impl Herald {
     }
 
     /// The live connections of this node in a scope (project members resolved).
-    pub async fn connections_in(&self, scope: &Scope) -> Result<Vec<Arc<ConnHandle>>, EngineError> {
+    pub(crate) async fn connections_in(
+        &self,
+        scope: &Scope,
+    ) -> Result<Vec<Arc<ConnHandle>>, EngineError> {
         let members = match scope {
             Scope::Project(project) => self.inner.membership.members(project).await?,
             _ => Vec::new(),
@@ -315,7 +324,7 @@ impl Herald {
     /// Records a fresh subscription in presence and, for the user's first connection on the
     /// topic, announces `user_joined` to its subscribers. Call after the `subscribed` reply, so
     /// the joining connection sees its reply first.
-    pub async fn joined(&self, conn: &ConnHandle, topic: &str) {
+    pub(crate) async fn joined(&self, conn: &ConnHandle, topic: &str) {
         let (presence, join_leave) = self.presence_features(topic);
         if !(presence || join_leave) {
             return;
@@ -338,7 +347,7 @@ impl Herald {
 
     /// Unsubscribes a connection from a topic, updating presence and announcing `user_left`
     /// when it was the user's last connection there. False if it was not subscribed.
-    pub async fn leave_topic(&self, conn: &ConnHandle, topic: &str) -> bool {
+    pub(crate) async fn leave_topic(&self, conn: &ConnHandle, topic: &str) -> bool {
         let was = self.inner.hub.unsubscribe(conn, topic);
         if was {
             self.left(conn, topic).await;
@@ -347,7 +356,7 @@ impl Herald {
     }
 
     /// Removes a connection that ended from the hub and from every topic it was on.
-    pub async fn forget(&self, conn: &ConnHandle) {
+    pub(crate) async fn forget(&self, conn: &ConnHandle) {
         for topic in self.inner.hub.unregister(conn) {
             self.left(conn, &topic).await;
         }
@@ -388,7 +397,7 @@ impl Herald {
     /// Unsubscribes a live connection from every topic its principal (or the membership store)
     /// no longer allows, telling it with `unsubscribed` `{topic, reason}`. Called when a member
     /// is removed and when a refreshed token lost a grant.
-    pub async fn revoke_lost_topics(&self, conn: &ConnHandle) {
+    pub(crate) async fn revoke_lost_topics(&self, conn: &ConnHandle) {
         let who = conn.principal();
         for topic in conn.topics() {
             match self.may_subscribe(&who, &topic).await {

@@ -102,7 +102,7 @@ impl Herald {
     /// Registers an authenticated connection and returns its user's offline inbox, to be
     /// written before anything else reaches the connection. Done under the user's stripe, so a
     /// user-scope publication either is in this inbox or is delivered live, never neither.
-    pub async fn attach(&self, conn: &std::sync::Arc<ConnHandle>) -> Vec<Publication> {
+    pub(crate) async fn attach(&self, conn: &std::sync::Arc<ConnHandle>) -> Vec<Publication> {
         let user = conn.principal().user_id;
         let _user = self.stripe(&format!("user:{user}")).lock().await;
         let pending = self
@@ -132,7 +132,7 @@ impl Herald {
     /// Subscribes a connection to a topic with history (rules already checked) and, when the
     /// client gave `since`, finds every message it missed. Nothing published to the topic can
     /// slip between the read and the subscription: both happen under the topic's stripe.
-    pub async fn subscribe_with_history(
+    pub(crate) async fn subscribe_with_history(
         &self,
         conn: &std::sync::Arc<ConnHandle>,
         topic: &str,

@@ -9,62 +9,96 @@ use super::ErrorCode;
 /// How a (un)subscription's reply is spelled: canonical or seed 003's room alias.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplyStyle {
+    /// `subscribed` / `unsubscribed`.
     Canonical,
+    /// `room_joined` / `room_left` (seed 003).
     Room,
 }
 
 /// A position in a topic's stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Since {
+    /// The last offset the client has.
     pub offset: u64,
+    /// The epoch that offset belongs to.
     pub epoch: String,
 }
 
 /// One client command, already checked for shape.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
+    /// `auth`: authenticate with a token.
     Auth {
+        /// The token.
         token: String,
     },
+    /// `refresh`: a newer token for the same user.
     Refresh {
+        /// The token.
         token: String,
     },
+    /// `subscribe` (and `join_room`, `subscription`).
     Subscribe {
+        /// The topic.
         topic: String,
+        /// Where to resume from, for topics with history.
         since: Option<Since>,
+        /// How to spell the reply.
         style: ReplyStyle,
     },
+    /// `unsubscribe` (and `leave_room`, `subscription`).
     Unsubscribe {
+        /// The topic.
         topic: String,
+        /// How to spell the reply.
         style: ReplyStyle,
     },
+    /// `publish` (and `broadcast`).
     Publish {
+        /// The topic.
         topic: String,
+        /// The event name subscribers receive as `type`.
         event: String,
+        /// The payload (default `{}`).
         data: Value,
     },
+    /// `presence`: who is on a topic.
     Presence {
+        /// The topic.
         topic: String,
     },
+    /// `history`: a page of a topic's stream.
     History {
+        /// The topic.
         topic: String,
+        /// Read after this position.
         since: Option<Since>,
+        /// At most this many (1 to 1000, default 100).
         limit: usize,
     },
+    /// `ack`: remove messages from the user's inbox.
     Ack {
+        /// The message ids.
         ids: Vec<String>,
     },
+    /// `ping` (and seed 004's `ping` with `timestamp`).
     Ping {
+        /// Echoed in the `pong`, when given.
         data: Option<Value>,
     },
+    /// `echo`: answered with the data.
     Echo {
+        /// The data to echo.
         data: Value,
     },
+    /// `status`: the connection's own state.
     Status,
     /// Any other type: handed to the app's handler for it, if it registered one (else
     /// `unknown_type`).
     Custom {
+        /// The message type.
         kind: String,
+        /// The whole message object (without `ref`).
         message: Value,
     },
 }
@@ -72,20 +106,26 @@ pub enum Command {
 /// A command and the `ref` to copy into its reply.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Request {
+    /// The command.
     pub command: Command,
+    /// The `ref` to copy into the reply.
     pub reference: Option<Value>,
 }
 
 /// Why a frame could not become a [`Request`]; `reference` is kept when it could be read.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Rejection {
+    /// `invalid_message` or `unknown_type`.
     pub code: ErrorCode,
+    /// What is wrong, for people.
     pub message: String,
+    /// The `ref`, when it could be read.
     pub reference: Option<Value>,
 }
 
-/// The default and the largest `limit` of the `history` command.
+/// The `limit` of the `history` command when none is given.
 pub const HISTORY_DEFAULT_LIMIT: usize = 100;
+/// The largest `limit` of the `history` command.
 pub const HISTORY_MAX_LIMIT: usize = 1000;
 
 impl Command {

@@ -18,19 +18,30 @@ pub type Frame = Message;
 /// The error codes of PROTOCOL.md section 9.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
+    /// `invalid_message`: not JSON, no `type`, or a field of the wrong kind.
     InvalidMessage,
+    /// `unknown_type`: no such command (and no handler for it).
     UnknownType,
+    /// `unauthorized`: not authenticated (yet), or bad API credentials.
     Unauthorized,
+    /// `auth_failed`: the token in `auth` or `refresh` was refused.
     AuthFailed,
+    /// `token_expired`: the connection's token expired.
     TokenExpired,
+    /// `forbidden`: not allowed (topic rules, non-admin API caller).
     Forbidden,
+    /// `rate_limited`: too many commands, or connections from one IP.
     RateLimited,
+    /// `message_too_large`: a body over the size limit.
     MessageTooLarge,
+    /// `not_found`: no such thing (history or presence not kept).
     NotFound,
+    /// `processing_error`: the server failed (an engine error).
     ProcessingError,
 }
 
 impl ErrorCode {
+    /// The code as written on the wire.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::InvalidMessage => "invalid_message",
@@ -56,31 +67,41 @@ impl Serialize for ErrorCode {
 /// Who published a client publication.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct Sender {
+    /// The publishing user.
     pub user_id: String,
+    /// The publishing connection.
     pub client_id: String,
 }
 
 /// One server-to-client message before encoding.
 #[derive(Debug, Serialize)]
 pub struct Envelope<'a, D: Serialize> {
+    /// `type`: the event or reply name.
     #[serde(rename = "type")]
     pub kind: &'a str,
+    /// `data`: the payload.
     pub data: D,
+    /// `timestamp`: RFC 3339 UTC with milliseconds.
     pub timestamp: &'a str,
+    /// `id`: set on publications.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<&'a str>,
+    /// `topic`: set on deliveries through a topic.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub topic: Option<&'a str>,
+    /// `from`: set on client publications.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub from: Option<&'a Sender>,
     /// Position in the topic's stream, for topics with history.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub offset: Option<u64>,
+    /// `epoch`: with `offset`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub epoch: Option<&'a str>,
     /// Set on messages delivered from the user's offline inbox.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub offline: Option<bool>,
+    /// `ref`: copied from the command a reply answers.
     #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
     pub reference: Option<&'a Value>,
 }
@@ -102,6 +123,7 @@ impl<'a, D: Serialize> Envelope<'a, D> {
         }
     }
 
+    /// Copies the command's `ref` into the reply.
     pub fn reply_to(mut self, reference: Option<&'a Value>) -> Self {
         self.reference = reference;
         self
@@ -130,7 +152,9 @@ pub fn now_timestamp() -> String {
 /// `{code, message}`, the data of an `error`.
 #[derive(Debug, Serialize)]
 pub struct ErrorData<'a> {
+    /// The error code.
     pub code: ErrorCode,
+    /// What went wrong, for people.
     pub message: &'a str,
 }
 
