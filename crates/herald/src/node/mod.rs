@@ -325,24 +325,7 @@ impl Herald {
     /// topic, announces `user_joined` to its subscribers. Call after the `subscribed` reply, so
     /// the joining connection sees its reply first.
     pub(crate) async fn joined(&self, conn: &ConnHandle, topic: &str) {
-        let (presence, join_leave) = self.presence_features(topic);
-        if !(presence || join_leave) {
-            return;
-        }
-        let who = conn.principal();
-        match self
-            .inner
-            .presence
-            .join(topic, &who.user_id, &conn.client_id)
-            .await
-        {
-            Ok(true) if join_leave => self.announce(topic, "user_joined", &who.user_id).await,
-            Ok(_) => {}
-            Err(e) => {
-                crate::metrics::engine_error("presence");
-                tracing::warn!(topic, error = %e, "presence join failed");
-            }
-        }
+        self.track(conn, topic, true).await;
     }
 
     /// Unsubscribes a connection from a topic, updating presence and announcing `user_left`
@@ -363,22 +346,31 @@ impl Herald {
     }
 
     async fn left(&self, conn: &ConnHandle, topic: &str) {
+        self.track(conn, topic, false).await;
+    }
+
+    /// Presence for a connection joining or leaving a topic, and `user_joined` / `user_left`
+    /// when it is the user's first or last connection there (namespaces that want them).
+    async fn track(&self, conn: &ConnHandle, topic: &str, joining: bool) {
         let (presence, join_leave) = self.presence_features(topic);
         if !(presence || join_leave) {
             return;
         }
         let who = conn.principal();
-        match self
-            .inner
-            .presence
-            .leave(topic, &who.user_id, &conn.client_id)
-            .await
-        {
-            Ok(true) if join_leave => self.announce(topic, "user_left", &who.user_id).await,
+        let engine = &self.inner.presence;
+        let (changed, event) = if joining {
+            let first = engine.join(topic, &who.user_id, &conn.client_id).await;
+            (first, "user_joined")
+        } else {
+            let last = engine.leave(topic, &who.user_id, &conn.client_id).await;
+            (last, "user_left")
+        };
+        match changed {
+            Ok(true) if join_leave => self.announce(topic, event, &who.user_id).await,
             Ok(_) => {}
             Err(e) => {
                 crate::metrics::engine_error("presence");
-                tracing::warn!(topic, error = %e, "presence leave failed");
+                tracing::warn!(topic, event, error = %e, "presence update failed");
             }
         }
     }
