@@ -435,6 +435,31 @@ impl Client {
         }
     }
 
+    /// Sends a value as MessagePack in a binary frame.
+    pub async fn send_msgpack(&mut self, value: &Value) {
+        let bytes = rmp_serde::to_vec_named(value).expect("encode");
+        self.ws.send(Message::binary(bytes)).await.expect("send");
+    }
+
+    /// The next binary frame, decoded from MessagePack (control frames skipped; a text frame
+    /// is a failure: a msgpack connection gets binary frames only).
+    pub async fn recv_msgpack(&mut self) -> Value {
+        loop {
+            let message = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("timed out waiting for a message")
+                .expect("connection ended")
+                .expect("websocket error");
+            match message {
+                Message::Binary(bytes) => {
+                    return rmp_serde::from_slice(&bytes).expect("MessagePack")
+                }
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("expected a binary frame, got {other:?}"),
+            }
+        }
+    }
+
     /// Sends any WebSocket message (raw frames included).
     pub async fn send_message(&mut self, message: Message) {
         self.ws.send(message).await.expect("send");

@@ -8,7 +8,7 @@ use super::close_with;
 use crate::auth::Principal;
 use crate::hub::CloseReason;
 use crate::node::Herald;
-use crate::protocol::{error_frame, reply_frame, Command, ErrorCode, Request};
+use crate::protocol::{error_frame, reply_frame, Command, Encoding, ErrorCode, Request};
 
 const AUTH_TIMEOUT: CloseReason = CloseReason {
     code: 1008,
@@ -24,11 +24,14 @@ const AUTH_FAILED: CloseReason = CloseReason {
 pub(super) async fn await_auth(
     socket: &mut WebSocket,
     node: &Herald,
+    encoding: Encoding,
 ) -> Option<(Principal, Option<Value>)> {
     let limits = &node.config().limits;
     let deadline = tokio::time::Instant::now() + limits.auth_timeout;
     let required = reply_frame("auth_required", serde_json::json!({}), None);
-    send(socket, required, limits.write_timeout).await.ok()?;
+    send(socket, encoding.encode(&required), limits.write_timeout)
+        .await
+        .ok()?;
     loop {
         let incoming = tokio::select! {
             incoming = tokio::time::timeout_at(deadline, socket.recv()) => incoming,
@@ -46,8 +49,13 @@ pub(super) async fn await_auth(
             Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => return None,
             Ok(Some(Ok(message))) => message,
         };
-        let reply = match message {
-            Message::Text(text) => match Request::parse(&text) {
+        let text = match message {
+            Message::Text(text) => Some(text.to_string()),
+            Message::Binary(bytes) => encoding.decode_binary(&bytes),
+            Message::Ping(_) | Message::Pong(_) | Message::Close(_) => continue,
+        };
+        let reply = match text {
+            Some(text) => match Request::parse(&text) {
                 Ok(Request {
                     command: Command::Auth { token },
                     reference,
@@ -57,7 +65,7 @@ pub(super) async fn await_auth(
                         crate::metrics::auth_failure(e.reason());
                         let frame =
                             error_frame(ErrorCode::AuthFailed, &e.to_string(), reference.as_ref());
-                        let _ = send(socket, frame, limits.write_timeout).await;
+                        let _ = send(socket, encoding.encode(&frame), limits.write_timeout).await;
                         close_with(socket, AUTH_FAILED, limits.write_timeout).await;
                         return None;
                     }
@@ -73,14 +81,15 @@ pub(super) async fn await_auth(
                     rejection.reference.as_ref(),
                 ),
             },
-            Message::Binary(_) => error_frame(
+            None => error_frame(
                 ErrorCode::InvalidMessage,
-                "binary frames need the msgpack encoding",
+                "binary frames need the msgpack encoding (and must hold one MessagePack map)",
                 None,
             ),
-            Message::Ping(_) | Message::Pong(_) | Message::Close(_) => continue,
         };
-        send(socket, reply, limits.write_timeout).await.ok()?;
+        send(socket, encoding.encode(&reply), limits.write_timeout)
+            .await
+            .ok()?;
     }
 }
 

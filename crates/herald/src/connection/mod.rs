@@ -22,7 +22,7 @@ use tokio::time::{sleep_until, Instant};
 use crate::auth::Principal;
 use crate::hub::{CloseReason, ConnHandle};
 use crate::node::Herald;
-use crate::protocol::{Frame, ReplyStyle};
+use crate::protocol::{Encoding, Frame, ReplyStyle};
 use crate::publication::Publication;
 use session::{Next, Session};
 
@@ -41,6 +41,8 @@ pub struct Start {
     pub ip_slot: Option<limits::IpSlot>,
     /// The test-only echo endpoint: no auth, every data frame sent back as it came.
     pub echo: bool,
+    /// `?encoding=`: JSON text frames or MessagePack binary frames.
+    pub encoding: Encoding,
 }
 
 /// A remote address for logs: the address, or `-` when the listener did not record it.
@@ -90,7 +92,7 @@ pub async fn serve(mut socket: WebSocket, node: Herald, start: Start) {
     }
     let (principal, welcome, reference) = match start.principal {
         Some(principal) => (principal, "connection.established", None),
-        None => match handshake::await_auth(&mut socket, &node).await {
+        None => match handshake::await_auth(&mut socket, &node, start.encoding).await {
             Some((principal, reference)) => (principal, "auth_success", reference),
             None => return,
         },
@@ -99,6 +101,7 @@ pub async fn serve(mut socket: WebSocket, node: Herald, start: Start) {
         node.hub().next_id(),
         principal,
         start.remote_addr,
+        start.encoding,
         limits.send_queue,
     );
     let mut session = Session::new(node.clone(), conn.clone());
@@ -109,7 +112,7 @@ pub async fn serve(mut socket: WebSocket, node: Herald, start: Start) {
     let mut first = Vec::with_capacity(inbox.len() + 1);
     first.push(welcome);
     first.extend(inbox.iter().map(Publication::offline_frame));
-    let greeted = write_frames(&mut socket, &node, first, limits.write_timeout).await;
+    let greeted = write_frames(&mut socket, &conn, &node, first, limits.write_timeout).await;
     let who = conn.principal();
     crate::metrics::connection_opened(&who.role);
     tracing::info!(
@@ -181,6 +184,7 @@ async fn serve_echo(mut socket: WebSocket, node: Herald, start: Start) {
         node.hub().next_id(),
         principal,
         start.remote_addr,
+        Encoding::Json,
         limits.send_queue,
     );
     let mut session = Session::echo(node.clone(), conn);
@@ -243,7 +247,7 @@ async fn run(
                             flush_queued(socket, outbox, limits.write_timeout).await;
                             let (frames, fresh) =
                                 session.recover(&topic, &since, style, reference.as_ref()).await;
-                            if write_frames(socket, &node, frames, limits.write_timeout).await.is_err() {
+                            if write_frames(socket, &conn, &node, frames, limits.write_timeout).await.is_err() {
                                 return Ending::Gone("write_failed");
                             }
                             if fresh {
@@ -251,7 +255,11 @@ async fn run(
                             }
                         }
                     },
-                    Message::Binary(bytes) => session.on_binary(bytes),
+                    Message::Binary(bytes) => {
+                        if let Next::ExpiryChanged = session.on_binary(bytes).await {
+                            expiry.as_mut().reset(session.expiry_instant());
+                        }
+                    }
                     Message::Ping(_) | Message::Pong(_) => conn.touch_heartbeat(),
                     Message::Close(_) => {
                         // The WebSocket layer queued the reply to the client's close frame;
@@ -319,10 +327,11 @@ async fn write_batch(
     }
 }
 
-/// Writes frames straight to the socket (not through the queue), then flushes once. They
-/// count as sent like queued ones.
+/// Writes frames straight to the socket (not through the queue), in the connection's
+/// encoding, then flushes once. They count as sent like queued ones.
 async fn write_frames(
     socket: &mut WebSocket,
+    conn: &ConnHandle,
     node: &Herald,
     frames: Vec<Frame>,
     write_timeout: Duration,
@@ -333,7 +342,7 @@ async fn write_frames(
         .fetch_add(frames.len() as u64, std::sync::atomic::Ordering::Relaxed);
     let write = async {
         for frame in frames {
-            socket.feed(frame).await?;
+            socket.feed(conn.encoding.encode(&frame)).await?;
         }
         socket.flush().await
     };

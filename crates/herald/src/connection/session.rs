@@ -12,7 +12,8 @@ use crate::auth::AuthError;
 use crate::hub::ConnHandle;
 use crate::node::Herald;
 use crate::protocol::{
-    error_frame, reply_frame, Command, ErrorCode, Frame, ReplyStyle, Request, Sender, Since,
+    error_frame, reply_frame, Command, Encoding, ErrorCode, Frame, ReplyStyle, Request, Sender,
+    Since,
 };
 use crate::publication::{Publication, Scope};
 use crate::topic;
@@ -140,18 +141,23 @@ impl Session {
         );
     }
 
-    pub fn on_binary(&mut self, bytes: axum::body::Bytes) {
+    /// A binary frame: a command in MessagePack on a `msgpack` connection, else refused.
+    pub async fn on_binary(&mut self, bytes: axum::body::Bytes) -> Next {
         if self.echo {
             self.send(axum::extract::ws::Message::Binary(bytes));
-            return;
+            return Next::Continue;
+        }
+        if let Some(text) = self.conn.encoding.decode_binary(&bytes) {
+            return self.on_text(Utf8Bytes::from(text)).await;
         }
         crate::metrics::client_message("binary");
         crate::metrics::dropped("invalid");
-        self.error(
-            ErrorCode::InvalidMessage,
-            "binary frames need the msgpack encoding",
-            None,
-        );
+        let message = match self.conn.encoding {
+            Encoding::Json => "binary frames need the msgpack encoding",
+            Encoding::MsgPack => "a binary frame must hold one MessagePack value",
+        };
+        self.error(ErrorCode::InvalidMessage, message, None);
+        Next::Continue
     }
 
     /// Handles one text frame and says what the loop must do next.

@@ -15,7 +15,7 @@ use super::admin::bearer;
 use super::error::ApiError;
 use crate::connection::{self, Start};
 use crate::node::Herald;
-use crate::protocol::ErrorCode;
+use crate::protocol::{Encoding, ErrorCode};
 
 /// Per-connection socket buffers, in bytes.
 const READ_BUFFER: usize = 4096;
@@ -42,17 +42,18 @@ pub async fn upgrade(
             }
         }
     }
-    match query.get("encoding").map(String::as_str) {
-        None | Some("json") => {}
+    let encoding = match query.get("encoding").map(String::as_str) {
+        None | Some("json") => Encoding::Json,
+        Some("msgpack") => Encoding::MsgPack,
         Some(other) => {
             return ApiError::new(
                 StatusCode::BAD_REQUEST,
                 ErrorCode::InvalidMessage,
-                format!("encoding `{other}` is not supported; use json"),
+                format!("encoding `{other}` is not supported: use json or msgpack"),
             )
             .into_response()
         }
-    }
+    };
     let token = query
         .get("token")
         .map(String::as_str)
@@ -104,6 +105,7 @@ pub async fn upgrade(
         remote_addr,
         ip_slot,
         echo: false,
+        encoding,
     };
     configure(ws, &node).on_upgrade(move |socket| {
         let tasks = node.connection_tasks().clone();

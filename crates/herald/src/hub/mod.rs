@@ -14,6 +14,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 pub use outbox::{CloseReason, ConnHandle, ConnId};
 
 use crate::auth::Principal;
+use crate::protocol::{Encoding, Frame};
 use crate::publication::{Publication, Scope};
 
 type Members = HashMap<ConnId, Arc<ConnHandle>>;
@@ -172,10 +173,18 @@ impl Hub {
     /// how many were reached. `project_members` are the user ids the membership store lists
     /// for a project scope (connections whose token claims the project are added here).
     pub fn deliver(&self, publication: &Publication, project_members: &[String]) -> usize {
-        let frame = publication.frame();
+        // Encoded once per encoding in use, whatever the number of recipients.
+        let json = publication.frame();
+        let mut msgpack: Option<Frame> = None;
         let mut reached = 0;
         self.for_each_in(&publication.scope, project_members, |conn| {
-            if conn.push(frame.clone()) {
+            let frame = match conn.encoding {
+                Encoding::Json => json.clone(),
+                Encoding::MsgPack => msgpack
+                    .get_or_insert_with(|| Encoding::MsgPack.encode(&json))
+                    .clone(),
+            };
+            if conn.push_encoded(frame) {
                 reached += 1;
             }
         });
@@ -267,7 +276,6 @@ pub struct HubSnapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::Frame;
     use axum::extract::ws::Message;
     use serde_json::json;
 
@@ -284,7 +292,7 @@ mod tests {
         let mut receivers = Vec::new();
         for _ in 0..3 {
             let who = Principal::new("alice", "user", vec!["p1".into()]);
-            let (conn, rx) = ConnHandle::new(hub.next_id(), who, None, 8);
+            let (conn, rx) = ConnHandle::new(hub.next_id(), who, None, Encoding::Json, 8);
             hub.register(&conn);
             receivers.push((conn, rx));
         }
@@ -306,12 +314,52 @@ mod tests {
     }
 
     #[test]
+    fn each_encoding_in_use_is_encoded_once() {
+        let hub = Hub::new();
+        let mut receivers = Vec::new();
+        for encoding in [Encoding::Json, Encoding::MsgPack, Encoding::MsgPack] {
+            let who = Principal::new("u", "user", vec![]);
+            let (conn, rx) = ConnHandle::new(hub.next_id(), who, None, encoding, 8);
+            hub.register(&conn);
+            receivers.push((encoding, rx));
+        }
+        let publication = Publication::new(Scope::All, "e", json!({"k": [1, 2]}));
+        assert_eq!(hub.deliver(&publication, &[]), 3);
+        let mut binary = Vec::new();
+        for (encoding, rx) in &mut receivers {
+            match (encoding, rx.try_recv().expect("a frame")) {
+                (Encoding::Json, Message::Text(text)) => assert!(text.as_str().starts_with('{')),
+                (Encoding::MsgPack, Message::Binary(bytes)) => {
+                    let value: serde_json::Value = rmp_serde::from_slice(&bytes).expect("msgpack");
+                    assert_eq!(value["data"], json!({"k": [1, 2]}));
+                    binary.push(bytes.as_ptr());
+                }
+                other => panic!("wrong frame for the encoding: {other:?}"),
+            }
+        }
+        assert_eq!(
+            binary[0], binary[1],
+            "one MessagePack encoding shared by both"
+        );
+    }
+
+    #[test]
     fn a_full_queue_closes_that_connection_only() {
         let hub = Hub::new();
-        let (slow, _slow_rx) =
-            ConnHandle::new(hub.next_id(), Principal::new("s", "user", vec![]), None, 1);
-        let (fast, mut fast_rx) =
-            ConnHandle::new(hub.next_id(), Principal::new("f", "user", vec![]), None, 8);
+        let (slow, _slow_rx) = ConnHandle::new(
+            hub.next_id(),
+            Principal::new("s", "user", vec![]),
+            None,
+            Encoding::Json,
+            1,
+        );
+        let (fast, mut fast_rx) = ConnHandle::new(
+            hub.next_id(),
+            Principal::new("f", "user", vec![]),
+            None,
+            Encoding::Json,
+            8,
+        );
         hub.register(&slow);
         hub.register(&fast);
         let publication = Publication::new(Scope::All, "e", json!({}));

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::auth::Principal;
-use crate::protocol::Frame;
+use crate::protocol::{Encoding, Frame};
 
 /// The hub's key for a connection.
 pub type ConnId = u64;
@@ -70,6 +70,8 @@ pub struct ConnHandle {
     pub client_id: String,
     pub remote_addr: Option<SocketAddr>,
     pub connected_at: SystemTime,
+    /// How this connection's frames are encoded.
+    pub encoding: Encoding,
     principal: Mutex<Principal>,
     /// Topics this connection is subscribed to; changed only by the hub, under its lock.
     pub(crate) topics: Mutex<HashSet<Arc<str>>>,
@@ -86,6 +88,7 @@ impl ConnHandle {
         id: ConnId,
         principal: Principal,
         remote_addr: Option<SocketAddr>,
+        encoding: Encoding,
         capacity: usize,
     ) -> (Arc<Self>, mpsc::Receiver<Frame>) {
         let (outbox, rx) = mpsc::channel(capacity);
@@ -95,6 +98,7 @@ impl ConnHandle {
             client_id: uuid::Uuid::now_v7().to_string(),
             remote_addr,
             connected_at: now,
+            encoding,
             principal: Mutex::new(principal),
             topics: Mutex::new(HashSet::new()),
             outbox,
@@ -108,6 +112,15 @@ impl ConnHandle {
     /// Queues a frame without waiting. Returns false when the frame was not queued: the
     /// connection is closing, or its queue was full (it is then closed as a slow consumer).
     pub fn push(&self, frame: Frame) -> bool {
+        match self.encoding {
+            Encoding::Json => self.push_encoded(frame),
+            encoding => self.push_encoded(encoding.encode(&frame)),
+        }
+    }
+
+    /// Queues a frame already in this connection's encoding (the hub's fan-out path, which
+    /// encodes each publication once per encoding).
+    pub fn push_encoded(&self, frame: Frame) -> bool {
         match self.outbox.try_send(frame) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {

@@ -15,6 +15,48 @@ use serde_json::Value;
 /// reference count.
 pub type Frame = Message;
 
+/// How a connection's frames are encoded (PROTOCOL.md section 10).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Encoding {
+    /// JSON in text frames (the default).
+    #[default]
+    Json,
+    /// The same envelope as MessagePack in binary frames (`?encoding=msgpack`).
+    MsgPack,
+}
+
+impl Encoding {
+    /// A frame in this encoding. Frames are built as JSON text; for MessagePack the JSON is
+    /// re-encoded (once per publication in the hub, once per reply elsewhere). Binary and
+    /// control frames pass unchanged.
+    pub fn encode(self, frame: &Frame) -> Frame {
+        match (self, frame) {
+            (Self::MsgPack, Message::Text(text)) => {
+                match serde_json::from_str::<Value>(text.as_str())
+                    .ok()
+                    .and_then(|value| rmp_serde::to_vec_named(&value).ok())
+                {
+                    Some(bytes) => Message::Binary(bytes.into()),
+                    None => frame.clone(),
+                }
+            }
+            _ => frame.clone(),
+        }
+    }
+
+    /// A client's binary frame as JSON text, for the command parser; `None` when this
+    /// encoding does not take binary frames or the bytes are not a MessagePack value JSON can
+    /// hold.
+    pub fn decode_binary(self, bytes: &[u8]) -> Option<String> {
+        match self {
+            Self::Json => None,
+            Self::MsgPack => rmp_serde::from_slice::<Value>(bytes)
+                .ok()
+                .map(|value| value.to_string()),
+        }
+    }
+}
+
 /// The error codes of PROTOCOL.md section 9.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
