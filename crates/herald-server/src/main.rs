@@ -124,11 +124,11 @@ async fn run(config: herald::Config) -> Result<ExitCode, Unusable> {
     let app = node
         .router()
         .into_make_service_with_connect_info::<SocketAddr>();
-    let stopping = node.shutdown_token().clone();
+    let stopping = node.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown_signal().await;
         tracing::info!("shutting down: closing connections with 1001");
-        stopping.cancel();
+        stopping.begin_shutdown();
     });
     if let Err(e) = server.await {
         eprintln!("herald: server error: {e}");

@@ -109,6 +109,10 @@ pub async fn serve(mut socket: WebSocket, node: Herald, start: Start) {
     // connection once it is visible to publishers (registered by `attach`).
     let welcome = session.welcome(welcome, reference.as_ref());
     let inbox = node.attach(&conn).await;
+    if node.shutdown_token().is_cancelled() {
+        // Registered after shutdown went through the hub: close like the others.
+        conn.close(CloseReason::GOING_AWAY);
+    }
     let mut first = Vec::with_capacity(inbox.len() + 1);
     first.push(welcome);
     first.extend(inbox.iter().map(Publication::offline_frame));
@@ -206,14 +210,17 @@ async fn run(
     // No frame at all from the client (pong included) for this long: it is gone.
     let read_deadline = sleep_until(Instant::now() + limits.pong_timeout);
     let expiry = sleep_until(session.expiry_instant());
-    tokio::pin!(read_deadline, expiry);
+    // Created once: a `cancelled()` future registers a waiter on its token. The node's shared
+    // shutdown token is not watched here (that would put one lock on the path of every
+    // delivery): shutdown closes each registered connection through its own handle.
+    let closing = conn.closing().cancelled();
+    tokio::pin!(read_deadline, expiry, closing);
     loop {
         tokio::select! {
             biased;
-            _ = conn.closing().cancelled() => {
+            _ = &mut closing => {
                 return Ending::Close(conn.close_reason().unwrap_or(CloseReason::DISCONNECTED));
             }
-            _ = node.shutdown_token().cancelled() => return Ending::Close(CloseReason::GOING_AWAY),
             frame = outbox.recv() => {
                 let Some(frame) = frame else { return Ending::Gone("closed") };
                 // A slow consumer is told to close while its write may be stuck: stop waiting
@@ -224,7 +231,7 @@ async fn run(
                     written = write => if written.is_err() {
                         return Ending::Gone("write_failed");
                     },
-                    _ = conn.closing().cancelled() => {
+                    _ = &mut closing => {
                         return Ending::Close(conn.close_reason().unwrap_or(CloseReason::DISCONNECTED));
                     }
                 }

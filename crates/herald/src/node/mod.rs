@@ -27,7 +27,7 @@ use crate::handler::Handler;
 use crate::engine::{
     Broker, EngineError, History, Inbox, LocalDelivery, Membership, Presence, PresenceEntry,
 };
-use crate::hub::{ConnHandle, Hub};
+use crate::hub::{CloseReason, ConnHandle, Hub};
 use crate::protocol::reply_frame;
 use crate::publication::{Publication, Scope};
 use crate::topic::{self, SubscribeCheck};
@@ -215,11 +215,21 @@ impl Herald {
         &self.inner.connections
     }
 
+    /// Starts a graceful shutdown without waiting: connections still authenticating see the
+    /// shutdown token, registered ones are told to close with 1001 `going away` one by one
+    /// (so no connection polls a shared token on its hot path).
+    pub fn begin_shutdown(&self) {
+        self.inner.shutdown.cancel();
+        for conn in self.inner.hub.select(&Scope::All, &[]) {
+            conn.close(CloseReason::GOING_AWAY);
+        }
+    }
+
     /// Graceful shutdown: every connection is told 1001 `going away` (after what is queued for
     /// it) and this waits, at most `limits.shutdown_grace`, until every connection task ended.
     /// Returns false if some were still running at the deadline.
     pub async fn shutdown(&self) -> bool {
-        self.inner.shutdown.cancel();
+        self.begin_shutdown();
         self.inner.connections.close();
         tokio::time::timeout(
             self.inner.config.limits.shutdown_grace,

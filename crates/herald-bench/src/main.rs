@@ -1,0 +1,268 @@
+//! `herald-bench`: Herald's load tool. It speaks Herald's protocol like any client (a JWT in
+//! the query, `subscribe`, `POST /api/v1/publish`) and reads the server's memory and CPU from
+//! `/proc/PID` when given its pid. It pins nothing; docs/BENCHMARKS.md shows how to pin the
+//! server and the tool to separate cores with `taskset`.
+//!
+//! Modes: `connect` (time to open N subscribed connections), `idle` (server bytes per idle
+//! connection), `fanout` (N subscribers, a publisher at R msg/s for T s: latency percentiles,
+//! deliveries per second, losses, server CPU).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use clap::{Parser, Subcommand};
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message;
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Failure = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Debug, Parser)]
+#[command(name = "herald-bench", about = "Load tool for a running herald")]
+struct Args {
+    /// The server's address.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: String,
+    /// The JWT secret the server verifies with (tokens are signed here).
+    #[arg(long, env = "HERALD_JWT_SECRET")]
+    secret: String,
+    /// The server's API key (for publishing).
+    #[arg(long, env = "HERALD_API_KEY")]
+    api_key: String,
+    /// The server's pid, to read its RSS and CPU time from /proc.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Connections opened at once.
+    #[arg(long, default_value_t = 200)]
+    concurrency: usize,
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(Debug, Subcommand)]
+enum Mode {
+    /// Open N authenticated, subscribed connections; report the time and failures.
+    Connect {
+        #[arg(long, default_value_t = 1000)]
+        n: usize,
+    },
+    /// Hold N connections; report the server's RSS growth per connection.
+    Idle {
+        #[arg(long, default_value_t = 1000)]
+        n: usize,
+    },
+    /// N subscribers on one topic, a publisher at `rate` msg/s for `secs` seconds.
+    Fanout {
+        #[arg(long, default_value_t = 1000)]
+        n: usize,
+        #[arg(long, default_value_t = 100)]
+        rate: u64,
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+        /// Payload padding in bytes.
+        #[arg(long, default_value_t = 100)]
+        size: usize,
+    },
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+fn token(secret: &str, sub: &str) -> Result<String, Failure> {
+    let claims = json!({ "sub": sub, "exp": now_us() / 1_000_000 + 3600 });
+    Ok(jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )?)
+}
+
+/// (VmRSS in KiB, CPU seconds) of a process.
+fn usage(pid: u32) -> Option<(u64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces): utime is 14th, stime 15th.
+    let after = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some((rss, ticks / 100.0))
+}
+
+async fn recv_json(ws: &mut Socket) -> Result<Value, Failure> {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(text))) => return Ok(serde_json::from_str(&text)?),
+            Some(Ok(Message::Close(frame))) => return Err(format!("closed: {frame:?}").into()),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => return Err(e.into()),
+            None => return Err("connection ended".into()),
+        }
+    }
+}
+
+/// One authenticated connection subscribed to `topic`.
+async fn subscriber(addr: &str, jwt: &str, topic: &str) -> Result<Socket, Failure> {
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("ws://{addr}/ws?token={jwt}")).await?;
+    let hello = recv_json(&mut ws).await?;
+    if hello["type"] != "connection.established" {
+        return Err(format!("unexpected {hello}").into());
+    }
+    ws.send(Message::text(
+        json!({"type": "subscribe", "topic": topic}).to_string(),
+    ))
+    .await?;
+    let reply = recv_json(&mut ws).await?;
+    if reply["type"] != "subscribed" {
+        return Err(format!("unexpected {reply}").into());
+    }
+    Ok(ws)
+}
+
+/// Opens `n` subscribed connections, `concurrency` at a time; returns them and the failures.
+async fn open(
+    args: &Args,
+    n: usize,
+    topic: &str,
+) -> Result<(Vec<Socket>, usize, Duration), Failure> {
+    let jwt = token(&args.secret, "bench")?;
+    let started = Instant::now();
+    let mut sockets = Vec::with_capacity(n);
+    let mut failures = 0;
+    let mut pending =
+        futures_util::stream::iter((0..n).map(|_| subscriber(&args.addr, &jwt, topic)))
+            .buffer_unordered(args.concurrency.max(1));
+    while let Some(result) = pending.next().await {
+        match result {
+            Ok(ws) => sockets.push(ws),
+            Err(_) => failures += 1,
+        }
+    }
+    Ok((sockets, failures, started.elapsed()))
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Failure> {
+    let args = Args::parse();
+    match args.mode {
+        Mode::Connect { n } => {
+            let (sockets, failures, took) = open(&args, n, "bench").await?;
+            println!(
+                "connect: {} ready, {failures} failed, in {:.2} s ({:.0} connections/s)",
+                sockets.len(),
+                took.as_secs_f64(),
+                sockets.len() as f64 / took.as_secs_f64()
+            );
+        }
+        Mode::Idle { n } => {
+            let pid = args.pid.ok_or("idle needs --pid")?;
+            let (before, _) = usage(pid).ok_or("cannot read /proc")?;
+            let (sockets, failures, _) = open(&args, n, "bench").await?;
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let (after, _) = usage(pid).ok_or("cannot read /proc")?;
+            let per = (after.saturating_sub(before) * 1024) as f64 / sockets.len().max(1) as f64;
+            println!(
+                "idle: {} connections ({failures} failed): RSS {before} -> {after} KiB, {per:.0} bytes per connection",
+                sockets.len()
+            );
+        }
+        Mode::Fanout {
+            n,
+            rate,
+            secs,
+            size,
+        } => fanout(&args, n, rate, secs, size).await?,
+    }
+    Ok(())
+}
+
+async fn fanout(args: &Args, n: usize, rate: u64, secs: u64, size: usize) -> Result<(), Failure> {
+    let (sockets, failures, _) = open(args, n, "bench:fanout").await?;
+    let histogram = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
+        1, 60_000_000, 3,
+    )?));
+    let received = Arc::new(AtomicU64::new(0));
+    let total = rate * secs;
+    let mut readers = Vec::new();
+    for mut ws in sockets {
+        let histogram = histogram.clone();
+        let received = received.clone();
+        readers.push(tokio::spawn(async move {
+            let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).ok();
+            let mut got = 0;
+            while got < total {
+                let Ok(Ok(message)) =
+                    tokio::time::timeout(Duration::from_secs(5), recv_json(&mut ws)).await
+                else {
+                    break;
+                };
+                if let Some(sent) = message["data"]["sent_us"].as_u64() {
+                    if let Some(h) = local.as_mut() {
+                        let _ = h.record(now_us().saturating_sub(sent).max(1));
+                    }
+                    got += 1;
+                }
+            }
+            received.fetch_add(got, Ordering::Relaxed);
+            if let (Some(local), Ok(mut shared)) = (local, histogram.lock()) {
+                let _ = shared.add(local);
+            }
+        }));
+    }
+    let cpu_before = args.pid.and_then(usage).map(|(_, cpu)| cpu);
+    let http = reqwest::Client::new();
+    let url = format!("http://{}/api/v1/publish", args.addr);
+    let pad = "p".repeat(size);
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(1) as f64));
+    for seq in 0..total {
+        tick.tick().await;
+        let body = json!({"scope": "topic", "target": "bench:fanout", "type": "bench",
+                          "data": {"seq": seq, "sent_us": now_us(), "pad": pad}});
+        http.post(&url)
+            .bearer_auth(&args.api_key)
+            .json(&body)
+            .send()
+            .await?;
+    }
+    for reader in readers {
+        let _ = reader.await;
+    }
+    let took = started.elapsed().as_secs_f64();
+    let cpu = match (cpu_before, args.pid.and_then(usage)) {
+        (Some(before), Some((_, after))) => format!("{:.2}", after - before),
+        _ => "n/a".into(),
+    };
+    let got = received.load(Ordering::Relaxed);
+    let expected = total * (n - failures) as u64;
+    let h = histogram.lock().map_err(|_| "histogram lock")?;
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "fanout: {} subscribers ({failures} failed), {rate} msg/s for {secs} s, {size} B padding\n\
+         latency ms: p50 {:.2} p90 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}\n\
+         deliveries: {got} of {expected} ({} lost), {:.0}/s; server CPU {cpu} s",
+        n - failures,
+        ms(0.5),
+        ms(0.9),
+        ms(0.99),
+        ms(0.999),
+        h.max() as f64 / 1000.0,
+        expected.saturating_sub(got),
+        got as f64 / took
+    );
+    Ok(())
+}
