@@ -5,7 +5,8 @@
 //!
 //! Modes: `connect` (time to open N subscribed connections), `idle` (server bytes per idle
 //! connection), `fanout` (N subscribers, a publisher at R msg/s for T s: latency percentiles,
-//! deliveries per second, losses, server CPU).
+//! deliveries per second, losses, server CPU), `max-rate` (fan-out at rising rates until p99
+//! passes 100 ms or a message is lost), `churn` (a fan-out while connections come and go).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -54,6 +55,28 @@ enum Mode {
     Idle {
         #[arg(long, default_value_t = 1000)]
         n: usize,
+    },
+    /// Fan-out at rising rates (doubling from `from`) until p99 > 100 ms or any loss.
+    MaxRate {
+        #[arg(long, default_value_t = 1000)]
+        n: usize,
+        #[arg(long, default_value_t = 25)]
+        from: u64,
+        #[arg(long, default_value_t = 5)]
+        secs: u64,
+        #[arg(long, default_value_t = 100)]
+        size: usize,
+    },
+    /// A fan-out while `churn` connections a second connect, subscribe and leave.
+    Churn {
+        #[arg(long, default_value_t = 1000)]
+        n: usize,
+        #[arg(long, default_value_t = 100)]
+        rate: u64,
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+        #[arg(long, default_value_t = 200)]
+        churn: u64,
     },
     /// N subscribers on one topic, a publisher at `rate` msg/s for `secs` seconds.
     Fanout {
@@ -185,41 +208,138 @@ async fn main() -> Result<(), Failure> {
             rate,
             secs,
             size,
-        } => fanout(&args, n, rate, secs, size).await?,
+        } => {
+            println!("{}", fanout(&args, n, rate, secs, size).await?);
+        }
+        Mode::MaxRate {
+            n,
+            from,
+            secs,
+            size,
+        } => max_rate(&args, n, from, secs, size).await?,
+        Mode::Churn {
+            n,
+            rate,
+            secs,
+            churn,
+        } => churn_run(&args, n, rate, secs, churn).await?,
     }
     Ok(())
 }
 
-async fn fanout(args: &Args, n: usize, rate: u64, secs: u64, size: usize) -> Result<(), Failure> {
+/// Fan-out at `from`, `2 * from`, ... msg/s until p99 passes 100 ms or a message is lost.
+async fn max_rate(args: &Args, n: usize, from: u64, secs: u64, size: usize) -> Result<(), Failure> {
+    let mut rate = from.max(1);
+    let mut held = None;
+    loop {
+        let report = fanout(args, n, rate, secs, size).await?;
+        println!("{report}");
+        if report.p99_ms > 100.0 || report.lost > 0 {
+            break;
+        }
+        held = Some(rate);
+        rate *= 2;
+    }
+    match held {
+        Some(rate) => {
+            println!("max-rate: {rate} msg/s to {n} subscribers held (p99 <= 100 ms, no loss)")
+        }
+        None => println!("max-rate: not even {from} msg/s held"),
+    }
+    Ok(())
+}
+
+/// A fan-out while `churn` connections a second connect, subscribe and close (a reconnect
+/// storm beside steady traffic).
+async fn churn_run(args: &Args, n: usize, rate: u64, secs: u64, churn: u64) -> Result<(), Failure> {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let cycles = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let churner = {
+        let (stop, cycles, failed) = (stop.clone(), cycles.clone(), failed.clone());
+        let addr = args.addr.clone();
+        let jwt = token(&args.secret, "churn")?;
+        tokio::spawn(async move {
+            let mut tick =
+                tokio::time::interval(Duration::from_secs_f64(1.0 / churn.max(1) as f64));
+            while !stop.load(Ordering::Relaxed) {
+                tick.tick().await;
+                let (addr, jwt) = (addr.clone(), jwt.clone());
+                let (cycles, failed) = (cycles.clone(), failed.clone());
+                tokio::spawn(async move {
+                    match subscriber(&addr, &jwt, "bench:churn").await {
+                        Ok(mut ws) => {
+                            let _ = ws.close(None).await;
+                            cycles.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(_) => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        })
+    };
+    let report = fanout(args, n, rate, secs, 100).await?;
+    stop.store(true, Ordering::Relaxed);
+    let _ = churner.await;
+    println!(
+        "{report}\nchurn: {} connect-subscribe-close cycles, {} failed, at {churn}/s requested",
+        cycles.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed)
+    );
+    Ok(())
+}
+
+/// What one fan-out run measured.
+struct Report {
+    line: String,
+    p99_ms: f64,
+    lost: u64,
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.line)
+    }
+}
+
+async fn fanout(
+    args: &Args,
+    n: usize,
+    rate: u64,
+    secs: u64,
+    size: usize,
+) -> Result<Report, Failure> {
     let (sockets, failures, _) = open(args, n, "bench:fanout").await?;
     let histogram = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
         1, 60_000_000, 3,
     )?));
     let received = Arc::new(AtomicU64::new(0));
     let total = rate * secs;
+    // Readers record into their own histogram (no per-message timer: a stuck reader is
+    // aborted after the publisher is done and a grace period), merged at the end.
     let mut readers = Vec::new();
+    let mut shards = Vec::new();
     for mut ws in sockets {
-        let histogram = histogram.clone();
+        let shard = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
+            1, 60_000_000, 3,
+        )?));
+        shards.push(shard.clone());
         let received = received.clone();
         readers.push(tokio::spawn(async move {
-            let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).ok();
             let mut got = 0;
             while got < total {
-                let Ok(Ok(message)) =
-                    tokio::time::timeout(Duration::from_secs(5), recv_json(&mut ws)).await
-                else {
+                let Ok(message) = recv_json(&mut ws).await else {
                     break;
                 };
                 if let Some(sent) = message["data"]["sent_us"].as_u64() {
-                    if let Some(h) = local.as_mut() {
+                    if let Ok(mut h) = shard.lock() {
                         let _ = h.record(now_us().saturating_sub(sent).max(1));
                     }
+                    received.fetch_add(1, Ordering::Relaxed);
                     got += 1;
                 }
-            }
-            received.fetch_add(got, Ordering::Relaxed);
-            if let (Some(local), Ok(mut shared)) = (local, histogram.lock()) {
-                let _ = shared.add(local);
             }
         }));
     }
@@ -239,8 +359,23 @@ async fn fanout(args: &Args, n: usize, rate: u64, secs: u64, size: usize) -> Res
             .send()
             .await?;
     }
-    for reader in readers {
-        let _ = reader.await;
+    let grace = tokio::time::sleep(Duration::from_secs(5));
+    tokio::pin!(grace);
+    for reader in &mut readers {
+        tokio::select! {
+            _ = &mut *reader => {}
+            _ = &mut grace => break,
+        }
+    }
+    for reader in &readers {
+        reader.abort();
+    }
+    if let Ok(mut all) = histogram.lock() {
+        for shard in &shards {
+            if let Ok(shard) = shard.lock() {
+                let _ = all.add(&*shard);
+            }
+        }
     }
     let took = started.elapsed().as_secs_f64();
     let cpu = match (cpu_before, args.pid.and_then(usage)) {
@@ -251,18 +386,22 @@ async fn fanout(args: &Args, n: usize, rate: u64, secs: u64, size: usize) -> Res
     let expected = total * (n - failures) as u64;
     let h = histogram.lock().map_err(|_| "histogram lock")?;
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-    println!(
+    let lost = expected.saturating_sub(got);
+    let line = format!(
         "fanout: {} subscribers ({failures} failed), {rate} msg/s for {secs} s, {size} B padding\n\
          latency ms: p50 {:.2} p90 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}\n\
-         deliveries: {got} of {expected} ({} lost), {:.0}/s; server CPU {cpu} s",
+         deliveries: {got} of {expected} ({lost} lost), {:.0}/s; server CPU {cpu} s",
         n - failures,
         ms(0.5),
         ms(0.9),
         ms(0.99),
         ms(0.999),
         h.max() as f64 / 1000.0,
-        expected.saturating_sub(got),
         got as f64 / took
     );
-    Ok(())
+    Ok(Report {
+        line,
+        p99_ms: ms(0.99),
+        lost,
+    })
 }
