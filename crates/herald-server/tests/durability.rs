@@ -383,23 +383,66 @@ async fn the_inbox_keeps_the_newest_up_to_its_limit() {
 }
 
 #[tokio::test]
-async fn what_got_a_2xx_survives_kill_9() {
+async fn sigkill_in_the_middle_of_a_burst_loses_nothing_that_got_a_2xx() {
     let mut server = Server::start(STREAMS);
-    let mut epoch = String::new();
-    for seq in 1..=20 {
-        publish_to(&server, "chat:durable", seq).await;
-    }
-    {
+    let epoch = {
         let mut probe = server.user("kim").await;
         let reply = probe
             .request(json!({"type": "history", "topic": "chat:durable"}))
             .await;
-        epoch.push_str(reply["data"]["epoch"].as_str().expect("epoch"));
-    }
+        reply["data"]["epoch"].as_str().expect("epoch").to_string()
+    };
+    // The inbox: three for an offline user, one acked before the crash.
+    let mut ids = Vec::new();
     for n in 1..=3 {
-        message_user(&server, "lee", n).await;
+        ids.push(
+            message_user(&server, "lee", n).await["id"]
+                .as_str()
+                .expect("id")
+                .to_string(),
+        );
     }
-    server.restart(); // SIGKILL, then start again on the same files
+    {
+        let mut lee = server.user("lee").await;
+        for _ in 1..=3 {
+            lee.recv().await;
+        }
+        lee.send(json!({"type": "ack", "ids": [ids[0]]})).await;
+        assert!(lee.is_alive().await, "the ack was read");
+    }
+    wait_offline(&server, "lee").await;
+
+    // A burst of publications from four concurrent publishers, killed in the middle.
+    let url = server.http("/api/v1/publish");
+    let acknowledged = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut publishers = Vec::new();
+    for p in 0..4u64 {
+        let (url, acknowledged) = (url.clone(), acknowledged.clone());
+        publishers.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            for i in 0.. {
+                let seq = i * 4 + p;
+                let body = json!({"scope": "topic", "target": "chat:durable", "type": "msg", "data": {"seq": seq}});
+                match http.post(&url).bearer_auth(API_KEY).json(&body).send().await {
+                    Ok(r) if r.status() == 200 => acknowledged.lock().expect("lock").push(seq),
+                    _ => return,
+                }
+            }
+        }));
+    }
+    eventually("a burst under way", || async {
+        (acknowledged.lock().expect("lock").len() >= 40).then_some(())
+    })
+    .await;
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", &server.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    for publisher in publishers {
+        publisher.await.expect("publisher");
+    }
+    server.restart();
 
     let (_, page) = server
         .api(
@@ -410,30 +453,45 @@ async fn what_got_a_2xx_survives_kill_9() {
         )
         .await;
     assert_eq!(page["epoch"], epoch.as_str(), "a crash keeps the epoch");
-    let seqs: Vec<u64> = page["messages"]
+    let kept: std::collections::HashSet<u64> = page["messages"]
         .as_array()
         .expect("messages")
         .iter()
         .map(|m| m["data"]["seq"].as_u64().expect("seq"))
         .collect();
-    assert_eq!(seqs, (1..=20).collect::<Vec<_>>());
-
-    let mut kim = server.user("kim").await;
-    let data = subscribe_since(&mut kim, "chat:durable", 15, &epoch).await;
-    assert_eq!(data["recovered"], true, "recovery works across the crash");
-    for expected in 16..=20 {
-        assert_eq!(offset(&kim.recv().await), expected);
+    let acknowledged = acknowledged.lock().expect("lock").clone();
+    assert!(acknowledged.len() >= 40);
+    for seq in &acknowledged {
+        assert!(
+            kept.contains(seq),
+            "publication {seq} got a 2xx and must be in history"
+        );
     }
+    let offsets: Vec<u64> = page["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(offset)
+        .collect();
     assert_eq!(
-        publish_to(&server, "chat:durable", 21).await["offset"],
-        21,
-        "offsets go on"
+        offsets,
+        (1..=offsets.len() as u64).collect::<Vec<_>>(),
+        "no hole in the offsets"
     );
 
+    let mut kim = server.user("kim").await;
+    let data = subscribe_since(&mut kim, "chat:durable", 5, &epoch).await;
+    assert_eq!(data["recovered"], true, "recovery works across the crash");
+    assert_eq!(offset(&kim.recv().await), 6);
+
     let mut lee = server.user("lee").await;
-    for n in 1..=3 {
-        let got = lee.recv().await;
-        assert_eq!(got["data"]["n"], n);
-        assert_eq!(got["offline"], true);
-    }
+    let data: Vec<Value> = vec![lee.recv().await, lee.recv().await];
+    assert_eq!(
+        data[0]["id"],
+        ids[1].as_str(),
+        "the unacked ones come back after the crash"
+    );
+    assert_eq!(data[1]["id"], ids[2].as_str());
+    assert!(data.iter().all(|m| m["offline"] == true));
+    lee.expect_silence().await;
 }
