@@ -367,19 +367,25 @@ impl Client {
         serde_json::from_str(&text).expect("server sent JSON")
     }
 
-    /// The next text frame verbatim.
-    pub async fn recv_text(&mut self) -> String {
+    /// The next frame that is not a ping or a pong.
+    async fn next_data_frame(&mut self) -> Message {
         loop {
             let message = tokio::time::timeout(WAIT, self.ws.next())
                 .await
                 .expect("timed out waiting for a message")
                 .expect("connection ended")
                 .expect("websocket error");
-            match message {
-                Message::Text(text) => return text.to_string(),
-                Message::Ping(_) | Message::Pong(_) => continue,
-                other => panic!("expected a text frame, got {other:?}"),
+            if !matches!(message, Message::Ping(_) | Message::Pong(_)) {
+                return message;
             }
+        }
+    }
+
+    /// The next text frame verbatim.
+    pub async fn recv_text(&mut self) -> String {
+        match self.next_data_frame().await {
+            Message::Text(text) => text.to_string(),
+            other => panic!("expected a text frame, got {other:?}"),
         }
     }
 
@@ -441,22 +447,12 @@ impl Client {
         self.ws.send(Message::binary(bytes)).await.expect("send");
     }
 
-    /// The next binary frame, decoded from MessagePack (control frames skipped; a text frame
-    /// is a failure: a msgpack connection gets binary frames only).
+    /// The next binary frame, decoded from MessagePack (a text frame is a failure: a msgpack
+    /// connection gets binary frames only).
     pub async fn recv_msgpack(&mut self) -> Value {
-        loop {
-            let message = tokio::time::timeout(WAIT, self.ws.next())
-                .await
-                .expect("timed out waiting for a message")
-                .expect("connection ended")
-                .expect("websocket error");
-            match message {
-                Message::Binary(bytes) => {
-                    return rmp_serde::from_slice(&bytes).expect("MessagePack")
-                }
-                Message::Ping(_) | Message::Pong(_) => continue,
-                other => panic!("expected a binary frame, got {other:?}"),
-            }
+        match self.next_data_frame().await {
+            Message::Binary(bytes) => rmp_serde::from_slice(&bytes).expect("MessagePack"),
+            other => panic!("expected a binary frame, got {other:?}"),
         }
     }
 
