@@ -375,3 +375,20 @@ async fn a_client_close_is_answered_with_a_close() {
         "the reply echoes the client's (empty) close"
     );
 }
+
+#[tokio::test]
+async fn sigint_shuts_down_gracefully_too() {
+    let mut server = Server::start("");
+    let mut client = server.user("ctrl-c").await;
+    let code = tokio::task::spawn_blocking(move || server.signal("INT"))
+        .await
+        .expect("join");
+    assert_eq!(
+        client.closed().await,
+        Closed {
+            code: 1001,
+            reason: "going away".into()
+        }
+    );
+    assert_eq!(code, Some(0));
+}

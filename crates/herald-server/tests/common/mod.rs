@@ -89,8 +89,14 @@ impl Server {
 
     /// Sends SIGTERM and waits (at most 20 s) for the process to exit; returns its exit code.
     pub fn terminate(&mut self) -> Option<i32> {
+        self.signal("TERM")
+    }
+
+    /// Sends a signal (`TERM`, `INT`, ...) and waits (at most 20 s) for the process to exit;
+    /// returns its exit code.
+    pub fn signal(&mut self, signal: &str) -> Option<i32> {
         let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
             .status()
             .expect("kill");
         assert!(status.success());
