@@ -220,3 +220,63 @@ async fn health_and_ready_answer_without_credentials() {
         assert_eq!(status, 200, "{path}");
     }
 }
+
+#[tokio::test]
+async fn every_environment_twin_is_read() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("from-env-data");
+    let mut child = herald(dir.path())
+        .arg("serve")
+        .env("HERALD_LISTEN", "127.0.0.1:0")
+        .env("HERALD_DATA_DIR", &data)
+        .env("HERALD_JWT_SECRET", SECRET)
+        .env("HERALD_API_KEY", API_KEY)
+        .env("HERALD_NODE_ID", "node-a")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let addr = wait_listening(&mut child);
+    let _guard = Guard(child);
+    assert!(
+        data.join("herald.db").exists(),
+        "HERALD_DATA_DIR chose the store"
+    );
+    let mut client = Client::connect(&format!(
+        "ws://{addr}/ws?token={}",
+        token("env", "user", &[])
+    ))
+    .await;
+    assert_eq!(
+        client.recv().await["type"],
+        "connection.established",
+        "HERALD_JWT_SECRET"
+    );
+
+    // HERALD_JWT_PUBLIC_KEY: an RS256 token verifies.
+    let mut child = herald(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("rs"))
+        .env("HERALD_JWT_PUBLIC_KEY", fixture("rsa_public.pem"))
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let addr = wait_listening(&mut child);
+    let _guard = Guard(child);
+    let pem = std::fs::read(fixture("rsa_private.pem")).expect("fixture");
+    let rs = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
+        &json!({"sub": "rsa", "exp": now() + 60}),
+        &jsonwebtoken::EncodingKey::from_rsa_pem(&pem).expect("key"),
+    )
+    .expect("sign");
+    let mut client = Client::connect(&format!("ws://{addr}/ws?token={rs}")).await;
+    assert_eq!(client.recv().await["data"]["user_id"], "rsa");
+
+    // HERALD_REDIS_URL: read, and refused in one line since this build has no Redis engine.
+    let stderr = refuses_to_start(
+        herald(dir.path())
+            .args(["serve", "--listen", "127.0.0.1:0", "--jwt-secret", "s"])
+            .env("HERALD_REDIS_URL", "redis://127.0.0.1:1"),
+    );
+    assert!(stderr.contains("redis"), "{stderr}");
+}
