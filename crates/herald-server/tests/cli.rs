@@ -106,14 +106,11 @@ fn unusable_settings_stop_start_up_with_one_line_and_exit_2() {
 #[tokio::test]
 async fn serve_then_token_just_works_with_the_development_secret() {
     let dir = tempfile::tempdir().expect("dir");
-    let mut child = herald(dir.path())
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let addr = wait_listening(&mut child);
-    let _guard = Guard(child);
+    let (addr, _guard) = serving(
+        herald(dir.path())
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .stderr(Stdio::piped()),
+    );
     assert!(
         dir.path().join("herald-data/dev-jwt-secret").exists(),
         "kept in the data dir"
@@ -178,17 +175,14 @@ async fn flags_win_over_the_environment_which_wins_over_the_file() {
             "listen = \"127.0.0.1:1\"\napi_key = \"from-file\"\n[jwt]\nsecret = \"{SECRET}\"\n"
         ),
     );
-    let mut child = herald(dir.path())
-        .arg("serve")
-        .env("HERALD_CONFIG", &config)
-        .env("HERALD_LISTEN", "127.0.0.1:2")
-        .env("HERALD_API_KEY", "from-env")
-        .args(["--listen", "127.0.0.1:0"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let addr = wait_listening(&mut child);
-    let _guard = Guard(child);
+    let (addr, _guard) = serving(
+        herald(dir.path())
+            .arg("serve")
+            .env("HERALD_CONFIG", &config)
+            .env("HERALD_LISTEN", "127.0.0.1:2")
+            .env("HERALD_API_KEY", "from-env")
+            .args(["--listen", "127.0.0.1:0"]),
+    );
     assert!(
         !addr.ends_with(":1") && !addr.ends_with(":2"),
         "the flag's port 0 won: {addr}"
@@ -225,18 +219,15 @@ async fn health_and_ready_answer_without_credentials() {
 async fn every_environment_twin_is_read() {
     let dir = tempfile::tempdir().expect("dir");
     let data = dir.path().join("from-env-data");
-    let mut child = herald(dir.path())
-        .arg("serve")
-        .env("HERALD_LISTEN", "127.0.0.1:0")
-        .env("HERALD_DATA_DIR", &data)
-        .env("HERALD_JWT_SECRET", SECRET)
-        .env("HERALD_API_KEY", API_KEY)
-        .env("HERALD_NODE_ID", "node-a")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let addr = wait_listening(&mut child);
-    let _guard = Guard(child);
+    let (addr, _guard) = serving(
+        herald(dir.path())
+            .arg("serve")
+            .env("HERALD_LISTEN", "127.0.0.1:0")
+            .env("HERALD_DATA_DIR", &data)
+            .env("HERALD_JWT_SECRET", SECRET)
+            .env("HERALD_API_KEY", API_KEY)
+            .env("HERALD_NODE_ID", "node-a"),
+    );
     assert!(
         data.join("herald.db").exists(),
         "HERALD_DATA_DIR chose the store"
@@ -253,15 +244,12 @@ async fn every_environment_twin_is_read() {
     );
 
     // HERALD_JWT_PUBLIC_KEY: an RS256 token verifies.
-    let mut child = herald(dir.path())
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path().join("rs"))
-        .env("HERALD_JWT_PUBLIC_KEY", fixture("rsa_public.pem"))
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    let addr = wait_listening(&mut child);
-    let _guard = Guard(child);
+    let (addr, _guard) = serving(
+        herald(dir.path())
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path().join("rs"))
+            .env("HERALD_JWT_PUBLIC_KEY", fixture("rsa_public.pem")),
+    );
     let pem = std::fs::read(fixture("rsa_private.pem")).expect("fixture");
     let rs = jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),

@@ -31,6 +31,14 @@ async fn subscribe_since(client: &mut Client, topic: &str, offset: u64, epoch: &
     reply["data"].clone()
 }
 
+/// The topic's current epoch, read with the `history` command.
+async fn epoch_of(client: &mut Client, topic: &str) -> String {
+    let reply = client
+        .request(json!({"type": "history", "topic": topic}))
+        .await;
+    reply["data"]["epoch"].as_str().expect("epoch").to_string()
+}
+
 fn offset(v: &Value) -> u64 {
     v["offset"].as_u64().expect("an offset")
 }
@@ -125,10 +133,7 @@ async fn a_wrong_epoch_or_a_trimmed_past_is_not_recovered() {
         publish_to(&server, "small:s", seq).await;
     }
     let mut client = server.user("cal").await;
-    let probe = client
-        .request(json!({"type": "history", "topic": "small:s"}))
-        .await;
-    let epoch = probe["data"]["epoch"].as_str().expect("epoch").to_string();
+    let epoch = epoch_of(&mut client, "small:s").await;
 
     let data = subscribe_since(&mut client, "small:s", 5, "another-epoch").await;
     assert_eq!(data["recovered"], false, "wrong epoch");
@@ -219,10 +224,7 @@ async fn history_by_command_and_http_with_since_and_limit() {
         publish_to(&server, "chat:h", seq).await;
     }
     let mut client = server.user("fay").await;
-    let full = client
-        .request(json!({"type": "history", "topic": "chat:h"}))
-        .await;
-    let epoch = full["data"]["epoch"].as_str().expect("epoch").to_string();
+    let epoch = epoch_of(&mut client, "chat:h").await;
     let reply = client
         .request(json!({"type": "history", "topic": "chat:h", "since": {"offset": 4, "epoch": epoch}, "limit": 3}))
         .await;
@@ -387,10 +389,7 @@ async fn sigkill_in_the_middle_of_a_burst_loses_nothing_that_got_a_2xx() {
     let mut server = Server::start(STREAMS);
     let epoch = {
         let mut probe = server.user("kim").await;
-        let reply = probe
-            .request(json!({"type": "history", "topic": "chat:durable"}))
-            .await;
-        reply["data"]["epoch"].as_str().expect("epoch").to_string()
+        epoch_of(&mut probe, "chat:durable").await
     };
     // The inbox: three for an offline user, one acked before the crash.
     let mut ids = Vec::new();

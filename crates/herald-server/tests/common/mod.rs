@@ -229,6 +229,17 @@ pub fn wait_listening(child: &mut Child) -> String {
     addr
 }
 
+/// Spawns a `herald serve` command (stdout piped) and waits until it listens; the guard kills
+/// it when dropped.
+pub fn serving(command: &mut Command) -> (String, Guard) {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn herald");
+    let addr = wait_listening(&mut child);
+    (addr, Guard(child))
+}
+
 /// Kills a child process when dropped.
 pub struct Guard(pub Child);
 
