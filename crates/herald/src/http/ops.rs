@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 use super::admin::Admin;
 use super::body::{text_field, JsonObject};
 use super::error::ApiError;
-use crate::hub::{CloseReason, ConnHandle};
+use crate::hub::ConnHandle;
 use crate::node::Herald;
 use crate::publication::{Publication, Scope};
 
@@ -72,15 +72,6 @@ pub async fn count(
     Ok(Json(json!({ "count": count })))
 }
 
-/// Closes every connection in a scope; returns how many.
-async fn disconnect(node: &Herald, scope: Scope) -> Result<Json<Value>, ApiError> {
-    let conns = node.connections_in(&scope).await?;
-    for conn in &conns {
-        conn.close(CloseReason::DISCONNECTED);
-    }
-    Ok(Json(json!({ "disconnected": conns.len() })))
-}
-
 /// `POST /api/v1/users/{id}/disconnect` → `{disconnected}`.
 pub async fn disconnect_user(
     _: Admin,
@@ -96,7 +87,8 @@ pub async fn disconnect_project(
     State(node): State<Herald>,
     Path(project): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    disconnect(&node, Scope::Project(project)).await
+    let disconnected = node.disconnect_project(&project).await?;
+    Ok(Json(json!({ "disconnected": disconnected })))
 }
 
 /// Seed 001's short stats: `{total_clients, by_role, timestamp}`.

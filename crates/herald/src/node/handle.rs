@@ -8,6 +8,13 @@ use crate::engine::EngineError;
 use crate::hub::CloseReason;
 use crate::publication::{Publication, Scope};
 
+fn close_all(conns: &[std::sync::Arc<crate::hub::ConnHandle>]) -> usize {
+    for conn in conns {
+        conn.close(CloseReason::DISCONNECTED);
+    }
+    conns.len()
+}
+
 fn to_value(data: impl Serialize) -> Result<serde_json::Value, EngineError> {
     serde_json::to_value(data).map_err(|e| EngineError(format!("data is not JSON: {e}")))
 }
@@ -78,11 +85,14 @@ impl Herald {
 
     /// Closes every connection of a user (close 1000); returns how many.
     pub async fn disconnect_user(&self, user: &str) -> usize {
-        let conns = self.inner.hub.select(&Scope::User(user.into()), &[]);
-        for conn in &conns {
-            conn.close(CloseReason::DISCONNECTED);
-        }
-        conns.len()
+        close_all(&self.inner.hub.select(&Scope::User(user.into()), &[]))
+    }
+
+    /// Closes every connection of every member of a project (membership store or token
+    /// claim, close 1000); returns how many.
+    pub async fn disconnect_project(&self, project: &str) -> Result<usize, EngineError> {
+        let conns = self.connections_in(&Scope::Project(project.into())).await?;
+        Ok(close_all(&conns))
     }
 
     /// Every route Herald serves (`/ws`, `/api/v1/...`, health, metrics), to merge into the
