@@ -35,6 +35,8 @@ pub struct Config {
     pub inbox: InboxConfig,
     /// Topic namespaces (`[[namespaces]]`).
     pub namespaces: Vec<Namespace>,
+    /// Cluster mode on Redis (`[cluster]`; in force with `redis_url`).
+    pub cluster: ClusterConfig,
     /// Serve the test-only echo endpoint `/test/echo` (Autobahn conformance runs). Never from
     /// the file: only the server's hidden `--test-echo-endpoint` flag sets it.
     #[serde(skip)]
@@ -55,7 +57,30 @@ impl Default for Config {
             limits: Limits::default(),
             inbox: InboxConfig::default(),
             namespaces: Vec::new(),
+            cluster: ClusterConfig::default(),
             test_echo_endpoint: false,
+        }
+    }
+}
+
+/// Cluster mode on Redis (docs/CLUSTER.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// A node that stops refreshing its heartbeat for this long is dead: the others remove
+    /// its presence entries and announce its users' `user_left`.
+    #[serde(deserialize_with = "duration")]
+    pub node_ttl: Duration,
+    /// The longest one Redis call may take before the caller gets an error (HTTP 503).
+    #[serde(deserialize_with = "duration")]
+    pub redis_timeout: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            node_ttl: Duration::from_secs(10),
+            redis_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -237,6 +262,23 @@ impl Config {
 
     /// Checks what types alone cannot: values that are present but unusable.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.cluster.node_ttl < Duration::from_millis(300) {
+            return Err(ConfigError(
+                "cluster.node_ttl must be at least 300ms".into(),
+            ));
+        }
+        if self.cluster.redis_timeout.is_zero() {
+            return Err(ConfigError(
+                "cluster.redis_timeout must be more than 0".into(),
+            ));
+        }
+        if let Some(id) = &self.node_id {
+            if id.is_empty() || !id.bytes().all(crate::topic::is_topic_byte) {
+                return Err(ConfigError(format!(
+                    "node_id `{id}` must be non-empty and use letters, digits or :_-.@/"
+                )));
+            }
+        }
         if self.limits.send_queue == 0 {
             return Err(ConfigError("limits.send_queue must be at least 1".into()));
         }

@@ -53,6 +53,17 @@ pub enum SubscribeCheck {
     MemberOf(String),
 }
 
+/// How much of the topic's stream is kept, or `None` when its namespace keeps no history.
+pub fn retention(config: &Config, topic: &str) -> Option<crate::engine::Retention> {
+    config
+        .namespace(namespace(topic))
+        .filter(|ns| ns.history_size > 0)
+        .map(|ns| crate::engine::Retention {
+            size: ns.history_size,
+            ttl: ns.history_ttl,
+        })
+}
+
 /// Decides whether `who` may subscribe to `topic` (already validated).
 pub fn subscribe_check(config: &Config, who: &Principal, topic: &str) -> SubscribeCheck {
     let (ns, rest) = topic.split_once(':').unwrap_or(("", topic));

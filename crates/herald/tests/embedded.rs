@@ -136,7 +136,10 @@ async fn the_example_app_serves_its_routes_herald_a_handler_and_a_ticker() {
     assert_eq!(tick["type"], "tick");
     ticker.abort();
 
-    assert_eq!(herald.disconnect_user("writer").await, 1);
+    assert_eq!(
+        herald.disconnect_user("writer").await.expect("disconnect"),
+        1
+    );
     loop {
         match tokio::time::timeout(Duration::from_secs(5), writer.next())
             .await

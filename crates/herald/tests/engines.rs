@@ -10,6 +10,21 @@ use herald::engine::{History, Retention};
 use herald::publication::{Publication, Scope};
 
 #[tokio::test]
+async fn memory_membership_and_presence_conform() {
+    conformance::membership(&herald::engine::memory::MemoryMembership::new()).await;
+    conformance::presence(&herald::engine::memory::MemoryPresence::new()).await;
+}
+
+#[tokio::test]
+async fn sqlite_membership_conforms() {
+    let dir = tempfile::tempdir().expect("dir");
+    let membership = herald::engine::sqlite::SqliteMembership::load(sqlite_db(&dir))
+        .await
+        .expect("load");
+    conformance::membership(&membership).await;
+}
+
+#[tokio::test]
 async fn memory_history_conforms() {
     conformance::history(&MemoryHistory::new()).await;
 }

@@ -2,6 +2,8 @@
 //! an HTTP client for the server API. Each test starts its own server in a temp dir.
 #![allow(dead_code)]
 
+pub mod redis;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -293,7 +293,13 @@ impl Session {
             return Next::Continue;
         }
         let Some(retention) = self.node.retention(topic) else {
-            let fresh = self.node.hub().subscribe(&self.conn, topic);
+            let fresh = match self.node.subscribe(&self.conn, topic).await {
+                Ok(fresh) => fresh,
+                Err(e) => {
+                    self.error(ErrorCode::ProcessingError, &e.to_string(), reference);
+                    return Next::Continue;
+                }
+            };
             // Without history nothing can be replayed: a client asking to resume is told so.
             let recovered = since.as_ref().map(|_| false);
             self.send(subscribed_frame(topic, style, None, recovered, reference));

@@ -1,5 +1,7 @@
-//! The conformance suite of the `History` and `Inbox` engines: written once against the
-//! traits, run against every implementation (memory and SQLite here; Redis with its crate).
+//! The conformance suite of the engines (`Membership`, `Presence`, `History`, `Inbox`):
+//! written once against the traits, run against every implementation (memory, SQLite, and
+//! Redis on a private `redis-server`). The `Broker` is checked end to end by the cluster
+//! tests, with real nodes.
 //! Each check panics with what went wrong; keys are fresh per run, so a persistent engine can
 //! run it repeatedly.
 
@@ -7,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::{History, Inbox, InboxLimits, Retention};
+use super::{History, Inbox, InboxLimits, Membership, Presence, Retention};
 use crate::protocol::Sender;
 use crate::publication::{Publication, Scope};
 
@@ -256,4 +258,108 @@ async fn expired_messages_are_dropped(engine: &dyn Inbox) {
         .map(|p| p.data)
         .collect();
     assert_eq!(data, [json!({ "n": 2 })]);
+}
+
+/// Every `Membership` check.
+pub async fn membership(engine: &dyn Membership) {
+    let project = fresh("project");
+    let other = fresh("project");
+    assert!(
+        engine.add(&project, "bob").await.expect("add"),
+        "a new member"
+    );
+    assert!(
+        !engine.add(&project, "bob").await.expect("add"),
+        "already one"
+    );
+    assert!(engine.add(&project, "alice").await.expect("add"));
+    assert!(engine.add(&other, "carol").await.expect("add"));
+    assert_eq!(
+        engine.members(&project).await.expect("members"),
+        ["alice", "bob"],
+        "sorted"
+    );
+    assert!(engine.is_member(&project, "bob").await.expect("is_member"));
+    assert!(!engine
+        .is_member(&project, "carol")
+        .await
+        .expect("is_member"));
+    assert!(engine.remove(&project, "bob").await.expect("remove"));
+    assert!(
+        !engine.remove(&project, "bob").await.expect("remove"),
+        "gone"
+    );
+    assert_eq!(engine.members(&project).await.expect("members"), ["alice"]);
+    assert_eq!(engine.members(&other).await.expect("members"), ["carol"]);
+    assert!(engine
+        .members(&fresh("empty"))
+        .await
+        .expect("members")
+        .is_empty());
+    engine.check().await.expect("the engine answers");
+}
+
+/// Every `Presence` check.
+pub async fn presence(engine: &dyn Presence) {
+    let topic = fresh("room:presence");
+    let other = fresh("room:presence");
+    assert!(engine.list(&topic).await.expect("list").is_empty());
+    assert!(
+        engine.join(&topic, "alice", "c1").await.expect("join"),
+        "first"
+    );
+    assert!(
+        !engine.join(&topic, "alice", "c2").await.expect("join"),
+        "second tab"
+    );
+    assert!(
+        !engine.join(&topic, "alice", "c1").await.expect("join"),
+        "a repeat"
+    );
+    assert!(engine.join(&topic, "bob", "c3").await.expect("join"));
+    assert!(engine.join(&other, "carol", "c4").await.expect("join"));
+    let on = engine.list(&topic).await.expect("list");
+    let users: Vec<(&str, usize)> = on
+        .iter()
+        .map(|e| (e.user_id.as_str(), e.connections))
+        .collect();
+    assert_eq!(
+        users,
+        [("alice", 2), ("bob", 1)],
+        "sorted, with connections"
+    );
+    let now = std::time::SystemTime::now();
+    for entry in &on {
+        let age = now.duration_since(entry.joined_at).unwrap_or_default();
+        assert!(age < Duration::from_secs(60), "joined just now: {age:?}");
+    }
+    assert!(
+        !engine.leave(&topic, "alice", "c1").await.expect("leave"),
+        "one left"
+    );
+    assert!(
+        engine.leave(&topic, "alice", "c2").await.expect("leave"),
+        "the last"
+    );
+    assert!(
+        !engine.leave(&topic, "alice", "c2").await.expect("leave"),
+        "a repeat"
+    );
+    assert!(
+        !engine.leave(&topic, "dave", "c9").await.expect("leave"),
+        "never joined"
+    );
+    let users: Vec<String> = engine
+        .list(&topic)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|e| e.user_id)
+        .collect();
+    assert_eq!(users, ["bob"]);
+    assert_eq!(
+        engine.list(&other).await.expect("list").len(),
+        1,
+        "independent"
+    );
 }

@@ -32,6 +32,61 @@ impl Broker for MemoryBroker {
     async fn publish(&self, publication: Arc<Publication>) -> Result<usize, EngineError> {
         self.local.deliver(&publication).await
     }
+
+    async fn publish_to_stream(
+        &self,
+        history: &dyn History,
+        mut publication: Publication,
+        retention: Retention,
+    ) -> Result<(StreamPosition, usize), EngineError> {
+        let crate::publication::Scope::Topic(topic) = &publication.scope else {
+            return Err(EngineError::new("a stream publication needs a topic"));
+        };
+        let at = history
+            .append(topic, &publication, retention)
+            .await
+            .inspect_err(|_| crate::metrics::engine_error("history"))?;
+        publication.offset = Some(at.offset);
+        publication.epoch = Some(at.epoch.clone());
+        let reached = self.local.deliver(&publication).await?;
+        Ok((at, reached))
+    }
+
+    async fn publish_to_user(
+        &self,
+        inbox: &dyn Inbox,
+        limits: InboxLimits,
+        publication: Publication,
+    ) -> Result<Option<usize>, EngineError> {
+        let crate::publication::Scope::User(user) = &publication.scope else {
+            return Err(EngineError::new("a user publication needs a user"));
+        };
+        if self.local.has_user(user) {
+            return self.local.deliver(&publication).await.map(Some);
+        }
+        inbox
+            .store(user, &publication, limits)
+            .await
+            .inspect_err(|_| crate::metrics::engine_error("inbox"))?;
+        Ok(None)
+    }
+
+    async fn user_connected(
+        &self,
+        inbox: &dyn Inbox,
+        limits: InboxLimits,
+        user: &str,
+    ) -> Result<Vec<Publication>, EngineError> {
+        inbox.pending(user, limits).await
+    }
+
+    async fn user_disconnected(&self, _user: &str) {}
+
+    async fn watch(&self, _topic: &str) -> Result<(), EngineError> {
+        Ok(())
+    }
+
+    async fn unwatch(&self, _topic: &str) {}
 }
 
 /// Project membership held in memory; lost on restart.
@@ -122,8 +177,7 @@ impl Presence for MemoryPresence {
                 connections: HashSet::new(),
                 joined_at: SystemTime::now(),
             });
-            entry.connections.insert(client_id.to_string());
-            entry.connections.len() == 1
+            entry.connections.insert(client_id.to_string()) && entry.connections.len() == 1
         }))
     }
 

@@ -13,6 +13,7 @@
 
 pub mod conformance;
 pub mod memory;
+pub mod redis;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -34,11 +35,107 @@ impl EngineError {
     }
 }
 
-/// Cross-node fan-out.
+/// Cross-node fan-out: carries each publication to every node with recipients for it, and
+/// knows which users are online anywhere (so a user-scope event goes live or to the inbox).
+///
+/// The memory broker serves one node: it delivers at once, under the caller's stripe. The
+/// Redis broker publishes through Redis, and every node (this one included) delivers what it
+/// receives in order, taking the key's stripe itself ([`LocalDelivery::deliver_in_order`]).
 #[async_trait]
 pub trait Broker: Send + Sync + 'static {
-    /// Delivers a publication to every node; returns the recipients reached on this node.
+    /// Delivers a publication of scope `all`, `role`, `project`, or a topic without history;
+    /// returns the recipients reached on this node (0 when delivery is asynchronous).
     async fn publish(&self, publication: Arc<Publication>) -> Result<usize, EngineError>;
+
+    /// Appends a publication to its topic's stream and publishes it, as one step per topic,
+    /// so every node sees the stream's offsets in order. Returns its position and the
+    /// recipients reached on this node.
+    async fn publish_to_stream(
+        &self,
+        history: &dyn History,
+        publication: Publication,
+        retention: Retention,
+    ) -> Result<(StreamPosition, usize), EngineError>;
+
+    /// Delivers a user-scope publication to the user's connections on every node, or keeps it
+    /// in their inbox when they have none anywhere. `None` means kept in the inbox.
+    async fn publish_to_user(
+        &self,
+        inbox: &dyn Inbox,
+        limits: InboxLimits,
+        publication: Publication,
+    ) -> Result<Option<usize>, EngineError>;
+
+    /// A connection of `user` is about to register on this node: marks the user online and
+    /// returns their pending inbox, in one step against [`publish_to_user`](Self::publish_to_user).
+    async fn user_connected(
+        &self,
+        inbox: &dyn Inbox,
+        limits: InboxLimits,
+        user: &str,
+    ) -> Result<Vec<Publication>, EngineError>;
+
+    /// A connection of `user` on this node ended.
+    async fn user_disconnected(&self, user: &str);
+
+    /// A connection on this node subscribes to `topic`: from the return on, the node receives
+    /// the topic's publications. Counted: every `watch` is matched by one `unwatch`.
+    async fn watch(&self, topic: &str) -> Result<(), EngineError>;
+
+    /// A connection on this node left `topic`.
+    async fn unwatch(&self, topic: &str);
+
+    /// A subscriber on this node starts from `position` of `topic`'s stream (the broker may
+    /// use it as where to catch up from after losing its link).
+    fn subscribed_at(&self, _topic: &str, _position: &StreamPosition) {}
+
+    /// Whether publications reach this node asynchronously, after the publisher returned (a
+    /// subscriber then ignores stream offsets it already got by replay).
+    fn is_remote(&self) -> bool {
+        false
+    }
+
+    /// Whether the broker is connected (for readiness).
+    async fn check(&self) -> Result<(), EngineError> {
+        Ok(())
+    }
+}
+
+/// The per-key locks of a node: publications and subscriptions of one key (a topic, a user)
+/// are serialized on one of these, so a stream's offsets are delivered in order and a
+/// recovery or an inbox read never interleaves with a publication to the same key.
+pub struct Stripes(Vec<tokio::sync::Mutex<()>>);
+
+impl Stripes {
+    const COUNT: usize = 64;
+
+    /// Fresh, unlocked stripes.
+    pub fn new() -> Self {
+        Self(
+            (0..Self::COUNT)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+        )
+    }
+
+    /// The stripe of a key.
+    pub fn of(&self, key: &str) -> &tokio::sync::Mutex<()> {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut hasher);
+        &self.0[(hasher.finish() as usize) % self.0.len()]
+    }
+
+    /// The stripe of a user's key (their inbox and user-scope deliveries).
+    pub fn of_user(&self, user: &str) -> &tokio::sync::Mutex<()> {
+        self.of(&format!("user:{user}"))
+    }
+}
+
+impl Default for Stripes {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// Who belongs to which project.
@@ -170,13 +267,16 @@ pub trait Inbox: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct LocalDelivery {
     /// This node's hub.
-    pub hub: Arc<Hub>,
+    pub(crate) hub: Arc<Hub>,
     /// Where project members come from.
     pub membership: Arc<dyn Membership>,
+    /// The node's per-key locks.
+    pub stripes: Arc<Stripes>,
 }
 
 impl LocalDelivery {
-    /// Fans a publication out to this node's connections; returns how many it reached.
+    /// Fans a publication out to this node's connections; returns how many it reached. The
+    /// caller holds the key's stripe when order matters.
     pub async fn deliver(&self, publication: &Publication) -> Result<usize, EngineError> {
         let members = match &publication.scope {
             Scope::Project(project) => {
@@ -190,5 +290,40 @@ impl LocalDelivery {
         let reached = self.hub.deliver(publication, &members);
         crate::metrics::publication(publication.scope.name(), reached, started.elapsed());
         Ok(reached)
+    }
+
+    /// Delivers a publication that arrived from another process, under its key's stripe: a
+    /// stream message waits for a recovery in progress on its topic, a user message for a
+    /// connection of that user that is reading its inbox.
+    pub async fn deliver_in_order(&self, publication: &Publication) -> Result<usize, EngineError> {
+        match &publication.scope {
+            Scope::Topic(topic) if publication.offset.is_some() => {
+                let _stream = self.stripes.of(topic).lock().await;
+                self.deliver(publication).await
+            }
+            Scope::User(user) => {
+                let _user = self.stripes.of_user(user).lock().await;
+                self.deliver(publication).await
+            }
+            _ => self.deliver(publication).await,
+        }
+    }
+
+    /// Whether `user` has a connection on this node.
+    pub fn has_user(&self, user: &str) -> bool {
+        self.hub.has_user(user)
+    }
+
+    /// Closes this node's connections in a scope (close 1000); returns how many.
+    pub async fn disconnect(&self, scope: &Scope) -> Result<usize, EngineError> {
+        let members = match scope {
+            Scope::Project(project) => self.membership.members(project).await?,
+            _ => Vec::new(),
+        };
+        let conns = self.hub.select(scope, &members);
+        for conn in &conns {
+            conn.close(crate::hub::CloseReason::DISCONNECTED);
+        }
+        Ok(conns.len())
     }
 }

@@ -16,8 +16,11 @@ use crate::node::Herald;
 use crate::publication::{Publication, Scope};
 
 /// `GET /api/v1/stats`.
-pub async fn stats(_: Admin, State(node): State<Herald>) -> Json<crate::node::Stats> {
-    Json(node.stats())
+pub async fn stats(
+    _: Admin,
+    State(node): State<Herald>,
+) -> Result<Json<crate::node::Stats>, ApiError> {
+    Ok(Json(node.cluster_stats().await?))
 }
 
 /// The connections a `?user=` / `?project=` / `?topic=` filter selects (all when none).
@@ -77,8 +80,9 @@ pub async fn disconnect_user(
     _: Admin,
     State(node): State<Herald>,
     Path(user): Path<String>,
-) -> Json<Value> {
-    Json(json!({ "disconnected": node.disconnect_user(&user).await }))
+) -> Result<Json<Value>, ApiError> {
+    let disconnected = node.disconnect_user(&user).await?;
+    Ok(Json(json!({ "disconnected": disconnected })))
 }
 
 /// `POST /api/v1/projects/{id}/disconnect` → `{disconnected}`.

@@ -27,6 +27,9 @@ struct Indexes {
     /// Connections by the projects of their token's `projects` claim.
     by_claimed_project: HashMap<Arc<str>, Members>,
     by_topic: HashMap<Arc<str>, Members>,
+    /// Per topic, the stream offset each recovering subscriber already has (cluster mode:
+    /// a publication can arrive after the replay that included it).
+    floors: HashMap<Arc<str>, HashMap<ConnId, u64>>,
 }
 
 impl Indexes {
@@ -53,6 +56,15 @@ impl Indexes {
         Self::insert(&mut self.by_role, &who.role, conn);
         for project in who.projects.iter() {
             Self::insert(&mut self.by_claimed_project, project, conn);
+        }
+    }
+
+    fn drop_floor(&mut self, topic: &str, id: ConnId) {
+        if let Some(floors) = self.floors.get_mut(topic) {
+            floors.remove(&id);
+            if floors.is_empty() {
+                self.floors.remove(topic);
+            }
         }
     }
 
@@ -125,6 +137,7 @@ impl Hub {
             .unwrap_or_default();
         for topic in &topics {
             Indexes::remove(&mut ix.by_topic, topic, conn.id);
+            ix.drop_floor(topic, conn.id);
         }
         topics
     }
@@ -142,6 +155,12 @@ impl Hub {
 
     /// Subscribes a connection to a topic; false if it already was.
     pub fn subscribe(&self, conn: &Arc<ConnHandle>, topic: &str) -> bool {
+        self.subscribe_after(conn, topic, None)
+    }
+
+    /// Subscribes a connection to a topic, skipping publications whose stream offset is at
+    /// most `floor` (it got them by replay); false if it already was subscribed.
+    pub fn subscribe_after(&self, conn: &Arc<ConnHandle>, topic: &str, floor: Option<u64>) -> bool {
         let mut ix = self.write();
         if !ix.conns.contains_key(&conn.id) {
             return false;
@@ -153,6 +172,12 @@ impl Hub {
             .unwrap_or(false);
         if fresh {
             Indexes::insert(&mut ix.by_topic, topic, conn);
+            if let Some(floor) = floor {
+                ix.floors
+                    .entry(Arc::from(topic))
+                    .or_default()
+                    .insert(conn.id, floor);
+            }
         }
         fresh
     }
@@ -166,6 +191,7 @@ impl Hub {
             .map(|mut t| t.remove(topic))
             .unwrap_or(false);
         Indexes::remove(&mut ix.by_topic, topic, conn.id);
+        ix.drop_floor(topic, conn.id);
         was
     }
 
@@ -177,7 +203,8 @@ impl Hub {
         let json = publication.frame();
         let mut msgpack: Option<Frame> = None;
         let mut reached = 0;
-        self.for_each_in(&publication.scope, project_members, |conn| {
+        let offset = publication.offset;
+        self.for_each_in(&publication.scope, project_members, offset, |conn| {
             let frame = match conn.encoding {
                 Encoding::Json => json.clone(),
                 Encoding::MsgPack => msgpack
@@ -197,15 +224,26 @@ impl Hub {
     /// The live connections in a scope, once each (for listings, counts and disconnects).
     pub fn select(&self, scope: &Scope, project_members: &[String]) -> Vec<Arc<ConnHandle>> {
         let mut selected = Vec::new();
-        self.for_each_in(scope, project_members, |conn| selected.push(conn.clone()));
+        self.for_each_in(scope, project_members, None, |conn| {
+            selected.push(conn.clone())
+        });
         selected
     }
 
+    /// How many live connections are in a scope.
+    pub fn count(&self, scope: &Scope, project_members: &[String]) -> usize {
+        let mut count = 0;
+        self.for_each_in(scope, project_members, None, |_| count += 1);
+        count
+    }
+
     /// Calls `f` once for each connection in `scope`, under the read lock: `f` must not block.
+    /// With a stream `offset`, topic subscribers that already have it are skipped.
     fn for_each_in(
         &self,
         scope: &Scope,
         project_members: &[String],
+        offset: Option<u64>,
         mut f: impl FnMut(&Arc<ConnHandle>),
     ) {
         let ix = self.read();
@@ -219,7 +257,17 @@ impl Hub {
             Scope::All => ix.conns.values().for_each(f),
             Scope::User(user) => in_index(&ix.by_user, user, &mut f),
             Scope::Role(role) => in_index(&ix.by_role, role, &mut f),
-            Scope::Topic(topic) => in_index(&ix.by_topic, topic, &mut f),
+            Scope::Topic(topic) => {
+                let floors = offset.zip(ix.floors.get(topic.as_str()));
+                match (ix.by_topic.get(topic.as_str()), floors) {
+                    (Some(members), Some((offset, floors))) => members
+                        .values()
+                        .filter(|c| floors.get(&c.id).is_none_or(|floor| *floor < offset))
+                        .for_each(f),
+                    (Some(members), None) => members.values().for_each(f),
+                    (None, _) => {}
+                }
+            }
             Scope::Project(project) => {
                 // A member may be listed by the store and claim the project in its token:
                 // de-duplicate by connection so each gets exactly one copy.

@@ -59,6 +59,12 @@ impl CloseReason {
         code: 1002,
         reason: "protocol error",
     };
+    /// Cluster mode: the node lost Redis and its stream's past with it; the client should
+    /// reconnect and resubscribe with `since` (it learns `recovered: false` if it missed some).
+    pub const STREAM_LOST: Self = Self {
+        code: 1012,
+        reason: "service restart: resubscribe",
+    };
 }
 
 /// The shared half of a connection: the hub holds it in its indexes, the connection task

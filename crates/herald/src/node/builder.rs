@@ -5,12 +5,16 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 
-use super::{Engines, Herald, StartError};
+use super::cluster::Cluster;
+use super::{Engines, Herald, Parts, StartError};
 use crate::auth::{Authenticator, Verifier};
 use crate::config::Config;
+use crate::engine::memory::{MemoryBroker, MemoryPresence};
+use crate::engine::redis::{RedisBroker, RedisOptions, RedisStore};
 use crate::engine::sqlite::{self, SqliteHistory, SqliteInbox, SqliteMembership};
-use crate::engine::Membership;
+use crate::engine::{Broker, LocalDelivery, Membership, Presence, Stripes};
 use crate::handler::{Handler, HandlerResult, Incoming};
+use crate::hub::Hub;
 
 /// Client commands Herald answers itself: a custom handler cannot take these names.
 const BUILT_IN: &[&str] = &[
@@ -112,8 +116,9 @@ impl HeraldBuilder {
         self
     }
 
-    /// Checks the config and opens the engines (the SQLite file in `config.data_dir` unless
-    /// [`in_memory`](Self::in_memory)).
+    /// Checks the config and opens the engines: Redis for all of them when
+    /// `config.redis_url` is set (cluster mode), else the SQLite file in `config.data_dir`
+    /// unless [`in_memory`](Self::in_memory).
     pub async fn build(self) -> Result<Herald, StartError> {
         let config = self.config;
         config.validate().map_err(|e| StartError(e.0))?;
@@ -122,11 +127,6 @@ impl HeraldBuilder {
                 "a handler cannot take the message type `{kind}`: Herald answers it itself"
             )));
         }
-        if config.redis_url.is_some() {
-            return Err(StartError(
-                "redis_url: the Redis engine is not part of this build yet".into(),
-            ));
-        }
         let authenticator = match self.authenticator {
             Some(authenticator) => authenticator,
             None => Arc::new(
@@ -134,21 +134,70 @@ impl HeraldBuilder {
                     .map_err(StartError)?,
             ),
         };
-        let mut engines = if self.in_memory {
-            Engines::memory()
-        } else {
-            open_sqlite(&config).await?
+        let redis = config.redis_url.as_ref().map(|url| {
+            RedisStore::open(&RedisOptions {
+                url: url.clone(),
+                node_id: config.node_id.clone().unwrap_or_else(random_node_id),
+                timeout: config.cluster.redis_timeout,
+            })
+            .map_err(|e| StartError(e.0))
+        });
+        let redis = redis.transpose()?;
+        let mut engines = match &redis {
+            Some(store) => Engines {
+                membership: Arc::new(store.clone()),
+                history: Arc::new(store.clone()),
+                inbox: Arc::new(store.clone()),
+            },
+            None if self.in_memory => Engines::memory(),
+            None => open_sqlite(&config).await?,
         };
         if let Some(membership) = self.membership {
             engines.membership = membership;
         }
-        Ok(Herald::assemble(
-            config,
-            authenticator,
-            engines,
-            self.handlers,
-        ))
+        let hub = Arc::new(Hub::new());
+        let stripes = Arc::new(Stripes::new());
+        let local = LocalDelivery {
+            hub: hub.clone(),
+            membership: engines.membership.clone(),
+            stripes: stripes.clone(),
+        };
+        let (broker, presence, cluster): (Arc<dyn Broker>, Arc<dyn Presence>, _) = match redis {
+            Some(store) => {
+                let broker = Arc::new(RedisBroker::start(
+                    store.clone(),
+                    local,
+                    Arc::new(config.clone()),
+                ));
+                let cluster = Cluster {
+                    store: store.clone(),
+                    broker: broker.clone(),
+                };
+                (broker, Arc::new(store), Some(cluster))
+            }
+            None => (
+                Arc::new(MemoryBroker::new(local)),
+                Arc::new(MemoryPresence::new()),
+                None,
+            ),
+        };
+        let parts = Parts {
+            hub,
+            stripes,
+            broker,
+            presence,
+            cluster,
+        };
+        let herald = Herald::assemble(config, authenticator, engines, self.handlers, parts);
+        herald.start_cluster().await;
+        Ok(herald)
     }
+}
+
+/// A node id for a node started without one: unique, and new on every start (the old one's
+/// entries are reaped once its heartbeat expires).
+fn random_node_id() -> String {
+    format!("node-{:08x}", rand::random::<u32>())
 }
 
 /// The embedded engines on one SQLite file in the data dir.

@@ -5,15 +5,7 @@ use serde::Serialize;
 
 use super::{Herald, Published};
 use crate::engine::EngineError;
-use crate::hub::CloseReason;
 use crate::publication::{Publication, Scope};
-
-fn close_all(conns: &[std::sync::Arc<crate::hub::ConnHandle>]) -> usize {
-    for conn in conns {
-        conn.close(CloseReason::DISCONNECTED);
-    }
-    conns.len()
-}
 
 fn to_value(data: impl Serialize) -> Result<serde_json::Value, EngineError> {
     serde_json::to_value(data).map_err(|e| EngineError(format!("data is not JSON: {e}")))
@@ -83,16 +75,23 @@ impl Herald {
         self.send_to(Scope::Topic(topic.into()), event, data).await
     }
 
-    /// Closes every connection of a user (close 1000); returns how many.
-    pub async fn disconnect_user(&self, user: &str) -> usize {
-        close_all(&self.inner.hub.select(&Scope::User(user.into()), &[]))
+    /// Closes every connection of a user (close 1000), on every node in cluster mode;
+    /// returns how many.
+    pub async fn disconnect_user(&self, user: &str) -> Result<usize, EngineError> {
+        self.disconnect(&Scope::User(user.into())).await
     }
 
     /// Closes every connection of every member of a project (membership store or token
-    /// claim, close 1000); returns how many.
+    /// claim, close 1000), on every node in cluster mode; returns how many.
     pub async fn disconnect_project(&self, project: &str) -> Result<usize, EngineError> {
-        let conns = self.connections_in(&Scope::Project(project.into())).await?;
-        Ok(close_all(&conns))
+        self.disconnect(&Scope::Project(project.into())).await
+    }
+
+    async fn disconnect(&self, scope: &Scope) -> Result<usize, EngineError> {
+        match &self.inner.cluster {
+            Some(cluster) => cluster.broker.disconnect(scope).await,
+            None => self.local_delivery().disconnect(scope).await,
+        }
     }
 
     /// Every route Herald serves (`/ws`, `/api/v1/...`, health, metrics), to merge into the

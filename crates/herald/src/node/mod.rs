@@ -4,6 +4,7 @@
 //! `streams.rs` holds what keeps messages: topic history, recovery, the offline inbox.
 
 mod builder;
+mod cluster;
 mod handle;
 mod streams;
 
@@ -21,11 +22,10 @@ use std::collections::HashMap;
 use crate::auth::{AuthError, Authenticator, Principal};
 use crate::config::Config;
 use crate::connection::limits::IpSlots;
-use crate::engine::memory::{MemoryBroker, MemoryPresence};
 use crate::handler::Handler;
 
 use crate::engine::{
-    Broker, EngineError, History, Inbox, LocalDelivery, Membership, Presence, PresenceEntry,
+    Broker, EngineError, History, Inbox, Membership, Presence, PresenceEntry, Stripes,
 };
 use crate::hub::{CloseReason, ConnHandle, Hub};
 use crate::protocol::reply_frame;
@@ -69,6 +69,33 @@ pub struct Stats {
     pub slow_consumers_dropped: u64,
     /// Seconds since the node started.
     pub uptime_s: u64,
+    /// Cluster mode: each live node's own figures (the fields above are their sums; `users`
+    /// and `topics` count a user or topic once per node holding it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<Vec<NodeStats>>,
+}
+
+/// One node's figures in a cluster's [`Stats`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NodeStats {
+    /// The node's id (`--node-id`).
+    pub node_id: String,
+    /// Authenticated connections.
+    pub total_clients: usize,
+    /// Authenticated connections by role.
+    pub by_role: std::collections::BTreeMap<String, usize>,
+    /// Distinct users with a connection.
+    pub users: usize,
+    /// Topics with at least one subscriber.
+    pub topics: usize,
+    /// Frames sent to clients.
+    pub messages_sent: u64,
+    /// Frames received from clients.
+    pub messages_received: u64,
+    /// Connections closed because they could not keep up.
+    pub slow_consumers_dropped: u64,
+    /// Seconds since the node started.
+    pub uptime_s: u64,
 }
 
 /// The engines a node runs on.
@@ -92,10 +119,15 @@ impl Engines {
     }
 }
 
-/// Publications and subscriptions of one key (a topic, a user) are serialized on one of these
-/// stripes, so a stream's offsets are delivered in order and a recovery or an inbox read never
-/// interleaves with a publication to the same key.
-const STRIPES: usize = 64;
+/// What a node is made of besides its config and engines: the live registry, the per-key
+/// locks, the broker and presence engines, and the cluster link in Redis mode.
+pub(crate) struct Parts {
+    pub hub: Arc<Hub>,
+    pub stripes: Arc<Stripes>,
+    pub broker: Arc<dyn Broker>,
+    pub presence: Arc<dyn Presence>,
+    pub cluster: Option<cluster::Cluster>,
+}
 
 /// A running Herald: cheap to clone, shared by every connection and request.
 #[derive(Clone)]
@@ -113,7 +145,8 @@ struct Inner {
     presence: Arc<dyn Presence>,
     history: Arc<dyn History>,
     inbox: Arc<dyn Inbox>,
-    stripes: Vec<tokio::sync::Mutex<()>>,
+    stripes: Arc<Stripes>,
+    cluster: Option<cluster::Cluster>,
     shutdown: CancellationToken,
     started_at: Instant,
     ip_slots: Arc<IpSlots>,
@@ -139,24 +172,27 @@ impl Herald {
         builder.build().await
     }
 
-    /// Assembles a node from its parts, with the memory broker and presence.
+    /// Assembles a node from its parts.
     fn assemble(
         config: Config,
         authenticator: Arc<dyn Authenticator>,
         engines: Engines,
         handlers: HashMap<String, Handler>,
+        parts: Parts,
     ) -> Self {
         let Engines {
             membership,
             history,
             inbox,
         } = engines;
+        let Parts {
+            hub,
+            stripes,
+            broker,
+            presence,
+            cluster,
+        } = parts;
         crate::metrics::install();
-        let hub = Arc::new(Hub::new());
-        let broker = Arc::new(MemoryBroker::new(LocalDelivery {
-            hub: hub.clone(),
-            membership: membership.clone(),
-        }));
         Self {
             inner: Arc::new(Inner {
                 ip_slots: IpSlots::new(config.limits.max_connections_per_ip),
@@ -166,10 +202,11 @@ impl Herald {
                 hub,
                 broker,
                 membership,
-                presence: Arc::new(MemoryPresence::new()),
+                presence,
                 history,
                 inbox,
-                stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+                stripes,
+                cluster,
                 shutdown: CancellationToken::new(),
                 started_at: Instant::now(),
                 connections: TaskTracker::new(),
@@ -198,6 +235,15 @@ impl Herald {
 
     pub(crate) fn membership(&self) -> &Arc<dyn Membership> {
         &self.inner.membership
+    }
+
+    /// This node's delivery to its own connections.
+    pub(crate) fn local_delivery(&self) -> crate::engine::LocalDelivery {
+        crate::engine::LocalDelivery {
+            hub: self.inner.hub.clone(),
+            membership: self.inner.membership.clone(),
+            stripes: self.inner.stripes.clone(),
+        }
     }
 
     /// Cancelled when the node shuts down; every connection loop watches it.
@@ -265,6 +311,15 @@ impl Herald {
         Ok(self.inner.hub.select(scope, &members))
     }
 
+    /// How many live connections of this node are in a scope (project members resolved).
+    pub(crate) async fn count_in(&self, scope: &Scope) -> Result<usize, EngineError> {
+        let members = match scope {
+            Scope::Project(project) => self.inner.membership.members(project).await?,
+            _ => Vec::new(),
+        };
+        Ok(self.inner.hub.count(scope, &members))
+    }
+
     /// What this node holds and has done since it started (`GET /api/v1/stats`).
     pub fn stats(&self) -> Stats {
         use std::sync::atomic::Ordering::Relaxed;
@@ -279,12 +334,14 @@ impl Herald {
             messages_received: counters.received.load(Relaxed),
             slow_consumers_dropped: counters.slow_consumers.load(Relaxed),
             uptime_s: self.uptime().as_secs(),
+            nodes: None,
         }
     }
 
     /// Whether the engines answer (for `GET /ready`).
     pub async fn check_engines(&self) -> Result<(), EngineError> {
-        self.inner.membership.check().await
+        self.inner.membership.check().await?;
+        self.inner.broker.check().await
     }
 
     /// Whether `who` belongs to `project`, by the token's claim or the membership store.
@@ -338,11 +395,27 @@ impl Herald {
         self.track(conn, topic, true).await;
     }
 
+    /// Subscribes a connection to a topic without history (rules already checked); false if
+    /// it already was. In cluster mode the node first tells Redis it wants the topic.
+    pub(crate) async fn subscribe(
+        &self,
+        conn: &Arc<ConnHandle>,
+        topic: &str,
+    ) -> Result<bool, EngineError> {
+        self.inner.broker.watch(topic).await?;
+        let fresh = self.inner.hub.subscribe(conn, topic);
+        if !fresh {
+            self.inner.broker.unwatch(topic).await;
+        }
+        Ok(fresh)
+    }
+
     /// Unsubscribes a connection from a topic, updating presence and announcing `user_left`
     /// when it was the user's last connection there. False if it was not subscribed.
     pub(crate) async fn leave_topic(&self, conn: &ConnHandle, topic: &str) -> bool {
         let was = self.inner.hub.unsubscribe(conn, topic);
         if was {
+            self.inner.broker.unwatch(topic).await;
             self.left(conn, topic).await;
         }
         was
@@ -351,8 +424,14 @@ impl Herald {
     /// Removes a connection that ended from the hub and from every topic it was on.
     pub(crate) async fn forget(&self, conn: &ConnHandle) {
         for topic in self.inner.hub.unregister(conn) {
+            self.inner.broker.unwatch(&topic).await;
             self.left(conn, &topic).await;
         }
+        // Every connection that gets here was attached (`Herald::attach`).
+        self.inner
+            .broker
+            .user_disconnected(&conn.principal().user_id)
+            .await;
     }
 
     async fn left(&self, conn: &ConnHandle, topic: &str) {

@@ -6,8 +6,6 @@
 //! exactly once (replayed or live), and a user-scope message is either delivered to a live
 //! connection or kept in the inbox, never neither.
 
-use std::hash::{Hash, Hasher};
-
 use super::{Herald, Published};
 use crate::engine::{EngineError, HistoryPage, InboxLimits, Retention, StreamPosition};
 use crate::hub::ConnHandle;
@@ -29,26 +27,12 @@ pub struct Recovery {
 }
 
 impl Herald {
-    fn stripe(&self, key: &str) -> &tokio::sync::Mutex<()> {
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        key.hash(&mut hasher);
-        let stripes = &self.inner.stripes;
-        &stripes[(hasher.finish() as usize) % stripes.len()]
-    }
-
     /// How much of the topic's stream is kept, or `None` when its namespace keeps no history.
     pub fn retention(&self, topic: &str) -> Option<Retention> {
-        self.inner
-            .config
-            .namespace(crate::topic::namespace(topic))
-            .filter(|ns| ns.history_size > 0)
-            .map(|ns| Retention {
-                size: ns.history_size,
-                ttl: ns.history_ttl,
-            })
+        crate::topic::retention(&self.inner.config, topic)
     }
 
-    fn inbox_limits(&self) -> InboxLimits {
+    pub(crate) fn inbox_limits(&self) -> InboxLimits {
         InboxLimits {
             max_messages: self.inner.config.inbox.max_messages,
             ttl: self.inner.config.inbox.ttl,
@@ -59,44 +43,44 @@ impl Herald {
     /// durably before anyone sees it); a user-scope event for a user with no live connection
     /// is kept in their inbox (durably) instead. Either way, a successful return means the
     /// publication will not be lost.
-    pub async fn send(&self, mut publication: Publication) -> Result<Published, EngineError> {
+    ///
+    /// In cluster mode delivery is asynchronous (every node gets the publication from Redis),
+    /// so `recipients` counts this node's connections in the scope at the time of sending.
+    pub async fn send(&self, publication: Publication) -> Result<Published, EngineError> {
         let id = publication.id.clone();
-        match publication.scope.clone() {
+        let broker = &self.inner.broker;
+        let local = if broker.is_remote() {
+            Some(self.count_in(&publication.scope).await?)
+        } else {
+            None
+        };
+        let (recipients, offset, queued) = match publication.scope.clone() {
             Scope::Topic(topic) => {
                 let Some(retention) = self.retention(&topic) else {
                     let recipients = self.broadcast(publication).await?;
-                    return Ok(published(id, recipients, None, false));
+                    return Ok(published(id, local.unwrap_or(recipients), None, false));
                 };
-                let _stream = self.stripe(&topic).lock().await;
-                let at = self
-                    .inner
-                    .history
-                    .append(&topic, &publication, retention)
+                let _stream = self.inner.stripes.of(&topic).lock().await;
+                let (at, recipients) = broker
+                    .publish_to_stream(self.inner.history.as_ref(), publication, retention)
                     .await
-                    .inspect_err(|_| crate::metrics::engine_error("history"))?;
-                publication.offset = Some(at.offset);
-                publication.epoch = Some(at.epoch);
-                let recipients = self.broadcast(publication).await?;
-                Ok(published(id, recipients, Some(at.offset), false))
+                    .inspect_err(|_| crate::metrics::engine_error("broker"))?;
+                (recipients, Some(at.offset), false)
             }
             Scope::User(user) => {
-                let _user = self.stripe(&format!("user:{user}")).lock().await;
-                if self.inner.hub.has_user(&user) {
-                    let recipients = self.broadcast(publication).await?;
-                    return Ok(published(id, recipients, None, false));
-                }
-                self.inner
-                    .inbox
-                    .store(&user, &publication, self.inbox_limits())
+                let _user = self.inner.stripes.of_user(&user).lock().await;
+                let live = broker
+                    .publish_to_user(self.inner.inbox.as_ref(), self.inbox_limits(), publication)
                     .await
-                    .inspect_err(|_| crate::metrics::engine_error("inbox"))?;
-                Ok(published(id, 0, None, true))
+                    .inspect_err(|_| crate::metrics::engine_error("broker"))?;
+                match live {
+                    Some(recipients) => (recipients, None, false),
+                    None => return Ok(published(id, 0, None, true)),
+                }
             }
-            _ => {
-                let recipients = self.broadcast(publication).await?;
-                Ok(published(id, recipients, None, false))
-            }
-        }
+            _ => (self.broadcast(publication).await?, None, false),
+        };
+        Ok(published(id, local.unwrap_or(recipients), offset, queued))
     }
 
     /// Registers an authenticated connection and returns its user's offline inbox, to be
@@ -104,11 +88,11 @@ impl Herald {
     /// user-scope publication either is in this inbox or is delivered live, never neither.
     pub(crate) async fn attach(&self, conn: &std::sync::Arc<ConnHandle>) -> Vec<Publication> {
         let user = conn.principal().user_id;
-        let _user = self.stripe(&format!("user:{user}")).lock().await;
+        let _user = self.inner.stripes.of_user(&user).lock().await;
         let pending = self
             .inner
-            .inbox
-            .pending(&user, self.inbox_limits())
+            .broker
+            .user_connected(self.inner.inbox.as_ref(), self.inbox_limits(), &user)
             .await
             .unwrap_or_else(|e| {
                 // Unread now, delivered on a later connection: nothing is lost.
@@ -139,16 +123,36 @@ impl Herald {
         since: Option<&Since>,
         retention: Retention,
     ) -> Result<Recovery, EngineError> {
-        let _stream = self.stripe(topic).lock().await;
+        let broker = &self.inner.broker;
+        // First the node receives the topic (cluster mode), then it reads: nothing published
+        // after the read can miss this node.
+        broker.watch(topic).await?;
+        let _stream = self.inner.stripes.of(topic).lock().await;
         let after = since.map_or(u64::MAX, |s| s.offset);
-        let page = self
+        let page = match self
             .inner
             .history
             .read(topic, after, retention.size.max(1), retention)
             .await
-            .inspect_err(|_| crate::metrics::engine_error("history"))?;
-        let fresh = self.inner.hub.subscribe(conn, topic);
+        {
+            Ok(page) => page,
+            Err(e) => {
+                crate::metrics::engine_error("history");
+                broker.unwatch(topic).await;
+                return Err(e);
+            }
+        };
         let recovered = since.is_some_and(|s| recoverable(s, &page));
+        // In cluster mode a publication the read already holds may still be on its way here:
+        // this subscriber skips offsets up to the stream's newest at the read (the replay ends
+        // there too).
+        let floor = broker.is_remote().then_some(page.position.offset);
+        let fresh = self.inner.hub.subscribe_after(conn, topic, floor);
+        if fresh {
+            broker.subscribed_at(topic, &page.position);
+        } else {
+            broker.unwatch(topic).await;
+        }
         Ok(Recovery {
             fresh,
             position: page.position,

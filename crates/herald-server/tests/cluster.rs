@@ -1,0 +1,449 @@
+//! Many nodes as one (issue 7): three `herald` processes on one private `redis-server`. The
+//! Redis engines pass the same conformance suite as the embedded ones; every scope, history
+//! offsets, presence, the inbox, disconnects and stats work across nodes; and each fault (a
+//! node killed, Redis restarted, Redis unreachable) has a test.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::redis::RedisServer;
+use common::*;
+use herald::engine::conformance;
+use herald::engine::redis::{RedisOptions, RedisStore};
+use serde_json::{json, Value};
+
+const NAMESPACES: &str =
+    "[[namespaces]]\nname = \"chat\"\nhistory_size = 100\nhistory_ttl = \"1h\"\n\
+     [[namespaces]]\nname = \"room\"\npresence = true\njoin_leave = true\n";
+
+/// A node of the cluster on `redis`, named `id`, with a short node TTL and Redis timeout.
+fn node(redis: &RedisServer, id: &str) -> Server {
+    Server::start(&format!(
+        "redis_url = \"{}\"\nnode_id = \"{id}\"\n[cluster]\nnode_ttl = \"1s\"\nredis_timeout = \"500ms\"\n{NAMESPACES}",
+        redis.url()
+    ))
+}
+
+fn three_nodes(redis: &RedisServer) -> [Server; 3] {
+    [node(redis, "n1"), node(redis, "n2"), node(redis, "n3")]
+}
+
+/// Waits until a node says it is ready (its Pub/Sub link is up).
+async fn ready(server: &Server) {
+    eventually("the node to be ready", || async {
+        let status = reqwest::get(server.http("/ready")).await.ok()?.status();
+        (status == 200).then_some(())
+    })
+    .await;
+}
+
+/// The next `kind` event about `user`, skipping other join/leave events (a joiner also hears
+/// its own `user_joined`, which in cluster mode may come before or after others').
+async fn next_event(client: &mut Client, kind: &str, user: &str) -> Value {
+    loop {
+        let got = client.recv().await;
+        if got["type"] == kind && got["data"]["user_id"] == user {
+            return got;
+        }
+        assert!(
+            got["type"] == "user_joined" || got["type"] == "user_left",
+            "expected {kind} {user}, got {got}"
+        );
+    }
+}
+
+async fn publish(server: &Server, scope: &str, target: Option<&str>, data: Value) -> Value {
+    let mut body = json!({"scope": scope, "type": "event", "data": data});
+    if let Some(target) = target {
+        body["target"] = json!(target);
+    }
+    let (status, answer) = server.publish(body).await;
+    assert_eq!(status, 200, "{answer}");
+    answer
+}
+
+#[tokio::test]
+async fn the_redis_engines_pass_the_conformance_suite() {
+    let redis = RedisServer::start();
+    let store = RedisStore::open(&RedisOptions {
+        url: redis.url(),
+        node_id: "conformance".into(),
+        timeout: Duration::from_secs(2),
+    })
+    .expect("open");
+    conformance::membership(&store).await;
+    conformance::presence(&store).await;
+    conformance::history(&store).await;
+    conformance::inbox(&store).await;
+}
+
+#[tokio::test]
+async fn every_scope_reaches_the_right_connections_on_every_node_exactly_once() {
+    let redis = RedisServer::start();
+    let nodes = three_nodes(&redis);
+    for n in &nodes {
+        ready(n).await;
+    }
+    let [n1, n2, n3] = &nodes;
+    // alice has a tab on n1 and on n2; bob (admin) is on n3; carol claims project p1 on n2;
+    // dave is a stored member of p1 on n3; erin is on n1 with nothing in common.
+    let mut alice1 = n1.connect(&token("alice", "user", &[])).await;
+    let mut alice2 = n2.connect(&token("alice", "user", &[])).await;
+    let mut bob = n3.connect(&token("bob", "admin", &[])).await;
+    let mut carol = n2.connect(&token("carol", "user", &["p1"])).await;
+    let mut dave = n3.connect(&token("dave", "user", &[])).await;
+    let mut erin = n1.connect(&token("erin", "user", &[])).await;
+    let (status, _) = n1
+        .api(
+            "PUT",
+            "/api/v1/projects/p1/members/dave",
+            Some(API_KEY),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    for (client, who) in [
+        (&mut alice1, "alice"),
+        (&mut bob, "bob"),
+        (&mut erin, "erin"),
+    ] {
+        client.subscribe("news").await;
+        let _ = who;
+    }
+
+    publish(n2, "user", Some("alice"), json!({"n": 1})).await;
+    for alice in [&mut alice1, &mut alice2] {
+        assert_eq!(alice.recv().await["data"]["n"], 1);
+    }
+    publish(n1, "role", Some("admin"), json!({"n": 2})).await;
+    assert_eq!(bob.recv().await["data"]["n"], 2);
+    publish(n1, "project", Some("p1"), json!({"n": 3})).await;
+    assert_eq!(carol.recv().await["data"]["n"], 3);
+    assert_eq!(dave.recv().await["data"]["n"], 3);
+    publish(n3, "topic", Some("news"), json!({"n": 4})).await;
+    for client in [&mut alice1, &mut bob, &mut erin] {
+        let got = client.recv().await;
+        assert_eq!(
+            (got["topic"].clone(), got["data"]["n"].clone()),
+            (json!("news"), json!(4))
+        );
+    }
+    publish(n2, "all", None, json!({"n": 5})).await;
+    for client in [
+        &mut alice1,
+        &mut alice2,
+        &mut bob,
+        &mut carol,
+        &mut dave,
+        &mut erin,
+    ] {
+        assert_eq!(client.recv().await["data"]["n"], 5, "everyone, once");
+        client.expect_silence().await;
+    }
+}
+
+#[tokio::test]
+async fn offsets_are_cluster_wide_and_recovery_works_on_any_node() {
+    let redis = RedisServer::start();
+    let nodes = three_nodes(&redis);
+    for n in &nodes {
+        ready(n).await;
+    }
+    let mut reader = nodes[2].connect(&token("reader", "user", &[])).await;
+    reader.subscribe("chat:general").await;
+    for (i, n) in nodes.iter().cycle().take(6).enumerate() {
+        let answer = publish(n, "topic", Some("chat:general"), json!({"i": i})).await;
+        assert_eq!(
+            answer["offset"],
+            i as u64 + 1,
+            "one counter for the cluster"
+        );
+    }
+    let mut epoch = Value::Null;
+    for i in 0..6u64 {
+        let got = reader.recv().await;
+        assert_eq!(
+            (got["offset"].as_u64(), got["data"]["i"].as_u64()),
+            (Some(i + 1), Some(i))
+        );
+        epoch = got["epoch"].clone();
+    }
+    drop(reader);
+    for i in 6..9 {
+        publish(&nodes[0], "topic", Some("chat:general"), json!({"i": i})).await;
+    }
+    // Back on another node, from offset 6: the three it missed, then live ones.
+    let mut back = nodes[1].connect(&token("reader", "user", &[])).await;
+    let reply = back
+        .request(json!({"type": "subscribe", "topic": "chat:general",
+                        "since": {"offset": 6, "epoch": epoch}}))
+        .await;
+    assert_eq!(reply["data"]["recovered"], true, "{reply}");
+    for offset in 7..=9u64 {
+        assert_eq!(back.recv().await["offset"], offset);
+    }
+    publish(&nodes[2], "topic", Some("chat:general"), json!({"i": 9})).await;
+    assert_eq!(back.recv().await["offset"], 10);
+    back.expect_silence().await;
+    // The HTTP history answers the same on every node.
+    for n in &nodes {
+        let (status, page) = n
+            .api(
+                "GET",
+                "/api/v1/topics/chat%3Ageneral/history?limit=100",
+                Some(API_KEY),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{page}");
+        assert_eq!(
+            page["messages"].as_array().map(Vec::len),
+            Some(10),
+            "{page}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn presence_and_join_leave_are_cluster_wide() {
+    let redis = RedisServer::start();
+    let nodes = three_nodes(&redis);
+    for n in &nodes {
+        ready(n).await;
+    }
+    let mut alice = nodes[0].connect(&token("alice", "user", &[])).await;
+    alice.subscribe("room:1").await;
+    let mut bob = nodes[1].connect(&token("bob", "user", &[])).await;
+    bob.subscribe("room:1").await;
+    next_event(&mut alice, "user_joined", "bob").await;
+    let (status, body) = nodes[2]
+        .api(
+            "GET",
+            "/api/v1/topics/room%3A1/presence",
+            Some(API_KEY),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let users: Vec<&str> = body["users"]
+        .as_array()
+        .expect("users")
+        .iter()
+        .filter_map(|u| u["user_id"].as_str())
+        .collect();
+    assert_eq!(users, ["alice", "bob"]);
+    drop(bob);
+    next_event(&mut alice, "user_left", "bob").await;
+}
+
+#[tokio::test]
+async fn the_inbox_is_per_user_across_the_cluster() {
+    let redis = RedisServer::start();
+    let nodes = three_nodes(&redis);
+    for n in &nodes {
+        ready(n).await;
+    }
+    let carol = nodes[1].connect(&token("carol", "user", &[])).await;
+    let (status, live) = nodes[0]
+        .api(
+            "POST",
+            "/api/v1/users/carol/message",
+            Some(API_KEY),
+            Some(json!({"type": "note", "data": {"n": 1}})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        live["queued"], false,
+        "online on another node is online: {live}"
+    );
+    drop(carol.close_cleanly().await);
+    let offline = eventually("carol to be offline everywhere", || async {
+        let (_, answer) = nodes[0]
+            .api(
+                "POST",
+                "/api/v1/users/carol/message",
+                Some(API_KEY),
+                Some(json!({"type": "note", "data": {"n": 2}})),
+            )
+            .await;
+        (answer["queued"] == true).then_some(answer)
+    })
+    .await;
+    let mut back = nodes[2].connect(&token("carol", "user", &[])).await;
+    let kept = back.recv().await;
+    assert_eq!(
+        (kept["offline"].clone(), kept["id"].clone()),
+        (json!(true), offline["id"].clone())
+    );
+    back.send(json!({"type": "ack", "ids": [offline["id"]]}))
+        .await;
+    back.expect_silence().await;
+    drop(back.close_cleanly().await);
+    let mut again = nodes[0].connect(&token("carol", "user", &[])).await;
+    again.expect_silence().await;
+}
+
+#[tokio::test]
+async fn disconnects_and_stats_span_the_cluster() {
+    let redis = RedisServer::start();
+    let nodes = three_nodes(&redis);
+    for n in &nodes {
+        ready(n).await;
+    }
+    let mut on1 = nodes[0].connect(&token("dave", "user", &[])).await;
+    let mut on2 = nodes[1].connect(&token("dave", "user", &[])).await;
+    let _other = nodes[1].connect(&token("erin", "staff", &[])).await;
+    let stats = eventually("every node in the stats", || async {
+        let (_, stats) = nodes[0]
+            .api("GET", "/api/v1/stats", Some(API_KEY), None)
+            .await;
+        (stats["total_clients"] == 3 && stats["nodes"].as_array().map(Vec::len) == Some(3))
+            .then_some(stats)
+    })
+    .await;
+    let per_node: Vec<(String, u64)> = stats["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| {
+            (
+                n["node_id"].as_str().unwrap_or("").to_string(),
+                n["total_clients"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(
+        per_node,
+        [("n1".into(), 1), ("n2".into(), 2), ("n3".into(), 0)]
+    );
+    assert_eq!(stats["by_role"]["staff"], 1, "{stats}");
+    let (status, answer) = nodes[2]
+        .api("POST", "/api/v1/users/dave/disconnect", Some(API_KEY), None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        answer["disconnected"], 2,
+        "both of dave's sockets, on two other nodes"
+    );
+    for client in [&mut on1, &mut on2] {
+        assert_eq!(client.closed().await.code, 1000);
+    }
+}
+
+#[tokio::test]
+async fn a_killed_node_is_reaped_and_its_users_leave() {
+    let redis = RedisServer::start();
+    let [n1, mut n2, n3] = three_nodes(&redis);
+    for n in [&n1, &n2, &n3] {
+        ready(n).await;
+    }
+    let mut alice = n1.connect(&token("alice", "user", &[])).await;
+    alice.subscribe("room:9").await;
+    let mut bob = n2.connect(&token("bob", "user", &[])).await;
+    bob.subscribe("room:9").await;
+    next_event(&mut alice, "user_joined", "bob").await;
+    n2.signal("KILL");
+    // Within the node TTL (1 s here) and a heartbeat, another node announces bob's leave.
+    next_event(&mut alice, "user_left", "bob").await;
+    let (_, body) = n3
+        .api(
+            "GET",
+            "/api/v1/topics/room%3A9/presence",
+            Some(API_KEY),
+            None,
+        )
+        .await;
+    assert_eq!(body["users"].as_array().map(Vec::len), Some(1), "{body}");
+    // The others keep serving, and bob is offline: his messages wait in the inbox.
+    publish(&n3, "topic", Some("room:9"), json!({"still": "here"})).await;
+    assert_eq!(alice.recv().await["data"]["still"], "here");
+    let (_, answer) = n1
+        .api(
+            "POST",
+            "/api/v1/users/bob/message",
+            Some(API_KEY),
+            Some(json!({"type": "note", "data": {}})),
+        )
+        .await;
+    assert_eq!(answer["queued"], true, "{answer}");
+    let stats = eventually("the dead node out of the stats", || async {
+        let (_, stats) = n1.api("GET", "/api/v1/stats", Some(API_KEY), None).await;
+        (stats["nodes"].as_array().map(Vec::len) == Some(2)).then_some(stats)
+    })
+    .await;
+    assert_eq!(stats["total_clients"], 1, "{stats}");
+}
+
+#[tokio::test]
+async fn a_lost_pubsub_link_is_caught_up_from_the_stream() {
+    let redis = RedisServer::start();
+    let nodes = three_nodes(&redis);
+    for n in &nodes {
+        ready(n).await;
+    }
+    let mut reader = nodes[0].connect(&token("reader", "user", &[])).await;
+    reader.subscribe("chat:blip").await;
+    publish(&nodes[1], "topic", Some("chat:blip"), json!({"i": 1})).await;
+    assert_eq!(reader.recv().await["offset"], 1);
+    // Every node's Pub/Sub link is cut (Redis keeps its data); a publication made before the
+    // links are back still reaches the reader, once, in order.
+    let killed = redis
+        .command(&["CLIENT", "KILL", "TYPE", "pubsub"])
+        .expect("redis");
+    assert!(killed.starts_with(':'), "{killed}");
+    publish(&nodes[1], "topic", Some("chat:blip"), json!({"i": 2})).await;
+    assert_eq!(reader.recv().await["offset"], 2);
+    publish(&nodes[2], "topic", Some("chat:blip"), json!({"i": 3})).await;
+    assert_eq!(reader.recv().await["offset"], 3);
+    reader.expect_silence().await;
+}
+
+#[tokio::test]
+async fn redis_down_means_503_in_bounded_time_then_a_restart_is_resumed() {
+    let mut redis = RedisServer::start();
+    let n1 = node(&redis, "n1");
+    ready(&n1).await;
+    let mut reader = n1.connect(&token("reader", "user", &[])).await;
+    let reply = reader
+        .request(json!({"type": "subscribe", "topic": "chat:x"}))
+        .await;
+    assert_eq!(reply["type"], "subscribed");
+    let first = publish(&n1, "topic", Some("chat:x"), json!({"i": 1})).await;
+    let got = reader.recv().await;
+    assert_eq!(got["offset"], first["offset"]);
+    let epoch = got["epoch"].clone();
+
+    redis.stop();
+    eventually("/ready to answer 503", || async {
+        let status = reqwest::get(n1.http("/ready")).await.ok()?.status();
+        (status == 503).then_some(())
+    })
+    .await;
+    let started = Instant::now();
+    let (status, answer) = n1
+        .publish(json!({"scope": "topic", "target": "chat:x", "type": "e", "data": {}}))
+        .await;
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(answer["error"]["code"], "processing_error");
+    // Bounded by the Redis timeout (500 ms here); the bound below only guards against a hang.
+    assert!(started.elapsed() < Duration::from_secs(5), "publish hung");
+    assert!(reader.is_alive().await, "live connections stay up");
+
+    redis.start_again();
+    ready(&n1).await;
+    // Redis came back empty: the stream's past is gone, so the subscriber is asked to
+    // resubscribe, and learns that it cannot recover.
+    let closed = reader.closed().await;
+    assert_eq!(closed.code, 1012, "{closed:?}");
+    let mut back = n1.connect(&token("reader", "user", &[])).await;
+    let reply = back
+        .request(json!({"type": "subscribe", "topic": "chat:x",
+                        "since": {"offset": first["offset"], "epoch": epoch}}))
+        .await;
+    assert_eq!(reply["type"], "subscribed", "{reply}");
+    assert_eq!(reply["data"]["recovered"], false, "{reply}");
+    let again = publish(&n1, "topic", Some("chat:x"), json!({"i": 2})).await;
+    assert_eq!(back.recv().await["offset"], again["offset"]);
+}

@@ -1,0 +1,500 @@
+//! [`RedisBroker`]: publications between nodes over Redis Pub/Sub, routed by interest.
+//!
+//! Channels: `herald:topic:<topic>` (a node subscribes while it has subscribers to the topic),
+//! `herald:scopes` (`all`, `role`, `project`: every node), `herald:to-node:<id>` (user-scope
+//! publications, only to the nodes holding the user, and replies), `herald:control`
+//! (disconnects). Every publication is one Redis message per interested node, and every node,
+//! the publishing one included, delivers what it receives in order from one Pub/Sub
+//! connection.
+//!
+//! The Pub/Sub connection reconnects with backoff and resubscribes. After a loss, each topic
+//! with history is caught up from the last offset the node delivered; where the past is gone
+//! (Redis restarted empty, or trimmed), its subscribers are closed with 1012 so that they
+//! resubscribe with `since` and learn `recovered: false`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use redis::aio::{PubSubSink, PubSubStream};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use super::{codec, keys, RedisStore};
+use crate::config::Config;
+use crate::engine::{
+    Broker, EngineError, History, Inbox, InboxLimits, LocalDelivery, Retention, StreamPosition,
+};
+use crate::hub::CloseReason;
+use crate::publication::{Publication, Scope};
+
+/// The broker of a node in a Redis cluster.
+pub struct RedisBroker {
+    shared: Arc<Shared>,
+    listener: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RedisBroker {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+struct Shared {
+    store: RedisStore,
+    local: LocalDelivery,
+    config: Arc<Config>,
+    /// The Pub/Sub sink (None while disconnected) and the topics this node wants, counted.
+    subscriptions: tokio::sync::Mutex<Subscriptions>,
+    connected: AtomicBool,
+    /// Bumped on every (re)connection of the Pub/Sub link: the node re-asserts its presence.
+    generation: tokio::sync::watch::Sender<u64>,
+    /// Per topic with history, the newest position this node delivered (or a subscriber
+    /// started from): where a catch-up starts, and what a late duplicate is measured against.
+    delivered: Mutex<HashMap<String, StreamPosition>>,
+    /// Disconnect requests waiting for the other nodes' counts.
+    replies: Mutex<HashMap<String, mpsc::UnboundedSender<usize>>>,
+}
+
+#[derive(Default)]
+struct Subscriptions {
+    sink: Option<PubSubSink>,
+    interest: HashMap<String, usize>,
+}
+
+/// A request to every node, on the control channel.
+#[derive(Serialize, Deserialize)]
+struct Control {
+    op: String,
+    scope: String,
+    target: Option<String>,
+    from: String,
+    request: String,
+}
+
+/// A node's answer to a [`Control`] request, on the requester's node channel.
+#[derive(Serialize, Deserialize)]
+struct Reply {
+    request: String,
+    count: usize,
+}
+
+impl RedisBroker {
+    /// Starts the broker: the Pub/Sub link connects (and reconnects) in the background.
+    pub fn start(store: RedisStore, local: LocalDelivery, config: Arc<Config>) -> Self {
+        let shared = Arc::new(Shared {
+            store,
+            local,
+            config,
+            subscriptions: tokio::sync::Mutex::new(Subscriptions::default()),
+            connected: AtomicBool::new(false),
+            generation: tokio::sync::watch::channel(0).0,
+            delivered: Mutex::new(HashMap::new()),
+            replies: Mutex::new(HashMap::new()),
+        });
+        let listener = tokio::spawn(listen(shared.clone()));
+        Self { shared, listener }
+    }
+
+    /// Changes each time the Pub/Sub link (re)connects.
+    pub fn generations(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared.generation.subscribe()
+    }
+
+    /// Closes the connections in `scope` on every node; returns how many were closed.
+    /// Waits (at most the Redis timeout) for every node's count.
+    pub async fn disconnect(&self, scope: &Scope) -> Result<usize, EngineError> {
+        let shared = &self.shared;
+        let request = uuid::Uuid::now_v7().simple().to_string();
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        lock(&shared.replies).insert(request.clone(), tx);
+        let control = Control {
+            op: "disconnect".into(),
+            scope: scope.name().into(),
+            target: target_of(scope).map(str::to_string),
+            from: shared.store.node_id().to_string(),
+            request: request.clone(),
+        };
+        let body = serde_json::to_vec(&control).unwrap_or_default();
+        let mut conn = shared.store.conn();
+        let nodes: usize = match shared
+            .store
+            .run(async move {
+                redis::cmd("PUBLISH")
+                    .arg(keys::control_channel())
+                    .arg(body)
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await
+        {
+            Ok(nodes) => nodes,
+            Err(e) => {
+                lock(&shared.replies).remove(&request);
+                return Err(e);
+            }
+        };
+        let mut total = 0;
+        let deadline = tokio::time::Instant::now() + shared.store.timeout();
+        for _ in 0..nodes {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(count)) => total += count,
+                _ => break,
+            }
+        }
+        lock(&shared.replies).remove(&request);
+        Ok(total)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every critical section is a few map operations that cannot panic.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn target_of(scope: &Scope) -> Option<&str> {
+    match scope {
+        Scope::All => None,
+        Scope::User(t) | Scope::Role(t) | Scope::Project(t) | Scope::Topic(t) => Some(t),
+    }
+}
+
+/// Keeps the Pub/Sub link up: connect, subscribe, deliver, and on loss back off and retry.
+async fn listen(shared: Arc<Shared>) {
+    let mut backoff = Duration::from_millis(100);
+    let mut lost = false;
+    loop {
+        match shared.connect().await {
+            Ok(mut stream) => {
+                backoff = Duration::from_millis(100);
+                tracing::info!(node = shared.store.node_id(), "redis pub/sub connected");
+                if lost {
+                    shared.catch_up().await;
+                }
+                shared.generation.send_modify(|g| *g += 1);
+                while let Some(message) = stream.next().await {
+                    shared.handle(message).await;
+                }
+                shared.connected.store(false, Ordering::SeqCst);
+                shared.subscriptions.lock().await.sink = None;
+                lost = true;
+                tracing::warn!("redis pub/sub connection lost; reconnecting");
+            }
+            Err(e) => tracing::warn!(error = %e, "redis pub/sub: cannot connect"),
+        }
+        let jitter = Duration::from_millis(rand::random::<u64>() % 100);
+        tokio::time::sleep(backoff + jitter).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+impl Shared {
+    async fn connect(&self) -> Result<PubSubStream, EngineError> {
+        let store = &self.store;
+        let pubsub = store.run(store.client().get_async_pubsub()).await?;
+        let (mut sink, stream) = pubsub.split();
+        let mut subscriptions = self.subscriptions.lock().await;
+        let mut channels = vec![
+            keys::scopes_channel(),
+            keys::control_channel(),
+            format!("{}{}", keys::node_channel_prefix(), store.node_id()),
+        ];
+        channels.extend(
+            subscriptions
+                .interest
+                .keys()
+                .map(|t| keys::topic_channel(t)),
+        );
+        store.run(sink.subscribe(&channels)).await?;
+        subscriptions.sink = Some(sink);
+        self.connected.store(true, Ordering::SeqCst);
+        Ok(stream)
+    }
+
+    async fn handle(&self, message: redis::Msg) {
+        let payload = message.get_payload_bytes();
+        if message.get_channel_name() == keys::control_channel() {
+            self.control(payload).await;
+            return;
+        }
+        if let Some(reply) = payload.strip_prefix(b"R") {
+            if let Ok(reply) = serde_json::from_slice::<Reply>(reply) {
+                if let Some(tx) = lock(&self.replies).get(&reply.request) {
+                    let _ = tx.send(reply.count);
+                }
+            }
+            return;
+        }
+        let publication = match codec::decode_message(payload) {
+            Ok(publication) => publication,
+            Err(e) => {
+                tracing::warn!(error = %e, "redis: a message that is not a publication");
+                return;
+            }
+        };
+        if self.already_delivered(&publication) {
+            return;
+        }
+        if let Err(e) = self.local.deliver_in_order(&publication).await {
+            tracing::warn!(error = %e, "redis: delivery failed");
+        }
+    }
+
+    /// Records a stream message as delivered; true if this node already delivered it (a
+    /// catch-up replayed it before the live copy arrived).
+    fn already_delivered(&self, publication: &Publication) -> bool {
+        let (Scope::Topic(topic), Some(offset), Some(epoch)) =
+            (&publication.scope, publication.offset, &publication.epoch)
+        else {
+            return false;
+        };
+        let mut delivered = lock(&self.delivered);
+        match delivered.get_mut(topic) {
+            Some(at) if at.epoch == *epoch && offset <= at.offset => true,
+            Some(at) => {
+                *at = StreamPosition {
+                    offset,
+                    epoch: epoch.clone(),
+                };
+                false
+            }
+            None => {
+                let at = StreamPosition {
+                    offset,
+                    epoch: epoch.clone(),
+                };
+                delivered.insert(topic.clone(), at);
+                false
+            }
+        }
+    }
+
+    async fn control(&self, payload: &[u8]) {
+        let Ok(control) = serde_json::from_slice::<Control>(payload) else {
+            tracing::warn!("redis: a malformed control message");
+            return;
+        };
+        let count = match Scope::parse(&control.scope, control.target.as_deref()) {
+            Ok(scope) if control.op == "disconnect" => {
+                self.local.disconnect(&scope).await.unwrap_or(0)
+            }
+            _ => 0,
+        };
+        let reply = Reply {
+            request: control.request,
+            count,
+        };
+        let mut body = b"R".to_vec();
+        body.extend(serde_json::to_vec(&reply).unwrap_or_default());
+        let channel = format!("{}{}", keys::node_channel_prefix(), control.from);
+        let store = self.store.clone();
+        // Answered off the listener, which must keep delivering.
+        tokio::spawn(async move {
+            let mut conn = store.conn();
+            let sent = store
+                .run(async move {
+                    redis::cmd("PUBLISH")
+                        .arg(channel)
+                        .arg(body)
+                        .query_async::<i64>(&mut conn)
+                        .await
+                })
+                .await;
+            if let Err(e) = sent {
+                tracing::warn!(error = %e, "redis: could not answer a control request");
+            }
+        });
+    }
+
+    fn retention(&self, topic: &str) -> Option<Retention> {
+        crate::topic::retention(&self.config, topic)
+    }
+
+    /// After the link came back: replays to each watched topic with history what this node
+    /// missed, or, where that past is gone, asks its subscribers to resubscribe.
+    async fn catch_up(&self) {
+        let watched: Vec<String> = self
+            .subscriptions
+            .lock()
+            .await
+            .interest
+            .keys()
+            .cloned()
+            .collect();
+        for topic in watched {
+            let Some(retention) = self.retention(&topic) else {
+                continue;
+            };
+            let _stream = self.local.stripes.of(&topic).lock().await;
+            let Some(from) = lock(&self.delivered).get(&topic).cloned() else {
+                continue;
+            };
+            let page = self
+                .store
+                .read(&topic, from.offset, retention.size.max(1), retention)
+                .await;
+            match page {
+                Ok(page)
+                    if page.position.epoch == from.epoch
+                        && from.offset <= page.position.offset
+                        && from.offset + 1 >= page.first_kept =>
+                {
+                    for message in &page.messages {
+                        if let Err(e) = self.local.deliver(message).await {
+                            tracing::warn!(topic, error = %e, "catch-up delivery failed");
+                        }
+                    }
+                    lock(&self.delivered).insert(topic, page.position);
+                }
+                _ => {
+                    tracing::warn!(topic, "stream past lost: subscribers asked to resubscribe");
+                    lock(&self.delivered).remove(&topic);
+                    let subscribers = self.local.hub.select(&Scope::Topic(topic), &[]);
+                    for conn in subscribers {
+                        conn.close(CloseReason::STREAM_LOST);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn publish(&self, channel: String, body: Vec<u8>) -> Result<(), EngineError> {
+        let mut conn = self.store.conn();
+        self.store
+            .run(async move {
+                redis::cmd("PUBLISH")
+                    .arg(channel)
+                    .arg(body)
+                    .query_async::<i64>(&mut conn)
+                    .await
+            })
+            .await
+            .map(|_| ())
+    }
+}
+
+fn channel_of(scope: &Scope) -> String {
+    match scope {
+        Scope::Topic(topic) => keys::topic_channel(topic),
+        _ => keys::scopes_channel(),
+    }
+}
+
+#[async_trait]
+impl Broker for RedisBroker {
+    async fn publish(&self, publication: Arc<Publication>) -> Result<usize, EngineError> {
+        let channel = channel_of(&publication.scope);
+        self.shared
+            .publish(channel, codec::message(&publication))
+            .await?;
+        Ok(0)
+    }
+
+    async fn publish_to_stream(
+        &self,
+        _history: &dyn History,
+        publication: Publication,
+        retention: Retention,
+    ) -> Result<(StreamPosition, usize), EngineError> {
+        let Scope::Topic(topic) = &publication.scope else {
+            return Err(EngineError::new("a stream publication needs a topic"));
+        };
+        let channel = keys::topic_channel(topic);
+        let at = self
+            .shared
+            .store
+            .append_to_stream(topic, &publication, retention, &channel)
+            .await?;
+        Ok((at, 0))
+    }
+
+    async fn publish_to_user(
+        &self,
+        _inbox: &dyn Inbox,
+        limits: InboxLimits,
+        publication: Publication,
+    ) -> Result<Option<usize>, EngineError> {
+        let Scope::User(user) = &publication.scope else {
+            return Err(EngineError::new("a user publication needs a user"));
+        };
+        let live = self
+            .shared
+            .store
+            .send_to_user(&publication, user, limits)
+            .await?;
+        Ok(live.then_some(0))
+    }
+
+    async fn user_connected(
+        &self,
+        _inbox: &dyn Inbox,
+        limits: InboxLimits,
+        user: &str,
+    ) -> Result<Vec<Publication>, EngineError> {
+        self.shared.store.attach(user, limits).await
+    }
+
+    async fn user_disconnected(&self, user: &str) {
+        if let Err(e) = self.shared.store.detach(user).await {
+            tracing::warn!(user, error = %e, "redis: could not mark a user offline");
+        }
+    }
+
+    async fn watch(&self, topic: &str) -> Result<(), EngineError> {
+        let shared = &self.shared;
+        let mut subscriptions = shared.subscriptions.lock().await;
+        let count = subscriptions.interest.get(topic).copied().unwrap_or(0);
+        if count == 0 {
+            let Some(sink) = subscriptions.sink.as_mut() else {
+                return Err(EngineError::new("redis: not connected"));
+            };
+            shared
+                .store
+                .run(sink.subscribe(keys::topic_channel(topic)))
+                .await?;
+        }
+        subscriptions.interest.insert(topic.to_string(), count + 1);
+        Ok(())
+    }
+
+    async fn unwatch(&self, topic: &str) {
+        let shared = &self.shared;
+        let mut subscriptions = shared.subscriptions.lock().await;
+        let Some(count) = subscriptions.interest.get_mut(topic) else {
+            return;
+        };
+        *count -= 1;
+        if *count > 0 {
+            return;
+        }
+        subscriptions.interest.remove(topic);
+        lock(&shared.delivered).remove(topic);
+        if let Some(sink) = subscriptions.sink.as_mut() {
+            // A failed unsubscribe only costs unwanted messages until the next reconnection.
+            let _ = shared
+                .store
+                .run(sink.unsubscribe(keys::topic_channel(topic)))
+                .await;
+        }
+    }
+
+    fn subscribed_at(&self, topic: &str, position: &StreamPosition) {
+        lock(&self.shared.delivered)
+            .entry(topic.to_string())
+            .or_insert_with(|| position.clone());
+    }
+
+    fn is_remote(&self) -> bool {
+        true
+    }
+
+    async fn check(&self) -> Result<(), EngineError> {
+        if !self.shared.connected.load(Ordering::SeqCst) {
+            return Err(EngineError::new("redis: pub/sub link down"));
+        }
+        self.shared.store.ping().await
+    }
+}

@@ -1,0 +1,551 @@
+//! The Redis engines, for many nodes behind one Redis: every trait of [`crate::engine`] on one
+//! shared connection. [`RedisStore`] holds the state (membership sets, topic streams, inbox
+//! streams, presence hashes); [`RedisBroker`] carries publications between nodes over
+//! Pub/Sub, routed by interest. docs/CLUSTER.md lists every key.
+//!
+//! Every call is bounded by the configured timeout: with Redis unreachable a caller gets an
+//! [`EngineError`] (HTTP 503) in bounded time, never a hang.
+
+mod broker;
+pub mod codec;
+mod scripts;
+
+use std::future::Future;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Value};
+
+pub use broker::RedisBroker;
+
+use super::{
+    EngineError, History, HistoryPage, Inbox, InboxLimits, Membership, Presence, PresenceEntry,
+    Retention, StreamPosition,
+};
+use crate::publication::Publication;
+
+/// Every key and channel starts with this.
+pub const PREFIX: &str = "herald:";
+
+/// The keys and channels of the Redis engine, in one place (docs/CLUSTER.md describes them).
+pub mod keys {
+    use super::PREFIX;
+
+    /// SET: a project's members.
+    pub fn members(project: &str) -> String {
+        format!("{PREFIX}members:{project}")
+    }
+    /// HASH `{epoch, offset}`: a topic stream's position.
+    pub fn meta(topic: &str) -> String {
+        format!("{PREFIX}meta:{topic}")
+    }
+    /// STREAM: a topic's kept messages, entry id `<offset>-0`, fields `ms`, `b`.
+    pub fn stream(topic: &str) -> String {
+        format!("{PREFIX}stream:{topic}")
+    }
+    /// STREAM: a user's offline inbox, fields `ms`, `id`, `b`.
+    pub fn inbox(user: &str) -> String {
+        format!("{PREFIX}inbox:{user}")
+    }
+    /// HASH node -> connections: where a user is online.
+    pub fn online(user: &str) -> String {
+        format!("{PREFIX}online:{user}")
+    }
+    /// HASH user -> connections on a topic.
+    pub fn presence(topic: &str) -> String {
+        format!("{PREFIX}presence:{topic}")
+    }
+    /// HASH user -> ms: when each user on a topic joined.
+    pub fn joined(topic: &str) -> String {
+        format!("{PREFIX}joined:{topic}")
+    }
+    /// SET: the connection ids on a topic's presence.
+    pub fn conns(topic: &str) -> String {
+        format!("{PREFIX}conns:{topic}")
+    }
+    /// SET `topic\nclient\nuser`: the presence entries a node holds (removed when it dies).
+    pub fn node_presence(node: &str) -> String {
+        format!("{PREFIX}node-presence:{node}")
+    }
+    /// HASH user -> connections: the users a node holds.
+    pub fn node_users(node: &str) -> String {
+        format!("{PREFIX}node-users:{node}")
+    }
+    /// STRING (JSON stats) with an expiry: a live node's heartbeat.
+    pub fn node(node: &str) -> String {
+        format!("{PREFIX}node:{node}")
+    }
+    /// SET: every node id seen, live or not yet reaped.
+    pub fn nodes() -> String {
+        format!("{PREFIX}nodes")
+    }
+    /// STRING with an expiry: a lock so one node reaps a dead one.
+    pub fn reaping(node: &str) -> String {
+        format!("{PREFIX}reaping:{node}")
+    }
+    /// Channel: a topic's publications (subscribed by nodes with subscribers).
+    pub fn topic_channel(topic: &str) -> String {
+        format!("{PREFIX}topic:{topic}")
+    }
+    /// Channel: publications to `all`, a role or a project (every node).
+    pub fn scopes_channel() -> String {
+        format!("{PREFIX}scopes")
+    }
+    /// Channel: disconnect requests (every node).
+    pub fn control_channel() -> String {
+        format!("{PREFIX}control")
+    }
+    /// Channel prefix of one node's own channel: user publications and replies.
+    pub fn node_channel_prefix() -> String {
+        format!("{PREFIX}to-node:")
+    }
+}
+
+/// How the Redis engine connects.
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    /// `redis://[user:password@]host:port[/db]`.
+    pub url: String,
+    /// This node's id, unique in the cluster.
+    pub node_id: String,
+    /// The longest any Redis call may take.
+    pub timeout: Duration,
+}
+
+/// The state half of the Redis engine: implements [`Membership`], [`History`], [`Inbox`] and
+/// [`Presence`]. Cheap to clone.
+#[derive(Clone)]
+pub struct RedisStore {
+    client: redis::Client,
+    conn: ConnectionManager,
+    node_id: String,
+    timeout: Duration,
+}
+
+impl RedisStore {
+    /// A store on `options.url`. Connects lazily and reconnects on its own: with Redis down,
+    /// calls fail within the timeout and work again once it is back.
+    pub fn open(options: &RedisOptions) -> Result<Self, EngineError> {
+        let client = redis::Client::open(options.url.as_str())
+            .map_err(|e| EngineError(format!("redis_url: {e}")))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(options.timeout))
+            .set_response_timeout(Some(options.timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(1));
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
+            .map_err(|e| EngineError(format!("redis: {e}")))?;
+        Ok(Self {
+            client,
+            conn,
+            node_id: options.node_id.clone(),
+            timeout: options.timeout,
+        })
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    pub(crate) fn client(&self) -> &redis::Client {
+        &self.client
+    }
+
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// A connection handle for one call (clones share one multiplexed connection).
+    pub(crate) fn conn(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    /// Runs one Redis call within the timeout.
+    pub(crate) async fn run<T>(
+        &self,
+        call: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, EngineError> {
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(EngineError(format!("redis: {e}"))),
+            Err(_) => Err(EngineError(format!(
+                "redis: no answer within {}",
+                humantime::format_duration(self.timeout)
+            ))),
+        }
+    }
+
+    /// Whether Redis answers a PING.
+    pub async fn ping(&self) -> Result<(), EngineError> {
+        let mut conn = self.conn();
+        self.run(async move { redis::cmd("PING").query_async::<String>(&mut conn).await })
+            .await
+            .map(|_| ())
+    }
+}
+
+fn meta_ttl_ms(retention: Retention) -> u64 {
+    // The position outlives the messages by a day, so offsets go on after a quiet spell.
+    (retention.ttl + Duration::from_secs(24 * 3600)).as_millis() as u64
+}
+
+fn new_epoch() -> String {
+    uuid::Uuid::now_v7().simple().to_string()
+}
+
+fn bad_reply(what: &str) -> EngineError {
+    EngineError(format!("redis: unexpected reply to {what}"))
+}
+
+fn as_u64(value: &Value) -> Option<u64> {
+    match value {
+        Value::Int(n) => u64::try_from(*n).ok(),
+        Value::BulkString(bytes) => std::str::from_utf8(bytes).ok()?.parse().ok(),
+        Value::SimpleString(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+fn as_bytes(value: &Value) -> Option<&[u8]> {
+    match value {
+        Value::BulkString(bytes) => Some(bytes),
+        Value::SimpleString(s) => Some(s.as_bytes()),
+        _ => None,
+    }
+}
+
+fn as_string(value: &Value) -> Option<String> {
+    as_bytes(value).and_then(|b| String::from_utf8(b.to_vec()).ok())
+}
+
+fn decode_bodies(values: Vec<Vec<u8>>) -> Result<Vec<Publication>, EngineError> {
+    values
+        .iter()
+        .map(|body| codec::decode(body, None, None))
+        .collect()
+}
+
+#[async_trait]
+impl Membership for RedisStore {
+    async fn add(&self, project: &str, user: &str) -> Result<bool, EngineError> {
+        let mut conn = self.conn();
+        let added: i64 = self
+            .run(async move { conn.sadd(keys::members(project), user).await })
+            .await?;
+        Ok(added == 1)
+    }
+
+    async fn remove(&self, project: &str, user: &str) -> Result<bool, EngineError> {
+        let mut conn = self.conn();
+        let removed: i64 = self
+            .run(async move { conn.srem(keys::members(project), user).await })
+            .await?;
+        Ok(removed == 1)
+    }
+
+    async fn members(&self, project: &str) -> Result<Vec<String>, EngineError> {
+        let mut conn = self.conn();
+        let mut members: Vec<String> = self
+            .run(async move { conn.smembers(keys::members(project)).await })
+            .await?;
+        members.sort();
+        Ok(members)
+    }
+
+    async fn is_member(&self, project: &str, user: &str) -> Result<bool, EngineError> {
+        let mut conn = self.conn();
+        self.run(async move { conn.sismember(keys::members(project), user).await })
+            .await
+    }
+
+    async fn check(&self) -> Result<(), EngineError> {
+        self.ping().await
+    }
+}
+
+impl RedisStore {
+    /// Appends to a stream, publishing on `channel` in the same step when it is not empty.
+    pub(crate) async fn append_to_stream(
+        &self,
+        topic: &str,
+        publication: &Publication,
+        retention: Retention,
+        channel: &str,
+    ) -> Result<StreamPosition, EngineError> {
+        let mut conn = self.conn();
+        let mut invocation = scripts::APPEND.prepare_invoke();
+        invocation
+            .key(keys::meta(topic))
+            .key(keys::stream(topic))
+            .arg(new_epoch())
+            .arg(retention.size.max(1))
+            .arg(retention.ttl.as_millis() as u64)
+            .arg(codec::encode(publication))
+            .arg(channel)
+            .arg(meta_ttl_ms(retention));
+        let (offset, epoch): (u64, String) = self
+            .run(async move { invocation.invoke_async(&mut conn).await })
+            .await?;
+        Ok(StreamPosition { offset, epoch })
+    }
+}
+
+#[async_trait]
+impl History for RedisStore {
+    async fn append(
+        &self,
+        topic: &str,
+        publication: &Publication,
+        retention: Retention,
+    ) -> Result<StreamPosition, EngineError> {
+        self.append_to_stream(topic, publication, retention, "")
+            .await
+    }
+
+    async fn read(
+        &self,
+        topic: &str,
+        after: u64,
+        limit: usize,
+        retention: Retention,
+    ) -> Result<HistoryPage, EngineError> {
+        let mut conn = self.conn();
+        let mut invocation = scripts::READ.prepare_invoke();
+        invocation
+            .key(keys::meta(topic))
+            .key(keys::stream(topic))
+            .arg(new_epoch())
+            .arg(format!("({after}-0"))
+            .arg(limit)
+            .arg(retention.ttl.as_millis() as u64)
+            .arg(meta_ttl_ms(retention));
+        let reply: Vec<Value> = self
+            .run(async move { invocation.invoke_async(&mut conn).await })
+            .await?;
+        let bad = || bad_reply("a history read");
+        let [epoch, top, first, rest @ ..] = reply.as_slice() else {
+            return Err(bad());
+        };
+        let epoch = as_string(epoch).ok_or_else(bad)?;
+        let top = as_u64(top).ok_or_else(bad)?;
+        let first_kept = as_u64(first).ok_or_else(bad)?;
+        let mut messages = Vec::with_capacity(rest.len() / 2);
+        for pair in rest.chunks(2) {
+            let [offset, body] = pair else {
+                return Err(bad());
+            };
+            let offset = as_u64(offset).ok_or_else(bad)?;
+            let body = as_bytes(body).ok_or_else(bad)?;
+            messages.push(codec::decode(body, Some(offset), Some(epoch.clone()))?);
+        }
+        Ok(HistoryPage {
+            position: StreamPosition { offset: top, epoch },
+            first_kept,
+            messages,
+        })
+    }
+}
+
+#[async_trait]
+impl Inbox for RedisStore {
+    async fn store(
+        &self,
+        user: &str,
+        publication: &Publication,
+        limits: InboxLimits,
+    ) -> Result<(), EngineError> {
+        let mut conn = self.conn();
+        let mut invocation = scripts::INBOX_STORE.prepare_invoke();
+        invocation
+            .key(keys::inbox(user))
+            .arg(limits.max_messages.max(1))
+            .arg(limits.ttl.as_millis() as u64)
+            .arg(&publication.id)
+            .arg(codec::encode(publication));
+        self.run(async move { invocation.invoke_async::<i64>(&mut conn).await })
+            .await
+            .map(|_| ())
+    }
+
+    async fn pending(
+        &self,
+        user: &str,
+        limits: InboxLimits,
+    ) -> Result<Vec<Publication>, EngineError> {
+        let mut conn = self.conn();
+        let mut invocation = scripts::INBOX_PENDING.prepare_invoke();
+        invocation
+            .key(keys::inbox(user))
+            .arg(limits.ttl.as_millis() as u64);
+        let bodies: Vec<Vec<u8>> = self
+            .run(async move { invocation.invoke_async(&mut conn).await })
+            .await?;
+        decode_bodies(bodies)
+    }
+
+    async fn ack(&self, user: &str, ids: &[String]) -> Result<usize, EngineError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut conn = self.conn();
+        let mut invocation = scripts::INBOX_ACK.prepare_invoke();
+        invocation.key(keys::inbox(user)).arg(ids);
+        let removed: u64 = self
+            .run(async move { invocation.invoke_async(&mut conn).await })
+            .await?;
+        Ok(removed as usize)
+    }
+}
+
+impl RedisStore {
+    /// A user-scope publication: live on the nodes holding the user, else into the inbox.
+    /// Returns false when it was kept in the inbox.
+    pub(crate) async fn send_to_user(
+        &self,
+        publication: &Publication,
+        user: &str,
+        limits: InboxLimits,
+    ) -> Result<bool, EngineError> {
+        let mut conn = self.conn();
+        let mut invocation = scripts::USER_SEND.prepare_invoke();
+        invocation
+            .key(keys::online(user))
+            .key(keys::inbox(user))
+            .arg(limits.max_messages.max(1))
+            .arg(limits.ttl.as_millis() as u64)
+            .arg(&publication.id)
+            .arg(codec::encode(publication))
+            .arg(keys::node_channel_prefix());
+        let reached: u64 = self
+            .run(async move { invocation.invoke_async(&mut conn).await })
+            .await?;
+        Ok(reached > 0)
+    }
+
+    /// Marks a user online on this node and returns their inbox.
+    pub(crate) async fn attach(
+        &self,
+        user: &str,
+        limits: InboxLimits,
+    ) -> Result<Vec<Publication>, EngineError> {
+        let mut conn = self.conn();
+        let mut invocation = scripts::ATTACH.prepare_invoke();
+        invocation
+            .key(keys::online(user))
+            .key(keys::node_users(&self.node_id))
+            .key(keys::inbox(user))
+            .arg(&self.node_id)
+            .arg(user)
+            .arg(limits.ttl.as_millis() as u64);
+        let bodies: Vec<Vec<u8>> = self
+            .run(async move { invocation.invoke_async(&mut conn).await })
+            .await?;
+        decode_bodies(bodies)
+    }
+
+    /// One connection of a user on this node ended.
+    pub(crate) async fn detach(&self, user: &str) -> Result<(), EngineError> {
+        let mut conn = self.conn();
+        let mut invocation = scripts::DETACH.prepare_invoke();
+        invocation
+            .key(keys::online(user))
+            .key(keys::node_users(&self.node_id))
+            .arg(&self.node_id)
+            .arg(user);
+        self.run(async move { invocation.invoke_async::<i64>(&mut conn).await })
+            .await
+            .map(|_| ())
+    }
+
+    /// Removes everything `node` held in presence and online counts; returns the `(topic,
+    /// user)` pairs whose last connection thereby left.
+    pub async fn reap(&self, node: &str) -> Result<Vec<(String, String)>, EngineError> {
+        let mut conn = self.conn();
+        let mut invocation = scripts::REAP.prepare_invoke();
+        invocation
+            .key(keys::node_presence(node))
+            .key(keys::node_users(node))
+            .arg(node)
+            .arg(PREFIX);
+        let flat: Vec<String> = self
+            .run(async move { invocation.invoke_async(&mut conn).await })
+            .await?;
+        Ok(flat
+            .chunks(2)
+            .filter_map(|pair| match pair {
+                [topic, user] => Some((topic.clone(), user.clone())),
+                _ => None,
+            })
+            .collect())
+    }
+
+    fn presence_call(
+        &self,
+        script: &'static redis::Script,
+        topic: &str,
+        user: &str,
+        client_id: &str,
+    ) -> redis::ScriptInvocation<'static> {
+        let mut invocation = script.prepare_invoke();
+        invocation
+            .key(keys::presence(topic))
+            .key(keys::joined(topic))
+            .key(keys::conns(topic))
+            .key(keys::node_presence(&self.node_id))
+            .arg(user)
+            .arg(client_id)
+            .arg(format!("{topic}\n{client_id}\n{user}"));
+        invocation
+    }
+}
+
+#[async_trait]
+impl Presence for RedisStore {
+    async fn join(&self, topic: &str, user: &str, client_id: &str) -> Result<bool, EngineError> {
+        let mut conn = self.conn();
+        let invocation = self.presence_call(&scripts::JOIN, topic, user, client_id);
+        let first: i64 = self
+            .run(async move { invocation.invoke_async(&mut conn).await })
+            .await?;
+        Ok(first == 1)
+    }
+
+    async fn leave(&self, topic: &str, user: &str, client_id: &str) -> Result<bool, EngineError> {
+        let mut conn = self.conn();
+        let invocation = self.presence_call(&scripts::LEAVE, topic, user, client_id);
+        let last: i64 = self
+            .run(async move { invocation.invoke_async(&mut conn).await })
+            .await?;
+        Ok(last == 1)
+    }
+
+    async fn list(&self, topic: &str) -> Result<Vec<PresenceEntry>, EngineError> {
+        let mut conn = self.conn();
+        let (counts, joined): (Vec<(String, u64)>, Vec<(String, u64)>) = self
+            .run(async move {
+                redis::pipe()
+                    .hgetall(keys::presence(topic))
+                    .hgetall(keys::joined(topic))
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        let joined: std::collections::HashMap<String, u64> = joined.into_iter().collect();
+        let mut entries: Vec<PresenceEntry> = counts
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(user_id, connections)| {
+                let ms = joined.get(&user_id).copied().unwrap_or(0);
+                PresenceEntry {
+                    joined_at: std::time::UNIX_EPOCH + Duration::from_millis(ms),
+                    user_id,
+                    connections: connections as usize,
+                }
+            })
+            .collect();
+        entries.sort_by(|a, b| a.user_id.cmp(&b.user_id));
+        Ok(entries)
+    }
+}

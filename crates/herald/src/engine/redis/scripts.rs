@@ -1,0 +1,234 @@
+//! The Lua scripts of the Redis engine. Each runs atomically in Redis, which is what makes an
+//! offset and its publication one step, and a user's "online or inbox" decision race-free
+//! against a connection of that user reading its inbox on another node.
+//!
+//! Keys are built inside some scripts (presence reaping walks a node's entries), so the engine
+//! needs a single Redis (or Sentinel), not Redis Cluster.
+
+use std::sync::LazyLock;
+
+use redis::Script;
+
+/// Shared helpers: Redis time in ms, a field of a stream entry, expired-head trimming.
+const PRELUDE: &str = r#"
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function field(fields, name)
+  for i = 1, #fields, 2 do
+    if fields[i] == name then return fields[i + 1] end
+  end
+  return nil
+end
+local function entry_offset(id)
+  return tonumber(string.match(id, '^(%d+)'))
+end
+-- Drops a stream's head entries stored before cutoff (entries are in time order).
+local function trim_expired(key, cutoff)
+  while true do
+    local head = redis.call('XRANGE', key, '-', '+', 'COUNT', 64)
+    if #head == 0 then return end
+    for _, e in ipairs(head) do
+      if tonumber(field(e[2], 'ms')) >= cutoff then
+        redis.call('XTRIM', key, 'MINID', e[1])
+        return
+      end
+    end
+    local last = head[#head][1]
+    local ms, seq = string.match(last, '^(%d+)-(%d+)$')
+    redis.call('XTRIM', key, 'MINID', ms .. '-' .. (tonumber(seq) + 1))
+  end
+end
+local function epoch_of(meta, candidate, meta_ttl)
+  local epoch = redis.call('HGET', meta, 'epoch')
+  if not epoch then
+    epoch = candidate
+    redis.call('HSET', meta, 'epoch', epoch)
+    redis.call('PEXPIRE', meta, meta_ttl)
+  end
+  return epoch
+end
+local function inbox_store(key, max, ttl, id, body)
+  redis.call('XADD', key, 'MAXLEN', max, '*', 'ms', now_ms(), 'id', id, 'b', body)
+  redis.call('PEXPIRE', key, ttl)
+end
+local function inbox_pending(key, ttl)
+  trim_expired(key, now_ms() - tonumber(ttl))
+  local out = {}
+  for _, e in ipairs(redis.call('XRANGE', key, '-', '+')) do
+    out[#out + 1] = field(e[2], 'b')
+  end
+  return out
+end
+"#;
+
+fn script(body: &str) -> Script {
+    Script::new(&format!("{PRELUDE}\n{body}"))
+}
+
+/// Appends to a topic's stream and publishes it. KEYS: meta, stream. ARGV: epoch candidate,
+/// size, ttl ms, body, channel (empty: do not publish), meta ttl ms. Returns {offset, epoch}.
+pub static APPEND: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local epoch = epoch_of(KEYS[1], ARGV[1], ARGV[6])
+local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
+redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], offset .. '-0', 'ms', now_ms(), 'b', ARGV[4])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+if ARGV[5] ~= '' then
+  redis.call('PUBLISH', ARGV[5], 'P' .. offset .. '\n' .. epoch .. '\n' .. ARGV[4])
+end
+return {offset, epoch}
+"#,
+    )
+});
+
+/// Reads a stream. KEYS: meta, stream. ARGV: epoch candidate, exclusive start id, limit,
+/// ttl ms, meta ttl ms. Returns {epoch, top, first kept, offset1, body1, offset2, ...}.
+pub static READ: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local epoch = epoch_of(KEYS[1], ARGV[1], ARGV[5])
+local top = tonumber(redis.call('HGET', KEYS[1], 'offset') or '0')
+trim_expired(KEYS[2], now_ms() - tonumber(ARGV[4]))
+local first = top + 1
+local oldest = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
+if #oldest > 0 then first = entry_offset(oldest[1][1]) end
+local out = {epoch, top, first}
+for _, e in ipairs(redis.call('XRANGE', KEYS[2], ARGV[2], '+', 'COUNT', ARGV[3])) do
+  out[#out + 1] = entry_offset(e[1])
+  out[#out + 1] = field(e[2], 'b')
+end
+return out
+"#,
+    )
+});
+
+/// Keeps a message in an inbox. KEYS: inbox. ARGV: max, ttl ms, id, body.
+pub static INBOX_STORE: LazyLock<Script> =
+    LazyLock::new(|| script("inbox_store(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4])\nreturn 1"));
+
+/// An inbox's messages, oldest first. KEYS: inbox. ARGV: ttl ms. Returns bodies.
+pub static INBOX_PENDING: LazyLock<Script> =
+    LazyLock::new(|| script("return inbox_pending(KEYS[1], ARGV[1])"));
+
+/// Removes messages by publication id. KEYS: inbox. ARGV: ids. Returns how many.
+pub static INBOX_ACK: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local wanted = {}
+for _, id in ipairs(ARGV) do wanted[id] = true end
+local removed = 0
+for _, e in ipairs(redis.call('XRANGE', KEYS[1], '-', '+')) do
+  if wanted[field(e[2], 'id')] then
+    removed = removed + redis.call('XDEL', KEYS[1], e[1])
+  end
+end
+return removed
+"#,
+    )
+});
+
+/// A user-scope publication: to every node holding the user, or to the inbox when no node
+/// took it. KEYS: online, inbox. ARGV: max, ttl ms, id, body, node channel prefix. Returns the
+/// nodes that received it (0: kept in the inbox).
+pub static USER_SEND: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local reached = 0
+for _, node in ipairs(redis.call('HKEYS', KEYS[1])) do
+  reached = reached + redis.call('PUBLISH', ARGV[5] .. node, 'P\n\n' .. ARGV[4])
+end
+if reached == 0 then inbox_store(KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4]) end
+return reached
+"#,
+    )
+});
+
+/// A connection of a user registers on a node. KEYS: online, node users, inbox. ARGV: node,
+/// user, inbox ttl ms. Returns the inbox's bodies.
+pub static ATTACH: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
+return inbox_pending(KEYS[3], ARGV[3])
+"#,
+    )
+});
+
+/// A connection of a user on a node ended. KEYS: online, node users. ARGV: node, user.
+pub static DETACH: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+if redis.call('HINCRBY', KEYS[1], ARGV[1], -1) <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
+if redis.call('HINCRBY', KEYS[2], ARGV[2], -1) <= 0 then redis.call('HDEL', KEYS[2], ARGV[2]) end
+return 1
+"#,
+    )
+});
+
+/// A connection joins a topic's presence. KEYS: counts, joined, connections, node entries.
+/// ARGV: user, client, node entry. Returns 1 when it is the user's first connection there.
+pub static JOIN: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+if redis.call('SADD', KEYS[3], ARGV[2]) == 0 then return 0 end
+redis.call('SADD', KEYS[4], ARGV[3])
+if redis.call('HINCRBY', KEYS[1], ARGV[1], 1) == 1 then
+  redis.call('HSET', KEYS[2], ARGV[1], now_ms())
+  return 1
+end
+return 0
+"#,
+    )
+});
+
+/// A connection leaves a topic's presence. KEYS and ARGV as [`JOIN`]. Returns 1 when it was
+/// the user's last connection there.
+pub static LEAVE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+if redis.call('SREM', KEYS[3], ARGV[2]) == 0 then return 0 end
+redis.call('SREM', KEYS[4], ARGV[3])
+if redis.call('HINCRBY', KEYS[1], ARGV[1], -1) <= 0 then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  redis.call('HDEL', KEYS[2], ARGV[1])
+  return 1
+end
+return 0
+"#,
+    )
+});
+
+/// Removes everything a node held (it died, or restarted under the same id). KEYS: node
+/// presence entries, node users. ARGV: node, key prefix. Returns {topic1, user1, ...}: the
+/// users who thereby left a topic.
+pub static REAP: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+local p = ARGV[2]
+local left = {}
+for _, entry in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  local topic, client, user = string.match(entry, '^([^\n]*)\n([^\n]*)\n(.*)$')
+  if topic and redis.call('SREM', p .. 'conns:' .. topic, client) == 1 then
+    if redis.call('HINCRBY', p .. 'presence:' .. topic, user, -1) <= 0 then
+      redis.call('HDEL', p .. 'presence:' .. topic, user)
+      redis.call('HDEL', p .. 'joined:' .. topic, user)
+      left[#left + 1] = topic
+      left[#left + 1] = user
+    end
+  end
+end
+redis.call('DEL', KEYS[1])
+local users = redis.call('HKEYS', KEYS[2])
+for _, user in ipairs(users) do
+  redis.call('HDEL', p .. 'online:' .. user, ARGV[1])
+end
+redis.call('DEL', KEYS[2])
+return left
+"#,
+    )
+});

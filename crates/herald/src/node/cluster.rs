@@ -1,0 +1,242 @@
+//! Cluster mode on Redis, the node's side: a heartbeat that carries the node's figures, the
+//! reaping of dead nodes (their presence entries go, their users' `user_left` are sent), the
+//! re-assertion of this node's presence after Redis came back, and cluster-wide stats.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::AsyncCommands;
+
+use super::{Herald, NodeStats, Stats};
+use crate::engine::redis::{keys, RedisBroker, RedisStore};
+use crate::engine::EngineError;
+use crate::publication::Scope;
+
+/// The cluster link of a node.
+pub(crate) struct Cluster {
+    pub store: RedisStore,
+    pub broker: Arc<RedisBroker>,
+}
+
+impl Stats {
+    fn of_node(&self, node_id: &str) -> NodeStats {
+        NodeStats {
+            node_id: node_id.to_string(),
+            total_clients: self.total_clients,
+            by_role: self.by_role.clone(),
+            users: self.users,
+            topics: self.topics,
+            messages_sent: self.messages_sent,
+            messages_received: self.messages_received,
+            slow_consumers_dropped: self.slow_consumers_dropped,
+            uptime_s: self.uptime_s,
+        }
+    }
+}
+
+impl Herald {
+    fn cluster(&self) -> Option<&Cluster> {
+        self.inner.cluster.as_ref()
+    }
+
+    /// Starts the cluster tasks (nothing without Redis): first removes what a previous run
+    /// under this node id left in Redis, then beats and reaps, and re-asserts presence on
+    /// every reconnection. The tasks end at shutdown.
+    pub(crate) async fn start_cluster(&self) {
+        let Some(cluster) = self.cluster() else {
+            return;
+        };
+        let me = cluster.store.node_id().to_string();
+        match cluster.store.reap(&me).await {
+            Ok(left) => self.announce_left(left).await,
+            Err(e) => tracing::warn!(error = %e, "redis: could not clear this node's old entries"),
+        }
+        tokio::spawn(beat_and_reap(self.clone()));
+        tokio::spawn(reassert_on_reconnect(
+            self.clone(),
+            cluster.broker.generations(),
+        ));
+    }
+
+    /// `user_left` for each `(topic, user)` whose last connection went with a dead node.
+    async fn announce_left(&self, left: Vec<(String, String)>) {
+        for (topic, user) in left {
+            if self.presence_features(&topic).1 {
+                self.announce(&topic, "user_left", &user).await;
+            }
+        }
+    }
+
+    /// Writes this node's heartbeat (its figures, expiring after `node_ttl`).
+    async fn beat(&self, cluster: &Cluster) -> Result<(), EngineError> {
+        let me = cluster.store.node_id();
+        let figures = serde_json::to_string(&self.stats().of_node(me)).unwrap_or_default();
+        let ttl = self.config().cluster.node_ttl.as_millis() as u64;
+        let mut conn = cluster.store.conn();
+        cluster
+            .store
+            .run(async move {
+                redis::pipe()
+                    .cmd("SET")
+                    .arg(keys::node(me))
+                    .arg(figures)
+                    .arg("PX")
+                    .arg(ttl)
+                    .ignore()
+                    .sadd(keys::nodes(), me)
+                    .ignore()
+                    .query_async::<()>(&mut conn)
+                    .await
+            })
+            .await
+    }
+
+    /// Finds nodes whose heartbeat expired and reaps each (one node does each, by a lock).
+    async fn reap_dead(&self, cluster: &Cluster) -> Result<(), EngineError> {
+        let store = &cluster.store;
+        let me = store.node_id();
+        let mut conn = store.conn();
+        let known: Vec<String> = store
+            .run(async move { conn.smembers(keys::nodes()).await })
+            .await?;
+        for node in known.iter().filter(|n| n.as_str() != me) {
+            let mut conn = store.conn();
+            let alive: bool = store
+                .run(async move { conn.exists(keys::node(node)).await })
+                .await?;
+            if alive {
+                continue;
+            }
+            let mut conn = store.conn();
+            let ttl = self.config().cluster.node_ttl.as_millis() as u64;
+            let won: Option<String> = store
+                .run(async move {
+                    redis::cmd("SET")
+                        .arg(keys::reaping(node))
+                        .arg(me)
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(ttl)
+                        .query_async(&mut conn)
+                        .await
+                })
+                .await?;
+            if won.is_none() {
+                continue;
+            }
+            let left = store.reap(node).await?;
+            tracing::info!(node, users_left = left.len(), "reaped a dead node");
+            let mut conn = store.conn();
+            store
+                .run(async move { conn.srem::<_, _, ()>(keys::nodes(), node).await })
+                .await?;
+            self.announce_left(left).await;
+        }
+        Ok(())
+    }
+
+    /// After the Pub/Sub link came back, Redis may have lost this node's entries (a restart
+    /// without persistence): clear them and write them again from the live connections.
+    async fn reassert(&self, cluster: &Cluster) -> Result<(), EngineError> {
+        cluster.store.reap(cluster.store.node_id()).await?;
+        let limits = self.inbox_limits();
+        for conn in self.inner.hub.select(&Scope::All, &[]) {
+            let who = conn.principal();
+            // The inbox it returns stays where it is, for the user's next connection.
+            cluster.store.attach(&who.user_id, limits).await?;
+            for topic in conn.topics() {
+                let (presence, join_leave) = self.presence_features(&topic);
+                if presence || join_leave {
+                    use crate::engine::Presence;
+                    cluster
+                        .store
+                        .join(&topic, &who.user_id, &conn.client_id)
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The node's figures, and in cluster mode every live node's, summed, with a `nodes` list.
+    pub async fn cluster_stats(&self) -> Result<Stats, EngineError> {
+        let mut stats = self.stats();
+        let Some(cluster) = self.cluster() else {
+            return Ok(stats);
+        };
+        let store = &cluster.store;
+        let me = store.node_id();
+        let mut conn = store.conn();
+        let known: Vec<String> = store
+            .run(async move { conn.smembers(keys::nodes()).await })
+            .await?;
+        let others: Vec<String> = known.into_iter().filter(|n| n != me).collect();
+        let mut nodes = vec![stats.of_node(me)];
+        if !others.is_empty() {
+            let ids: Vec<String> = others.iter().map(|n| keys::node(n)).collect();
+            let mut conn = store.conn();
+            let figures: Vec<Option<String>> =
+                store.run(async move { conn.mget(ids).await }).await?;
+            nodes.extend(
+                figures
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|f| serde_json::from_str::<NodeStats>(&f).ok()),
+            );
+        }
+        for node in &nodes[1..] {
+            stats.total_clients += node.total_clients;
+            for (role, n) in &node.by_role {
+                *stats.by_role.entry(role.clone()).or_default() += n;
+            }
+            stats.users += node.users;
+            stats.topics += node.topics;
+            stats.messages_sent += node.messages_sent;
+            stats.messages_received += node.messages_received;
+            stats.slow_consumers_dropped += node.slow_consumers_dropped;
+        }
+        nodes.sort_by(|a, b| a.node_id.cmp(&b.node_id));
+        stats.nodes = Some(nodes);
+        Ok(stats)
+    }
+}
+
+async fn beat_and_reap(node: Herald) {
+    let Some(cluster) = node.cluster() else {
+        return;
+    };
+    let every = node.config().cluster.node_ttl / 3;
+    let mut tick = tokio::time::interval(every.max(Duration::from_millis(100)));
+    loop {
+        tokio::select! {
+            _ = node.shutdown_token().cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = node.beat(cluster).await {
+            tracing::warn!(error = %e, "redis: heartbeat failed");
+            continue;
+        }
+        if let Err(e) = node.reap_dead(cluster).await {
+            tracing::warn!(error = %e, "redis: reaping dead nodes failed");
+        }
+    }
+}
+
+async fn reassert_on_reconnect(node: Herald, mut generations: tokio::sync::watch::Receiver<u64>) {
+    let Some(cluster) = node.cluster() else {
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = node.shutdown_token().cancelled() => return,
+            changed = generations.changed() => if changed.is_err() { return },
+        }
+        // Generation 1 is the first connection: nothing was lost yet.
+        if *generations.borrow_and_update() < 2 {
+            continue;
+        }
+        if let Err(e) = node.reassert(cluster).await {
+            tracing::warn!(error = %e, "redis: could not re-assert this node's presence");
+        }
+    }
+}
