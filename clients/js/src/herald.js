@@ -152,7 +152,7 @@ export class Herald {
 
   _setState(state, data = {}) {
     this.state = state;
-    this._emit(state, { type: state, data, timestamp: new Date().toISOString() });
+    this._emit(state, { type: state, data, timestamp: new Date().toISOString(), local: true });
   }
 
   // ---- connection ---------------------------------------------------------------------------
@@ -366,7 +366,7 @@ export class Herald {
   }
 
   _emitError(code, message) {
-    this._emit('error', { type: 'error', data: { code, message }, timestamp: new Date().toISOString() });
+    this._emit('error', { type: 'error', data: { code, message }, timestamp: new Date().toISOString(), local: true });
   }
 
   // ---- token refresh ------------------------------------------------------------------------
@@ -470,7 +470,7 @@ export class Herald {
       }
       if (this._subs.get(sub.topic) === sub) this._subs.delete(sub.topic);
       for (const waiter of sub.waiters.splice(0)) waiter.reject(error);
-      if (resubscribing) this._emit('error', { type: 'error', topic: sub.topic, data: { code: error.code, message: error.message } });
+      if (resubscribing) this._emit('error', { type: 'error', topic: sub.topic, data: { code: error.code, message: error.message }, timestamp: new Date().toISOString(), local: true });
       return;
     }
     const data = { topic: sub.topic, recovered: false, ...(reply.data ?? {}) };
@@ -483,7 +483,7 @@ export class Herald {
     sub.confirmed = true;
     for (const waiter of sub.waiters.splice(0)) waiter.resolve(info);
     if (typeof sub.onSubscribed === 'function') sub.onSubscribed(info);
-    if (resubscribing) this._emit('resubscribed', { type: 'resubscribed', topic: sub.topic, data: info, timestamp: new Date().toISOString() });
+    if (resubscribing) this._emit('resubscribed', { type: 'resubscribed', topic: sub.topic, data: info, timestamp: new Date().toISOString(), local: true });
   }
 
   /** Stops the subscription (locally at once; on the server when connected). */
