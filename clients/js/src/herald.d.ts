@@ -91,6 +91,10 @@ export interface HeraldOptions {
   refreshMargin?: number;
   /** How long a command waits for its reply, ms (default 10000). */
   requestTimeout?: number;
+  /** How long a new connection may take to be authenticated before it is dropped and retried, ms (default 10000). */
+  connectTimeout?: number;
+  /** After this many ms without a message, send a ping; no reply within requestTimeout drops and reconnects. Default 25000; false: off. */
+  heartbeat?: number | false;
   /** Ack each offline message after its handlers ran (default false: call `ack()`). */
   autoAck?: boolean;
 }

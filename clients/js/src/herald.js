@@ -22,6 +22,8 @@ const DEFAULTS = {
   reconnect: { minDelay: 500, maxDelay: 30000, factor: 2, jitter: 0.5 },
   refreshMargin: 30000,
   requestTimeout: 10000,
+  connectTimeout: 10000,
+  heartbeat: 25000,
   autoAck: false,
 };
 
@@ -95,6 +97,8 @@ export class Herald {
     this.reconnect = options.reconnect === false ? false : { ...DEFAULTS.reconnect, ...(options.reconnect ?? {}) };
     this.refreshMargin = options.refreshMargin ?? DEFAULTS.refreshMargin;
     this.requestTimeout = options.requestTimeout ?? DEFAULTS.requestTimeout;
+    this.connectTimeout = options.connectTimeout ?? DEFAULTS.connectTimeout;
+    this.heartbeat = options.heartbeat === false ? false : options.heartbeat ?? DEFAULTS.heartbeat;
     this.autoAck = options.autoAck ?? DEFAULTS.autoAck;
     this._token = token;
     this._getToken = getToken;
@@ -113,6 +117,7 @@ export class Herald {
     this._ws = null;
     this._timer = null;
     this._refreshTimer = null;
+    this._heartbeatTimer = null;
     this._acks = [];
     this._ackQueued = false;
     this._waiting = null;
@@ -227,10 +232,44 @@ export class Herald {
     this._connToken = token;
     this._lastError = null;
     ws.onmessage = (event) => {
-      if (gen === this._gen) this._receive(event.data, ws);
+      if (gen !== this._gen) return;
+      this._armHeartbeat(gen);
+      this._receive(event.data, ws);
     };
     ws.onclose = (event) => this._closed(gen, { code: event.code, reason: event.reason });
     ws.onerror = () => {}; // the close event that follows says what happened
+    // A server that accepts TCP but never answers (frozen, half-open) must not hold us forever.
+    this._heartbeatTimer = setTimeout(() => {
+      if (gen === this._gen && this.state !== 'connected') this._drop(gen, 4000, `not authenticated within ${this.connectTimeout} ms`);
+    }, this.connectTimeout);
+  }
+
+  // Gives up on the current socket without waiting for a close handshake that may never come.
+  _drop(gen, code, reason) {
+    const ws = this._ws;
+    if (ws) {
+      ws.onclose = null;
+      ws.onmessage = null;
+      try {
+        ws.close();
+      } catch {
+        // already closed
+      }
+    }
+    this._closed(gen, { code, reason });
+  }
+
+  // After `heartbeat` ms without any message, a ping; no reply within requestTimeout: the
+  // connection is dead even if TCP has not noticed, so drop it and reconnect.
+  _armHeartbeat(gen) {
+    if (this.heartbeat === false || this.state !== 'connected') return;
+    clearTimeout(this._heartbeatTimer);
+    this._heartbeatTimer = setTimeout(() => {
+      if (gen !== this._gen || this.state !== 'connected') return;
+      this.request('ping').catch((error) => {
+        if (error.code === 'timeout' && gen === this._gen) this._drop(gen, 4000, 'no reply to ping');
+      });
+    }, this.heartbeat);
   }
 
   async _currentToken() {
@@ -311,7 +350,9 @@ export class Herald {
   _established(data) {
     this.session = data;
     this._attempt = 0;
+    clearTimeout(this._heartbeatTimer);
     this._setState('connected', data);
+    this._armHeartbeat(this._gen);
     this._scheduleRefresh(this._connToken);
     if (this._acks.length) this._flushAcks();
     for (const sub of this._subs.values()) this._sendSubscribe(sub, sub.confirmed === true);
@@ -328,7 +369,9 @@ export class Herald {
 
   _teardown(error) {
     clearTimeout(this._refreshTimer);
+    clearTimeout(this._heartbeatTimer);
     this._refreshTimer = null;
+    this._heartbeatTimer = null;
     this._ws = null;
     this.session = null;
     for (const [ref, pending] of this._pending) {

@@ -295,6 +295,30 @@ test('a server kick (close 1000) is final: no reconnection', async () => {
   assert.equal(nina.state, 'disconnected');
 });
 
+test('a frozen server (sockets open, no answers) is noticed by the heartbeat, and the client comes back when it thaws', async () => {
+  const olga = client('olga', { heartbeat: 200, requestTimeout: 500, connectTimeout: 500 });
+  await olga.connect();
+  const got = recorder();
+  await olga.subscribe('feed:frozen', got);
+  const dropped = nextEvent(olga, 'disconnected');
+  server.freeze();
+  let back;
+  try {
+    const event = await dropped;
+    assert.equal(event.data.code, 4000);
+    assert.equal(event.data.reason, 'no reply to ping');
+    assert.equal(event.data.reconnect, true);
+    // Attempts against the frozen server are given up after connectTimeout, and retried.
+    await nextEvent(olga, 'disconnected', (m) => m.data.reason.startsWith('not authenticated within'));
+    back = nextEvent(olga, 'resubscribed', (m) => m.topic === 'feed:frozen', 20000);
+  } finally {
+    server.thaw();
+  }
+  assert.equal((await back).data.recovered, true);
+  await server.api.publish({ scope: 'topic', target: 'feed:frozen', type: 'n', data: { n: 1 } });
+  await eventually('the publication after the thaw', () => got.got.length === 1);
+});
+
 test('backoff grows exponentially to its cap, with jitter below the base', () => {
   const options = { minDelay: 100, maxDelay: 1000, factor: 2, jitter: 0.5 };
   const high = (attempt) => backoff(attempt, options, () => 0);

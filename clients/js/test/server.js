@@ -134,6 +134,16 @@ export class Server {
     return this.spawn(`127.0.0.1:${port}`);
   }
 
+  /** SIGSTOP: the process stops answering, but its sockets stay open (no FIN, no RST). */
+  freeze() {
+    process.kill(this.child.pid, 'SIGSTOP');
+  }
+
+  /** SIGCONT: the frozen process carries on. */
+  thaw() {
+    process.kill(this.child.pid, 'SIGCONT');
+  }
+
   /**
    * Kills the server and runs `during(api)` against the same data dir served on another port,
    * where the clients (who know only the first port) cannot reach it: what `during` publishes
