@@ -325,6 +325,8 @@ export class Herald {
       if (message.data?.code === 'token_expired' || message.data?.code === 'auth_failed') this._lastError = message.data;
       this._emit('error', message);
     }
+    // The server ended a subscription by itself (a revoked permission): do not resubscribe.
+    if (message.type === 'unsubscribed' && !pending && typeof message.data?.topic === 'string') this._subs.delete(message.data.topic);
     if (message.type !== 'error') this._emit(message.type, message);
     this._emit('message', message);
     if (typeof message.topic === 'string') this._deliver(message);

@@ -319,6 +319,17 @@ test('a frozen server (sockets open, no answers) is noticed by the heartbeat, an
   await eventually('the publication after the thaw', () => got.got.length === 1);
 });
 
+test('a subscription the server revokes is dropped, not resubscribed', async () => {
+  await server.api.call('PUT', '/api/v1/projects/p9/members/pat');
+  const pat = client('pat');
+  await pat.connect();
+  await pat.subscribe('project:p9', () => {});
+  const revoked = nextEvent(pat, 'unsubscribed', (m) => m.data.topic === 'project:p9');
+  await server.api.call('DELETE', '/api/v1/projects/p9/members/pat');
+  assert.equal((await revoked).data.reason, 'permission revoked');
+  assert.deepEqual(pat.subscriptions(), []);
+});
+
 test('backoff grows exponentially to its cap, with jitter below the base', () => {
   const options = { minDelay: 100, maxDelay: 1000, factor: 2, jitter: 0.5 };
   const high = (attempt) => backoff(attempt, options, () => 0);
