@@ -1,5 +1,6 @@
 //! The HTTP face of a node: the `/ws` upgrade, the server API under `/api/v1`, seed 001's
-//! `/ws/stats` and `/ws/broadcast`, health, readiness and metrics. The app is a function
+//! `/ws/stats` and `/ws/broadcast`, health, readiness, metrics and the browser console at `/`
+//! (`console`, outside the route table: pages, not API). The app is a function
 //! ([`router`]) that the server binary and tests call alike.
 //!
 //! Every route is declared once in [`routes`], which records it in a table beside the router,
@@ -8,6 +9,7 @@
 mod admin;
 mod api;
 mod body;
+mod console;
 mod error;
 mod members;
 mod ops;
@@ -108,7 +110,7 @@ fn routes() -> Routes {
 /// Every route Herald serves, with the node as state.
 pub fn router(node: Herald) -> Router {
     let limit = node.config().limits.max_body_size;
-    let mut router = routes().router;
+    let mut router = routes().router.merge(console::router());
     if node.config().test_echo_endpoint {
         // Test-only, so deliberately outside the route table and the OpenAPI document.
         router = router.route("/test/echo", get(ws::echo));

@@ -1,0 +1,139 @@
+// The console at `/` in a real browser (Debian's Chromium, driven by playwright-core): what a
+// newcomer does with it, against a real `herald` that is killed and restarted on the same port
+// and data dir. A screenshot is saved to target/artifacts/console.png (ARTIFACTS_DIR).
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, mkdirSync, rmSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+import { Server, API_KEY } from './server.js';
+
+const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
+const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
+const ARTIFACTS = resolve(process.env.ARTIFACTS_DIR ?? join(repo, 'target/artifacts'));
+const WAIT = 15000;
+
+let server;
+let context;
+let profile;
+
+before(async () => {
+  if (!existsSync(CHROMIUM)) throw new Error(`no Chromium at ${CHROMIUM}: apt-get install chromium (scripts/js-test does it) or set CHROMIUM`);
+  server = await Server.start();
+  profile = mkdtempSync(join(tmpdir(), 'herald-chromium-'));
+  context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    viewport: { width: 1280, height: 1100 },
+    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+  });
+});
+
+after(async () => {
+  await context?.close();
+  await server?.stop();
+  if (profile) rmSync(profile, { recursive: true, force: true });
+});
+
+/** The texts of the log entries, in order. */
+const entries = (page) => page.$$eval('#messages .entry', (items) => items.map((item) => item.textContent));
+
+test('the console connects with a pasted token, shows live messages, and recovers what it missed across a server restart', async () => {
+  const page = context.pages()[0] ?? (await context.newPage());
+  const problems = [];
+  page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
+  page.on('console', (message) => {
+    // Failed requests are checked one by one below, through their responses.
+    if (message.type() === 'error' && !message.text().startsWith('Failed to load resource')) problems.push(`console error: ${message.text()}`);
+  });
+  page.on('response', (response) => response.status() >= 400 && problems.push(`${response.status()} ${response.request().method()} ${new URL(response.url()).pathname}`));
+  try {
+    await page.goto(`${server.http}/`);
+    assert.equal(await page.title(), 'Herald console');
+    assert.equal(await page.getAttribute('#status', 'data-state'), 'disconnected');
+
+    // Paste a token minted by `herald token`, connect: the status turns green.
+    await page.fill('#token', server.token('alice', { projects: ['p1'] }));
+    await page.click('#connect');
+    await page.waitForSelector('#status[data-state="connected"]', { timeout: WAIT });
+    assert.match(await page.textContent('#session'), /^alice · user · /);
+    const green = await page.$eval('#status .dot', (dot) => getComputedStyle(dot).backgroundColor);
+    assert.equal(green, 'rgb(26, 156, 62)');
+
+    // Subscribe, then a backend publishes through the HTTP API: the message appears.
+    await page.fill('#topic', 'chat:demo');
+    await page.click('#subscribe');
+    await page.waitForSelector('#subscription-list li[data-topic="chat:demo"] .position:has-text("offset")', { timeout: WAIT });
+    await server.api.publish({ scope: 'topic', target: 'chat:demo', type: 'demo.hello', data: { text: 'hello from the API' } });
+    await page.waitForSelector('#messages .entry[data-type="demo.hello"]:has-text("hello from the API")', { timeout: WAIT });
+    assert.equal(await page.$eval('#messages .entry[data-type="demo.hello"] .type', (e) => e.className), 'type t-delivery');
+    assert.match(await page.$eval('#messages .entry[data-type="demo.hello"] .time', (e) => e.textContent), /^\d\d:\d\d:\d\d\.\d{3}$/);
+
+    // Presence panel: alice is on chat:demo.
+    await page.fill('#presence-topic', 'chat:demo');
+    await page.click('#presence-show');
+    await page.waitForSelector('#presence-list li[data-user="alice"]', { timeout: WAIT });
+
+    // The browser client publishes itself.
+    await page.fill('#publish-topic', 'chat:demo');
+    await page.fill('#publish-event', 'demo.said');
+    await page.fill('#publish-data', '{"text": "typed in the console"}');
+    await page.click('#publish-send');
+    await page.waitForSelector('#messages .entry[data-type="demo.said"]:has-text("typed in the console")', { timeout: WAIT });
+    await page.waitForSelector('#publish-result:has-text("published")', { timeout: WAIT });
+
+    // SIGKILL the server; while the page cannot reach it, two messages are published to the
+    // same data dir; then the server comes back on the same port.
+    await server.away(async (api) => {
+      await page.waitForSelector('#status:not([data-state="connected"])', { timeout: WAIT });
+      const red = await page.$eval('#status .dot', (dot) => getComputedStyle(dot).backgroundColor);
+      assert.equal(red, 'rgb(210, 48, 42)');
+      await api.publish({ scope: 'topic', target: 'chat:demo', type: 'demo.missed', data: { text: 'missed one' } });
+      await api.publish({ scope: 'topic', target: 'chat:demo', type: 'demo.missed', data: { text: 'missed two' } });
+    });
+    // Published just after the restart: live or recovered, it must show, after the missed ones.
+    await server.api.publish({ scope: 'topic', target: 'chat:demo', type: 'demo.after', data: { text: 'after the restart' } });
+    await page.waitForSelector('#status[data-state="connected"]', { timeout: WAIT });
+    await page.waitForSelector('#messages .entry[data-type="resubscribed"]:has-text("\\"recovered\\":true")', { timeout: WAIT });
+    await page.waitForSelector('#messages .entry:has-text("after the restart")', { timeout: WAIT });
+    const log = await entries(page);
+    const at = (text) => log.findIndex((entry) => entry.includes(text));
+    assert.ok(at('missed one') >= 0 && at('missed two') > at('missed one'), 'both missed messages, in order');
+    assert.ok(at('after the restart') > at('missed two'), 'the live one after them');
+    assert.equal(log.filter((entry) => entry.includes('missed one')).length, 1, 'no duplicate');
+
+    // Admin view: live stats with the API key, and a publication to the user scope.
+    await page.fill('#admin-key', API_KEY);
+    await page.click('#admin-start');
+    await page.waitForSelector('#by-role tr[data-role="user"]', { timeout: WAIT });
+    assert.equal(await page.textContent('#stat-total'), '1');
+    await page.waitForSelector('#stat-rate:not(:has-text("-"))', { timeout: WAIT });
+    await page.selectOption('#scope', 'user');
+    await page.fill('#target', 'alice');
+    await page.fill('#type', 'admin.note');
+    await page.fill('#data', '{"text": "to alice from the admin view"}');
+    await page.click('#admin-send');
+    await page.waitForSelector('#admin-result:has-text("to 1 connection")', { timeout: WAIT });
+    await page.waitForSelector('#messages .entry[data-type="admin.note"]:has-text("to alice from the admin view")', { timeout: WAIT });
+    // A bad scope target is refused with the server's message.
+    await page.selectOption('#scope', 'project');
+    await page.fill('#target', '');
+    await page.click('#admin-send');
+    await page.waitForSelector('#admin-result.error:has-text("target")', { timeout: WAIT });
+    assert.deepEqual(problems.splice(0), ['400 POST /api/v1/publish'], 'only the refused publication failed');
+
+    // The counter counts the log; Clear empties both.
+    const shown = (await entries(page)).length;
+    assert.equal(await page.textContent('#count'), String(shown));
+    assert.deepEqual(problems, []);
+  } finally {
+    mkdirSync(ARTIFACTS, { recursive: true });
+    await page.screenshot({ path: join(ARTIFACTS, 'console.png'), fullPage: true });
+  }
+  await page.click('#clear');
+  assert.equal(await page.textContent('#count'), '0');
+  await page.click('#disconnect');
+  await page.waitForSelector('#status[data-state="disconnected"]', { timeout: WAIT });
+});
