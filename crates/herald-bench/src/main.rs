@@ -78,6 +78,21 @@ enum Mode {
         #[arg(long, default_value_t = 200)]
         churn: u64,
     },
+    /// Subscribers on `--addr`, the same fan-out published once through `--addr` and once
+    /// through another node of the cluster (`--other`): the latency Redis adds.
+    Cluster {
+        /// Another node of the same cluster.
+        #[arg(long)]
+        other: String,
+        #[arg(long, default_value_t = 1000)]
+        n: usize,
+        #[arg(long, default_value_t = 10)]
+        rate: u64,
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+        #[arg(long, default_value_t = 100)]
+        size: usize,
+    },
     /// N subscribers on one topic, a publisher at `rate` msg/s for `secs` seconds.
     Fanout {
         #[arg(long, default_value_t = 1000)]
@@ -209,7 +224,26 @@ async fn main() -> Result<(), Failure> {
             secs,
             size,
         } => {
-            println!("{}", fanout(&args, n, rate, secs, size).await?);
+            println!("{}", fanout(&args, &args.addr, n, rate, secs, size).await?);
+        }
+        Mode::Cluster {
+            ref other,
+            n,
+            rate,
+            secs,
+            size,
+        } => {
+            let same = fanout(&args, &args.addr, n, rate, secs, size).await?;
+            println!("published through the subscribers' node:\n{same}");
+            let across = fanout(&args, other, n, rate, secs, size).await?;
+            println!("published through {other}:\n{across}");
+            println!(
+                "cluster: cross-node overhead p50 {:+.2} ms, p99 {:+.2} ms; lost {} and {}",
+                across.p50_ms - same.p50_ms,
+                across.p99_ms - same.p99_ms,
+                same.lost,
+                across.lost
+            );
         }
         Mode::MaxRate {
             n,
@@ -232,7 +266,7 @@ async fn max_rate(args: &Args, n: usize, from: u64, secs: u64, size: usize) -> R
     let mut rate = from.max(1);
     let mut held = None;
     loop {
-        let report = fanout(args, n, rate, secs, size).await?;
+        let report = fanout(args, &args.addr, n, rate, secs, size).await?;
         println!("{report}");
         if report.p99_ms > 100.0 || report.lost > 0 {
             break;
@@ -280,7 +314,7 @@ async fn churn_run(args: &Args, n: usize, rate: u64, secs: u64, churn: u64) -> R
             }
         })
     };
-    let report = fanout(args, n, rate, secs, 100).await?;
+    let report = fanout(args, &args.addr, n, rate, secs, 100).await?;
     stop.store(true, Ordering::Relaxed);
     let _ = churner.await;
     println!(
@@ -294,6 +328,7 @@ async fn churn_run(args: &Args, n: usize, rate: u64, secs: u64, churn: u64) -> R
 /// What one fan-out run measured.
 struct Report {
     line: String,
+    p50_ms: f64,
     p99_ms: f64,
     lost: u64,
 }
@@ -304,8 +339,10 @@ impl std::fmt::Display for Report {
     }
 }
 
+/// Subscribers on `args.addr`, publications through `publish_addr`.
 async fn fanout(
     args: &Args,
+    publish_addr: &str,
     n: usize,
     rate: u64,
     secs: u64,
@@ -345,7 +382,7 @@ async fn fanout(
     }
     let cpu_before = args.pid.and_then(usage).map(|(_, cpu)| cpu);
     let http = reqwest::Client::new();
-    let url = format!("http://{}/api/v1/publish", args.addr);
+    let url = format!("http://{publish_addr}/api/v1/publish");
     let pad = "p".repeat(size);
     let started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(1) as f64));
@@ -401,6 +438,7 @@ async fn fanout(
     );
     Ok(Report {
         line,
+        p50_ms: ms(0.5),
         p99_ms: ms(0.99),
         lost,
     })

@@ -123,6 +123,7 @@ async fn run(config: herald::Config) -> Result<ExitCode, Unusable> {
 
     let app = node
         .router()
+        .merge(node.console_router())
         .into_make_service_with_connect_info::<SocketAddr>();
     let stopping = node.clone();
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {

@@ -410,6 +410,8 @@ async fn redis_down_means_503_in_bounded_time_then_a_restart_is_resumed() {
         .request(json!({"type": "subscribe", "topic": "chat:x"}))
         .await;
     assert_eq!(reply["type"], "subscribed");
+    let mut alice = n1.connect(&token("alice", "user", &[])).await;
+    alice.subscribe("room:r").await;
     let first = publish(&n1, "topic", Some("chat:x"), json!({"i": 1})).await;
     let got = reader.recv().await;
     assert_eq!(got["offset"], first["offset"]);
@@ -433,6 +435,38 @@ async fn redis_down_means_503_in_bounded_time_then_a_restart_is_resumed() {
 
     redis.start_again();
     ready(&n1).await;
+    // The node wrote its presence and online marks again into the empty Redis.
+    eventually("alice back in presence", || async {
+        let (_, body) = n1
+            .api(
+                "GET",
+                "/api/v1/topics/room%3Ar/presence",
+                Some(API_KEY),
+                None,
+            )
+            .await;
+        (body["users"].as_array().map(Vec::len) == Some(1)).then_some(())
+    })
+    .await;
+    let (_, answer) = n1
+        .api(
+            "POST",
+            "/api/v1/users/alice/message",
+            Some(API_KEY),
+            Some(json!({"type": "note", "data": {}})),
+        )
+        .await;
+    assert_eq!(answer["queued"], false, "alice is online again: {answer}");
+    let note = loop {
+        let got = alice.recv().await;
+        if got["type"] != "user_joined" {
+            break got;
+        }
+    };
+    assert_eq!(
+        note["type"], "note",
+        "delivered live, on the same connection: {note}"
+    );
     // Redis came back empty: the stream's past is gone, so the subscriber is asked to
     // resubscribe, and learns that it cannot recover.
     let closed = reader.closed().await;

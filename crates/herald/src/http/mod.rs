@@ -1,7 +1,8 @@
 //! The HTTP face of a node: the `/ws` upgrade, the server API under `/api/v1`, seed 001's
-//! `/ws/stats` and `/ws/broadcast`, health, readiness, metrics and the browser console at `/`
-//! (`console`, outside the route table: pages, not API). The app is a function
-//! ([`router`]) that the server binary and tests call alike.
+//! `/ws/stats` and `/ws/broadcast`, health, readiness and metrics. The app is a function
+//! ([`router`]) that the server binary and tests call alike. The browser console at `/` is a
+//! second router ([`console_router`], outside the route table: pages, not API) that the
+//! server binary merges and an embedding app may.
 //!
 //! Every route is declared once in [`routes`], which records it in a table beside the router,
 //! so the OpenAPI document can be checked against what is really served.
@@ -110,12 +111,18 @@ fn routes() -> Routes {
 /// Every route Herald serves, with the node as state.
 pub fn router(node: Herald) -> Router {
     let limit = node.config().limits.max_body_size;
-    let mut router = routes().router.merge(console::router());
+    let mut router = routes().router;
     if node.config().test_echo_endpoint {
         // Test-only, so deliberately outside the route table and the OpenAPI document.
         router = router.route("/test/echo", get(ws::echo));
     }
     router.layer(DefaultBodyLimit::max(limit)).with_state(node)
+}
+
+/// The browser console (`/`, `/console.js`, `/console.css`, `/herald.js`), with the node as
+/// state. Separate from [`router`] so an embedding app keeps its own `/`.
+pub fn console_router(node: Herald) -> Router {
+    console::router().with_state(node)
 }
 
 /// The `(method, path)` pairs [`router`] serves, paths in OpenAPI form (`{id}`).

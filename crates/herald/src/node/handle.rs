@@ -100,4 +100,11 @@ impl Herald {
     pub fn router(&self) -> axum::Router {
         crate::http::router(self.clone())
     }
+
+    /// The browser console: `/` (token input, live messages, subscriptions, presence, an
+    /// admin view) and the JS client at `/herald.js`. `herald serve` serves it beside
+    /// [`router`](Self::router); an embedding app merges it only if it wants it at its `/`.
+    pub fn console_router(&self) -> axum::Router {
+        crate::http::console_router(self.clone())
+    }
 }

@@ -470,7 +470,9 @@ impl Herald {
             event,
             serde_json::json!({ "user_id": user }),
         );
-        if let Err(e) = self.send(publication).await {
+        // Presence events are live news, not part of the topic's stream: they take no offset
+        // and no history slot, and a recovery does not replay stale joins.
+        if let Err(e) = self.broadcast(publication).await {
             tracing::warn!(topic, event, error = %e, "announcement failed");
         }
     }
