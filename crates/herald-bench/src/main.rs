@@ -40,6 +40,9 @@ struct Args {
     /// Connections opened at once.
     #[arg(long, default_value_t = 200)]
     concurrency: usize,
+    /// Offer permessage-deflate (the server needs `compression = true`).
+    #[arg(long)]
+    deflate: bool,
     #[command(subcommand)]
     mode: Mode,
 }
@@ -140,30 +143,95 @@ fn usage(pid: u32) -> Option<(u64, f64)> {
     Some((rss, ticks / 100.0))
 }
 
-async fn recv_json(ws: &mut Socket) -> Result<Value, Failure> {
-    loop {
-        match ws.next().await {
-            Some(Ok(Message::Text(text))) => return Ok(serde_json::from_str(&text)?),
-            Some(Ok(Message::Close(frame))) => return Err(format!("closed: {frame:?}").into()),
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => return Err(e.into()),
-            None => return Err("connection ended".into()),
+/// A client connection: plain (tungstenite), or with permessage-deflate (yawc) for `--deflate`.
+enum Conn {
+    Plain(Box<Socket>),
+    Deflate(Box<yawc::WebSocket<tokio::net::TcpStream>>),
+}
+
+impl Conn {
+    async fn connect(addr: &str, jwt: &str, deflate: bool) -> Result<Conn, Failure> {
+        let url = format!("ws://{addr}/ws?token={jwt}");
+        if !deflate {
+            let (ws, _) = tokio_tungstenite::connect_async(url).await?;
+            return Ok(Conn::Plain(Box::new(ws)));
+        }
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        let options = yawc::Options::default()
+            .with_low_latency_compression()
+            .with_read_buffer_capacity(4096)
+            .with_write_buffer_capacity(4096);
+        let ws = yawc::WebSocket::handshake(url.parse()?, tcp, options).await?;
+        Ok(Conn::Deflate(Box::new(ws)))
+    }
+
+    async fn recv_json(&mut self) -> Result<Value, Failure> {
+        match self {
+            Conn::Plain(ws) => loop {
+                match ws.next().await {
+                    Some(Ok(Message::Text(text))) => return Ok(serde_json::from_str(&text)?),
+                    Some(Ok(Message::Close(frame))) => {
+                        return Err(format!("closed: {frame:?}").into())
+                    }
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => return Err(e.into()),
+                    None => return Err("connection ended".into()),
+                }
+            },
+            Conn::Deflate(ws) => loop {
+                let frame = ws.next_frame().await?;
+                match frame.opcode() {
+                    yawc::OpCode::Text => return Ok(serde_json::from_slice(frame.payload())?),
+                    yawc::OpCode::Close => return Err("closed".into()),
+                    _ => continue,
+                }
+            },
+        }
+    }
+
+    async fn send_text(&mut self, text: String) -> Result<(), Failure> {
+        match self {
+            Conn::Plain(ws) => ws.send(Message::text(text)).await?,
+            Conn::Deflate(ws) => ws.send(yawc::Frame::text(text)).await?,
+        }
+        Ok(())
+    }
+
+    async fn close(&mut self) {
+        match self {
+            Conn::Plain(ws) => {
+                let _ = SinkExt::close(&mut **ws).await;
+            }
+            Conn::Deflate(ws) => {
+                let _ = ws.close().await;
+            }
         }
     }
 }
 
+/// Bytes a process passed to write calls (sockets included), from /proc/PID/io.
+fn written(pid: u32) -> Option<u64> {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    io.lines()
+        .find_map(|l| l.strip_prefix("wchar:"))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+async fn recv_json(ws: &mut Conn) -> Result<Value, Failure> {
+    ws.recv_json().await
+}
+
 /// One authenticated connection subscribed to `topic`.
-async fn subscriber(addr: &str, jwt: &str, topic: &str) -> Result<Socket, Failure> {
-    let (mut ws, _) =
-        tokio_tungstenite::connect_async(format!("ws://{addr}/ws?token={jwt}")).await?;
+async fn subscriber(addr: &str, jwt: &str, topic: &str, deflate: bool) -> Result<Conn, Failure> {
+    let mut ws = Conn::connect(addr, jwt, deflate).await?;
     let hello = recv_json(&mut ws).await?;
     if hello["type"] != "connection.established" {
         return Err(format!("unexpected {hello}").into());
     }
-    ws.send(Message::text(
-        json!({"type": "subscribe", "topic": topic}).to_string(),
-    ))
-    .await?;
+    ws.send_text(json!({"type": "subscribe", "topic": topic}).to_string())
+        .await?;
     let reply = recv_json(&mut ws).await?;
     if reply["type"] != "subscribed" {
         return Err(format!("unexpected {reply}").into());
@@ -172,18 +240,15 @@ async fn subscriber(addr: &str, jwt: &str, topic: &str) -> Result<Socket, Failur
 }
 
 /// Opens `n` subscribed connections, `concurrency` at a time; returns them and the failures.
-async fn open(
-    args: &Args,
-    n: usize,
-    topic: &str,
-) -> Result<(Vec<Socket>, usize, Duration), Failure> {
+async fn open(args: &Args, n: usize, topic: &str) -> Result<(Vec<Conn>, usize, Duration), Failure> {
     let jwt = token(&args.secret, "bench")?;
     let started = Instant::now();
     let mut sockets = Vec::with_capacity(n);
     let mut failures = 0;
-    let mut pending =
-        futures_util::stream::iter((0..n).map(|_| subscriber(&args.addr, &jwt, topic)))
-            .buffer_unordered(args.concurrency.max(1));
+    let mut pending = futures_util::stream::iter(
+        (0..n).map(|_| subscriber(&args.addr, &jwt, topic, args.deflate)),
+    )
+    .buffer_unordered(args.concurrency.max(1));
     while let Some(result) = pending.next().await {
         match result {
             Ok(ws) => sockets.push(ws),
@@ -293,6 +358,7 @@ async fn churn_run(args: &Args, n: usize, rate: u64, secs: u64, churn: u64) -> R
         let (stop, cycles, failed) = (stop.clone(), cycles.clone(), failed.clone());
         let addr = args.addr.clone();
         let jwt = token(&args.secret, "churn")?;
+        let deflate = args.deflate;
         tokio::spawn(async move {
             let mut tick =
                 tokio::time::interval(Duration::from_secs_f64(1.0 / churn.max(1) as f64));
@@ -301,9 +367,9 @@ async fn churn_run(args: &Args, n: usize, rate: u64, secs: u64, churn: u64) -> R
                 let (addr, jwt) = (addr.clone(), jwt.clone());
                 let (cycles, failed) = (cycles.clone(), failed.clone());
                 tokio::spawn(async move {
-                    match subscriber(&addr, &jwt, "bench:churn").await {
+                    match subscriber(&addr, &jwt, "bench:churn", deflate).await {
                         Ok(mut ws) => {
-                            let _ = ws.close(None).await;
+                            ws.close().await;
                             cycles.fetch_add(1, Ordering::Relaxed);
                         }
                         Err(_) => {
@@ -381,6 +447,7 @@ async fn fanout(
         }));
     }
     let cpu_before = args.pid.and_then(usage).map(|(_, cpu)| cpu);
+    let written_before = args.pid.and_then(written);
     let http = reqwest::Client::new();
     let url = format!("http://{publish_addr}/api/v1/publish");
     let pad = "p".repeat(size);
@@ -420,6 +487,12 @@ async fn fanout(
         _ => "n/a".into(),
     };
     let got = received.load(Ordering::Relaxed);
+    let per_delivery = match (written_before, args.pid.and_then(written)) {
+        (Some(before), Some(after)) if got > 0 => {
+            format!("{:.0} B", (after - before) as f64 / got as f64)
+        }
+        _ => "n/a".into(),
+    };
     let expected = total * (n - failures) as u64;
     let h = histogram.lock().map_err(|_| "histogram lock")?;
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
@@ -427,14 +500,16 @@ async fn fanout(
     let line = format!(
         "fanout: {} subscribers ({failures} failed), {rate} msg/s for {secs} s, {size} B padding\n\
          latency ms: p50 {:.2} p90 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}\n\
-         deliveries: {got} of {expected} ({lost} lost), {:.0}/s; server CPU {cpu} s",
+         deliveries: {got} of {expected} ({lost} lost), {:.0}/s; server CPU {cpu} s; \
+         server wrote {per_delivery} per delivery{}",
         n - failures,
         ms(0.5),
         ms(0.9),
         ms(0.99),
         ms(0.999),
         h.max() as f64 / 1000.0,
-        got as f64 / took
+        got as f64 / took,
+        if args.deflate { " (deflate)" } else { "" }
     );
     Ok(Report {
         line,

@@ -21,6 +21,8 @@ pub struct Config {
     pub api_key: Option<String>,
     /// Offer permessage-deflate when the client asks for it.
     pub compression: bool,
+    /// On a deflate connection, messages smaller than this many bytes go uncompressed.
+    pub compression_min_size: usize,
     /// Allowed `Origin` header values; empty allows any origin.
     pub allowed_origins: Vec<String>,
     /// Redis URL for cluster mode; `None` runs on the embedded engines.
@@ -50,6 +52,7 @@ impl Default for Config {
             data_dir: "./herald-data".into(),
             api_key: None,
             compression: false,
+            compression_min_size: 256,
             allowed_origins: Vec::new(),
             redis_url: None,
             node_id: None,

@@ -1,7 +1,7 @@
 //! Authentication by first message: `auth_required`, then one `auth` within `auth_timeout`.
 //! Until then every other command gets `error` `unauthorized` and changes nothing.
 
-use axum::extract::ws::{Message, WebSocket};
+use axum::extract::ws::Message;
 use serde_json::Value;
 
 use super::close_with;
@@ -22,7 +22,7 @@ const AUTH_FAILED: CloseReason = CloseReason {
 /// Waits for a good `auth`; returns the principal and the command's `ref`, or `None` once the
 /// connection has been closed (bad token, timeout, client gone).
 pub(super) async fn await_auth(
-    socket: &mut WebSocket,
+    socket: &mut super::Socket,
     node: &Herald,
     encoding: Encoding,
 ) -> Option<(Principal, Option<Value>)> {
@@ -94,7 +94,7 @@ pub(super) async fn await_auth(
 }
 
 async fn send(
-    socket: &mut WebSocket,
+    socket: &mut super::Socket,
     frame: Message,
     write_timeout: std::time::Duration,
 ) -> Result<(), ()> {

@@ -8,14 +8,15 @@
 mod handshake;
 pub mod limits;
 mod session;
+mod socket;
 
 pub use session::{history_data, presence_users};
+pub use socket::Socket;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures_util::SinkExt;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use tokio::sync::mpsc;
 use tokio::time::{sleep_until, Instant};
 
@@ -25,6 +26,7 @@ use crate::node::Herald;
 use crate::protocol::{Encoding, Frame, ReplyStyle};
 use crate::publication::Publication;
 use session::{Next, Session};
+use socket::{ReadError, WriteError};
 
 /// How many queued frames one write gathers before it flushes.
 const WRITE_BATCH: usize = 64;
@@ -85,7 +87,7 @@ impl Ending {
 }
 
 /// Runs one WebSocket connection to its end.
-pub async fn serve(mut socket: WebSocket, node: Herald, start: Start) {
+pub async fn serve(mut socket: Socket, node: Herald, start: Start) {
     let limits = node.config().limits.clone();
     if start.echo {
         return serve_echo(socket, node, start).await;
@@ -160,7 +162,7 @@ pub async fn serve(mut socket: WebSocket, node: Herald, start: Start) {
 /// Says goodbye as the ending requires: what is queued, then the close frame (a slow consumer
 /// gets only the close frame, behind what it has not read yet).
 async fn finish(
-    socket: &mut WebSocket,
+    socket: &mut Socket,
     outbox: &mut mpsc::Receiver<Frame>,
     ending: Ending,
     write_timeout: Duration,
@@ -181,7 +183,7 @@ async fn finish(
 
 /// The test-only echo endpoint: the same reader, limits and writer as `/ws`, with every data
 /// frame sent back. It exists only when the server runs with `--test-echo-endpoint`.
-async fn serve_echo(mut socket: WebSocket, node: Herald, start: Start) {
+async fn serve_echo(mut socket: Socket, node: Herald, start: Start) {
     let limits = node.config().limits.clone();
     let principal = crate::auth::Principal::new("echo", "echo", Vec::new());
     let (conn, mut outbox) = ConnHandle::new(
@@ -198,7 +200,7 @@ async fn serve_echo(mut socket: WebSocket, node: Herald, start: Start) {
 }
 
 async fn run(
-    socket: &mut WebSocket,
+    socket: &mut Socket,
     session: &mut Session,
     outbox: &mut mpsc::Receiver<Frame>,
 ) -> Ending {
@@ -296,28 +298,22 @@ async fn run(
 
 /// Maps a failed read to how the connection ends: the WebSocket layer refused the client's
 /// frames (too big, not UTF-8, not the protocol) or the socket failed.
-fn read_failure(error: axum::Error) -> Ending {
-    use tokio_tungstenite::tungstenite::error::ProtocolError;
-    use tokio_tungstenite::tungstenite::Error as WsError;
-    match error.into_inner().downcast_ref::<WsError>() {
-        // The TCP connection ended without a close frame: the client is simply gone.
-        Some(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)) => {
-            Ending::Gone("client_gone")
-        }
-        Some(WsError::Capacity(_)) => Ending::Close(CloseReason::MESSAGE_TOO_BIG),
-        Some(WsError::Utf8(_)) => Ending::Close(CloseReason::INVALID_UTF8),
-        Some(WsError::Protocol(_)) => Ending::Close(CloseReason::PROTOCOL_ERROR),
-        _ => Ending::Gone("client_gone"),
+fn read_failure(error: ReadError) -> Ending {
+    match error {
+        ReadError::TooBig => Ending::Close(CloseReason::MESSAGE_TOO_BIG),
+        ReadError::InvalidUtf8 => Ending::Close(CloseReason::INVALID_UTF8),
+        ReadError::Protocol => Ending::Close(CloseReason::PROTOCOL_ERROR),
+        ReadError::Gone => Ending::Gone("client_gone"),
     }
 }
 
 /// Writes `first` and whatever else is queued (up to a batch), then flushes once.
 async fn write_batch(
-    socket: &mut WebSocket,
+    socket: &mut Socket,
     first: Frame,
     outbox: &mut mpsc::Receiver<Frame>,
     write_timeout: Duration,
-) -> Result<(), axum::Error> {
+) -> Result<(), WriteError> {
     let write = async {
         socket.feed(first).await?;
         for _ in 1..WRITE_BATCH {
@@ -328,21 +324,20 @@ async fn write_batch(
         }
         socket.flush().await
     };
-    match tokio::time::timeout(write_timeout, write).await {
-        Ok(result) => result,
-        Err(elapsed) => Err(axum::Error::new(elapsed)),
-    }
+    tokio::time::timeout(write_timeout, write)
+        .await
+        .unwrap_or(Err(WriteError))
 }
 
 /// Writes frames straight to the socket (not through the queue), in the connection's
 /// encoding, then flushes once. They count as sent like queued ones.
 async fn write_frames(
-    socket: &mut WebSocket,
+    socket: &mut Socket,
     conn: &ConnHandle,
     node: &Herald,
     frames: Vec<Frame>,
     write_timeout: Duration,
-) -> Result<(), axum::Error> {
+) -> Result<(), WriteError> {
     node.hub()
         .counters
         .sent
@@ -353,15 +348,14 @@ async fn write_frames(
         }
         socket.flush().await
     };
-    match tokio::time::timeout(write_timeout, write).await {
-        Ok(result) => result,
-        Err(elapsed) => Err(axum::Error::new(elapsed)),
-    }
+    tokio::time::timeout(write_timeout, write)
+        .await
+        .unwrap_or(Err(WriteError))
 }
 
 /// Writes what is still queued before a close frame (a reply such as `token_expired`).
 async fn flush_queued(
-    socket: &mut WebSocket,
+    socket: &mut Socket,
     outbox: &mut mpsc::Receiver<Frame>,
     write_timeout: Duration,
 ) {
@@ -377,11 +371,7 @@ async fn flush_queued(
 
 /// Sends a close frame, then waits briefly for the client's own close so that the TCP
 /// connection ends cleanly and the client reads the code.
-pub(crate) async fn close_with(
-    socket: &mut WebSocket,
-    reason: CloseReason,
-    write_timeout: Duration,
-) {
+pub(crate) async fn close_with(socket: &mut Socket, reason: CloseReason, write_timeout: Duration) {
     let frame = Message::Close(Some(CloseFrame {
         code: reason.code,
         reason: Utf8Bytes::from_static(reason.reason),

@@ -4,8 +4,10 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
+use std::sync::LazyLock;
+
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{ConnectInfo, Query, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Query, Request, State};
 use axum::http::header::ORIGIN;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -13,7 +15,7 @@ use axum::Extension;
 
 use super::admin::bearer;
 use super::error::ApiError;
-use crate::connection::{self, Start};
+use crate::connection::{self, Socket, Start};
 use crate::node::Herald;
 use crate::protocol::{Encoding, ErrorCode};
 
@@ -21,13 +23,18 @@ use crate::protocol::{Encoding, ErrorCode};
 const READ_BUFFER: usize = 4096;
 const WRITE_BUFFER: usize = 4096;
 
+/// permessage-deflate state shared by every deflate connection: with no context takeover
+/// imposed both ways, a connection holds a compressor only while it compresses a message, so
+/// an idle deflate connection costs what a plain one does (docs/BENCHMARKS.md).
+static DEFLATE_POOL: LazyLock<yawc::DeflatePool> = LazyLock::new(|| yawc::DeflatePool::new(32));
+
 pub async fn upgrade(
     State(node): State<Herald>,
     Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
     uri: Uri,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
-    ws: WebSocketUpgrade,
+    request: Request,
 ) -> Response {
     let config = node.config();
     if !config.allowed_origins.is_empty() {
@@ -107,10 +114,7 @@ pub async fn upgrade(
         echo: false,
         encoding,
     };
-    configure(ws, &node).on_upgrade(move |socket| {
-        let tasks = node.connection_tasks().clone();
-        tasks.track_future(connection::serve(socket, node, start))
-    })
+    accept(node, request, start).await
 }
 
 /// `GET /test/echo`, only with `--test-echo-endpoint`: no auth, every data frame echoed, through
@@ -118,20 +122,119 @@ pub async fn upgrade(
 pub async fn echo(
     State(node): State<Herald>,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
-    ws: WebSocketUpgrade,
+    request: Request,
 ) -> Response {
     let start = Start {
         remote_addr: peer.map(|Extension(ConnectInfo(addr))| addr),
         echo: true,
         ..Start::default()
     };
+    accept(node, request, start).await
+}
+
+/// Completes the upgrade and runs the connection: with permessage-deflate (yawc) when
+/// `compression` is on and the client offers it, else plain (tungstenite).
+async fn accept(node: Herald, request: Request, start: Start) -> Response {
+    let (mut parts, _body) = request.into_parts();
+    let offer = node
+        .config()
+        .compression
+        .then(|| usable_deflate_offer(&parts.headers))
+        .flatten();
+    if let Some(offer) = offer {
+        // yawc reads one offer: hand it the first one Herald can honour.
+        parts
+            .headers
+            .insert(axum::http::header::SEC_WEBSOCKET_EXTENSIONS, offer);
+        let upgrade = match yawc::IncomingUpgrade::from_request_parts(&mut parts, &()).await {
+            Ok(upgrade) => upgrade,
+            Err(status) => return not_a_websocket(status),
+        };
+        let (response, socket) = match upgrade.upgrade(deflate_options(&node)) {
+            Ok(pair) => pair,
+            Err(e) => {
+                return ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    ErrorCode::InvalidMessage,
+                    e.to_string(),
+                )
+                .into_response()
+            }
+        };
+        let tasks = node.connection_tasks().clone();
+        tokio::spawn(tasks.track_future(async move {
+            match socket.await {
+                Ok(socket) => connection::serve(Socket::deflate(socket), node, start).await,
+                Err(e) => tracing::debug!(error = %e, "deflate upgrade did not complete"),
+            }
+        }));
+        return response.map(axum::body::Body::new);
+    }
+    let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &node).await {
+        Ok(ws) => ws,
+        Err(rejection) => return rejection.into_response(),
+    };
     configure(ws, &node).on_upgrade(move |socket| {
         let tasks = node.connection_tasks().clone();
-        tasks.track_future(connection::serve(socket, node, start))
+        tasks.track_future(connection::serve(
+            Socket::Plain(Box::new(socket)),
+            node,
+            start,
+        ))
     })
 }
 
-/// The socket settings every upgrade uses.
+fn not_a_websocket(status: StatusCode) -> Response {
+    ApiError::new(
+        status,
+        ErrorCode::InvalidMessage,
+        "not a WebSocket upgrade request",
+    )
+    .into_response()
+}
+
+/// The first permessage-deflate offer (RFC 7692) in `Sec-WebSocket-Extensions` that Herald can
+/// honour: any, except one that limits the server's window below 9 bits (the smallest window
+/// the deflate backend writes).
+fn usable_deflate_offer(headers: &HeaderMap) -> Option<axum::http::HeaderValue> {
+    headers
+        .get_all(axum::http::header::SEC_WEBSOCKET_EXTENSIONS)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .find(|offer| {
+            let mut params = offer.split(';').map(str::trim);
+            params.next() == Some("permessage-deflate")
+                && params.all(|param| match param.split_once('=') {
+                    Some(("server_max_window_bits", bits)) => bits
+                        .trim_matches('"')
+                        .parse::<u8>()
+                        .is_ok_and(|b| (9..=15).contains(&b)),
+                    _ => true,
+                })
+        })
+        .and_then(|offer| axum::http::HeaderValue::from_str(offer).ok())
+}
+
+/// A deflate connection's settings: the same limits and buffers as a plain one, no context
+/// takeover either way (RFC 7692 lets the server impose it) so compressors come from the
+/// shared pool, and small messages uncompressed.
+fn deflate_options(node: &Herald) -> yawc::Options {
+    let max = node.config().limits.max_message_size;
+    yawc::Options::default()
+        .with_utf8()
+        .with_limits(max.saturating_add(1), max.saturating_add(1))
+        .with_read_buffer_capacity(READ_BUFFER)
+        .with_write_buffer_capacity(WRITE_BUFFER)
+        .with_low_latency_compression()
+        .server_no_context_takeover()
+        .client_no_context_takeover()
+        .with_deflate_pool(DEFLATE_POOL.clone())
+        .with_compression_threshold(node.config().compression_min_size)
+}
+
+/// The socket settings every plain upgrade uses.
 fn configure(ws: WebSocketUpgrade, node: &Herald) -> WebSocketUpgrade {
     let limits = &node.config().limits;
     // Measured (docs/BENCHMARKS.md): tungstenite's default 128 KiB read buffer costs ~139 KB per
@@ -161,6 +264,37 @@ pub fn redact_token(uri: &Uri) -> String {
 
 #[cfg(test)]
 mod tests {
+    fn offer(values: &[&str]) -> Option<String> {
+        let mut headers = axum::http::HeaderMap::new();
+        for v in values {
+            headers.append(
+                axum::http::header::SEC_WEBSOCKET_EXTENSIONS,
+                v.parse().expect("header"),
+            );
+        }
+        super::usable_deflate_offer(&headers).map(|v| v.to_str().unwrap_or("").to_string())
+    }
+
+    #[test]
+    fn the_first_deflate_offer_herald_can_honour_is_picked() {
+        assert_eq!(offer(&[]), None);
+        assert_eq!(offer(&["x-webkit-deflate-frame"]), None);
+        assert_eq!(
+            offer(&["permessage-deflate; client_max_window_bits"]).as_deref(),
+            Some("permessage-deflate; client_max_window_bits")
+        );
+        assert_eq!(
+            offer(&["permessage-deflate; server_max_window_bits=8, permessage-deflate; server_no_context_takeover"])
+                .as_deref(),
+            Some("permessage-deflate; server_no_context_takeover"),
+            "an 8-bit server window cannot be honoured"
+        );
+        assert_eq!(
+            offer(&["foo", "permessage-deflate; server_max_window_bits=10"]).as_deref(),
+            Some("permessage-deflate; server_max_window_bits=10")
+        );
+    }
+
     #[test]
     fn tokens_are_redacted_from_logged_uris() {
         let uri: axum::http::Uri = "/ws?project_id=p1&token=eyJsecret.x.y&board_id=b"
