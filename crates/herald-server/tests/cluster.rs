@@ -481,3 +481,57 @@ async fn redis_down_means_503_in_bounded_time_then_a_restart_is_resumed() {
     let again = publish(&n1, "topic", Some("chat:x"), json!({"i": 2})).await;
     assert_eq!(back.recv().await["offset"], again["offset"]);
 }
+
+/// How many nodes listen to a topic's channel, as Redis counts them.
+fn listeners(redis: &RedisServer, topic: &str) -> u64 {
+    let reply = redis
+        .command(&["PUBSUB", "NUMSUB", &format!("herald:topic:{topic}")])
+        .expect("redis answers");
+    // *2 $len herald:topic:<topic> :N
+    reply
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix(':'))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("unexpected NUMSUB reply {reply:?}"))
+}
+
+#[tokio::test]
+async fn a_node_receives_a_topic_only_while_it_has_subscribers() {
+    let redis = RedisServer::start();
+    let (n1, n2) = (node(&redis, "n1"), node(&redis, "n2"));
+    ready(&n1).await;
+    ready(&n2).await;
+    assert_eq!(listeners(&redis, "news"), 0);
+    let mut a = n1.connect(&token("a", "user", &[])).await;
+    a.subscribe("news").await;
+    assert_eq!(
+        listeners(&redis, "news"),
+        1,
+        "the subscription waits for the node's"
+    );
+    let mut b = n1.connect(&token("b", "user", &[])).await;
+    b.subscribe("news").await;
+    assert_eq!(
+        listeners(&redis, "news"),
+        1,
+        "one channel subscription per node"
+    );
+    let mut c = n2.connect(&token("c", "user", &[])).await;
+    c.subscribe("news").await;
+    assert_eq!(listeners(&redis, "news"), 2);
+    let reply = a
+        .request(json!({"type": "unsubscribe", "topic": "news"}))
+        .await;
+    assert_eq!(reply["type"], "unsubscribed", "{reply}");
+    assert_eq!(listeners(&redis, "news"), 2, "b still listens on n1");
+    drop(b);
+    eventually("n1 to stop listening", || async {
+        (listeners(&redis, "news") == 1).then_some(())
+    })
+    .await;
+    // A publication now travels to n2 alone, and still arrives.
+    publish(&n1, "topic", Some("news"), json!({"k": 1})).await;
+    assert_eq!(c.recv().await["data"]["k"], 1);
+    a.expect_silence().await;
+}
