@@ -8,6 +8,8 @@
 //! deliveries per second, losses, server CPU), `max-rate` (fan-out at rising rates until p99
 //! passes 100 ms or a message is lost), `churn` (a fan-out while connections come and go).
 
+mod raw;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -16,10 +18,7 @@ use clap::{Parser, Subcommand};
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::Message;
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 type Failure = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Debug, Parser)]
@@ -143,41 +142,31 @@ fn usage(pid: u32) -> Option<(u64, f64)> {
     Some((rss, ticks / 100.0))
 }
 
-/// A client connection: plain (tungstenite), or with permessage-deflate (yawc) for `--deflate`.
+/// A client connection: plain ([`raw::Raw`]), or with permessage-deflate (yawc) for `--deflate`.
 enum Conn {
-    Plain(Box<Socket>),
+    Plain(Box<raw::Raw>),
     Deflate(Box<yawc::WebSocket<tokio::net::TcpStream>>),
 }
 
 impl Conn {
     async fn connect(addr: &str, jwt: &str, deflate: bool) -> Result<Conn, Failure> {
-        let url = format!("ws://{addr}/ws?token={jwt}");
+        let path = format!("/ws?token={jwt}");
         if !deflate {
-            let (ws, _) = tokio_tungstenite::connect_async(url).await?;
-            return Ok(Conn::Plain(Box::new(ws)));
+            return Ok(Conn::Plain(Box::new(raw::Raw::connect(addr, &path).await?)));
         }
         let tcp = tokio::net::TcpStream::connect(addr).await?;
         let options = yawc::Options::default()
             .with_low_latency_compression()
             .with_read_buffer_capacity(4096)
             .with_write_buffer_capacity(4096);
+        let url = format!("ws://{addr}{path}");
         let ws = yawc::WebSocket::handshake(url.parse()?, tcp, options).await?;
         Ok(Conn::Deflate(Box::new(ws)))
     }
 
     async fn recv_json(&mut self) -> Result<Value, Failure> {
         match self {
-            Conn::Plain(ws) => loop {
-                match ws.next().await {
-                    Some(Ok(Message::Text(text))) => return Ok(serde_json::from_str(&text)?),
-                    Some(Ok(Message::Close(frame))) => {
-                        return Err(format!("closed: {frame:?}").into())
-                    }
-                    Some(Ok(_)) => continue,
-                    Some(Err(e)) => return Err(e.into()),
-                    None => return Err("connection ended".into()),
-                }
-            },
+            Conn::Plain(ws) => Ok(serde_json::from_slice(&ws.recv_text().await?)?),
             Conn::Deflate(ws) => loop {
                 let frame = ws.next_frame().await?;
                 match frame.opcode() {
@@ -189,9 +178,28 @@ impl Conn {
         }
     }
 
+    /// The `data.sent_us` of the messages that arrived (None for one without it): for a plain
+    /// connection, every message one read returned.
+    async fn recv_sent_us(&mut self, out: &mut Vec<Option<u64>>) -> Result<(), Failure> {
+        match self {
+            Conn::Plain(ws) => ws.recv_batch(out).await,
+            Conn::Deflate(ws) => loop {
+                let frame = ws.next_frame().await?;
+                match frame.opcode() {
+                    yawc::OpCode::Text => {
+                        out.push(raw::sent_us(frame.payload()));
+                        return Ok(());
+                    }
+                    yawc::OpCode::Close => return Err("closed".into()),
+                    _ => continue,
+                }
+            },
+        }
+    }
+
     async fn send_text(&mut self, text: String) -> Result<(), Failure> {
         match self {
-            Conn::Plain(ws) => ws.send(Message::text(text)).await?,
+            Conn::Plain(ws) => ws.send_text(&text).await?,
             Conn::Deflate(ws) => ws.send(yawc::Frame::text(text)).await?,
         }
         Ok(())
@@ -199,9 +207,7 @@ impl Conn {
 
     async fn close(&mut self) {
         match self {
-            Conn::Plain(ws) => {
-                let _ = SinkExt::close(&mut **ws).await;
-            }
+            Conn::Plain(ws) => ws.close().await,
             Conn::Deflate(ws) => {
                 let _ = ws.close().await;
             }
@@ -485,21 +491,25 @@ async fn fanout(
         let received = received.clone();
         readers.push(tokio::spawn(async move {
             let mut got = 0;
+            let mut batch = Vec::new();
             while got < total {
-                let Ok(message) = recv_json(&mut ws).await else {
+                batch.clear();
+                if ws.recv_sent_us(&mut batch).await.is_err() {
                     break;
-                };
-                if let Some(sent) = message["data"]["sent_us"].as_u64() {
-                    if let Ok(mut h) = shard.lock() {
-                        let _ = h.record(now_us().saturating_sub(sent).max(1));
-                    }
-                    received.fetch_add(1, Ordering::Relaxed);
+                }
+                let now = now_us();
+                let Ok(mut h) = shard.lock() else { break };
+                for sent in batch.iter().flatten() {
+                    let _ = h.record(now.saturating_sub(*sent).max(1));
                     got += 1;
                 }
+                received.fetch_add(batch.iter().flatten().count() as u64, Ordering::Relaxed);
             }
         }));
     }
     let cpu_before = args.pid.and_then(usage).map(|(_, cpu)| cpu);
+    // The tool's own CPU, beside the server's: where the tool is the bound, it shows.
+    let own_before = usage(std::process::id()).map(|(_, cpu)| cpu);
     let wire_before = wire_bytes();
     let http = reqwest::Client::new();
     let url = format!("http://{publish_addr}/api/v1/publish");
@@ -535,6 +545,10 @@ async fn fanout(
         }
     }
     let took = started.elapsed().as_secs_f64();
+    let own = match (own_before, usage(std::process::id())) {
+        (Some(before), Some((_, after))) => format!("{:.2}", after - before),
+        _ => "n/a".into(),
+    };
     let cpu = match (cpu_before, args.pid.and_then(usage)) {
         (Some(before), Some((_, after))) => format!("{:.2}", after - before),
         _ => "n/a".into(),
@@ -553,7 +567,7 @@ async fn fanout(
     let line = format!(
         "fanout: {} subscribers ({failures} failed), {rate} msg/s for {secs} s, {size} B padding\n\
          latency ms: p50 {:.2} p90 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}\n\
-         deliveries: {got} of {expected} ({lost} lost), {:.0}/s; server CPU {cpu} s; \
+         deliveries: {got} of {expected} ({lost} lost), {:.0}/s; server CPU {cpu} s, tool CPU {own} s; \
          on the wire {per_delivery} per delivery{}",
         n - failures,
         ms(0.5),
