@@ -19,8 +19,11 @@ use crate::connection::{self, Socket, Start};
 use crate::node::Herald;
 use crate::protocol::{Encoding, ErrorCode};
 
-/// Per-connection socket buffers, in bytes.
-const READ_BUFFER: usize = 4096;
+/// Per-connection socket buffers, in bytes. Clients send small commands, and tungstenite
+/// zeroes a read chunk each time the connection's task polls the socket (once per wake-up,
+/// deliveries included), so the read chunk is small: 1 KiB saves 3 KB per idle connection
+/// over 4 KiB (docs/BENCHMARKS.md).
+const READ_BUFFER: usize = 1024;
 const WRITE_BUFFER: usize = 4096;
 
 /// permessage-deflate state shared by every deflate connection: with no context takeover
@@ -238,7 +241,7 @@ fn deflate_options(node: &Herald) -> yawc::Options {
 fn configure(ws: WebSocketUpgrade, node: &Herald) -> WebSocketUpgrade {
     let limits = &node.config().limits;
     // Measured (docs/BENCHMARKS.md): tungstenite's default 128 KiB read buffer costs ~139 KB per
-    // idle connection; 4 KiB costs ~8 KB with the same fan-out cost. The writer batches with
+    // idle connection; 4 KiB about 3 KB more than 1 KiB, with the same fan-out cost. The writer batches with
     // feed + flush, so a 4 KiB write threshold still writes a batch in few syscalls.
     ws.read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
