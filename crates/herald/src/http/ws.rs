@@ -241,8 +241,9 @@ fn deflate_options(node: &Herald) -> yawc::Options {
 fn configure(ws: WebSocketUpgrade, node: &Herald) -> WebSocketUpgrade {
     let limits = &node.config().limits;
     // Measured (docs/BENCHMARKS.md): tungstenite's default 128 KiB read buffer costs ~139 KB per
-    // idle connection; 4 KiB about 3 KB more than 1 KiB, with the same fan-out cost. The writer batches with
-    // feed + flush, so a 4 KiB write threshold still writes a batch in few syscalls.
+    // idle connection, a 4 KiB one about 3 KB more than 1 KiB, with the same fan-out cost. The
+    // writer batches with feed + flush, so a 4 KiB write threshold still writes a batch in few
+    // syscalls.
     ws.read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
         .max_message_size(limits.max_message_size)
