@@ -19,17 +19,14 @@ pub(crate) struct Cluster {
 }
 
 impl Stats {
+    /// These figures as one node's entry in a cluster's `nodes` list.
     fn of_node(&self, node_id: &str) -> NodeStats {
         NodeStats {
             node_id: node_id.to_string(),
-            total_clients: self.total_clients,
-            by_role: self.by_role.clone(),
-            users: self.users,
-            topics: self.topics,
-            messages_sent: self.messages_sent,
-            messages_received: self.messages_received,
-            slow_consumers_dropped: self.slow_consumers_dropped,
-            uptime_s: self.uptime_s,
+            figures: Stats {
+                nodes: None,
+                ..self.clone()
+            },
         }
     }
 }
@@ -95,10 +92,7 @@ impl Herald {
     async fn reap_dead(&self, cluster: &Cluster) -> Result<(), EngineError> {
         let store = &cluster.store;
         let me = store.node_id();
-        let mut conn = store.conn();
-        let known: Vec<String> = store
-            .run(async move { conn.smembers(keys::nodes()).await })
-            .await?;
+        let known = store.known_nodes().await?;
         for node in known.iter().filter(|n| n.as_str() != me) {
             let mut conn = store.conn();
             let alive: bool = store
@@ -166,10 +160,7 @@ impl Herald {
         };
         let store = &cluster.store;
         let me = store.node_id();
-        let mut conn = store.conn();
-        let known: Vec<String> = store
-            .run(async move { conn.smembers(keys::nodes()).await })
-            .await?;
+        let known = store.known_nodes().await?;
         let others: Vec<String> = known.into_iter().filter(|n| n != me).collect();
         let mut nodes = vec![stats.of_node(me)];
         if !others.is_empty() {
@@ -184,7 +175,7 @@ impl Herald {
                     .filter_map(|f| serde_json::from_str::<NodeStats>(&f).ok()),
             );
         }
-        for node in &nodes[1..] {
+        for node in nodes[1..].iter().map(|n| &n.figures) {
             stats.total_clients += node.total_clients;
             for (role, n) in &node.by_role {
                 *stats.by_role.entry(role.clone()).or_default() += n;

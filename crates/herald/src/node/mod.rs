@@ -51,7 +51,7 @@ pub struct Published {
 }
 
 /// What a node holds and has done since it started: the body of `GET /api/v1/stats`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Stats {
     /// Authenticated connections.
     pub total_clients: usize,
@@ -75,27 +75,15 @@ pub struct Stats {
     pub nodes: Option<Vec<NodeStats>>,
 }
 
-/// One node's figures in a cluster's [`Stats`].
+/// One node's figures in a cluster's [`Stats`]: its id, then the fields of [`Stats`] as that
+/// node alone counts them (without `nodes`).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct NodeStats {
     /// The node's id (`--node-id`).
     pub node_id: String,
-    /// Authenticated connections.
-    pub total_clients: usize,
-    /// Authenticated connections by role.
-    pub by_role: std::collections::BTreeMap<String, usize>,
-    /// Distinct users with a connection.
-    pub users: usize,
-    /// Topics with at least one subscriber.
-    pub topics: usize,
-    /// Frames sent to clients.
-    pub messages_sent: u64,
-    /// Frames received from clients.
-    pub messages_received: u64,
-    /// Connections closed because they could not keep up.
-    pub slow_consumers_dropped: u64,
-    /// Seconds since the node started.
-    pub uptime_s: u64,
+    /// What the node holds and has done.
+    #[serde(flatten)]
+    pub figures: Stats,
 }
 
 /// The engines a node runs on.

@@ -119,18 +119,7 @@ impl RedisBroker {
             request: request.clone(),
         };
         let body = serde_json::to_vec(&control).unwrap_or_default();
-        let mut conn = shared.store.conn();
-        let nodes: usize = match shared
-            .store
-            .run(async move {
-                redis::cmd("PUBLISH")
-                    .arg(keys::control_channel())
-                    .arg(body)
-                    .query_async(&mut conn)
-                    .await
-            })
-            .await
-        {
+        let nodes = match shared.store.publish(keys::control_channel(), body).await {
             Ok(nodes) => nodes,
             Err(e) => {
                 lock(&shared.replies).remove(&request);
@@ -293,17 +282,7 @@ impl Shared {
         let store = self.store.clone();
         // Answered off the listener, which must keep delivering.
         tokio::spawn(async move {
-            let mut conn = store.conn();
-            let sent = store
-                .run(async move {
-                    redis::cmd("PUBLISH")
-                        .arg(channel)
-                        .arg(body)
-                        .query_async::<i64>(&mut conn)
-                        .await
-                })
-                .await;
-            if let Err(e) = sent {
+            if let Err(e) = store.publish(channel, body).await {
                 tracing::warn!(error = %e, "redis: could not answer a control request");
             }
         });
@@ -360,20 +339,6 @@ impl Shared {
             }
         }
     }
-
-    async fn publish(&self, channel: String, body: Vec<u8>) -> Result<(), EngineError> {
-        let mut conn = self.store.conn();
-        self.store
-            .run(async move {
-                redis::cmd("PUBLISH")
-                    .arg(channel)
-                    .arg(body)
-                    .query_async::<i64>(&mut conn)
-                    .await
-            })
-            .await
-            .map(|_| ())
-    }
 }
 
 fn channel_of(scope: &Scope) -> String {
@@ -388,6 +353,7 @@ impl Broker for RedisBroker {
     async fn publish(&self, publication: Arc<Publication>) -> Result<usize, EngineError> {
         let channel = channel_of(&publication.scope);
         self.shared
+            .store
             .publish(channel, codec::message(&publication))
             .await?;
         Ok(0)

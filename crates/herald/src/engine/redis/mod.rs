@@ -177,6 +177,40 @@ impl RedisStore {
         }
     }
 
+    /// Runs one script invocation within the timeout.
+    async fn invoke<T: redis::FromRedisValue>(
+        &self,
+        invocation: redis::ScriptInvocation<'static>,
+    ) -> Result<T, EngineError> {
+        let mut conn = self.conn();
+        self.run(async move { invocation.invoke_async(&mut conn).await })
+            .await
+    }
+
+    /// Publishes `body` on `channel`; returns how many subscribers (nodes) received it.
+    pub(crate) async fn publish(
+        &self,
+        channel: String,
+        body: Vec<u8>,
+    ) -> Result<usize, EngineError> {
+        let mut conn = self.conn();
+        self.run(async move {
+            redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg(body)
+                .query_async(&mut conn)
+                .await
+        })
+        .await
+    }
+
+    /// Every node id seen and not yet reaped.
+    pub(crate) async fn known_nodes(&self) -> Result<Vec<String>, EngineError> {
+        let mut conn = self.conn();
+        self.run(async move { conn.smembers(keys::nodes()).await })
+            .await
+    }
+
     /// Whether Redis answers a PING.
     pub async fn ping(&self) -> Result<(), EngineError> {
         let mut conn = self.conn();
@@ -274,7 +308,6 @@ impl RedisStore {
         retention: Retention,
         channel: &str,
     ) -> Result<StreamPosition, EngineError> {
-        let mut conn = self.conn();
         let mut invocation = scripts::APPEND.prepare_invoke();
         invocation
             .key(keys::meta(topic))
@@ -285,9 +318,7 @@ impl RedisStore {
             .arg(codec::encode(publication))
             .arg(channel)
             .arg(meta_ttl_ms(retention));
-        let (offset, epoch): (u64, String) = self
-            .run(async move { invocation.invoke_async(&mut conn).await })
-            .await?;
+        let (offset, epoch): (u64, String) = self.invoke(invocation).await?;
         Ok(StreamPosition { offset, epoch })
     }
 }
@@ -311,7 +342,6 @@ impl History for RedisStore {
         limit: usize,
         retention: Retention,
     ) -> Result<HistoryPage, EngineError> {
-        let mut conn = self.conn();
         let mut invocation = scripts::READ.prepare_invoke();
         invocation
             .key(keys::meta(topic))
@@ -321,9 +351,7 @@ impl History for RedisStore {
             .arg(limit)
             .arg(retention.ttl.as_millis() as u64)
             .arg(meta_ttl_ms(retention));
-        let reply: Vec<Value> = self
-            .run(async move { invocation.invoke_async(&mut conn).await })
-            .await?;
+        let reply: Vec<Value> = self.invoke(invocation).await?;
         let bad = || bad_reply("a history read");
         let [epoch, top, first, rest @ ..] = reply.as_slice() else {
             return Err(bad());
@@ -356,7 +384,6 @@ impl Inbox for RedisStore {
         publication: &Publication,
         limits: InboxLimits,
     ) -> Result<(), EngineError> {
-        let mut conn = self.conn();
         let mut invocation = scripts::INBOX_STORE.prepare_invoke();
         invocation
             .key(keys::inbox(user))
@@ -364,9 +391,7 @@ impl Inbox for RedisStore {
             .arg(limits.ttl.as_millis() as u64)
             .arg(&publication.id)
             .arg(codec::encode(publication));
-        self.run(async move { invocation.invoke_async::<i64>(&mut conn).await })
-            .await
-            .map(|_| ())
+        self.invoke::<i64>(invocation).await.map(|_| ())
     }
 
     async fn pending(
@@ -374,14 +399,11 @@ impl Inbox for RedisStore {
         user: &str,
         limits: InboxLimits,
     ) -> Result<Vec<Publication>, EngineError> {
-        let mut conn = self.conn();
         let mut invocation = scripts::INBOX_PENDING.prepare_invoke();
         invocation
             .key(keys::inbox(user))
             .arg(limits.ttl.as_millis() as u64);
-        let bodies: Vec<Vec<u8>> = self
-            .run(async move { invocation.invoke_async(&mut conn).await })
-            .await?;
+        let bodies: Vec<Vec<u8>> = self.invoke(invocation).await?;
         decode_bodies(bodies)
     }
 
@@ -389,12 +411,9 @@ impl Inbox for RedisStore {
         if ids.is_empty() {
             return Ok(0);
         }
-        let mut conn = self.conn();
         let mut invocation = scripts::INBOX_ACK.prepare_invoke();
         invocation.key(keys::inbox(user)).arg(ids);
-        let removed: u64 = self
-            .run(async move { invocation.invoke_async(&mut conn).await })
-            .await?;
+        let removed: u64 = self.invoke(invocation).await?;
         Ok(removed as usize)
     }
 }
@@ -408,7 +427,6 @@ impl RedisStore {
         user: &str,
         limits: InboxLimits,
     ) -> Result<bool, EngineError> {
-        let mut conn = self.conn();
         let mut invocation = scripts::USER_SEND.prepare_invoke();
         invocation
             .key(keys::online(user))
@@ -418,9 +436,7 @@ impl RedisStore {
             .arg(&publication.id)
             .arg(codec::encode(publication))
             .arg(keys::node_channel_prefix());
-        let reached: u64 = self
-            .run(async move { invocation.invoke_async(&mut conn).await })
-            .await?;
+        let reached: u64 = self.invoke(invocation).await?;
         Ok(reached > 0)
     }
 
@@ -430,7 +446,6 @@ impl RedisStore {
         user: &str,
         limits: InboxLimits,
     ) -> Result<Vec<Publication>, EngineError> {
-        let mut conn = self.conn();
         let mut invocation = scripts::ATTACH.prepare_invoke();
         invocation
             .key(keys::online(user))
@@ -439,39 +454,31 @@ impl RedisStore {
             .arg(&self.node_id)
             .arg(user)
             .arg(limits.ttl.as_millis() as u64);
-        let bodies: Vec<Vec<u8>> = self
-            .run(async move { invocation.invoke_async(&mut conn).await })
-            .await?;
+        let bodies: Vec<Vec<u8>> = self.invoke(invocation).await?;
         decode_bodies(bodies)
     }
 
     /// One connection of a user on this node ended.
     pub(crate) async fn detach(&self, user: &str) -> Result<(), EngineError> {
-        let mut conn = self.conn();
         let mut invocation = scripts::DETACH.prepare_invoke();
         invocation
             .key(keys::online(user))
             .key(keys::node_users(&self.node_id))
             .arg(&self.node_id)
             .arg(user);
-        self.run(async move { invocation.invoke_async::<i64>(&mut conn).await })
-            .await
-            .map(|_| ())
+        self.invoke::<i64>(invocation).await.map(|_| ())
     }
 
     /// Removes everything `node` held in presence and online counts; returns the `(topic,
     /// user)` pairs whose last connection thereby left.
     pub async fn reap(&self, node: &str) -> Result<Vec<(String, String)>, EngineError> {
-        let mut conn = self.conn();
         let mut invocation = scripts::REAP.prepare_invoke();
         invocation
             .key(keys::node_presence(node))
             .key(keys::node_users(node))
             .arg(node)
             .arg(PREFIX);
-        let flat: Vec<String> = self
-            .run(async move { invocation.invoke_async(&mut conn).await })
-            .await?;
+        let flat: Vec<String> = self.invoke(invocation).await?;
         Ok(flat
             .chunks(2)
             .filter_map(|pair| match pair {
@@ -504,20 +511,14 @@ impl RedisStore {
 #[async_trait]
 impl Presence for RedisStore {
     async fn join(&self, topic: &str, user: &str, client_id: &str) -> Result<bool, EngineError> {
-        let mut conn = self.conn();
         let invocation = self.presence_call(&scripts::JOIN, topic, user, client_id);
-        let first: i64 = self
-            .run(async move { invocation.invoke_async(&mut conn).await })
-            .await?;
+        let first: i64 = self.invoke(invocation).await?;
         Ok(first == 1)
     }
 
     async fn leave(&self, topic: &str, user: &str, client_id: &str) -> Result<bool, EngineError> {
-        let mut conn = self.conn();
         let invocation = self.presence_call(&scripts::LEAVE, topic, user, client_id);
-        let last: i64 = self
-            .run(async move { invocation.invoke_async(&mut conn).await })
-            .await?;
+        let last: i64 = self.invoke(invocation).await?;
         Ok(last == 1)
     }
 
