@@ -262,6 +262,21 @@ pub trait Inbox: Send + Sync + 'static {
     async fn ack(&self, user: &str, ids: &[String]) -> Result<usize, EngineError>;
 }
 
+/// The user ids the membership store lists for a project scope (empty for other scopes): what
+/// the hub needs besides its own indexes to select a scope's connections.
+pub(crate) async fn members_in(
+    membership: &dyn Membership,
+    scope: &Scope,
+) -> Result<Vec<String>, EngineError> {
+    match scope {
+        Scope::Project(project) => membership
+            .members(project)
+            .await
+            .inspect_err(|_| crate::metrics::engine_error("membership")),
+        _ => Ok(Vec::new()),
+    }
+}
+
 /// Hands publications to this node's hub, resolving project members on the way. Every broker
 /// ends in one of these on each node.
 #[derive(Clone)]
@@ -278,14 +293,7 @@ impl LocalDelivery {
     /// Fans a publication out to this node's connections; returns how many it reached. The
     /// caller holds the key's stripe when order matters.
     pub async fn deliver(&self, publication: &Publication) -> Result<usize, EngineError> {
-        let members = match &publication.scope {
-            Scope::Project(project) => {
-                self.membership.members(project).await.inspect_err(|_| {
-                    crate::metrics::engine_error("membership");
-                })?
-            }
-            _ => Vec::new(),
-        };
+        let members = members_in(self.membership.as_ref(), &publication.scope).await?;
         let started = std::time::Instant::now();
         let reached = self.hub.deliver(publication, &members);
         crate::metrics::publication(publication.scope.name(), reached, started.elapsed());
@@ -316,10 +324,7 @@ impl LocalDelivery {
 
     /// Closes this node's connections in a scope (close 1000); returns how many.
     pub async fn disconnect(&self, scope: &Scope) -> Result<usize, EngineError> {
-        let members = match scope {
-            Scope::Project(project) => self.membership.members(project).await?,
-            _ => Vec::new(),
-        };
+        let members = members_in(self.membership.as_ref(), scope).await?;
         let conns = self.hub.select(scope, &members);
         for conn in &conns {
             conn.close(crate::hub::CloseReason::DISCONNECTED);

@@ -292,19 +292,13 @@ impl Herald {
         &self,
         scope: &Scope,
     ) -> Result<Vec<Arc<ConnHandle>>, EngineError> {
-        let members = match scope {
-            Scope::Project(project) => self.inner.membership.members(project).await?,
-            _ => Vec::new(),
-        };
+        let members = crate::engine::members_in(self.inner.membership.as_ref(), scope).await?;
         Ok(self.inner.hub.select(scope, &members))
     }
 
     /// How many live connections of this node are in a scope (project members resolved).
     pub(crate) async fn count_in(&self, scope: &Scope) -> Result<usize, EngineError> {
-        let members = match scope {
-            Scope::Project(project) => self.inner.membership.members(project).await?,
-            _ => Vec::new(),
-        };
+        let members = crate::engine::members_in(self.inner.membership.as_ref(), scope).await?;
         Ok(self.inner.hub.count(scope, &members))
     }
 
