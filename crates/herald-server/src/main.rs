@@ -121,12 +121,9 @@ async fn run(config: herald::Config) -> Result<ExitCode, Unusable> {
         );
     }
 
-    let app = node
-        .router()
-        .merge(node.console_router())
-        .into_make_service_with_connect_info::<SocketAddr>();
+    let app = node.router().merge(node.console_router());
     let stopping = node.clone();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let server = node.serve(listener, app, async move {
         shutdown_signal().await;
         tracing::info!("shutting down: closing connections with 1001");
         stopping.begin_shutdown();

@@ -4,11 +4,11 @@
 use axum::extract::ws::Message;
 use serde_json::Value;
 
-use super::close_with;
+use super::Link;
 use crate::auth::Principal;
-use crate::hub::CloseReason;
+use crate::hub::{CloseReason, ConnHandle};
 use crate::node::Herald;
-use crate::protocol::{error_frame, reply_frame, Command, Encoding, ErrorCode, Request};
+use crate::protocol::{error_frame, reply_frame, Command, ErrorCode, Request};
 
 const AUTH_TIMEOUT: CloseReason = CloseReason {
     code: 1008,
@@ -22,31 +22,37 @@ const AUTH_FAILED: CloseReason = CloseReason {
 /// Waits for a good `auth`; returns the principal and the command's `ref`, or `None` once the
 /// connection has been closed (bad token, timeout, client gone).
 pub(super) async fn await_auth(
-    socket: &mut super::Socket,
+    link: &mut Link,
+    conn: &ConnHandle,
     node: &Herald,
-    encoding: Encoding,
 ) -> Option<(Principal, Option<Value>)> {
     let limits = &node.config().limits;
+    let encoding = conn.encoding;
     let deadline = tokio::time::Instant::now() + limits.auth_timeout;
     let required = reply_frame("auth_required", serde_json::json!({}), None);
-    send(socket, encoding.encode(&required), limits.write_timeout)
+    send(link, conn, required, limits.write_timeout)
         .await
         .ok()?;
     loop {
         let incoming = tokio::select! {
-            incoming = tokio::time::timeout_at(deadline, socket.recv()) => incoming,
+            incoming = tokio::time::timeout_at(deadline, link.recv(conn)) => incoming,
             _ = node.shutdown_token().cancelled() => {
-                close_with(socket, CloseReason::GOING_AWAY, limits.write_timeout).await;
+                link.close_with(conn, CloseReason::GOING_AWAY, limits.write_timeout).await;
                 return None;
             }
         };
         let message = match incoming {
             Err(_elapsed) => {
                 crate::metrics::auth_failure("timeout");
-                close_with(socket, AUTH_TIMEOUT, limits.write_timeout).await;
+                link.close_with(conn, AUTH_TIMEOUT, limits.write_timeout)
+                    .await;
                 return None;
             }
-            Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => return None,
+            Ok(Some(Ok(Message::Close(_)))) => {
+                link.answer_close(conn, limits.write_timeout).await;
+                return None;
+            }
+            Ok(None | Some(Err(_))) => return None,
             Ok(Some(Ok(message))) => message,
         };
         let text = match message {
@@ -65,8 +71,9 @@ pub(super) async fn await_auth(
                         crate::metrics::auth_failure(e.reason());
                         let frame =
                             error_frame(ErrorCode::AuthFailed, &e.to_string(), reference.as_ref());
-                        let _ = send(socket, encoding.encode(&frame), limits.write_timeout).await;
-                        close_with(socket, AUTH_FAILED, limits.write_timeout).await;
+                        let _ = send(link, conn, frame, limits.write_timeout).await;
+                        link.close_with(conn, AUTH_FAILED, limits.write_timeout)
+                            .await;
                         return None;
                     }
                 },
@@ -87,19 +94,17 @@ pub(super) async fn await_auth(
                 None,
             ),
         };
-        send(socket, encoding.encode(&reply), limits.write_timeout)
-            .await
-            .ok()?;
+        send(link, conn, reply, limits.write_timeout).await.ok()?;
     }
 }
 
+/// Writes a frame (encoded for the connection) at once.
 async fn send(
-    socket: &mut super::Socket,
+    link: &mut Link,
+    conn: &ConnHandle,
     frame: Message,
     write_timeout: std::time::Duration,
-) -> Result<(), ()> {
-    match tokio::time::timeout(write_timeout, socket.send(frame)).await {
-        Ok(Ok(())) => Ok(()),
-        _ => Err(()),
-    }
+) -> Result<(), super::socket::WriteError> {
+    conn.push_uncounted([frame]);
+    link.drain(conn, write_timeout).await
 }

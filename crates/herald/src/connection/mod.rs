@@ -1,35 +1,34 @@
-//! One socket, one task: it reads client frames and dispatches commands ([`session`]), and
-//! drains the connection's queue into the socket in batches with one flush each.
+//! One socket, one task: it reads client frames and dispatches commands ([`session`]); the
+//! connection's queue is written by the node's flusher or by this task ([`link`]).
 //!
-//! Architecture invariant: nothing but this task writes to its socket. Replies to commands go
-//! through the same bounded queue as deliveries, so a client sees them in the order they were
+//! Architecture invariant: every frame for a client, reply or delivery, goes through the
+//! connection's one queue ([`ConnHandle`]), so a client sees frames in the order they were
 //! produced, and a full queue ends the connection (1013) instead of blocking anyone.
 
 mod handshake;
 pub mod limits;
+mod link;
 mod session;
 mod socket;
+pub(crate) mod wire;
 
+pub use link::Link;
 pub use session::{history_data, presence_users};
 pub use socket::Socket;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
-use tokio::sync::mpsc;
+use axum::extract::ws::Message;
 use tokio::time::{sleep_until, Instant};
 
 use crate::auth::Principal;
-use crate::hub::{CloseReason, ConnHandle};
+use crate::hub::{Attention, CloseReason, ConnHandle};
 use crate::node::Herald;
-use crate::protocol::{Encoding, Frame, ReplyStyle};
-use crate::publication::Publication;
+use crate::protocol::{Encoding, ReplyStyle};
 use session::{Next, Session};
-use socket::{ReadError, WriteError};
-
-/// How many queued frames one write gathers before it flushes.
-const WRITE_BATCH: usize = 64;
+use socket::ReadError;
 
 /// What the HTTP upgrade learned before the socket opened.
 #[derive(Debug, Default)]
@@ -87,38 +86,45 @@ impl Ending {
 }
 
 /// Runs one WebSocket connection to its end.
-pub async fn serve(mut socket: Socket, node: Herald, start: Start) {
+pub async fn serve(mut link: Link, node: Herald, start: Start) {
     let limits = node.config().limits.clone();
+    let conn = link.handle(
+        &node,
+        node.hub().next_id(),
+        start.remote_addr,
+        start.encoding,
+    );
     if start.echo {
-        return serve_echo(socket, node, start).await;
+        serve_echo(&mut link, &conn, &node).await;
+        drop(start.ip_slot);
+        conn.end();
+        return;
     }
     let (principal, welcome, reference) = match start.principal {
         Some(principal) => (principal, "connection.established", None),
-        None => match handshake::await_auth(&mut socket, &node, start.encoding).await {
+        None => match handshake::await_auth(&mut link, &conn, &node).await {
             Some((principal, reference)) => (principal, "auth_success", reference),
-            None => return,
+            None => {
+                conn.end();
+                return;
+            }
         },
     };
-    let (conn, mut outbox) = ConnHandle::new(
-        node.hub().next_id(),
-        principal,
-        start.remote_addr,
-        start.encoding,
-        limits.send_queue,
-    );
+    conn.set_principal(principal);
     let mut session = Session::new(node.clone(), conn.clone());
-    // First the welcome, then the offline inbox, written before anything queued for the
-    // connection once it is visible to publishers (registered by `attach`).
-    let welcome = session.welcome(welcome, reference.as_ref());
+    // First the welcome, then the offline inbox, queued before the connection is visible to
+    // publishers (registered by `attach`).
+    conn.push_uncounted([session.welcome(welcome, reference.as_ref())]);
     let inbox = node.attach(&conn).await;
+    node.hub()
+        .counters
+        .sent
+        .fetch_add(1 + inbox as u64, std::sync::atomic::Ordering::Relaxed);
     if node.shutdown_token().is_cancelled() {
         // Registered after shutdown went through the hub: close like the others.
         conn.close(CloseReason::GOING_AWAY);
     }
-    let mut first = Vec::with_capacity(inbox.len() + 1);
-    first.push(welcome);
-    first.extend(inbox.iter().map(Publication::offline_frame));
-    let greeted = write_frames(&mut socket, &conn, &node, first, limits.write_timeout).await;
+    let greeted = link.drain(&conn, limits.write_timeout).await;
     let who = conn.principal();
     crate::metrics::connection_opened(&who.role);
     tracing::info!(
@@ -135,7 +141,7 @@ pub async fn serve(mut socket: Socket, node: Herald, start: Start) {
     }
 
     let ending = match greeted {
-        Ok(()) => run(&mut socket, &mut session, &mut outbox).await,
+        Ok(()) => run(&mut link, &mut session).await,
         Err(_) => Ending::Gone("write_failed"),
     };
 
@@ -156,17 +162,13 @@ pub async fn serve(mut socket: Socket, node: Herald, start: Start) {
             .slow_consumers
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
-    finish(&mut socket, &mut outbox, ending, limits.write_timeout).await;
+    finish(&mut link, &conn, ending, limits.write_timeout).await;
+    conn.end();
 }
 
 /// Says goodbye as the ending requires: what is queued, then the close frame (a slow consumer
-/// gets only the close frame, behind what it has not read yet).
-async fn finish(
-    socket: &mut Socket,
-    outbox: &mut mpsc::Receiver<Frame>,
-    ending: Ending,
-    write_timeout: Duration,
-) {
+/// gets only the close frame, behind what it has begun to receive).
+async fn finish(link: &mut Link, conn: &ConnHandle, ending: Ending, write_timeout: Duration) {
     let Ending::Close(reason) = ending else {
         return;
     };
@@ -175,35 +177,22 @@ async fn finish(
         CloseReason::MESSAGE_TOO_BIG => crate::metrics::dropped("too_large"),
         _ => {}
     }
-    if reason != CloseReason::SLOW_CONSUMER {
-        flush_queued(socket, outbox, write_timeout).await;
+    if reason == CloseReason::SLOW_CONSUMER {
+        conn.discard_queued();
     }
-    close_with(socket, reason, write_timeout).await;
+    link.close_with(conn, reason, write_timeout).await;
 }
 
 /// The test-only echo endpoint: the same reader, limits and writer as `/ws`, with every data
 /// frame sent back. It exists only when the server runs with `--test-echo-endpoint`.
-async fn serve_echo(mut socket: Socket, node: Herald, start: Start) {
-    let limits = node.config().limits.clone();
-    let principal = crate::auth::Principal::new("echo", "echo", Vec::new());
-    let (conn, mut outbox) = ConnHandle::new(
-        node.hub().next_id(),
-        principal,
-        start.remote_addr,
-        Encoding::Json,
-        limits.send_queue,
-    );
-    let mut session = Session::echo(node.clone(), conn);
-    let ending = run(&mut socket, &mut session, &mut outbox).await;
-    drop(start.ip_slot);
-    finish(&mut socket, &mut outbox, ending, limits.write_timeout).await;
+async fn serve_echo(link: &mut Link, conn: &Arc<ConnHandle>, node: &Herald) {
+    conn.set_principal(Principal::new("echo", "echo", Vec::new()));
+    let mut session = Session::echo(node.clone(), conn.clone());
+    let ending = run(link, &mut session).await;
+    finish(link, conn, ending, node.config().limits.write_timeout).await;
 }
 
-async fn run(
-    socket: &mut Socket,
-    session: &mut Session,
-    outbox: &mut mpsc::Receiver<Frame>,
-) -> Ending {
+async fn run(link: &mut Link, session: &mut Session) -> Ending {
     let node = session.node().clone();
     let conn = session.conn().clone();
     let limits = &node.config().limits;
@@ -212,33 +201,30 @@ async fn run(
     // No frame at all from the client (pong included) for this long: it is gone.
     let read_deadline = sleep_until(Instant::now() + limits.pong_timeout);
     let expiry = sleep_until(session.expiry_instant());
-    // Created once: a `cancelled()` future registers a waiter on its token. The node's shared
-    // shutdown token is not watched here (that would put one lock on the path of every
-    // delivery): shutdown closes each registered connection through its own handle.
-    let closing = conn.closing().cancelled();
-    tokio::pin!(read_deadline, expiry, closing);
+    tokio::pin!(read_deadline, expiry);
+    // The node's shared shutdown token is not watched here (that would put one lock on the
+    // path of every wake-up): shutdown closes each registered connection through its handle.
+    let closing =
+        |conn: &ConnHandle| Ending::Close(conn.close_reason().unwrap_or(CloseReason::DISCONNECTED));
     loop {
         tokio::select! {
             biased;
-            _ = &mut closing => {
-                return Ending::Close(conn.close_reason().unwrap_or(CloseReason::DISCONNECTED));
-            }
-            frame = outbox.recv() => {
-                let Some(frame) = frame else { return Ending::Gone("closed") };
-                // A slow consumer is told to close while its write may be stuck: stop waiting
-                // for the write then (what was written stays buffered, in order, before the
-                // close frame).
-                let write = write_batch(socket, frame, outbox, limits.write_timeout);
-                tokio::select! {
-                    written = write => if written.is_err() {
-                        return Ending::Gone("write_failed");
-                    },
-                    _ = &mut closing => {
-                        return Ending::Close(conn.close_reason().unwrap_or(CloseReason::DISCONNECTED));
+            _ = conn.woken() => match conn.attention() {
+                Attention::Close(reason) => return Ending::Close(reason),
+                Attention::Failed => return Ending::Gone("write_failed"),
+                Attention::Blocked | Attention::Frames => {
+                    if link.write_some(&conn, limits.write_timeout).await.is_err() {
+                        // A slow consumer is told to close while its write may be stuck:
+                        // stop waiting for the write then.
+                        return match conn.close_reason() {
+                            Some(_) => closing(&conn),
+                            None => Ending::Gone("write_failed"),
+                        };
                     }
                 }
-            }
-            incoming = socket.recv() => {
+                Attention::Nothing => {}
+            },
+            incoming = link.recv(&conn) => {
                 let message = match incoming {
                     Some(Ok(message)) => message,
                     None => return Ending::Gone("client_gone"),
@@ -252,11 +238,19 @@ async fn run(
                         Next::ExpiryChanged => expiry.as_mut().reset(session.expiry_instant()),
                         Next::Recover { topic, since, style, reference } => {
                             // What was queued before the subscription goes first, then the
-                            // reply and the replay, then (through the queue) live messages.
-                            flush_queued(socket, outbox, limits.write_timeout).await;
+                            // reply and the replay, then live messages (queued meanwhile,
+                            // behind the replay).
+                            conn.hold();
+                            if link.drain(&conn, limits.write_timeout).await.is_err() {
+                                conn.release();
+                                return Ending::Gone("write_failed");
+                            }
                             let (frames, fresh) =
                                 session.recover(&topic, &since, style, reference.as_ref()).await;
-                            if write_frames(socket, &conn, &node, frames, limits.write_timeout).await.is_err() {
+                            node.hub().counters.sent.fetch_add(frames.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                            conn.push_front(frames);
+                            conn.release();
+                            if link.drain(&conn, limits.write_timeout).await.is_err() {
                                 return Ending::Gone("write_failed");
                             }
                             if fresh {
@@ -271,9 +265,7 @@ async fn run(
                     }
                     Message::Ping(_) | Message::Pong(_) => conn.touch_heartbeat(),
                     Message::Close(_) => {
-                        // The WebSocket layer queued the reply to the client's close frame;
-                        // flushing sends it, completing the closing handshake.
-                        let _ = tokio::time::timeout(limits.write_timeout, socket.flush()).await;
+                        link.answer_close(&conn, limits.write_timeout).await;
                         return Ending::Gone("client_closed");
                     }
                 }
@@ -282,8 +274,7 @@ async fn run(
                 }
             }
             _ = ping.tick() => {
-                let sent = tokio::time::timeout(limits.write_timeout, socket.send(Message::Ping(Default::default()))).await;
-                if !matches!(sent, Ok(Ok(()))) {
+                if link.ping(&conn, limits.write_timeout).await.is_err() {
                     return Ending::Gone("write_failed");
                 }
             }
@@ -296,8 +287,8 @@ async fn run(
     }
 }
 
-/// Maps a failed read to how the connection ends: the WebSocket layer refused the client's
-/// frames (too big, not UTF-8, not the protocol) or the socket failed.
+/// Maps a failed read to how the connection ends: the client's frames were refused (too big,
+/// not UTF-8, not the protocol) or the socket failed.
 fn read_failure(error: ReadError) -> Ending {
     match error {
         ReadError::TooBig => Ending::Close(CloseReason::MESSAGE_TOO_BIG),
@@ -305,89 +296,4 @@ fn read_failure(error: ReadError) -> Ending {
         ReadError::Protocol => Ending::Close(CloseReason::PROTOCOL_ERROR),
         ReadError::Gone => Ending::Gone("client_gone"),
     }
-}
-
-/// Writes `first` and whatever else is queued (up to a batch), then flushes once.
-async fn write_batch(
-    socket: &mut Socket,
-    first: Frame,
-    outbox: &mut mpsc::Receiver<Frame>,
-    write_timeout: Duration,
-) -> Result<(), WriteError> {
-    let write = async {
-        socket.feed(first).await?;
-        for _ in 1..WRITE_BATCH {
-            match outbox.try_recv() {
-                Ok(frame) => socket.feed(frame).await?,
-                Err(_) => break,
-            }
-        }
-        socket.flush().await
-    };
-    tokio::time::timeout(write_timeout, write)
-        .await
-        .unwrap_or(Err(WriteError))
-}
-
-/// Writes frames straight to the socket (not through the queue), in the connection's
-/// encoding, then flushes once. They count as sent like queued ones.
-async fn write_frames(
-    socket: &mut Socket,
-    conn: &ConnHandle,
-    node: &Herald,
-    frames: Vec<Frame>,
-    write_timeout: Duration,
-) -> Result<(), WriteError> {
-    node.hub()
-        .counters
-        .sent
-        .fetch_add(frames.len() as u64, std::sync::atomic::Ordering::Relaxed);
-    let write = async {
-        for frame in frames {
-            socket.feed(conn.encoding.encode(&frame)).await?;
-        }
-        socket.flush().await
-    };
-    tokio::time::timeout(write_timeout, write)
-        .await
-        .unwrap_or(Err(WriteError))
-}
-
-/// Writes what is still queued before a close frame (a reply such as `token_expired`).
-async fn flush_queued(
-    socket: &mut Socket,
-    outbox: &mut mpsc::Receiver<Frame>,
-    write_timeout: Duration,
-) {
-    while let Ok(frame) = outbox.try_recv() {
-        if write_batch(socket, frame, outbox, write_timeout)
-            .await
-            .is_err()
-        {
-            return;
-        }
-    }
-}
-
-/// Sends a close frame, then waits briefly for the client's own close so that the TCP
-/// connection ends cleanly and the client reads the code.
-pub(crate) async fn close_with(socket: &mut Socket, reason: CloseReason, write_timeout: Duration) {
-    let frame = Message::Close(Some(CloseFrame {
-        code: reason.code,
-        reason: Utf8Bytes::from_static(reason.reason),
-    }));
-    if !matches!(
-        tokio::time::timeout(write_timeout, socket.send(frame)).await,
-        Ok(Ok(()))
-    ) {
-        return;
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        while let Some(Ok(message)) = socket.recv().await {
-            if matches!(message, Message::Close(_)) {
-                break;
-            }
-        }
-    })
-    .await;
 }

@@ -14,8 +14,11 @@ mod console;
 mod error;
 mod members;
 mod ops;
+mod serve;
 mod topics;
 mod ws;
+
+pub(crate) use serve::serve;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, StatusCode};

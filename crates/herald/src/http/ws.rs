@@ -15,7 +15,10 @@ use axum::Extension;
 
 use super::admin::bearer;
 use super::error::ApiError;
-use crate::connection::{self, Socket, Start};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::connection::{self, Link, Socket, Start};
 use crate::node::Herald;
 use crate::protocol::{Encoding, ErrorCode};
 
@@ -167,11 +170,16 @@ async fn accept(node: Herald, request: Request, start: Start) -> Response {
         let tasks = node.connection_tasks().clone();
         tokio::spawn(tasks.track_future(async move {
             match socket.await {
-                Ok(socket) => connection::serve(Socket::deflate(socket), node, start).await,
+                Ok(socket) => {
+                    connection::serve(Link::Socket(Socket::deflate(socket)), node, start).await
+                }
                 Err(e) => tracing::debug!(error = %e, "deflate upgrade did not complete"),
             }
         }));
         return response.map(axum::body::Body::new);
+    }
+    if parts.extensions.get::<super::serve::Direct>().is_some() {
+        return direct_upgrade(node, parts, start);
     }
     let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &node).await {
         Ok(ws) => ws,
@@ -180,11 +188,71 @@ async fn accept(node: Herald, request: Request, start: Start) -> Response {
     configure(ws, &node).on_upgrade(move |socket| {
         let tasks = node.connection_tasks().clone();
         tasks.track_future(connection::serve(
-            Socket::Plain(Box::new(socket)),
+            Link::Socket(Socket::Plain(Box::new(socket))),
             node,
             start,
         ))
     })
+}
+
+/// A plain upgrade on Herald's own server ([`super::serve`]): the handshake is answered here
+/// and the TCP socket taken back from hyper, so the node writes it directly.
+fn direct_upgrade(node: Herald, mut parts: axum::http::request::Parts, start: Start) -> Response {
+    use axum::http::{header, HeaderValue, Method};
+    let has = |name: header::HeaderName, token: &str| {
+        parts.headers.get_all(name).iter().any(|value| {
+            value.to_str().is_ok_and(|v| {
+                v.split(',')
+                    .any(|part| part.trim().eq_ignore_ascii_case(token))
+            })
+        })
+    };
+    if parts.method != Method::GET {
+        return ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::InvalidMessage,
+            "a WebSocket upgrade is a GET request",
+        )
+        .into_response();
+    }
+    let key = parts.headers.get(header::SEC_WEBSOCKET_KEY).cloned();
+    let (Some(key), true, true, true) = (
+        key,
+        has(header::CONNECTION, "upgrade"),
+        has(header::UPGRADE, "websocket"),
+        has(header::SEC_WEBSOCKET_VERSION, "13"),
+    ) else {
+        return not_a_websocket(StatusCode::BAD_REQUEST);
+    };
+    let Some(on_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
+        return not_a_websocket(StatusCode::UPGRADE_REQUIRED);
+    };
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let Ok(accept) = HeaderValue::from_str(&accept) else {
+        return not_a_websocket(StatusCode::BAD_REQUEST);
+    };
+    let max_message = node.config().limits.max_message_size;
+    let tasks = node.connection_tasks().clone();
+    tokio::spawn(tasks.track_future(async move {
+        let upgraded = match on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(e) => return tracing::debug!(error = %e, "upgrade did not complete"),
+        };
+        match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(raw) => {
+                let link = Link::direct(raw.io.into_inner(), &raw.read_buf, max_message);
+                connection::serve(link, node, start).await;
+            }
+            Err(_) => tracing::error!("an upgraded connection of Herald's server is not TCP"),
+        }
+    }));
+    let mut response = Response::new(axum::body::Body::empty());
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
+    response
 }
 
 fn not_a_websocket(status: StatusCode) -> Response {

@@ -5,12 +5,14 @@
 //! writing, briefly. A publication's frame is encoded once, before the lock is taken, and each
 //! recipient gets a clone of it (a reference count); pushing never waits (see [`outbox`]).
 
+pub mod flusher;
 pub mod outbox;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+pub(crate) use outbox::{Attention, Written};
 pub use outbox::{CloseReason, ConnHandle, ConnId};
 
 use crate::auth::Principal;
@@ -340,20 +342,21 @@ mod tests {
         let mut receivers = Vec::new();
         for _ in 0..3 {
             let who = Principal::new("alice", "user", vec!["p1".into()]);
-            let (conn, rx) = ConnHandle::new(hub.next_id(), who, None, Encoding::Json, 8);
+            let conn = ConnHandle::new(hub.next_id(), who, None, Encoding::Json, 8);
             hub.register(&conn);
-            receivers.push((conn, rx));
+            receivers.push(conn);
         }
         let publication = Publication::new(Scope::Project("p1".into()), "e", json!({"k": 1}));
         // alice is listed by the store and claims p1: still one copy per connection.
         assert_eq!(hub.deliver(&publication, &["alice".to_string()]), 3);
         let frames: Vec<Frame> = receivers
-            .iter_mut()
-            .map(|(_, rx)| rx.try_recv().expect("one frame"))
+            .iter()
+            .map(|conn| {
+                let mut queued = conn.take_all();
+                assert_eq!(queued.len(), 1, "exactly one copy");
+                queued.remove(0)
+            })
             .collect();
-        for (_, rx) in &mut receivers {
-            assert!(rx.try_recv().is_err(), "exactly one copy");
-        }
         let first = text_ptr(&frames[0]);
         assert!(
             frames.iter().all(|f| text_ptr(f) == first),
@@ -367,15 +370,15 @@ mod tests {
         let mut receivers = Vec::new();
         for encoding in [Encoding::Json, Encoding::MsgPack, Encoding::MsgPack] {
             let who = Principal::new("u", "user", vec![]);
-            let (conn, rx) = ConnHandle::new(hub.next_id(), who, None, encoding, 8);
+            let conn = ConnHandle::new(hub.next_id(), who, None, encoding, 8);
             hub.register(&conn);
-            receivers.push((encoding, rx));
+            receivers.push((encoding, conn));
         }
         let publication = Publication::new(Scope::All, "e", json!({"k": [1, 2]}));
         assert_eq!(hub.deliver(&publication, &[]), 3);
         let mut binary = Vec::new();
-        for (encoding, rx) in &mut receivers {
-            match (encoding, rx.try_recv().expect("a frame")) {
+        for (encoding, conn) in &receivers {
+            match (encoding, conn.take_all().remove(0)) {
                 (Encoding::Json, Message::Text(text)) => assert!(text.as_str().starts_with('{')),
                 (Encoding::MsgPack, Message::Binary(bytes)) => {
                     let value: serde_json::Value = rmp_serde::from_slice(&bytes).expect("msgpack");
@@ -394,14 +397,14 @@ mod tests {
     #[test]
     fn a_full_queue_closes_that_connection_only() {
         let hub = Hub::new();
-        let (slow, _slow_rx) = ConnHandle::new(
+        let slow = ConnHandle::new(
             hub.next_id(),
             Principal::new("s", "user", vec![]),
             None,
             Encoding::Json,
             1,
         );
-        let (fast, mut fast_rx) = ConnHandle::new(
+        let fast = ConnHandle::new(
             hub.next_id(),
             Principal::new("f", "user", vec![]),
             None,
@@ -419,6 +422,6 @@ mod tests {
         );
         assert_eq!(slow.close_reason(), Some(CloseReason::SLOW_CONSUMER));
         assert_eq!(fast.close_reason(), None);
-        assert!(fast_rx.try_recv().is_ok() && fast_rx.try_recv().is_ok());
+        assert_eq!(fast.take_all().len(), 2);
     }
 }

@@ -1,20 +1,38 @@
-//! One connection as the hub sees it: who it is and a bounded queue of frames to write.
+//! One connection as the hub sees it: who it is, and its queue of frames to write.
 //!
 //! The hub only ever calls [`ConnHandle::push`], which never waits: a full queue marks the
 //! connection as a slow consumer and asks it to close with 1013, so a publisher and the other
 //! recipients never wait on one slow socket.
+//!
+//! Who writes the queue to the socket:
+//! - a *direct* connection (a plain WebSocket on a TCP socket Herald accepted itself) is
+//!   written by its node's [`Flusher`]: a push only queues the frame and puts the connection
+//!   on the flusher's list, and the flusher writes each listed connection's whole queue with
+//!   one `writev`. No task wakes per delivery, and the busier the node, the more frames each
+//!   write carries. When the socket is full, the connection's own task waits for it to drain;
+//! - any other connection (permessage-deflate, or a socket from an embedding app's server)
+//!   is written by its own task, which a push wakes.
+//!
+//! Either way every write takes the connection's lock and writes from the front of the queue,
+//! so frames reach the client in the order they were pushed.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
+use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::SystemTime;
 
-use tokio::sync::mpsc;
-use tokio_util::sync::CancellationToken;
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
 
+use super::flusher::Flusher;
 use crate::auth::Principal;
+use crate::connection::wire;
 use crate::protocol::{Encoding, Frame};
+
+/// Frames one `writev` carries at most (two slices each: header and payload).
+const WRITE_BATCH: usize = 32;
 
 /// The hub's key for a connection.
 pub type ConnId = u64;
@@ -67,8 +85,8 @@ impl CloseReason {
     };
 }
 
-/// The shared half of a connection: the hub holds it in its indexes, the connection task
-/// holds the receiving end of its queue.
+/// The shared half of a connection: the hub holds it in its indexes, publishers push to it,
+/// the connection's task reads the socket and ends it.
 #[derive(Debug)]
 pub struct ConnHandle {
     pub id: ConnId,
@@ -81,25 +99,118 @@ pub struct ConnHandle {
     principal: Mutex<Principal>,
     /// Topics this connection is subscribed to; changed only by the hub, under its lock.
     pub(crate) topics: Mutex<HashSet<Arc<str>>>,
-    outbox: mpsc::Sender<Frame>,
-    closing: CancellationToken,
-    close_reason: Mutex<Option<CloseReason>>,
+    out: Mutex<Out>,
+    /// Wakes the connection's task: a close was asked for, a write failed or blocked, or (for
+    /// a task-written connection) frames were queued.
+    wake: Notify,
+    /// Where a direct connection is listed to be written; `None` for a task-written one.
+    flusher: Option<Arc<Flusher>>,
+    capacity: usize,
+    me: Weak<ConnHandle>,
     /// Unix milliseconds of the last ping or pong from the client.
     last_heartbeat_ms: AtomicU64,
 }
 
+/// One queued frame; `counted` frames count toward the queue's capacity (deliveries and
+/// replies), the others do not (the welcome, the offline inbox, a resume's replay, control
+/// frames), so a long replay does not make the client a slow consumer.
+#[derive(Debug)]
+struct Queued {
+    frame: Frame,
+    counted: bool,
+}
+
+#[derive(Debug, Default)]
+struct Out {
+    queue: VecDeque<Queued>,
+    /// How many queued frames count toward the capacity.
+    counted: usize,
+    /// Bytes of the front frame already written (direct connections).
+    front_written: usize,
+    /// The socket of a direct connection, until its task ends.
+    stream: Option<Arc<TcpStream>>,
+    /// On the flusher's list.
+    scheduled: bool,
+    /// The socket took no more: the connection's task waits for it and writes.
+    blocked: bool,
+    /// The task writes the queue itself for now (a resume's replay is being put in place).
+    held: bool,
+    /// A write failed: the client is gone.
+    failed: bool,
+    /// The connection ended: nothing more is queued.
+    ended: bool,
+    close: Option<CloseReason>,
+}
+
+/// What the connection's task has to do after it was woken.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Attention {
+    /// Close with this reason.
+    Close(CloseReason),
+    /// A write failed.
+    Failed,
+    /// The socket is full: wait until it takes more, then [`ConnHandle::write_queued`].
+    Blocked,
+    /// Frames are queued for the task to write (task-written connections).
+    Frames,
+    Nothing,
+}
+
+/// How far a direct write got.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Written {
+    /// Everything queued was written.
+    All,
+    /// The socket is full.
+    Blocked,
+    /// The socket failed.
+    Failed,
+}
+
 impl ConnHandle {
-    /// A handle and the receiving end of its queue of `capacity` frames.
+    /// A connection written by its own task (see the module docs).
     pub fn new(
         id: ConnId,
         principal: Principal,
         remote_addr: Option<SocketAddr>,
         encoding: Encoding,
         capacity: usize,
-    ) -> (Arc<Self>, mpsc::Receiver<Frame>) {
-        let (outbox, rx) = mpsc::channel(capacity);
+    ) -> Arc<Self> {
+        Self::build(id, principal, remote_addr, encoding, capacity, None)
+    }
+
+    /// A connection whose queue the node writes straight to `stream` (see the module docs).
+    pub(crate) fn direct(
+        id: ConnId,
+        principal: Principal,
+        remote_addr: Option<SocketAddr>,
+        encoding: Encoding,
+        capacity: usize,
+        stream: Arc<TcpStream>,
+        flusher: Arc<Flusher>,
+    ) -> Arc<Self> {
+        let conn = Self::build(
+            id,
+            principal,
+            remote_addr,
+            encoding,
+            capacity,
+            Some(flusher),
+        );
+        conn.out().stream = Some(stream);
+        conn
+    }
+
+    fn build(
+        id: ConnId,
+        principal: Principal,
+        remote_addr: Option<SocketAddr>,
+        encoding: Encoding,
+        capacity: usize,
+        flusher: Option<Arc<Flusher>>,
+    ) -> Arc<Self> {
         let now = SystemTime::now();
-        let handle = Self {
+        Arc::new_cyclic(|me| Self {
             id,
             client_id: uuid::Uuid::now_v7().to_string(),
             remote_addr,
@@ -107,16 +218,24 @@ impl ConnHandle {
             encoding,
             principal: Mutex::new(principal),
             topics: Mutex::new(HashSet::new()),
-            outbox,
-            closing: CancellationToken::new(),
-            close_reason: Mutex::new(None),
+            out: Mutex::new(Out::default()),
+            wake: Notify::new(),
+            flusher,
+            capacity,
+            me: me.clone(),
             last_heartbeat_ms: AtomicU64::new(unix_ms(now)),
-        };
-        (Arc::new(handle), rx)
+        })
+    }
+
+    fn out(&self) -> MutexGuard<'_, Out> {
+        // Every update of `Out` is a few field writes that do not panic: a poisoned lock still
+        // holds a consistent queue.
+        self.out.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Queues a frame without waiting. Returns false when the frame was not queued: the
-    /// connection is closing, or its queue was full (it is then closed as a slow consumer).
+    /// connection is gone or a slow consumer, or its queue was full (it is then closed as a
+    /// slow consumer).
     pub fn push(&self, frame: Frame) -> bool {
         match self.encoding {
             Encoding::Json => self.push_encoded(frame),
@@ -127,32 +246,216 @@ impl ConnHandle {
     /// Queues a frame already in this connection's encoding (the hub's fan-out path, which
     /// encodes each publication once per encoding).
     pub fn push_encoded(&self, frame: Frame) -> bool {
-        match self.outbox.try_send(frame) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.close(CloseReason::SLOW_CONSUMER);
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        self.enqueue([frame], true, false)
+    }
+
+    /// Queues a control frame (ping, pong, close), uncounted, even to a slow consumer that is
+    /// being closed: its close frame goes out this way.
+    pub(crate) fn push_control(&self, frame: Frame) -> bool {
+        self.enqueue([frame], false, true)
+    }
+
+    /// Queues frames that do not count toward the capacity (see [`Queued`]), in this
+    /// connection's encoding.
+    pub(crate) fn push_uncounted(&self, frames: impl IntoIterator<Item = Frame>) -> bool {
+        let encoding = self.encoding;
+        self.enqueue(
+            frames.into_iter().map(|f| encoding.encode(&f)),
+            false,
+            false,
+        )
+    }
+
+    fn enqueue(
+        &self,
+        frames: impl IntoIterator<Item = Frame>,
+        counted: bool,
+        control: bool,
+    ) -> bool {
+        let mut out = self.out();
+        let slow = out.close == Some(CloseReason::SLOW_CONSUMER);
+        if out.ended || out.failed || (slow && !control) {
+            return false;
         }
+        let before = out.queue.len();
+        for frame in frames {
+            if counted && out.counted >= self.capacity {
+                out.close.get_or_insert(CloseReason::SLOW_CONSUMER);
+                drop(out);
+                self.wake.notify_one();
+                return false;
+            }
+            out.counted += usize::from(counted);
+            out.queue.push_back(Queued { frame, counted });
+        }
+        if out.queue.len() == before {
+            return true;
+        }
+        match &self.flusher {
+            Some(flusher) => {
+                if out.scheduled || out.blocked || out.held {
+                    return true;
+                }
+                out.scheduled = true;
+                drop(out);
+                if let Some(me) = self.me.upgrade() {
+                    flusher.schedule(me);
+                }
+            }
+            None => {
+                drop(out);
+                self.wake.notify_one();
+            }
+        }
+        true
+    }
+
+    /// The flusher's turn: writes what is queued unless the task is writing it.
+    pub(crate) fn flush_scheduled(&self) {
+        let mut out = self.out();
+        out.scheduled = false;
+        if out.blocked || out.held || out.failed || out.ended {
+            return;
+        }
+        match write_out(&mut out) {
+            Written::All => {}
+            Written::Blocked => {
+                out.blocked = true;
+                drop(out);
+                self.wake.notify_one();
+            }
+            Written::Failed => {
+                out.failed = true;
+                drop(out);
+                self.wake.notify_one();
+            }
+        }
+    }
+
+    /// The task's write of a direct connection: everything queued, as far as the socket
+    /// takes it. While it returns [`Written::Blocked`] the flusher leaves the connection to
+    /// the task.
+    pub(crate) fn write_queued(&self) -> Written {
+        let mut out = self.out();
+        if out.failed {
+            return Written::Failed;
+        }
+        let written = write_out(&mut out);
+        out.blocked = written == Written::Blocked;
+        out.failed = written == Written::Failed;
+        written
+    }
+
+    /// Resolves when the connection's task has something to look at ([`Self::attention`]).
+    pub(crate) async fn woken(&self) {
+        self.wake.notified().await
+    }
+
+    /// What the task must do now.
+    pub(crate) fn attention(&self) -> Attention {
+        let out = self.out();
+        if out.failed {
+            Attention::Failed
+        } else if let Some(reason) = out.close {
+            Attention::Close(reason)
+        } else if out.blocked {
+            Attention::Blocked
+        } else if self.flusher.is_none() && !out.held && !out.queue.is_empty() {
+            Attention::Frames
+        } else {
+            Attention::Nothing
+        }
+    }
+
+    /// Takes up to `max` queued frames for a task-written connection to write.
+    pub(crate) fn take_frames(&self, max: usize) -> Vec<Frame> {
+        let mut out = self.out();
+        let n = out.queue.len().min(max);
+        let frames: Vec<Frame> = out.queue.drain(..n).map(|q| q.frame).collect();
+        out.counted = out.queue.iter().filter(|q| q.counted).count();
+        if !out.queue.is_empty() {
+            drop(out);
+            // More than one batch: come back for the rest after reading.
+            self.wake.notify_one();
+        }
+        frames
+    }
+
+    /// Stops the flusher from writing this connection (its task is about to put a resume's
+    /// replay in front of what arrives meanwhile); [`Self::release`] undoes it.
+    pub(crate) fn hold(&self) {
+        self.out().held = true;
+    }
+
+    /// Puts frames (in this connection's encoding, uncounted) in front of the queue: only
+    /// between [`Self::hold`] and [`Self::release`], after the queue was written out, so no
+    /// frame is half-written.
+    pub(crate) fn push_front(&self, frames: Vec<Frame>) {
+        let encoding = self.encoding;
+        let mut out = self.out();
+        for frame in frames.into_iter().rev() {
+            out.queue.push_front(Queued {
+                frame: encoding.encode(&frame),
+                counted: false,
+            });
+        }
+    }
+
+    /// Lets the flusher write this connection again.
+    pub(crate) fn release(&self) {
+        let mut out = self.out();
+        out.held = false;
+        let queued = !out.queue.is_empty();
+        drop(out);
+        if queued {
+            // Written by whoever normally writes it.
+            match &self.flusher {
+                Some(_) => self.reschedule(),
+                None => self.wake.notify_one(),
+            }
+        }
+    }
+
+    fn reschedule(&self) {
+        let mut out = self.out();
+        if out.scheduled || out.blocked || out.held || out.ended {
+            return;
+        }
+        out.scheduled = true;
+        drop(out);
+        if let (Some(flusher), Some(me)) = (&self.flusher, self.me.upgrade()) {
+            flusher.schedule(me);
+        }
+    }
+
+    /// Drops every queued frame but a half-written one (a slow consumer gets only the close
+    /// frame after what it has already begun to receive).
+    pub(crate) fn discard_queued(&self) {
+        let mut out = self.out();
+        let keep = usize::from(out.front_written > 0);
+        out.queue.truncate(keep);
+        out.counted = out.queue.iter().filter(|q| q.counted).count();
+    }
+
+    /// The connection ended: nothing more is queued, and the socket is released (it closes
+    /// when the task drops its own handle).
+    pub(crate) fn end(&self) {
+        let mut out = self.out();
+        out.ended = true;
+        out.stream = None;
+        out.queue = VecDeque::new();
+        out.counted = 0;
     }
 
     /// Asks the connection to close; the first reason given wins.
     pub fn close(&self, reason: CloseReason) {
-        if let Ok(mut slot) = self.close_reason.lock() {
-            slot.get_or_insert(reason);
-        }
-        self.closing.cancel();
-    }
-
-    /// Resolves when [`close`](Self::close) was called.
-    pub fn closing(&self) -> &CancellationToken {
-        &self.closing
+        self.out().close.get_or_insert(reason);
+        self.wake.notify_one();
     }
 
     /// Why the connection was asked to close, if it was.
     pub fn close_reason(&self) -> Option<CloseReason> {
-        self.close_reason.lock().ok().and_then(|r| *r)
+        self.out().close
     }
 
     pub fn principal(&self) -> Principal {
@@ -188,6 +491,75 @@ impl ConnHandle {
     pub fn last_heartbeat(&self) -> SystemTime {
         SystemTime::UNIX_EPOCH
             + std::time::Duration::from_millis(self.last_heartbeat_ms.load(Ordering::Relaxed))
+    }
+
+    /// The queued frames, taken (unit tests of the hub).
+    #[cfg(test)]
+    pub(crate) fn take_all(&self) -> Vec<Frame> {
+        let mut out = self.out();
+        out.counted = 0;
+        out.queue.drain(..).map(|q| q.frame).collect()
+    }
+}
+
+/// Writes the queue from the front with as few `writev`s as the socket allows.
+fn write_out(out: &mut Out) -> Written {
+    let Some(stream) = out.stream.clone() else {
+        return Written::Failed;
+    };
+    while !out.queue.is_empty() {
+        let result = {
+            let mut heads = [wire::Head::EMPTY; WRITE_BATCH];
+            let mut payloads: [&[u8]; WRITE_BATCH] = [&[]; WRITE_BATCH];
+            let mut frames = 0;
+            for (i, queued) in out.queue.iter().take(WRITE_BATCH).enumerate() {
+                (heads[i], payloads[i]) = wire::server_frame(&queued.frame);
+                frames = i + 1;
+            }
+            let mut slices = [IoSlice::new(&[]); 2 * WRITE_BATCH];
+            let mut used = 0;
+            let mut skip = out.front_written;
+            for (head, payload) in heads.iter().zip(payloads).take(frames) {
+                for part in [head.as_slice(), payload] {
+                    if skip >= part.len() {
+                        skip -= part.len();
+                        continue;
+                    }
+                    slices[used] = IoSlice::new(&part[skip..]);
+                    used += 1;
+                    skip = 0;
+                }
+            }
+            stream.try_write_vectored(&slices[..used])
+        };
+        match result {
+            Ok(0) => return Written::Failed,
+            Ok(n) => advance(out, n),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Written::Blocked,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return Written::Failed,
+        }
+    }
+    Written::All
+}
+
+/// Drops from the queue what a write of `n` bytes completed.
+fn advance(out: &mut Out, n: usize) {
+    let mut done = out.front_written + n;
+    while let Some(front) = out.queue.front() {
+        let len = wire::wire_len(&front.frame);
+        if done < len {
+            break;
+        }
+        done -= len;
+        if let Some(q) = out.queue.pop_front() {
+            out.counted -= usize::from(q.counted);
+        }
+    }
+    out.front_written = done;
+    if out.queue.is_empty() && out.queue.capacity() > 64 {
+        // A burst is over: give the memory back.
+        out.queue = VecDeque::new();
     }
 }
 

@@ -95,10 +95,25 @@ impl Herald {
     }
 
     /// Every route Herald serves (`/ws`, `/api/v1/...`, health, metrics), to merge into the
-    /// app's own axum router. Serve it with `into_make_service_with_connect_info::<SocketAddr>()`
-    /// for per-IP limits and remote addresses in logs.
+    /// app's own axum router. Serve it with [`serve`](Self::serve) for the fastest fan-out;
+    /// with `axum::serve`, use `into_make_service_with_connect_info::<SocketAddr>()` for per-IP
+    /// limits and remote addresses in logs.
     pub fn router(&self) -> axum::Router {
         crate::http::router(self.clone())
+    }
+
+    /// Serves `app` (this node's [`router`](Self::router), merged with the app's own routes
+    /// if any) over HTTP/1.1 on `listener` until `shutdown` resolves; then stops accepting and
+    /// waits for requests in flight. WebSockets upgraded here are written by the node straight
+    /// from their queues (docs/BENCHMARKS.md); call [`shutdown`](Self::shutdown) after this
+    /// returns to close them with 1001.
+    pub async fn serve(
+        &self,
+        listener: tokio::net::TcpListener,
+        app: axum::Router,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        crate::http::serve(listener, app, shutdown).await
     }
 
     /// The browser console: `/` (token input, live messages, subscriptions, presence, an

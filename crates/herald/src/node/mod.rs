@@ -27,6 +27,7 @@ use crate::handler::Handler;
 use crate::engine::{
     Broker, EngineError, History, Inbox, Membership, Presence, PresenceEntry, Stripes,
 };
+use crate::hub::flusher::Flushers;
 use crate::hub::{CloseReason, ConnHandle, Hub};
 use crate::protocol::reply_frame;
 use crate::publication::{Publication, Scope};
@@ -140,6 +141,8 @@ struct Inner {
     ip_slots: Arc<IpSlots>,
     /// Every connection task, so shutdown can wait for their goodbyes.
     connections: TaskTracker,
+    /// The writers of direct connections, one per worker thread.
+    flushers: Flushers,
 }
 
 impl Herald {
@@ -198,6 +201,9 @@ impl Herald {
                 shutdown: CancellationToken::new(),
                 started_at: Instant::now(),
                 connections: TaskTracker::new(),
+                flushers: Flushers::start(
+                    std::thread::available_parallelism().map_or(1, |n| n.get()),
+                ),
             }),
         }
     }
@@ -242,6 +248,11 @@ impl Herald {
     /// Open connections per client IP.
     pub(crate) fn ip_slots(&self) -> &Arc<IpSlots> {
         &self.inner.ip_slots
+    }
+
+    /// The writers of direct connections.
+    pub(crate) fn flushers(&self) -> &Flushers {
+        &self.inner.flushers
     }
 
     /// The tracker every connection task runs under.

@@ -83,10 +83,11 @@ impl Herald {
         Ok(published(id, local.unwrap_or(recipients), offset, queued))
     }
 
-    /// Registers an authenticated connection and returns its user's offline inbox, to be
-    /// written before anything else reaches the connection. Done under the user's stripe, so a
-    /// user-scope publication either is in this inbox or is delivered live, never neither.
-    pub(crate) async fn attach(&self, conn: &std::sync::Arc<ConnHandle>) -> Vec<Publication> {
+    /// Registers an authenticated connection after queueing its user's offline inbox, so that
+    /// comes before anything live; returns how many inbox messages were queued. Done under the
+    /// user's stripe, so a user-scope publication either is in this inbox or is delivered
+    /// live, never neither.
+    pub(crate) async fn attach(&self, conn: &std::sync::Arc<ConnHandle>) -> usize {
         let user = conn.principal().user_id;
         let _user = self.inner.stripes.of_user(&user).lock().await;
         let pending = self
@@ -100,8 +101,10 @@ impl Herald {
                 tracing::warn!(user = %user, error = %e, "inbox read failed");
                 Vec::new()
             });
+        // Queued before the connection is visible: nothing live comes before them.
+        conn.push_uncounted(pending.iter().map(Publication::offline_frame));
         self.inner.hub.register(conn);
-        pending
+        pending.len()
     }
 
     /// Removes acknowledged messages from a user's inbox.

@@ -1,0 +1,302 @@
+//! A connection's socket as its task uses it, whoever writes it (see [`crate::hub::outbox`]):
+//!
+//! - [`Link::Direct`]: a TCP socket Herald accepted itself; the task reads and frames client
+//!   messages ([`wire::Reader`]) with no buffer while idle, and the node's flusher writes the
+//!   connection's queue. The task writes only when the socket was full or before it closes.
+//! - [`Link::Socket`]: tungstenite or yawc ([`Socket`]); the task writes the queue itself.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
+use tokio::net::TcpStream;
+
+use super::socket::{ReadError, Socket, WriteError};
+use super::wire;
+use crate::auth::Principal;
+use crate::hub::{CloseReason, ConnHandle, ConnId, Written};
+use crate::node::Herald;
+use crate::protocol::Encoding;
+
+/// How many queued frames a task-written connection writes before it flushes.
+const WRITE_BATCH: usize = 64;
+
+/// How much one wake-up reads at most before the task handles what it read.
+const READ_CHUNK: usize = 4096;
+const READ_PER_WAKE: usize = 64 * 1024;
+
+/// See the module docs.
+pub enum Link {
+    Direct(Box<Direct>),
+    Socket(Socket),
+}
+
+/// A direct connection's read side.
+pub struct Direct {
+    stream: Arc<TcpStream>,
+    reader: wire::Reader,
+    /// Messages read but not handed to the task yet.
+    pending: VecDeque<Message>,
+    /// How reading ended, once it did (handed over after `pending`).
+    ended: Option<Option<ReadError>>,
+    /// A close frame was queued: RFC 6455 allows nothing after it.
+    close_sent: bool,
+}
+
+impl Link {
+    /// A direct link on an upgraded TCP socket; `early` holds bytes the HTTP server read past
+    /// the upgrade request (frames a client sent without waiting for the response).
+    pub fn direct(stream: TcpStream, early: &[u8], max_message: usize) -> Self {
+        let mut direct = Direct {
+            stream: Arc::new(stream),
+            reader: wire::Reader::new(max_message),
+            pending: VecDeque::new(),
+            ended: None,
+            close_sent: false,
+        };
+        if !early.is_empty() {
+            direct.take(early);
+        }
+        Self::Direct(Box::new(direct))
+    }
+
+    /// The connection's handle, written the way this link is.
+    pub fn handle(
+        &self,
+        node: &Herald,
+        id: ConnId,
+        remote: Option<std::net::SocketAddr>,
+        encoding: Encoding,
+    ) -> Arc<ConnHandle> {
+        let capacity = node.config().limits.send_queue;
+        // Who it is is known after authentication (`ConnHandle::set_principal`).
+        let nobody = Principal::new("", "", Vec::new());
+        match self {
+            Self::Direct(direct) => ConnHandle::direct(
+                id,
+                nobody,
+                remote,
+                encoding,
+                capacity,
+                direct.stream.clone(),
+                node.flushers().of(id),
+            ),
+            Self::Socket(_) => ConnHandle::new(id, nobody, remote, encoding, capacity),
+        }
+    }
+
+    /// The next message from the client; `None` once the connection ended. A ping is answered
+    /// and a close frame echoed (queued) before the message is returned. Cancel-safe.
+    pub async fn recv(&mut self, conn: &ConnHandle) -> Option<Result<Message, ReadError>> {
+        let direct = match self {
+            Self::Socket(socket) => return socket.recv().await,
+            Self::Direct(direct) => direct,
+        };
+        loop {
+            if let Some(message) = direct.pending.pop_front() {
+                match &message {
+                    Message::Ping(payload) if !direct.close_sent => {
+                        conn.push_control(Message::Pong(payload.clone()));
+                    }
+                    Message::Close(frame) if !direct.close_sent => {
+                        direct.close_sent = true;
+                        conn.push_control(Message::Close(frame.clone()));
+                    }
+                    _ => {}
+                }
+                return Some(Ok(message));
+            }
+            if let Some(ended) = direct.ended.take() {
+                return ended.map(Err);
+            }
+            if direct.stream.readable().await.is_err() {
+                return Some(Err(ReadError::Gone));
+            }
+            direct.read_available();
+        }
+    }
+
+    /// Writes everything queued, waiting for the socket as needed (at most `timeout`).
+    pub async fn drain(&mut self, conn: &ConnHandle, timeout: Duration) -> Result<(), WriteError> {
+        let drain = async {
+            match self {
+                Self::Direct(direct) => loop {
+                    match conn.write_queued() {
+                        Written::All => return Ok(()),
+                        Written::Failed => return Err(WriteError),
+                        Written::Blocked => {
+                            direct.stream.writable().await.map_err(|_| WriteError)?;
+                        }
+                    }
+                },
+                Self::Socket(socket) => loop {
+                    let frames = conn.take_frames(WRITE_BATCH);
+                    if frames.is_empty() {
+                        return Ok(());
+                    }
+                    for frame in frames {
+                        socket.feed(frame).await?;
+                    }
+                    socket.flush().await?;
+                },
+            }
+        };
+        tokio::time::timeout(timeout, drain)
+            .await
+            .unwrap_or(Err(WriteError))
+    }
+
+    /// The task's part of writing after it was woken: a direct connection whose socket was
+    /// full is written once the socket takes more; a task-written one writes one batch. Gives
+    /// up when the connection is asked to close meanwhile (the caller then closes).
+    pub async fn write_some(
+        &mut self,
+        conn: &ConnHandle,
+        timeout: Duration,
+    ) -> Result<(), WriteError> {
+        let write = async {
+            match self {
+                Self::Direct(direct) => loop {
+                    tokio::select! {
+                        ready = direct.stream.writable() => {
+                            ready.map_err(|_| WriteError)?;
+                            match conn.write_queued() {
+                                Written::All => return Ok(()),
+                                Written::Failed => return Err(WriteError),
+                                Written::Blocked => {}
+                            }
+                        }
+                        _ = conn.woken() => if conn.close_reason().is_some() {
+                            return Err(WriteError);
+                        },
+                    }
+                },
+                Self::Socket(socket) => {
+                    let frames = conn.take_frames(WRITE_BATCH);
+                    let batch = async {
+                        for frame in frames {
+                            socket.feed(frame).await?;
+                        }
+                        socket.flush().await
+                    };
+                    tokio::select! {
+                        written = batch => written,
+                        _ = wait_for_close(conn) => Err(WriteError),
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(timeout, write)
+            .await
+            .unwrap_or(Err(WriteError))
+    }
+
+    /// Sends a ping (after what is queued).
+    pub async fn ping(&mut self, conn: &ConnHandle, timeout: Duration) -> Result<(), WriteError> {
+        match self {
+            Self::Direct(_) => {
+                conn.push_control(Message::Ping(Bytes::new()));
+                Ok(())
+            }
+            Self::Socket(socket) => {
+                match tokio::time::timeout(timeout, socket.send(Message::Ping(Bytes::new()))).await
+                {
+                    Ok(Ok(())) => Ok(()),
+                    _ => Err(WriteError),
+                }
+            }
+        }
+    }
+
+    /// Writes what is queued and then `message` at once.
+    pub async fn send(
+        &mut self,
+        conn: &ConnHandle,
+        message: Message,
+        timeout: Duration,
+    ) -> Result<(), WriteError> {
+        if let (Self::Direct(direct), Message::Close(_)) = (&mut *self, &message) {
+            if direct.close_sent {
+                return self.drain(conn, timeout).await;
+            }
+            direct.close_sent = true;
+        }
+        conn.push_control(message);
+        self.drain(conn, timeout).await
+    }
+
+    /// After the client's close frame: sends the answer [`Self::recv`] (or the WebSocket
+    /// library) queued, completing the closing handshake.
+    pub async fn answer_close(&mut self, conn: &ConnHandle, timeout: Duration) {
+        let _ = match self {
+            Self::Direct(_) => self.drain(conn, timeout).await,
+            Self::Socket(socket) => tokio::time::timeout(timeout, socket.flush())
+                .await
+                .unwrap_or(Err(WriteError)),
+        };
+    }
+
+    /// Sends a close frame after what is queued, then waits briefly for the client's own close
+    /// so that the TCP connection ends cleanly and the client reads the code.
+    pub async fn close_with(&mut self, conn: &ConnHandle, reason: CloseReason, timeout: Duration) {
+        let frame = Message::Close(Some(CloseFrame {
+            code: reason.code,
+            reason: Utf8Bytes::from_static(reason.reason),
+        }));
+        if self.send(conn, frame, timeout).await.is_err() {
+            return;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Some(Ok(message)) = self.recv(conn).await {
+                if matches!(message, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+    }
+}
+
+async fn wait_for_close(conn: &ConnHandle) {
+    loop {
+        conn.woken().await;
+        if conn.close_reason().is_some() {
+            return;
+        }
+    }
+}
+
+impl Direct {
+    /// Reads what the socket holds (up to a limit) and parses it. A read that fills less than
+    /// the chunk has most likely emptied the socket: the next `readable` finds out.
+    fn read_available(&mut self) {
+        let mut chunk = [0u8; READ_CHUNK];
+        let mut total = 0;
+        while total < READ_PER_WAKE && self.ended.is_none() {
+            match self.stream.try_read(&mut chunk) {
+                Ok(0) => self.ended = Some(None),
+                Ok(n) => {
+                    self.take(&chunk[..n]);
+                    total += n;
+                    if n < chunk.len() {
+                        break;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => self.ended = Some(Some(ReadError::Gone)),
+            }
+        }
+    }
+
+    fn take(&mut self, bytes: &[u8]) {
+        let mut messages = Vec::new();
+        let result = self.reader.feed(bytes, &mut messages);
+        self.pending.extend(messages);
+        if let Err(e) = result {
+            self.ended = Some(Some(e));
+        }
+    }
+}

@@ -1,0 +1,74 @@
+//! The node's writers of direct connections (see [`super::outbox`]): a push lists its
+//! connection here, and a flusher task writes each listed connection's whole queue in one
+//! `writev`. A publication to 1,000 subscribers is then 1,000 pushes and 1,000 writes, with no
+//! task woken per recipient; when publications come faster than the writes, each write takes
+//! every frame queued since the last one, so the cost per delivery falls as the load rises
+//! (docs/BENCHMARKS.md).
+
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+
+use super::ConnHandle;
+
+/// One writer: the connections waiting to be written, and the task that writes them.
+#[derive(Debug, Default)]
+pub struct Flusher {
+    due: Mutex<Vec<Arc<ConnHandle>>>,
+    notify: Notify,
+}
+
+impl Flusher {
+    /// Lists a connection to be written (once: its `scheduled` flag says it is listed).
+    pub(crate) fn schedule(&self, conn: Arc<ConnHandle>) {
+        let mut due = self.due.lock().unwrap_or_else(|e| e.into_inner());
+        let first = due.is_empty();
+        due.push(conn);
+        drop(due);
+        if first {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Writes listed connections until the node ends (the task is aborted with the runtime).
+    pub(crate) async fn run(self: Arc<Self>) {
+        let mut batch = Vec::new();
+        loop {
+            self.notify.notified().await;
+            loop {
+                std::mem::swap(
+                    &mut *self.due.lock().unwrap_or_else(|e| e.into_inner()),
+                    &mut batch,
+                );
+                if batch.is_empty() {
+                    break;
+                }
+                for conn in batch.drain(..) {
+                    conn.flush_scheduled();
+                }
+                // Let replies and reads in; what was pushed meanwhile is the next batch.
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+}
+
+/// The node's flushers, one per worker thread, each connection on one of them.
+#[derive(Debug)]
+pub struct Flushers(Vec<Arc<Flusher>>);
+
+impl Flushers {
+    /// `n` flushers, each on its own task (must run inside a tokio runtime).
+    pub fn start(n: usize) -> Self {
+        let flushers: Vec<Arc<Flusher>> = (0..n.max(1)).map(|_| Arc::default()).collect();
+        for flusher in &flushers {
+            tokio::spawn(flusher.clone().run());
+        }
+        Self(flushers)
+    }
+
+    /// The flusher of connection `id`.
+    pub fn of(&self, id: u64) -> Arc<Flusher> {
+        self.0[(id as usize) % self.0.len()].clone()
+    }
+}
