@@ -106,6 +106,10 @@ impl Link {
                     }
                     _ => {}
                 }
+                if direct.pending.is_empty() {
+                    // Nothing kept while idle.
+                    direct.pending = VecDeque::new();
+                }
                 return Some(Ok(message));
             }
             if let Some(ended) = direct.ended.take() {

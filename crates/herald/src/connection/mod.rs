@@ -87,35 +87,60 @@ impl Ending {
 
 /// Runs one WebSocket connection to its end.
 pub async fn serve(mut link: Link, node: Herald, start: Start) {
-    let limits = node.config().limits.clone();
-    let conn = link.handle(
-        &node,
-        node.hub().next_id(),
-        start.remote_addr,
-        start.encoding,
-    );
-    if start.echo {
-        serve_echo(&mut link, &conn, &node).await;
-        drop(start.ip_slot);
+    let Start {
+        principal,
+        auto_topics,
+        remote_addr,
+        ip_slot,
+        echo,
+        encoding,
+    } = start;
+    let conn = link.handle(&node, node.hub().next_id(), remote_addr, encoding);
+    if echo {
+        Box::pin(serve_echo(&mut link, &conn, &node)).await;
+        drop(ip_slot);
         conn.end();
         return;
     }
-    let (principal, welcome, reference) = match start.principal {
+    // The opening and the closing are boxed: the task keeps only what waiting needs.
+    let Some((mut session, role, greeted)) =
+        Box::pin(open(&mut link, &conn, &node, principal, auto_topics)).await
+    else {
+        conn.end();
+        return;
+    };
+    let ending = match greeted {
+        true => run(&mut link, &mut session).await,
+        false => Ending::Gone("write_failed"),
+    };
+    Box::pin(close(link, &conn, &node, ending, &role)).await;
+    drop(ip_slot);
+    conn.end();
+}
+
+/// Authenticates (unless the upgrade did), greets, attaches to the hub and subscribes to the
+/// query's topics; returns the session, the role the connection is counted under until it
+/// closes (a refresh may change it), and whether the greeting was written.
+async fn open(
+    link: &mut Link,
+    conn: &Arc<ConnHandle>,
+    node: &Herald,
+    principal: Option<Principal>,
+    auto_topics: Vec<String>,
+) -> Option<(Session, Arc<str>, bool)> {
+    let (principal, welcome, reference) = match principal {
         Some(principal) => (principal, "connection.established", None),
-        None => match handshake::await_auth(&mut link, &conn, &node).await {
-            Some((principal, reference)) => (principal, "auth_success", reference),
-            None => {
-                conn.end();
-                return;
-            }
-        },
+        None => {
+            let (principal, reference) = handshake::await_auth(link, conn, node).await?;
+            (principal, "auth_success", reference)
+        }
     };
     conn.set_principal(principal);
     let mut session = Session::new(node.clone(), conn.clone());
     // First the welcome, then the offline inbox, queued before the connection is visible to
     // publishers (registered by `attach`).
     conn.push_uncounted([session.welcome(welcome, reference.as_ref())]);
-    let inbox = node.attach(&conn).await;
+    let inbox = node.attach(conn).await;
     node.hub()
         .counters
         .sent
@@ -124,7 +149,10 @@ pub async fn serve(mut link: Link, node: Herald, start: Start) {
         // Registered after shutdown went through the hub: close like the others.
         conn.close(CloseReason::GOING_AWAY);
     }
-    let greeted = link.drain(&conn, limits.write_timeout).await;
+    let greeted = link
+        .drain(conn, node.config().limits.write_timeout)
+        .await
+        .is_ok();
     let who = conn.principal();
     crate::metrics::connection_opened(&who.role);
     tracing::info!(
@@ -134,23 +162,21 @@ pub async fn serve(mut link: Link, node: Herald, start: Start) {
         remote_addr = %Peer(conn.remote_addr),
         "connection opened"
     );
-    for topic in &start.auto_topics {
+    for topic in &auto_topics {
         session
             .subscribe(topic, None, ReplyStyle::Canonical, None)
             .await;
     }
+    Some((session, who.role, greeted))
+}
 
-    let ending = match greeted {
-        Ok(()) => run(&mut link, &mut session).await,
-        Err(_) => Ending::Gone("write_failed"),
-    };
-
-    node.forget(&conn).await;
-    drop(start.ip_slot);
-    crate::metrics::connection_closed(&who.role, ending.label());
+/// Leaves the hub, records how the connection ended, and says goodbye.
+async fn close(mut link: Link, conn: &ConnHandle, node: &Herald, ending: Ending, role: &str) {
+    node.forget(conn).await;
+    crate::metrics::connection_closed(role, ending.label());
     tracing::info!(
         client_id = %conn.client_id,
-        user_id = %who.user_id,
+        user_id = %conn.principal().user_id,
         remote_addr = %Peer(conn.remote_addr),
         duration_ms = conn.connected_at.elapsed().unwrap_or_default().as_millis() as u64,
         reason = ending.label(),
@@ -162,8 +188,7 @@ pub async fn serve(mut link: Link, node: Herald, start: Start) {
             .slow_consumers
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
-    finish(&mut link, &conn, ending, limits.write_timeout).await;
-    conn.end();
+    finish(&mut link, conn, ending, node.config().limits.write_timeout).await;
 }
 
 /// Says goodbye as the ending requires: what is queued, then the close frame (a slow consumer
@@ -189,19 +214,30 @@ async fn serve_echo(link: &mut Link, conn: &Arc<ConnHandle>, node: &Herald) {
     conn.set_principal(Principal::new("echo", "echo", Vec::new()));
     let mut session = Session::echo(node.clone(), conn.clone());
     let ending = run(link, &mut session).await;
-    finish(link, conn, ending, node.config().limits.write_timeout).await;
+    Box::pin(finish(
+        link,
+        conn,
+        ending,
+        node.config().limits.write_timeout,
+    ))
+    .await;
 }
 
 async fn run(link: &mut Link, session: &mut Session) -> Ending {
     let node = session.node().clone();
     let conn = session.conn().clone();
     let limits = &node.config().limits;
-    let mut ping =
-        tokio::time::interval_at(Instant::now() + limits.ping_interval, limits.ping_interval);
-    // No frame at all from the client (pong included) for this long: it is gone.
-    let read_deadline = sleep_until(Instant::now() + limits.pong_timeout);
-    let expiry = sleep_until(session.expiry_instant());
-    tokio::pin!(read_deadline, expiry);
+    // One timer for the three deadlines (the next ping, the client's silence, the token's
+    // expiry): it fires at the earliest, and each firing re-arms it. A read only records its
+    // time, so a busy connection does not touch the timer wheel per message.
+    let mut clock = Clock {
+        next_ping: Instant::now() + limits.ping_interval,
+        last_read: Instant::now(),
+        expires: session.expiry_instant(),
+        pong_timeout: limits.pong_timeout,
+    };
+    let timer = sleep_until(clock.earliest());
+    tokio::pin!(timer);
     // The node's shared shutdown token is not watched here (that would put one lock on the
     // path of every wake-up): shutdown closes each registered connection through its handle.
     let closing =
@@ -213,7 +249,7 @@ async fn run(link: &mut Link, session: &mut Session) -> Ending {
                 Attention::Close(reason) => return Ending::Close(reason),
                 Attention::Failed => return Ending::Gone("write_failed"),
                 Attention::Blocked | Attention::Frames => {
-                    if link.write_some(&conn, limits.write_timeout).await.is_err() {
+                    if Box::pin(link.write_some(&conn, limits.write_timeout)).await.is_err() {
                         // A slow consumer is told to close while its write may be stuck:
                         // stop waiting for the write then.
                         return match conn.close_reason() {
@@ -230,61 +266,123 @@ async fn run(link: &mut Link, session: &mut Session) -> Ending {
                     None => return Ending::Gone("client_gone"),
                     Some(Err(e)) => return read_failure(e),
                 };
-                read_deadline.as_mut().reset(Instant::now() + limits.pong_timeout);
-                node.hub().counters.received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                match message {
-                    Message::Text(text) => match session.on_text(text).await {
-                        Next::Continue => {}
-                        Next::ExpiryChanged => expiry.as_mut().reset(session.expiry_instant()),
-                        Next::Recover { topic, since, style, reference } => {
-                            // What was queued before the subscription goes first, then the
-                            // reply and the replay, then live messages (queued meanwhile,
-                            // behind the replay).
-                            conn.hold();
-                            if link.drain(&conn, limits.write_timeout).await.is_err() {
-                                conn.release();
-                                return Ending::Gone("write_failed");
-                            }
-                            let (frames, fresh) =
-                                session.recover(&topic, &since, style, reference.as_ref()).await;
-                            node.hub().counters.sent.fetch_add(frames.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                            conn.push_front(frames);
-                            conn.release();
-                            if link.drain(&conn, limits.write_timeout).await.is_err() {
-                                return Ending::Gone("write_failed");
-                            }
-                            if fresh {
-                                session.joined(&topic).await;
-                            }
-                        }
-                    },
-                    Message::Binary(bytes) => {
-                        if let Next::ExpiryChanged = session.on_binary(bytes).await {
-                            expiry.as_mut().reset(session.expiry_instant());
-                        }
+                clock.last_read = Instant::now();
+                // Boxed: a command's future (engines, replies) is large and the connection
+                // spends its life waiting, so the task keeps only the waiting state.
+                match Box::pin(handle(message, link, session)).await {
+                    Step::Continue => {}
+                    Step::ExpiryChanged => {
+                        clock.expires = session.expiry_instant();
+                        timer.as_mut().reset(clock.earliest());
                     }
-                    Message::Ping(_) | Message::Pong(_) => conn.touch_heartbeat(),
-                    Message::Close(_) => {
-                        link.answer_close(&conn, limits.write_timeout).await;
-                        return Ending::Gone("client_closed");
-                    }
-                }
-                if session.too_many_errors() {
-                    return Ending::Close(CloseReason::TOO_MANY_ERRORS);
+                    Step::End(ending) => return ending,
                 }
             }
-            _ = ping.tick() => {
-                if link.ping(&conn, limits.write_timeout).await.is_err() {
-                    return Ending::Gone("write_failed");
+            _ = &mut timer => {
+                let now = Instant::now();
+                // No frame at all from the client (pong included) for this long: it is gone.
+                if now >= clock.last_read + clock.pong_timeout {
+                    return Ending::Gone("pong_timeout");
                 }
-            }
-            _ = &mut read_deadline => return Ending::Gone("pong_timeout"),
-            _ = &mut expiry => {
-                session.token_expired();
-                return Ending::Close(CloseReason::TOKEN_EXPIRED);
+                if now >= clock.expires {
+                    session.token_expired();
+                    return Ending::Close(CloseReason::TOKEN_EXPIRED);
+                }
+                if now >= clock.next_ping {
+                    clock.next_ping = now + limits.ping_interval;
+                    if Box::pin(link.ping(&conn, limits.write_timeout)).await.is_err() {
+                        return Ending::Gone("write_failed");
+                    }
+                }
+                timer.as_mut().reset(clock.earliest());
             }
         }
     }
+}
+
+/// A connection's deadlines, behind its one timer.
+struct Clock {
+    next_ping: Instant,
+    last_read: Instant,
+    expires: Instant,
+    pong_timeout: Duration,
+}
+
+impl Clock {
+    fn earliest(&self) -> Instant {
+        self.next_ping
+            .min(self.last_read + self.pong_timeout)
+            .min(self.expires)
+    }
+}
+
+/// What the loop does after a client message.
+enum Step {
+    Continue,
+    /// A refresh changed when the token expires.
+    ExpiryChanged,
+    End(Ending),
+}
+
+/// Handles one message from the client.
+async fn handle(message: Message, link: &mut Link, session: &mut Session) -> Step {
+    let node = session.node().clone();
+    let conn = session.conn().clone();
+    let write_timeout = node.config().limits.write_timeout;
+    node.hub()
+        .counters
+        .received
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let next = match message {
+        Message::Text(text) => session.on_text(text).await,
+        Message::Binary(bytes) => session.on_binary(bytes).await,
+        Message::Ping(_) | Message::Pong(_) => {
+            conn.touch_heartbeat();
+            Next::Continue
+        }
+        Message::Close(_) => {
+            link.answer_close(&conn, write_timeout).await;
+            return Step::End(Ending::Gone("client_closed"));
+        }
+    };
+    let step = match next {
+        Next::Continue => Step::Continue,
+        Next::ExpiryChanged => Step::ExpiryChanged,
+        Next::Recover {
+            topic,
+            since,
+            style,
+            reference,
+        } => {
+            // What was queued before the subscription goes first, then the reply and the
+            // replay, then live messages (queued meanwhile, behind the replay).
+            conn.hold();
+            if link.drain(&conn, write_timeout).await.is_err() {
+                conn.release();
+                return Step::End(Ending::Gone("write_failed"));
+            }
+            let (frames, fresh) = session
+                .recover(&topic, &since, style, reference.as_ref())
+                .await;
+            node.hub()
+                .counters
+                .sent
+                .fetch_add(frames.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            conn.push_front(frames);
+            conn.release();
+            if link.drain(&conn, write_timeout).await.is_err() {
+                return Step::End(Ending::Gone("write_failed"));
+            }
+            if fresh {
+                session.joined(&topic).await;
+            }
+            Step::Continue
+        }
+    };
+    if session.too_many_errors() {
+        return Step::End(Ending::Close(CloseReason::TOO_MANY_ERRORS));
+    }
+    step
 }
 
 /// Maps a failed read to how the connection ends: the client's frames were refused (too big,

@@ -238,13 +238,14 @@ fn direct_upgrade(node: Herald, mut parts: axum::http::request::Parts, start: St
             Ok(upgraded) => upgraded,
             Err(e) => return tracing::debug!(error = %e, "upgrade did not complete"),
         };
-        match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(raw) => {
-                let link = Link::direct(raw.io.into_inner(), &raw.read_buf, max_message);
-                connection::serve(link, node, start).await;
-            }
-            Err(_) => tracing::error!("an upgraded connection of Herald's server is not TCP"),
-        }
+        let Ok(raw) = upgraded.downcast::<TokioIo<TcpStream>>() else {
+            return tracing::error!("an upgraded connection of Herald's server is not TCP");
+        };
+        let link = Link::direct(raw.io.into_inner(), &raw.read_buf, max_message);
+        // A task of its own, so that the connection's long life keeps only its own state
+        // (not this upgrade's, nor hyper's early bytes).
+        let tasks = node.connection_tasks().clone();
+        tokio::spawn(tasks.track_future(connection::serve(link, node, start)));
     }));
     let mut response = Response::new(axum::body::Body::empty());
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

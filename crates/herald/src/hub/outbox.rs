@@ -557,8 +557,8 @@ fn advance(out: &mut Out, n: usize) {
         }
     }
     out.front_written = done;
-    if out.queue.is_empty() && out.queue.capacity() > 64 {
-        // A burst is over: give the memory back.
+    if out.queue.is_empty() && out.queue.capacity() > 0 {
+        // Idle connections hold no queue memory (a push allocates it again).
         out.queue = VecDeque::new();
     }
 }
