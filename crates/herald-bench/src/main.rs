@@ -6,8 +6,16 @@
 //! Modes: `connect` (time to open N subscribed connections), `idle` (server bytes per idle
 //! connection), `fanout` (N subscribers, a publisher at R msg/s for T s: latency percentiles,
 //! deliveries per second, losses, server CPU), `max-rate` (fan-out at rising rates until p99
-//! passes 100 ms or a message is lost), `churn` (a fan-out while connections come and go).
+//! passes 100 ms or a message is lost), `churn` (a fan-out while connections come and go),
+//! `cluster` (the same fan-out published through another node), `publish` (HTTP publishes per
+//! second to a topic with one subscriber), `overload` (a fan-out far beyond what the clients
+//! read, with `/health` polled throughout and the server's slow-consumer count read after).
+//!
+//! Every run prints a human summary and one JSON line (`{"mode": ...}`) with the same figures.
+//! The tool raises its own open-file limit to the hard limit, and past 25,000 connections it
+//! connects from 127.0.0.2, 127.0.0.3, ... (one source address has ~28,000 ephemeral ports).
 
+mod publish;
 mod raw;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -95,6 +103,28 @@ enum Mode {
         #[arg(long, default_value_t = 100)]
         size: usize,
     },
+    /// HTTP publishes per second over `conns` keep-alive connections, to a topic with one
+    /// subscriber.
+    Publish {
+        #[arg(long, default_value_t = 16)]
+        conns: usize,
+        #[arg(long, default_value_t = 5)]
+        secs: u64,
+        #[arg(long, default_value_t = 100)]
+        size: usize,
+    },
+    /// A fan-out beyond what the clients read (10,000 x 100 msg/s by default): `/health` is
+    /// polled throughout, and the server's slow-consumer count read after.
+    Overload {
+        #[arg(long, default_value_t = 10_000)]
+        n: usize,
+        #[arg(long, default_value_t = 100)]
+        rate: u64,
+        #[arg(long, default_value_t = 10)]
+        secs: u64,
+        #[arg(long, default_value_t = 100)]
+        size: usize,
+    },
     /// N subscribers on one topic, a publisher at `rate` msg/s for `secs` seconds.
     Fanout {
         #[arg(long, default_value_t = 1000)]
@@ -149,12 +179,19 @@ enum Conn {
 }
 
 impl Conn {
-    async fn connect(addr: &str, jwt: &str, deflate: bool) -> Result<Conn, Failure> {
+    async fn connect(
+        addr: &str,
+        jwt: &str,
+        deflate: bool,
+        source: Option<std::net::IpAddr>,
+    ) -> Result<Conn, Failure> {
         let path = format!("/ws?token={jwt}");
         if !deflate {
-            return Ok(Conn::Plain(Box::new(raw::Raw::connect(addr, &path).await?)));
+            return Ok(Conn::Plain(Box::new(
+                raw::Raw::connect(addr, &path, source).await?,
+            )));
         }
-        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        let tcp = raw::tcp_to(addr, source).await?;
         let options = yawc::Options::default()
             .with_low_latency_compression()
             .with_read_buffer_capacity(4096)
@@ -282,9 +319,22 @@ async fn recv_json(ws: &mut Conn) -> Result<Value, Failure> {
     ws.recv_json().await
 }
 
+/// The source address of the `i`-th connection: the default up to 25,000, then 127.0.0.2,
+/// 127.0.0.3, ... for each further 25,000.
+fn source_of(i: usize) -> Option<std::net::IpAddr> {
+    let extra = i.checked_sub(25_000)? / 25_000;
+    Some(std::net::Ipv4Addr::new(127, 0, 0, 2 + extra.min(250) as u8).into())
+}
+
 /// One authenticated connection subscribed to `topic`.
-async fn subscriber(addr: &str, jwt: &str, topic: &str, deflate: bool) -> Result<Conn, Failure> {
-    let mut ws = Conn::connect(addr, jwt, deflate).await?;
+async fn subscriber(
+    addr: &str,
+    jwt: &str,
+    topic: &str,
+    deflate: bool,
+    source: Option<std::net::IpAddr>,
+) -> Result<Conn, Failure> {
+    let mut ws = Conn::connect(addr, jwt, deflate, source).await?;
     let hello = recv_json(&mut ws).await?;
     if hello["type"] != "connection.established" {
         return Err(format!("unexpected {hello}").into());
@@ -305,7 +355,7 @@ async fn open(args: &Args, n: usize, topic: &str) -> Result<(Vec<Conn>, usize, D
     let mut sockets = Vec::with_capacity(n);
     let mut failures = 0;
     let mut pending = futures_util::stream::iter(
-        (0..n).map(|_| subscriber(&args.addr, &jwt, topic, args.deflate)),
+        (0..n).map(|i| subscriber(&args.addr, &jwt, topic, args.deflate, source_of(i))),
     )
     .buffer_unordered(args.concurrency.max(1));
     while let Some(result) = pending.next().await {
@@ -317,17 +367,63 @@ async fn open(args: &Args, n: usize, topic: &str) -> Result<(Vec<Conn>, usize, D
     Ok((sockets, failures, started.elapsed()))
 }
 
+/// Prints the run's JSON line.
+fn emit(line: Value) {
+    println!("{line}");
+}
+
+/// CPU seconds used by the server (if its pid is known) and by this tool since `before`.
+struct Cpu {
+    server: Option<f64>,
+    tool: Option<f64>,
+}
+
+impl Cpu {
+    fn now(args: &Args) -> Self {
+        Self {
+            server: args.pid.and_then(usage).map(|(_, cpu)| cpu),
+            tool: usage(std::process::id()).map(|(_, cpu)| cpu),
+        }
+    }
+
+    fn since(args: &Args, before: &Cpu) -> Self {
+        let now = Self::now(args);
+        let diff = |a: Option<f64>, b: Option<f64>| Some(a? - b?);
+        Self {
+            server: diff(now.server, before.server),
+            tool: diff(now.tool, before.tool),
+        }
+    }
+
+    fn text(value: Option<f64>) -> String {
+        value.map_or("n/a".into(), |v| format!("{v:.2}"))
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Failure> {
     let args = Args::parse();
+    // Thousands of sockets: take every file descriptor the hard limit allows.
+    if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
+        eprintln!("herald-bench: cannot raise the open-file limit: {e}");
+    }
     match args.mode {
         Mode::Connect { n } => {
+            let before = Cpu::now(&args);
             let (sockets, failures, took) = open(&args, n, "bench").await?;
+            let cpu = Cpu::since(&args, &before);
+            let rate = sockets.len() as f64 / took.as_secs_f64();
             println!(
-                "connect: {} ready, {failures} failed, in {:.2} s ({:.0} connections/s)",
+                "connect: {} ready, {failures} failed, in {:.2} s ({rate:.0} connections/s); server CPU {} s, tool CPU {} s",
                 sockets.len(),
                 took.as_secs_f64(),
-                sockets.len() as f64 / took.as_secs_f64()
+                Cpu::text(cpu.server),
+                Cpu::text(cpu.tool),
+            );
+            emit(
+                json!({"mode": "connect", "n": n, "ready": sockets.len(), "failed": failures,
+                        "secs": took.as_secs_f64(), "per_sec": rate,
+                        "server_cpu_s": cpu.server, "tool_cpu_s": cpu.tool}),
             );
         }
         Mode::Idle { n } => {
@@ -341,6 +437,11 @@ async fn main() -> Result<(), Failure> {
                 "idle: {} connections ({failures} failed): RSS {before} -> {after} KiB, {per:.0} bytes per connection",
                 sockets.len()
             );
+            emit(
+                json!({"mode": "idle", "n": n, "held": sockets.len(), "failed": failures,
+                        "rss_before_kib": before, "rss_after_kib": after,
+                        "bytes_per_connection": per}),
+            );
         }
         Mode::Fanout {
             n,
@@ -348,7 +449,9 @@ async fn main() -> Result<(), Failure> {
             secs,
             size,
         } => {
-            println!("{}", fanout(&args, &args.addr, n, rate, secs, size).await?);
+            let report = fanout(&args, &args.addr, n, rate, secs, size).await?;
+            println!("{report}");
+            emit(report.json);
         }
         Mode::Cluster {
             ref other,
@@ -361,12 +464,14 @@ async fn main() -> Result<(), Failure> {
             println!("published through the subscribers' node:\n{same}");
             let across = fanout(&args, other, n, rate, secs, size).await?;
             println!("published through {other}:\n{across}");
+            let (p50, p99) = (across.p50_ms - same.p50_ms, across.p99_ms - same.p99_ms);
             println!(
-                "cluster: cross-node overhead p50 {:+.2} ms, p99 {:+.2} ms; lost {} and {}",
-                across.p50_ms - same.p50_ms,
-                across.p99_ms - same.p99_ms,
-                same.lost,
-                across.lost
+                "cluster: cross-node overhead p50 {p50:+.2} ms, p99 {p99:+.2} ms; lost {} and {}",
+                same.lost, across.lost
+            );
+            emit(
+                json!({"mode": "cluster", "same_node": same.json, "other_node": across.json,
+                        "overhead_p50_ms": p50, "overhead_p99_ms": p99}),
             );
         }
         Mode::MaxRate {
@@ -381,7 +486,109 @@ async fn main() -> Result<(), Failure> {
             secs,
             churn,
         } => churn_run(&args, n, rate, secs, churn).await?,
+        Mode::Publish { conns, secs, size } => publish_run(&args, conns, secs, size).await?,
+        Mode::Overload {
+            n,
+            rate,
+            secs,
+            size,
+        } => overload(&args, n, rate, secs, size).await?,
     }
+    Ok(())
+}
+
+/// HTTP publishes per second to a topic with one subscriber.
+async fn publish_run(args: &Args, conns: usize, secs: u64, size: usize) -> Result<(), Failure> {
+    let jwt = token(&args.secret, "bench")?;
+    let sub = subscriber(&args.addr, &jwt, "bench:publish", false, None).await?;
+    let body = json!({"scope": "topic", "target": "bench:publish", "type": "bench",
+                      "data": {"pad": text_of(size)}})
+    .to_string();
+    let before = Cpu::now(args);
+    let outcome = publish::run(&args.addr, &args.api_key, &body, conns, secs, sub).await?;
+    let cpu = Cpu::since(args, &before);
+    let per_sec = outcome.answered as f64 / outcome.took.as_secs_f64();
+    let per_publish = cpu.server.map(|s| s * 1e6 / outcome.answered.max(1) as f64);
+    println!(
+        "publish: {} answered 2xx ({} other) over {conns} connections in {:.2} s: {per_sec:.0} publishes/s; \
+         {} delivered to the subscriber; server CPU {} s ({} µs per publish), tool CPU {} s",
+        outcome.answered,
+        outcome.failed,
+        outcome.took.as_secs_f64(),
+        outcome.delivered,
+        Cpu::text(cpu.server),
+        per_publish.map_or("n/a".into(), |v| format!("{v:.1}")),
+        Cpu::text(cpu.tool),
+    );
+    emit(
+        json!({"mode": "publish", "conns": conns, "secs": outcome.took.as_secs_f64(),
+                "answered": outcome.answered, "failed": outcome.failed, "per_sec": per_sec,
+                "delivered": outcome.delivered, "server_cpu_s": cpu.server,
+                "server_cpu_us_per_publish": per_publish, "tool_cpu_s": cpu.tool}),
+    );
+    Ok(())
+}
+
+/// One `GET /health` on a fresh connection, answered within 2 s: whether it said 200.
+fn health(addr: &str) -> std::io::Result<bool> {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(addr)?;
+    tcp.set_read_timeout(Some(Duration::from_secs(2)))?;
+    tcp.write_all(
+        format!("GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )?;
+    let mut answer = Vec::new();
+    tcp.read_to_end(&mut answer)?;
+    Ok(answer.starts_with(b"HTTP/1.1 200"))
+}
+
+/// A fan-out beyond what the clients can read, with `/health` polled every 100 ms.
+async fn overload(args: &Args, n: usize, rate: u64, secs: u64, size: usize) -> Result<(), Failure> {
+    let polling = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    // An OS thread of its own with a blocking client: the kernel schedules it beside the
+    // tool's busy runtime, so the time measured is the server's, not the tool's queue.
+    let poller = {
+        let (polling, addr) = (polling.clone(), args.addr.clone());
+        std::thread::spawn(move || {
+            let (mut ok, mut failed, mut slowest) = (0u64, 0u64, Duration::ZERO);
+            while polling.load(Ordering::Relaxed) {
+                let asked = Instant::now();
+                match health(&addr) {
+                    Ok(true) => ok += 1,
+                    _ => failed += 1,
+                }
+                slowest = slowest.max(asked.elapsed());
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            (ok, failed, slowest)
+        })
+    };
+    let report = fanout(args, &args.addr, n, rate, secs, size).await?;
+    polling.store(false, Ordering::Relaxed);
+    let (ok, failed, slowest) = poller.join().map_err(|_| "the health poller panicked")?;
+    let metrics = reqwest::Client::new()
+        .get(format!("http://{}/metrics", args.addr))
+        .bearer_auth(&args.api_key)
+        .send()
+        .await?
+        .text()
+        .await?;
+    // The server's own count of connections it closed as slow consumers.
+    let slow: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("herald_connections_closed_total") && l.contains("slow_consumer"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .fold(0.0, |sum, v| sum + v);
+    println!(
+        "{report}\noverload: /health answered {ok} of {} polls (slowest {:.1} ms); the server closed {slow} slow consumers",
+        ok + failed,
+        slowest.as_secs_f64() * 1000.0
+    );
+    emit(
+        json!({"mode": "overload", "fanout": report.json, "health_ok": ok,
+                "health_failed": failed, "health_slowest_ms": slowest.as_secs_f64() * 1000.0,
+                "slow_consumers_closed": slow}),
+    );
     Ok(())
 }
 
@@ -389,10 +596,13 @@ async fn main() -> Result<(), Failure> {
 async fn max_rate(args: &Args, n: usize, from: u64, secs: u64, size: usize) -> Result<(), Failure> {
     let mut rate = from.max(1);
     let mut held = None;
+    let mut steps = Vec::new();
     loop {
         let report = fanout(args, &args.addr, n, rate, secs, size).await?;
         println!("{report}");
-        if report.p99_ms > 100.0 || report.lost > 0 {
+        let failed = report.p99_ms > 100.0 || report.lost > 0;
+        steps.push(report.json);
+        if failed {
             break;
         }
         held = Some(rate);
@@ -404,6 +614,7 @@ async fn max_rate(args: &Args, n: usize, from: u64, secs: u64, size: usize) -> R
         }
         None => println!("max-rate: not even {from} msg/s held"),
     }
+    emit(json!({"mode": "max-rate", "n": n, "held_rate": held, "steps": steps}));
     Ok(())
 }
 
@@ -426,7 +637,7 @@ async fn churn_run(args: &Args, n: usize, rate: u64, secs: u64, churn: u64) -> R
                 let (addr, jwt) = (addr.clone(), jwt.clone());
                 let (cycles, failed) = (cycles.clone(), failed.clone());
                 tokio::spawn(async move {
-                    match subscriber(&addr, &jwt, "bench:churn", deflate).await {
+                    match subscriber(&addr, &jwt, "bench:churn", deflate, None).await {
                         Ok(mut ws) => {
                             ws.close().await;
                             cycles.fetch_add(1, Ordering::Relaxed);
@@ -442,10 +653,16 @@ async fn churn_run(args: &Args, n: usize, rate: u64, secs: u64, churn: u64) -> R
     let report = fanout(args, &args.addr, n, rate, secs, 100).await?;
     stop.store(true, Ordering::Relaxed);
     let _ = churner.await;
-    println!(
-        "{report}\nchurn: {} connect-subscribe-close cycles, {} failed, at {churn}/s requested",
+    let (cycles, failed) = (
         cycles.load(Ordering::Relaxed),
-        failed.load(Ordering::Relaxed)
+        failed.load(Ordering::Relaxed),
+    );
+    println!(
+        "{report}\nchurn: {cycles} connect-subscribe-close cycles, {failed} failed, at {churn}/s requested"
+    );
+    emit(
+        json!({"mode": "churn", "fanout": report.json, "cycles": cycles, "failed": failed,
+                "requested_per_sec": churn}),
     );
     Ok(())
 }
@@ -456,6 +673,7 @@ struct Report {
     p50_ms: f64,
     p99_ms: f64,
     lost: u64,
+    json: Value,
 }
 
 impl std::fmt::Display for Report {
@@ -478,6 +696,9 @@ async fn fanout(
         1, 60_000_000, 3,
     )?));
     let received = Arc::new(AtomicU64::new(0));
+    // Readers whose connection ended before the run did (closed by the server: 1013 for a
+    // slow consumer).
+    let ended = Arc::new(AtomicU64::new(0));
     let total = rate * secs;
     // Readers record into their own histogram (no per-message timer: a stuck reader is
     // aborted after the publisher is done and a grace period), merged at the end.
@@ -488,13 +709,14 @@ async fn fanout(
             1, 60_000_000, 3,
         )?));
         shards.push(shard.clone());
-        let received = received.clone();
+        let (received, ended) = (received.clone(), ended.clone());
         readers.push(tokio::spawn(async move {
             let mut got = 0;
             let mut batch = Vec::new();
             while got < total {
                 batch.clear();
                 if ws.recv_sent_us(&mut batch).await.is_err() {
+                    ended.fetch_add(1, Ordering::Relaxed);
                     break;
                 }
                 let now = now_us();
@@ -516,16 +738,30 @@ async fn fanout(
     let pad = text_of(size);
     let started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(1) as f64));
+    // Each publication leaves on its tick whether or not the previous one was answered (a
+    // publisher that waits for each answer cannot offer more than one per round trip).
+    let refused = Arc::new(AtomicU64::new(0));
+    let mut in_flight = Vec::with_capacity(total as usize);
     for seq in 0..total {
         tick.tick().await;
         let body = json!({"scope": "topic", "target": "bench:fanout", "type": "bench",
                           "data": {"seq": seq, "sent_us": now_us(), "pad": pad}});
-        http.post(&url)
-            .bearer_auth(&args.api_key)
-            .json(&body)
-            .send()
-            .await?;
+        let request = http.post(&url).bearer_auth(&args.api_key).json(&body);
+        let refused = refused.clone();
+        in_flight.push(tokio::spawn(async move {
+            match request.send().await {
+                Ok(answer) if answer.status().is_success() => {}
+                _ => {
+                    refused.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
     }
+    let offered_secs = started.elapsed().as_secs_f64();
+    for request in in_flight {
+        let _ = request.await;
+    }
+    let refused = refused.load(Ordering::Relaxed);
     let grace = tokio::time::sleep(Duration::from_secs(5));
     tokio::pin!(grace);
     for reader in &mut readers {
@@ -545,30 +781,28 @@ async fn fanout(
         }
     }
     let took = started.elapsed().as_secs_f64();
-    let own = match (own_before, usage(std::process::id())) {
-        (Some(before), Some((_, after))) => format!("{:.2}", after - before),
-        _ => "n/a".into(),
-    };
-    let cpu = match (cpu_before, args.pid.and_then(usage)) {
-        (Some(before), Some((_, after))) => format!("{:.2}", after - before),
-        _ => "n/a".into(),
-    };
+    let diff = |before: Option<f64>, after: Option<(u64, f64)>| Some(after?.1 - before?);
+    let own_s = diff(own_before, usage(std::process::id()));
+    let cpu_s = diff(cpu_before, args.pid.and_then(usage));
     let got = received.load(Ordering::Relaxed);
-    let per_delivery = match (wire_before, wire_bytes()) {
+    let wire = match (wire_before, wire_bytes()) {
         (Some(before), Some(after)) if got > 0 => {
-            format!("{:.0} B", after.saturating_sub(before) as f64 / got as f64)
+            Some(after.saturating_sub(before) as f64 / got as f64)
         }
-        _ => "n/a".into(),
+        _ => None,
     };
-    let expected = total * (n - failures) as u64;
+    let expected = (total - refused) * (n - failures) as u64;
+    let offered_rate = total as f64 / offered_secs;
     let h = histogram.lock().map_err(|_| "histogram lock")?;
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     let lost = expected.saturating_sub(got);
+    let ended = ended.load(Ordering::Relaxed);
+    let per_delivery_us = cpu_s.map(|s| s * 1e6 / got.max(1) as f64);
     let line = format!(
-        "fanout: {} subscribers ({failures} failed), {rate} msg/s for {secs} s, {size} B padding\n\
+        "fanout: {} subscribers ({failures} failed), {rate} msg/s for {secs} s ({offered_rate:.0}/s offered, {refused} publishes refused), {size} B padding\n\
          latency ms: p50 {:.2} p90 {:.2} p99 {:.2} p99.9 {:.2} max {:.2}\n\
-         deliveries: {got} of {expected} ({lost} lost), {:.0}/s; server CPU {cpu} s, tool CPU {own} s; \
-         on the wire {per_delivery} per delivery{}",
+         deliveries: {got} of {expected} ({lost} lost, {ended} connections ended early), {:.0}/s; \
+         server CPU {} s ({} µs per delivery), tool CPU {} s; on the wire {} per delivery{}",
         n - failures,
         ms(0.5),
         ms(0.9),
@@ -576,12 +810,24 @@ async fn fanout(
         ms(0.999),
         h.max() as f64 / 1000.0,
         got as f64 / took,
+        Cpu::text(cpu_s),
+        per_delivery_us.map_or("n/a".into(), |v| format!("{v:.1}")),
+        Cpu::text(own_s),
+        wire.map_or("n/a".into(), |b| format!("{b:.0} B")),
         if args.deflate { " (deflate)" } else { "" }
     );
+    let json = json!({"mode": "fanout", "subscribers": n - failures, "failed": failures,
+        "rate": rate, "offered_rate": offered_rate, "refused": refused, "secs": secs, "size": size, "deflate": args.deflate,
+        "p50_ms": ms(0.5), "p90_ms": ms(0.9), "p99_ms": ms(0.99), "p999_ms": ms(0.999),
+        "max_ms": h.max() as f64 / 1000.0, "delivered": got, "expected": expected, "lost": lost,
+        "ended_early": ended, "deliveries_per_sec": got as f64 / took, "server_cpu_s": cpu_s,
+        "server_cpu_us_per_delivery": per_delivery_us, "tool_cpu_s": own_s,
+        "wire_bytes_per_delivery": wire});
     Ok(Report {
         line,
         p50_ms: ms(0.5),
         p99_ms: ms(0.99),
         lost,
+        json,
     })
 }

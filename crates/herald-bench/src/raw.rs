@@ -50,11 +50,37 @@ pub fn sent_us(payload: &[u8]) -> Option<u64> {
     })
 }
 
+/// A TCP connection to `addr`, bound to `source` when given (past ~25,000 connections one
+/// source address runs out of ephemeral ports).
+pub async fn tcp_to(addr: &str, source: Option<std::net::IpAddr>) -> Result<TcpStream, Failure> {
+    let tcp = match source {
+        None => TcpStream::connect(addr).await?,
+        Some(ip) => {
+            let target = tokio::net::lookup_host(addr)
+                .await?
+                .find(|a| a.is_ipv4() == ip.is_ipv4())
+                .ok_or("no address of the source's family")?;
+            let socket = match ip {
+                std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+                std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+            };
+            socket.bind(std::net::SocketAddr::new(ip, 0))?;
+            socket.connect(target).await?
+        }
+    };
+    tcp.set_nodelay(true)?;
+    Ok(tcp)
+}
+
 impl Raw {
-    /// Opens `path` on `addr` and completes the WebSocket handshake.
-    pub async fn connect(addr: &str, path: &str) -> Result<Raw, Failure> {
-        let mut tcp = TcpStream::connect(addr).await?;
-        tcp.set_nodelay(true)?;
+    /// Opens `path` on `addr` (from `source`, when given) and completes the WebSocket
+    /// handshake.
+    pub async fn connect(
+        addr: &str,
+        path: &str,
+        source: Option<std::net::IpAddr>,
+    ) -> Result<Raw, Failure> {
+        let mut tcp = tcp_to(addr, source).await?;
         let request = format!(
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"

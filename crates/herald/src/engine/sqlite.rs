@@ -7,6 +7,7 @@
 //! come from an in-memory copy loaded at open; writes go to the file first (on a blocking
 //! thread) and reach the copy only once they are durable.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -305,15 +306,45 @@ impl History for SqliteHistory {
 }
 
 /// Offline inboxes in SQLite: they survive restarts.
+///
+/// Every connection reads its user's inbox, and most users have none: the users that may have
+/// messages are kept in memory (loaded at start, added by `store`, dropped when a read finds
+/// nothing), so a connection of any other user costs no query and no blocking thread. Both
+/// updates happen under the database's lock, in order with the writes they follow.
 pub struct SqliteInbox {
     db: Arc<Mutex<Connection>>,
+    /// `None` when the set could not be read at start: then every read queries.
+    holders: Arc<Mutex<Option<HashSet<String>>>>,
 }
 
 impl SqliteInbox {
     /// Inboxes in the database `db` (opened with [`open`]).
     pub fn new(db: Arc<Mutex<Connection>>) -> Self {
-        Self { db }
+        let holders = {
+            let conn = db.lock().unwrap_or_else(|e| e.into_inner());
+            let users = conn
+                .prepare("SELECT DISTINCT user_id FROM inbox")
+                .and_then(|mut stmt| {
+                    stmt.query_map([], |row| row.get::<_, String>(0))?
+                        .collect::<rusqlite::Result<HashSet<String>>>()
+                });
+            users.ok()
+        };
+        Self {
+            db,
+            holders: Arc::new(Mutex::new(holders)),
+        }
     }
+
+    fn may_hold(&self, user: &str) -> bool {
+        lock(&self.holders)
+            .as_ref()
+            .is_none_or(|holders| holders.contains(user))
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn expire_inbox(conn: &Connection, user: &str, limits: InboxLimits) -> rusqlite::Result<()> {
@@ -335,6 +366,7 @@ impl Inbox for SqliteInbox {
     ) -> Result<(), EngineError> {
         let user = user.to_string();
         let p = publication.clone();
+        let holders = self.holders.clone();
         blocking(self.db.clone(), move |conn| {
             let tx = conn.transaction()?;
             tx.execute(
@@ -342,7 +374,11 @@ impl Inbox for SqliteInbox {
                 params![user, p.id, p.event, p.data.to_string(), p.timestamp, now_ms()],
             )?;
             expire_inbox(&tx, &user, limits)?;
-            tx.commit()
+            tx.commit()?;
+            if let Some(holders) = lock(&holders).as_mut() {
+                holders.insert(user);
+            }
+            Ok(())
         })
         .await
     }
@@ -352,7 +388,11 @@ impl Inbox for SqliteInbox {
         user: &str,
         limits: InboxLimits,
     ) -> Result<Vec<Publication>, EngineError> {
+        if !self.may_hold(user) {
+            return Ok(Vec::new());
+        }
         let user = user.to_string();
+        let holders = self.holders.clone();
         blocking(self.db.clone(), move |conn| {
             let tx = conn.transaction()?;
             expire_inbox(&tx, &user, limits)?;
@@ -375,6 +415,11 @@ impl Inbox for SqliteInbox {
                 rows.collect::<rusqlite::Result<Vec<_>>>()?
             };
             tx.commit()?;
+            if messages.is_empty() {
+                if let Some(holders) = lock(&holders).as_mut() {
+                    holders.remove(&user);
+                }
+            }
             Ok(messages)
         })
         .await

@@ -11,6 +11,9 @@ use tokio::sync::Notify;
 
 use super::ConnHandle;
 
+/// How many connections a flusher writes before it lets other tasks run.
+const YIELD_EVERY: usize = 64;
+
 /// One writer: the connections waiting to be written, and the task that writes them.
 #[derive(Debug, Default)]
 pub struct Flusher {
@@ -43,10 +46,15 @@ impl Flusher {
                 if batch.is_empty() {
                     break;
                 }
-                for conn in batch.drain(..) {
+                for (i, conn) in batch.drain(..).enumerate() {
                     conn.flush_scheduled();
+                    if i % YIELD_EVERY == YIELD_EVERY - 1 {
+                        // A batch can be thousands of writes: let requests (`/health`, a
+                        // publish) and reads in between, even when the node is overloaded.
+                        tokio::task::yield_now().await;
+                    }
                 }
-                // Let replies and reads in; what was pushed meanwhile is the next batch.
+                // What was pushed meanwhile is the next batch.
                 tokio::task::yield_now().await;
             }
         }
