@@ -107,9 +107,8 @@ async fn run(config: herald::Config) -> Result<ExitCode, Unusable> {
     let node = Herald::open(config, dev_secret.as_deref())
         .await
         .map_err(|e| Unusable(e.0))?;
-    let listener = tokio::net::TcpListener::bind(address)
-        .await
-        .map_err(|e| Unusable(format!("cannot listen on {address}: {e}")))?;
+    let listener =
+        listen(address).map_err(|e| Unusable(format!("cannot listen on {address}: {e}")))?;
     let local = listener
         .local_addr()
         .map_err(|e| Unusable(format!("cannot read the bound address: {e}")))?;
@@ -137,6 +136,21 @@ async fn run(config: herald::Config) -> Result<ExitCode, Unusable> {
         tracing::warn!(grace = ?grace, "connections still open at the end of the grace period");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A listening socket whose accept queue holds a reconnect storm: the standard backlog of 128
+/// overflows when a few hundred clients connect at once, and each refused SYN waits a 1 s
+/// retransmission (docs/BENCHMARKS.md). The kernel caps it at `net.core.somaxconn`.
+fn listen(address: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    const BACKLOG: u32 = 4096;
+    let socket = match address {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(BACKLOG)
 }
 
 async fn shutdown_signal() {
