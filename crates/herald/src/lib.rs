@@ -48,6 +48,9 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+#[cfg(feature = "bench-internals")]
+#[doc(hidden)]
+pub mod bench_support;
 pub mod config;
 pub(crate) mod connection;
 pub mod engine;

@@ -33,6 +33,12 @@ impl Flusher {
         }
     }
 
+    /// Empties the list (the benchmarks: nothing runs this flusher).
+    #[cfg(feature = "bench-internals")]
+    pub(crate) fn take_due(&self) -> Vec<Arc<ConnHandle>> {
+        std::mem::take(&mut *self.due.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
     /// Writes listed connections until the node ends (the task is aborted with the runtime).
     pub(crate) async fn run(self: Arc<Self>) {
         let mut batch = Vec::new();

@@ -493,6 +493,32 @@ impl ConnHandle {
             + std::time::Duration::from_millis(self.last_heartbeat_ms.load(Ordering::Relaxed))
     }
 
+    /// A direct connection with no socket (the benchmarks' fan-out: pushes only).
+    #[cfg(feature = "bench-internals")]
+    pub(crate) fn unconnected(
+        id: ConnId,
+        principal: Principal,
+        flusher: Arc<Flusher>,
+    ) -> Arc<Self> {
+        Self::build(
+            id,
+            principal,
+            None,
+            Encoding::Json,
+            usize::MAX,
+            Some(flusher),
+        )
+    }
+
+    /// Back to an empty, unlisted queue (the benchmarks, between deliveries).
+    #[cfg(feature = "bench-internals")]
+    pub(crate) fn reset(&self) {
+        let mut out = self.out();
+        out.queue.clear();
+        out.counted = 0;
+        out.scheduled = false;
+    }
+
     /// The queued frames, taken (unit tests of the hub).
     #[cfg(test)]
     pub(crate) fn take_all(&self) -> Vec<Frame> {
