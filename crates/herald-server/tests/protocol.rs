@@ -619,3 +619,51 @@ async fn leeway_is_zero_unless_configured() {
         "the leeway applies to the expiry timer too"
     );
 }
+
+/// A client that does not wait for the 101 before its first frame: both arrive in one packet,
+/// so the server's HTTP layer has read the frame already, and the connection must take it over.
+#[tokio::test]
+async fn a_frame_sent_with_the_upgrade_request_is_answered() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = Server::start("");
+    let mut tcp = tokio::net::TcpStream::connect(&server.addr)
+        .await
+        .expect("connect");
+    let mut bytes = format!(
+        "GET /ws?token={} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        token("eager", "user", &[]),
+        server.addr
+    )
+    .into_bytes();
+    let command = br#"{"type":"ping","ref":"early"}"#;
+    let mask = [0x11, 0x22, 0x33, 0x44];
+    bytes.extend_from_slice(&[0x81, 0x80 | command.len() as u8]);
+    bytes.extend_from_slice(&mask);
+    bytes.extend(command.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    tcp.write_all(&bytes).await.expect("write");
+
+    let mut seen = Vec::new();
+    let answered = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = tcp.read(&mut buf).await.expect("read");
+            assert!(
+                n > 0,
+                "closed before answering: {}",
+                String::from_utf8_lossy(&seen)
+            );
+            seen.extend_from_slice(&buf[..n]);
+            let text = String::from_utf8_lossy(&seen);
+            if text.contains(r#""type":"pong""#) && text.contains(r#""ref":"early""#) {
+                return text.into_owned();
+            }
+        }
+    })
+    .await
+    .expect("the pipelined command was answered");
+    let welcome = answered.find("connection.established").expect("welcome");
+    let pong = answered.find(r#""type":"pong""#).expect("pong");
+    assert!(answered.starts_with("HTTP/1.1 101"), "{answered}");
+    assert!(welcome < pong, "the welcome comes first: {answered}");
+}

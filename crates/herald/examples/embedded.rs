@@ -7,7 +7,6 @@
 //!
 //! Tokens are HS256 JWTs signed with `HERALD_EXAMPLE_SECRET` (default `example-secret`).
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::routing::get;
@@ -69,13 +68,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.data_dir = "./herald-example-data".into();
     let addr = std::env::var("HERALD_EXAMPLE_ADDR").unwrap_or_else(|_| "127.0.0.1:3000".into());
     let (router, herald) = app(config).await?;
-    spawn_ticker(herald, Duration::from_secs(5));
+    spawn_ticker(herald.clone(), Duration::from_secs(5));
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!("example app listening on http://{}", listener.local_addr()?);
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .await?;
+    // Herald's own HTTP/1.1 server (axum::serve works too: see docs/EMBEDDING.md).
+    let stopping = herald.clone();
+    let ctrl_c = async move {
+        let _ = tokio::signal::ctrl_c().await;
+        stopping.begin_shutdown();
+    };
+    herald.serve(listener, router, ctrl_c).await?;
+    herald.shutdown().await;
     Ok(())
 }

@@ -21,6 +21,8 @@ type Socket =
 
 const SECRET: &str = "embedded-test-secret";
 
+/// Served with `axum::serve`, deliberately: the other tests run `herald serve` (Herald's own
+/// server, direct writes), so this is where sockets written by their own task are covered.
 async fn serve(router: axum::Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
