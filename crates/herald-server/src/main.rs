@@ -107,6 +107,12 @@ async fn run(config: herald::Config) -> Result<ExitCode, Unusable> {
     let node = Herald::open(config, dev_secret.as_deref())
         .await
         .map_err(|e| Unusable(e.0))?;
+    // Every connection is a file descriptor: take all the hard limit allows (the usual soft
+    // limit, 1024, would refuse the 1,025th client).
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(limit, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
     let listener =
         listen(address).map_err(|e| Unusable(format!("cannot listen on {address}: {e}")))?;
     let local = listener
