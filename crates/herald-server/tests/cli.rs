@@ -80,6 +80,14 @@ fn unusable_settings_stop_start_up_with_one_line_and_exit_2() {
     );
     assert!(stderr.contains("soon"), "{stderr}");
 
+    let zero = write(
+        dir.path(),
+        "zero.toml",
+        "[limits]\nping_interval = \"0s\"\n",
+    );
+    let stderr = refuses_to_start(herald(dir.path()).arg("serve").arg("--config").arg(&zero));
+    assert!(stderr.contains("ping_interval"), "{stderr}");
+
     let stderr = refuses_to_start(herald(dir.path()).args(["serve", "--listen", "not-an-address"]));
     assert!(stderr.contains("not-an-address"), "{stderr}");
 

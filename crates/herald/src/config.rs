@@ -282,6 +282,16 @@ impl Config {
                 )));
             }
         }
+        for (name, value) in [
+            ("ping_interval", self.limits.ping_interval),
+            ("pong_timeout", self.limits.pong_timeout),
+            ("write_timeout", self.limits.write_timeout),
+        ] {
+            // Each drives a connection's timer: zero would spin it or end every connection.
+            if value.is_zero() {
+                return Err(ConfigError(format!("limits.{name} must be more than 0")));
+            }
+        }
         if self.limits.send_queue == 0 {
             return Err(ConfigError("limits.send_queue must be at least 1".into()));
         }
