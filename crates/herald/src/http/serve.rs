@@ -20,6 +20,16 @@ use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
 
+/// At most this many bytes of a socket's data wait unsent in the kernel (Linux
+/// `TCP_NOTSENT_LOWAT`); beyond it a write takes nothing and the frames stay in the
+/// connection's queue. Without it Linux buffers up to 4 MB per socket, so 10,000 clients that
+/// stop reading could pin 40 GB of kernel memory before their queues fill and they are closed
+/// as slow consumers; with it, 640 MB. Data in flight (sent, not yet acknowledged) does not
+/// count, so a client on a long link keeps its throughput; the fan-out figures are unchanged
+/// (docs/BENCHMARKS.md).
+#[cfg(target_os = "linux")]
+const NOTSENT_LOWAT: u32 = 64 * 1024;
+
 /// Set on every request this server handles: the connection is a `TcpStream` in
 /// [`TokioIo`], so an upgrade can take the socket back.
 #[derive(Debug, Clone, Copy)]
@@ -52,6 +62,8 @@ pub(crate) async fn serve(
         };
         // Frames are small and each is written as soon as it is queued: no Nagle delay.
         let _ = stream.set_nodelay(true);
+        #[cfg(target_os = "linux")]
+        let _ = socket2::SockRef::from(&stream).set_tcp_notsent_lowat(NOTSENT_LOWAT);
         let app = app.clone();
         let mut stopping = stopping.clone();
         open.spawn(async move {
