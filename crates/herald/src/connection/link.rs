@@ -126,25 +126,11 @@ impl Link {
     pub async fn drain(&mut self, conn: &ConnHandle, timeout: Duration) -> Result<(), WriteError> {
         let drain = async {
             match self {
-                Self::Direct(direct) => loop {
-                    match conn.write_queued() {
-                        Written::All => return Ok(()),
-                        Written::Failed => return Err(WriteError),
-                        Written::Blocked => {
-                            direct.stream.writable().await.map_err(|_| WriteError)?;
-                        }
-                    }
-                },
-                Self::Socket(socket) => loop {
-                    let frames = conn.take_frames(WRITE_BATCH);
-                    if frames.is_empty() {
-                        return Ok(());
-                    }
-                    for frame in frames {
-                        socket.feed(frame).await?;
-                    }
-                    socket.flush().await?;
-                },
+                Self::Direct(direct) => write_direct(&direct.stream, conn).await,
+                Self::Socket(socket) => {
+                    while write_batch(socket, conn).await? {}
+                    Ok(())
+                }
             }
         };
         tokio::time::timeout(timeout, drain)
@@ -162,34 +148,14 @@ impl Link {
     ) -> Result<(), WriteError> {
         let write = async {
             match self {
-                Self::Direct(direct) => loop {
-                    tokio::select! {
-                        ready = direct.stream.writable() => {
-                            ready.map_err(|_| WriteError)?;
-                            match conn.write_queued() {
-                                Written::All => return Ok(()),
-                                Written::Failed => return Err(WriteError),
-                                Written::Blocked => {}
-                            }
-                        }
-                        _ = conn.woken() => if conn.close_reason().is_some() {
-                            return Err(WriteError);
-                        },
-                    }
-                },
-                Self::Socket(socket) => {
-                    let frames = conn.take_frames(WRITE_BATCH);
-                    let batch = async {
-                        for frame in frames {
-                            socket.feed(frame).await?;
-                        }
-                        socket.flush().await
-                    };
-                    tokio::select! {
-                        written = batch => written,
-                        _ = wait_for_close(conn) => Err(WriteError),
-                    }
-                }
+                Self::Direct(direct) => write_direct(&direct.stream, conn).await,
+                Self::Socket(socket) => write_batch(socket, conn).await.map(|_| ()),
+            }
+        };
+        let write = async {
+            tokio::select! {
+                written = write => written,
+                _ = wait_for_close(conn) => Err(WriteError),
             }
         };
         tokio::time::timeout(timeout, write)
@@ -261,6 +227,31 @@ impl Link {
         })
         .await;
     }
+}
+
+/// Writes a direct connection's whole queue, waiting whenever its socket is full.
+async fn write_direct(stream: &TcpStream, conn: &ConnHandle) -> Result<(), WriteError> {
+    loop {
+        match conn.write_queued() {
+            Written::All => return Ok(()),
+            Written::Failed => return Err(WriteError),
+            Written::Blocked => stream.writable().await.map_err(|_| WriteError)?,
+        }
+    }
+}
+
+/// Writes one batch of a task-written connection's queue and flushes; false if there was
+/// nothing to write.
+async fn write_batch(socket: &mut Socket, conn: &ConnHandle) -> Result<bool, WriteError> {
+    let frames = conn.take_frames(WRITE_BATCH);
+    if frames.is_empty() {
+        return Ok(false);
+    }
+    for frame in frames {
+        socket.feed(frame).await?;
+    }
+    socket.flush().await?;
+    Ok(true)
 }
 
 async fn wait_for_close(conn: &ConnHandle) {

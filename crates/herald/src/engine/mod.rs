@@ -262,6 +262,12 @@ pub trait Inbox: Send + Sync + 'static {
     async fn ack(&self, user: &str, ids: &[String]) -> Result<usize, EngineError>;
 }
 
+/// A std mutex's guard, poisoned or not: every critical section in the engines is a few map
+/// or field operations that cannot panic half-way, so a poisoned lock is still consistent.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// The user ids the membership store lists for a project scope (empty for other scopes): what
 /// the hub needs besides its own indexes to select a scope's connections.
 pub(crate) async fn members_in(

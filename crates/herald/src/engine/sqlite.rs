@@ -18,7 +18,8 @@ use rusqlite::{params, OptionalExtension};
 
 use super::memory::MemoryMembership;
 use super::{
-    EngineError, History, HistoryPage, Inbox, InboxLimits, Membership, Retention, StreamPosition,
+    lock, EngineError, History, HistoryPage, Inbox, InboxLimits, Membership, Retention,
+    StreamPosition,
 };
 use crate::protocol::Sender;
 use crate::publication::{Publication, Scope};
@@ -341,10 +342,6 @@ impl SqliteInbox {
             .as_ref()
             .is_none_or(|holders| holders.contains(user))
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn expire_inbox(conn: &Connection, user: &str, limits: InboxLimits) -> rusqlite::Result<()> {

@@ -288,26 +288,28 @@ impl ConnHandle {
             out.counted += usize::from(counted);
             out.queue.push_back(Queued { frame, counted });
         }
-        if out.queue.len() == before {
-            return true;
-        }
-        match &self.flusher {
-            Some(flusher) => {
-                if out.scheduled || out.blocked || out.held {
-                    return true;
-                }
-                out.scheduled = true;
-                drop(out);
-                if let Some(me) = self.me.upgrade() {
-                    flusher.schedule(me);
-                }
-            }
-            None => {
-                drop(out);
-                self.wake.notify_one();
-            }
+        if out.queue.len() > before {
+            self.notify_writer(out);
         }
         true
+    }
+
+    /// Tells whoever writes this connection that frames are queued: lists it on its flusher
+    /// (once, and not while its task writes it), or wakes its task.
+    fn notify_writer(&self, mut out: MutexGuard<'_, Out>) {
+        let Some(flusher) = &self.flusher else {
+            drop(out);
+            self.wake.notify_one();
+            return;
+        };
+        if out.scheduled || out.blocked || out.held || out.ended {
+            return;
+        }
+        out.scheduled = true;
+        drop(out);
+        if let Some(me) = self.me.upgrade() {
+            flusher.schedule(me);
+        }
     }
 
     /// The flusher's turn: writes what is queued unless the task is writing it.
@@ -405,26 +407,8 @@ impl ConnHandle {
     pub(crate) fn release(&self) {
         let mut out = self.out();
         out.held = false;
-        let queued = !out.queue.is_empty();
-        drop(out);
-        if queued {
-            // Written by whoever normally writes it.
-            match &self.flusher {
-                Some(_) => self.reschedule(),
-                None => self.wake.notify_one(),
-            }
-        }
-    }
-
-    fn reschedule(&self) {
-        let mut out = self.out();
-        if out.scheduled || out.blocked || out.held || out.ended {
-            return;
-        }
-        out.scheduled = true;
-        drop(out);
-        if let (Some(flusher), Some(me)) = (&self.flusher, self.me.upgrade()) {
-            flusher.schedule(me);
+        if !out.queue.is_empty() {
+            self.notify_writer(out);
         }
     }
 

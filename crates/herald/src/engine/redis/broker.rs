@@ -26,7 +26,8 @@ use tokio::sync::mpsc;
 use super::{codec, keys, RedisStore};
 use crate::config::Config;
 use crate::engine::{
-    Broker, EngineError, History, Inbox, InboxLimits, LocalDelivery, Retention, StreamPosition,
+    lock, Broker, EngineError, History, Inbox, InboxLimits, LocalDelivery, Retention,
+    StreamPosition,
 };
 use crate::hub::CloseReason;
 use crate::publication::{Publication, Scope};
@@ -137,11 +138,6 @@ impl RedisBroker {
         lock(&shared.replies).remove(&request);
         Ok(total)
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // Every critical section is a few map operations that cannot panic.
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn target_of(scope: &Scope) -> Option<&str> {
