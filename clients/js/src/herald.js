@@ -298,6 +298,15 @@ export class Herald {
       this._emitError('invalid_message', 'the server sent a message without a type');
       return;
     }
+    // A publication (it has an `id`, or a `from` when a client sent it) is news for the app,
+    // never a frame that changes this client's state, whatever its type says.
+    if (message.id !== undefined || message.from !== undefined) {
+      this._emit(message.type, message);
+      this._emit('message', message);
+      if (typeof message.topic === 'string') this._deliver(message);
+      if (message.offline === true && this.autoAck && typeof message.id === 'string') this.ack([message.id]);
+      return;
+    }
     switch (message.type) {
       case 'auth_required':
         ws.send(JSON.stringify({ type: 'auth', token: this._connToken }));
@@ -329,8 +338,6 @@ export class Herald {
     if (message.type === 'unsubscribed' && !pending && typeof message.data?.topic === 'string') this._subs.delete(message.data.topic);
     if (message.type !== 'error') this._emit(message.type, message);
     this._emit('message', message);
-    if (typeof message.topic === 'string') this._deliver(message);
-    if (message.offline === true && this.autoAck && typeof message.id === 'string') this.ack([message.id]);
   }
 
   _deliver(message) {

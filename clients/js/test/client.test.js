@@ -330,6 +330,22 @@ test('a subscription the server revokes is dropped, not resubscribed', async () 
   assert.deepEqual(pat.subscriptions(), []);
 });
 
+test('a publication named like a server frame changes nothing in the client', async () => {
+  const sam = client('sam');
+  await sam.connect();
+  const onTopic = recorder();
+  await sam.subscribe('chat:spoof', onTopic);
+  // The server refuses such names from clients; a backend may still use them.
+  for (const type of ['unsubscribed', 'connection.established', 'error']) {
+    await server.api.publish({ scope: 'topic', target: 'chat:spoof', type, data: { topic: 'chat:spoof', code: 'x' } });
+  }
+  await server.api.publish({ scope: 'topic', target: 'chat:spoof', type: 'after', data: {} });
+  await eventually('the last publication', () => onTopic.got.some((m) => m.type === 'after'));
+  assert.deepEqual(onTopic.got.map((m) => m.type), ['unsubscribed', 'connection.established', 'error', 'after']);
+  assert.deepEqual(sam.subscriptions().map((s) => s.topic), ['chat:spoof'], 'still subscribed');
+  assert.equal(sam.state, 'connected');
+});
+
 test('backoff grows exponentially to its cap, with jitter below the base', () => {
   const options = { minDelay: 100, maxDelay: 1000, factor: 2, jitter: 0.5 };
   const high = (attempt) => backoff(attempt, options, () => 0);

@@ -100,12 +100,65 @@ pub struct ServeArgs {
     /// This node's id in a cluster.
     #[arg(long, env = "HERALD_NODE_ID", value_name = "ID")]
     node_id: Option<String>,
+    #[command(flatten)]
+    limits: LimitArgs,
     /// Log lines as text (default) or JSON objects, one per line, on stderr.
     #[arg(long, env = "HERALD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// Serve `/test/echo` (no auth, every frame echoed) for protocol conformance runs.
     #[arg(long, hide = true)]
     test_echo_endpoint: bool,
+}
+
+/// The connection limits of `[limits]` (docs/OPERATIONS.md), each with its flag and twin.
+#[derive(Debug, Args)]
+struct LimitArgs {
+    /// Open WebSocket connections allowed on this node; 0: unlimited.
+    #[arg(long, env = "HERALD_MAX_CONNECTIONS", value_name = "N")]
+    max_connections: Option<u32>,
+    /// Open WebSocket connections allowed per user; 0: unlimited.
+    #[arg(long, env = "HERALD_MAX_CONNECTIONS_PER_USER", value_name = "N")]
+    max_connections_per_user: Option<u32>,
+    /// Open HTTP and WebSocket connections allowed per client IP; 0: unlimited.
+    #[arg(long, env = "HERALD_MAX_CONNECTIONS_PER_IP", value_name = "N")]
+    max_connections_per_ip: Option<u32>,
+    /// Subscriptions one connection may hold; 0: unlimited.
+    #[arg(long, env = "HERALD_MAX_SUBSCRIPTIONS", value_name = "N")]
+    max_subscriptions: Option<usize>,
+    /// Longest wait for an HTTP request head, e.g. 10s.
+    #[arg(long, env = "HERALD_HTTP_HEADER_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    http_header_timeout: Option<Duration>,
+    /// Longest idle time of a keep-alive HTTP connection, e.g. 60s.
+    #[arg(long, env = "HERALD_HTTP_IDLE_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    http_idle_timeout: Option<Duration>,
+}
+
+impl LimitArgs {
+    fn apply(&self, limits: &mut herald::config::Limits) {
+        let set = |target: &mut u32, value: Option<u32>| {
+            if let Some(value) = value {
+                *target = value;
+            }
+        };
+        set(&mut limits.max_connections, self.max_connections);
+        set(
+            &mut limits.max_connections_per_user,
+            self.max_connections_per_user,
+        );
+        set(
+            &mut limits.max_connections_per_ip,
+            self.max_connections_per_ip,
+        );
+        if let Some(max) = self.max_subscriptions {
+            limits.max_subscriptions = max;
+        }
+        if let Some(timeout) = self.http_header_timeout {
+            limits.http_header_timeout = timeout;
+        }
+        if let Some(timeout) = self.http_idle_timeout {
+            limits.http_idle_timeout = timeout;
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -129,6 +182,7 @@ impl ServeArgs {
         if let Some(id) = &self.node_id {
             config.node_id = Some(id.clone());
         }
+        self.limits.apply(&mut config.limits);
         config.test_echo_endpoint = self.test_echo_endpoint;
         config.validate().map_err(|e| Unusable(e.0))?;
         Ok(config)

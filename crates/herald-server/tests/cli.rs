@@ -277,3 +277,66 @@ async fn every_environment_twin_is_read() {
     );
     assert!(stderr.contains("redis_url"), "{stderr}");
 }
+
+#[tokio::test]
+async fn the_connection_limits_have_environment_twins() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().expect("dir");
+    let (addr, _guard) = serving(
+        herald(dir.path())
+            .args(["serve", "--listen", "127.0.0.1:0", "--jwt-secret", SECRET])
+            .env("HERALD_MAX_SUBSCRIPTIONS", "1")
+            .env("HERALD_MAX_CONNECTIONS_PER_USER", "1")
+            .env("HERALD_MAX_CONNECTIONS", "2")
+            .env("HERALD_HTTP_HEADER_TIMEOUT", "1s")
+            .env("HERALD_HTTP_IDLE_TIMEOUT", "1s"),
+    );
+    let url = |user: &str| format!("ws://{addr}/ws?token={}", token(user, "user", &[]));
+    let mut a = Client::connect(&url("a")).await;
+    a.recv().await;
+    a.subscribe("one").await;
+    let reply = a
+        .request(json!({"type": "subscribe", "topic": "two"}))
+        .await;
+    assert_eq!(
+        reply["data"]["code"], "limit_exceeded",
+        "HERALD_MAX_SUBSCRIPTIONS"
+    );
+    let (status, _) = refused_status(&url("a"), &[]).await;
+    assert_eq!(status, 429, "HERALD_MAX_CONNECTIONS_PER_USER");
+    let _b = Client::connect(&url("b")).await;
+    let (status, _) = refused_status(&url("c"), &[]).await;
+    assert_eq!(status, 503, "HERALD_MAX_CONNECTIONS");
+    // A request head that never ends, and a keep-alive that idles, are closed.
+    for head in [
+        "GET /health HTTP/1.1\r\nHost: x\r\n",
+        "GET /health HTTP/1.1\r\nHost: x\r\n\r\n",
+    ] {
+        let mut tcp = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        tcp.write_all(head.as_bytes()).await.expect("write");
+        let mut buf = [0u8; 512];
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            while !matches!(tcp.read(&mut buf).await, Ok(0) | Err(_)) {}
+        })
+        .await;
+        assert!(
+            closed.is_ok(),
+            "HERALD_HTTP_HEADER_TIMEOUT / HERALD_HTTP_IDLE_TIMEOUT"
+        );
+    }
+
+    let (addr, _guard) = serving(
+        herald(dir.path())
+            .args(["serve", "--listen", "127.0.0.1:0", "--jwt-secret", SECRET])
+            .env("HERALD_MAX_CONNECTIONS_PER_IP", "1"),
+    );
+    let _held = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let response = reqwest::get(format!("http://{addr}/health"))
+        .await
+        .expect("an answer");
+    assert_eq!(response.status(), 429, "HERALD_MAX_CONNECTIONS_PER_IP");
+}

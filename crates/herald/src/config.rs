@@ -136,8 +136,22 @@ pub struct Limits {
     /// How long one write may take before the connection is dropped.
     #[serde(deserialize_with = "duration")]
     pub write_timeout: Duration,
-    /// Open connections allowed per client IP (0: unlimited).
+    /// Open connections allowed per client IP, HTTP and WebSocket alike (0: unlimited).
     pub max_connections_per_ip: u32,
+    /// Open WebSocket connections allowed on this node (0: unlimited; HTTP 503 beyond).
+    pub max_connections: u32,
+    /// Open WebSocket connections allowed per user on this node (0: unlimited).
+    pub max_connections_per_user: u32,
+    /// Topics one connection may be subscribed to at once (0: unlimited).
+    pub max_subscriptions: usize,
+    /// Longest time an HTTP request head may take to arrive, from the connection's opening
+    /// or the first byte of a later request.
+    #[serde(deserialize_with = "duration")]
+    pub http_header_timeout: Duration,
+    /// Longest time a keep-alive HTTP connection may stay idle between requests, or a request
+    /// may make no progress.
+    #[serde(deserialize_with = "duration")]
+    pub http_idle_timeout: Duration,
     /// How long shutdown waits for connections to close.
     #[serde(deserialize_with = "duration")]
     pub shutdown_grace: Duration,
@@ -159,6 +173,11 @@ impl Default for Limits {
             pong_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(10),
             max_connections_per_ip: 0,
+            max_connections: 0,
+            max_connections_per_user: 0,
+            max_subscriptions: 1000,
+            http_header_timeout: Duration::from_secs(10),
+            http_idle_timeout: Duration::from_secs(60),
             shutdown_grace: Duration::from_secs(10),
             max_body_size: 1024 * 1024,
         }
@@ -286,6 +305,8 @@ impl Config {
             ("ping_interval", self.limits.ping_interval),
             ("pong_timeout", self.limits.pong_timeout),
             ("write_timeout", self.limits.write_timeout),
+            ("http_header_timeout", self.limits.http_header_timeout),
+            ("http_idle_timeout", self.limits.http_idle_timeout),
         ] {
             // Each drives a connection's timer: zero would spin it or end every connection.
             if value.is_zero() {

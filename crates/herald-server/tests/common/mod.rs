@@ -408,6 +408,23 @@ impl Client {
         }
     }
 
+    /// The next text frame as JSON, or `None` once the connection ended (close frame, EOF or
+    /// error); pings, pongs and binary frames are skipped.
+    pub async fn next_json(&mut self) -> Option<Value> {
+        loop {
+            match tokio::time::timeout(WAIT, self.ws.next()).await.ok()?? {
+                Ok(Message::Text(text)) => return serde_json::from_str(&text).ok(),
+                Ok(Message::Close(_)) | Err(_) => return None,
+                Ok(_) => continue,
+            }
+        }
+    }
+
+    /// The next text frame as JSON if one comes within `wait`.
+    pub async fn next_json_within(&mut self, wait: Duration) -> Option<Value> {
+        tokio::time::timeout(wait, self.next_json()).await.ok()?
+    }
+
     /// Sends a command and returns the next message.
     pub async fn request(&mut self, value: Value) -> Value {
         self.send(value).await;

@@ -1,9 +1,11 @@
 //! Authentication by first message: `auth_required`, then one `auth` within `auth_timeout`.
-//! Until then every other command gets `error` `unauthorized` and changes nothing.
+//! Until then every other command gets `error` `unauthorized` and changes nothing, and the
+//! client may send at most [`UNAUTHENTICATED_BYTES`] in all.
 
 use axum::extract::ws::Message;
 use serde_json::Value;
 
+use super::limits::Holds;
 use super::Link;
 use crate::auth::Principal;
 use crate::hub::{CloseReason, ConnHandle};
@@ -18,17 +20,42 @@ const AUTH_FAILED: CloseReason = CloseReason {
     code: 1008,
     reason: "authentication failed",
 };
+const TOO_MUCH_UNAUTHENTICATED: CloseReason = CloseReason {
+    code: 1008,
+    reason: "too much data before authentication",
+};
+const TOO_MANY_CONNECTIONS: CloseReason = CloseReason {
+    code: 1008,
+    reason: "too many connections",
+};
+
+/// What a connection may send before it authenticated: payloads plus a frame header's 6 bytes
+/// each, so a stream of empty frames counts too. An `auth` with a large token fits easily.
+pub(super) const UNAUTHENTICATED_BYTES: usize = 16 * 1024;
+
+/// The bytes a client message counts for against [`UNAUTHENTICATED_BYTES`].
+fn wire_cost(message: &Message) -> usize {
+    let payload = match message {
+        Message::Text(text) => text.len(),
+        Message::Binary(bytes) | Message::Ping(bytes) | Message::Pong(bytes) => bytes.len(),
+        Message::Close(frame) => frame.as_ref().map_or(0, |f| 2 + f.reason.len()),
+    };
+    payload + 6
+}
 
 /// Waits for a good `auth`; returns the principal and the command's `ref`, or `None` once the
-/// connection has been closed (bad token, timeout, client gone).
+/// connection has been closed (bad token, timeout, too much data, the user's connection limit,
+/// client gone). The user's connection slot is put in `holds`.
 pub(super) async fn await_auth(
     link: &mut Link,
     conn: &ConnHandle,
     node: &Herald,
+    holds: &mut Holds,
 ) -> Option<(Principal, Option<Value>)> {
     let limits = &node.config().limits;
     let encoding = conn.encoding;
     let deadline = tokio::time::Instant::now() + limits.auth_timeout;
+    let mut budget = UNAUTHENTICATED_BYTES;
     let required = reply_frame("auth_required", serde_json::json!({}), None);
     send(link, conn, required, limits.write_timeout)
         .await
@@ -55,6 +82,15 @@ pub(super) async fn await_auth(
             Ok(None | Some(Err(_))) => return None,
             Ok(Some(Ok(message))) => message,
         };
+        match budget.checked_sub(wire_cost(&message)) {
+            Some(left) => budget = left,
+            None => {
+                crate::metrics::dropped("unauthenticated_data");
+                link.close_with(conn, TOO_MUCH_UNAUTHENTICATED, limits.write_timeout)
+                    .await;
+                return None;
+            }
+        }
         let text = match message {
             Message::Text(text) => Some(text.to_string()),
             Message::Binary(bytes) => encoding.decode_binary(&bytes),
@@ -66,7 +102,23 @@ pub(super) async fn await_auth(
                     command: Command::Auth { token },
                     reference,
                 }) => match node.authenticate(&token).await {
-                    Ok(principal) => return Some((principal, reference)),
+                    Ok(principal) => {
+                        match node.slots().user.acquire(principal.user_id.clone()) {
+                            Some(slot) => holds.user = Some(slot),
+                            None => {
+                                let frame = error_frame(
+                                    ErrorCode::TooManyConnections,
+                                    "this user holds the most connections allowed",
+                                    reference.as_ref(),
+                                );
+                                let _ = send(link, conn, frame, limits.write_timeout).await;
+                                link.close_with(conn, TOO_MANY_CONNECTIONS, limits.write_timeout)
+                                    .await;
+                                return None;
+                            }
+                        }
+                        return Some((principal, reference));
+                    }
                     Err(e) => {
                         crate::metrics::auth_failure(e.reason());
                         let frame =
@@ -105,6 +157,6 @@ async fn send(
     frame: Message,
     write_timeout: std::time::Duration,
 ) -> Result<(), super::socket::WriteError> {
-    conn.push_uncounted([frame]);
+    conn.push(frame);
     link.drain(conn, write_timeout).await
 }

@@ -1,7 +1,8 @@
-//! Per-connection limits of PROTOCOL.md section 8: the command rate (a token bucket) and the
-//! error threshold (a sliding window), plus the per-IP connection count.
+//! Per-connection limits: the command rate (a token bucket) and the error threshold (a
+//! sliding window), plus connection counts per IP, per user and per node (docs/OPERATIONS.md).
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -82,21 +83,57 @@ impl ErrorWindow {
     }
 }
 
-/// Open connections per client IP, bounded by `max_connections_per_ip` (0: unlimited).
-#[derive(Debug, Default)]
-pub struct IpSlots {
-    max: u32,
-    counts: Mutex<HashMap<IpAddr, u32>>,
-}
-
-/// One IP's hold on a slot, released when dropped (when its connection ends).
+/// The connection counts a node bounds (`[limits]`): per client IP, per user, and in all.
 #[derive(Debug)]
-pub struct IpSlot {
-    slots: Arc<IpSlots>,
-    ip: IpAddr,
+pub struct ConnectionSlots {
+    /// Every HTTP connection of an IP, and each WebSocket upgraded from one.
+    pub ip: Arc<IpSlots>,
+    /// Each authenticated WebSocket of a user.
+    pub user: Arc<Slots<Arc<str>>>,
+    /// Each WebSocket of the node, authenticated or not.
+    pub node: Arc<Slots<()>>,
 }
 
-impl IpSlots {
+impl ConnectionSlots {
+    pub fn new(limits: &crate::config::Limits) -> Self {
+        Self {
+            ip: Slots::new(limits.max_connections_per_ip),
+            user: Slots::new(limits.max_connections_per_user),
+            node: Slots::new(limits.max_connections),
+        }
+    }
+}
+
+/// What one WebSocket holds until it ends: its slots, released when dropped.
+#[derive(Debug, Default)]
+pub struct Holds {
+    /// Shared with the HTTP connection it was upgraded from.
+    pub ip: Option<Arc<IpSlot>>,
+    pub node: Option<Slot<()>>,
+    pub user: Option<Slot<Arc<str>>>,
+}
+
+/// Open connections counted per key (a client IP, a user, or one key for the whole node),
+/// each key bounded by `max` (0: unlimited).
+#[derive(Debug, Default)]
+pub struct Slots<K: Hash + Eq + Clone> {
+    max: u32,
+    counts: Mutex<HashMap<K, u32>>,
+}
+
+/// One connection's hold on a slot of its key, released when dropped (when it ends).
+#[derive(Debug)]
+pub struct Slot<K: Hash + Eq + Clone> {
+    slots: Arc<Slots<K>>,
+    key: K,
+}
+
+/// Connections per client IP: every HTTP connection holds one, a WebSocket for its whole life.
+pub type IpSlots = Slots<IpAddr>;
+/// See [`IpSlots`].
+pub type IpSlot = Slot<IpAddr>;
+
+impl<K: Hash + Eq + Clone> Slots<K> {
     pub fn new(max: u32) -> Arc<Self> {
         Arc::new(Self {
             max,
@@ -104,35 +141,35 @@ impl IpSlots {
         })
     }
 
-    /// A slot for `ip`, or `None` when it already holds the maximum.
-    pub fn acquire(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
+    /// A slot for `key`, or `None` when it already holds the maximum.
+    pub fn acquire(self: &Arc<Self>, key: K) -> Option<Slot<K>> {
         if self.max == 0 {
             // Unlimited: nothing to count (the drop finds no entry and does nothing).
-            return Some(IpSlot {
+            return Some(Slot {
                 slots: self.clone(),
-                ip,
+                key,
             });
         }
         let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
-        let count = counts.entry(ip).or_insert(0);
+        let count = counts.entry(key.clone()).or_insert(0);
         if *count >= self.max {
             return None;
         }
         *count += 1;
-        Some(IpSlot {
+        Some(Slot {
             slots: self.clone(),
-            ip,
+            key,
         })
     }
 }
 
-impl Drop for IpSlot {
+impl<K: Hash + Eq + Clone> Drop for Slot<K> {
     fn drop(&mut self) {
         let mut counts = self.slots.counts.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = counts.get_mut(&self.ip) {
+        if let Some(count) = counts.get_mut(&self.key) {
             *count -= 1;
             if *count == 0 {
-                counts.remove(&self.ip);
+                counts.remove(&self.key);
             }
         }
     }

@@ -98,11 +98,11 @@ impl Link {
             if let Some(message) = direct.pending.pop_front() {
                 match &message {
                     Message::Ping(payload) if !direct.close_sent => {
-                        conn.push_control(Message::Pong(payload.clone()));
+                        conn.push_pong(Message::Pong(payload.clone()));
                     }
                     Message::Close(frame) if !direct.close_sent => {
                         direct.close_sent = true;
-                        conn.push_control(Message::Close(frame.clone()));
+                        conn.push_close(Message::Close(frame.clone()));
                     }
                     _ => {}
                 }
@@ -135,7 +135,7 @@ impl Link {
         };
         tokio::time::timeout(timeout, drain)
             .await
-            .unwrap_or(Err(WriteError))
+            .unwrap_or(Err(WriteError::TimedOut))
     }
 
     /// The task's part of writing after it was woken: a direct connection whose socket was
@@ -155,87 +155,129 @@ impl Link {
         let write = async {
             tokio::select! {
                 written = write => written,
-                _ = wait_for_close(conn) => Err(WriteError),
+                _ = wait_for_close(conn) => Err(WriteError::Failed),
             }
         };
         tokio::time::timeout(timeout, write)
             .await
-            .unwrap_or(Err(WriteError))
+            .unwrap_or(Err(WriteError::TimedOut))
     }
 
     /// Sends a ping (after what is queued).
     pub async fn ping(&mut self, conn: &ConnHandle, timeout: Duration) -> Result<(), WriteError> {
         match self {
             Self::Direct(_) => {
-                conn.push_control(Message::Ping(Bytes::new()));
+                conn.push_ping(Message::Ping(Bytes::new()));
                 Ok(())
             }
             Self::Socket(socket) => {
                 match tokio::time::timeout(timeout, socket.send(Message::Ping(Bytes::new()))).await
                 {
-                    Ok(Ok(())) => Ok(()),
-                    _ => Err(WriteError),
+                    Ok(result) => result,
+                    Err(_) => Err(WriteError::TimedOut),
                 }
             }
         }
     }
 
-    /// Writes what is queued and then `message` at once.
-    pub async fn send(
+    /// Writes what is queued and then the close frame (unless one was sent already).
+    async fn send_close(
         &mut self,
         conn: &ConnHandle,
-        message: Message,
+        frame: Message,
         timeout: Duration,
     ) -> Result<(), WriteError> {
-        if let (Self::Direct(direct), Message::Close(_)) = (&mut *self, &message) {
+        if let Self::Direct(direct) = &mut *self {
             if direct.close_sent {
                 return self.drain(conn, timeout).await;
             }
             direct.close_sent = true;
         }
-        conn.push_control(message);
+        conn.push_close(frame);
         self.drain(conn, timeout).await
     }
 
     /// After the client's close frame: sends the answer [`Self::recv`] (or the WebSocket
     /// library) queued, completing the closing handshake.
+    /// The server then ends the TCP connection first.
     pub async fn answer_close(&mut self, conn: &ConnHandle, timeout: Duration) {
-        let _ = match self {
+        let answered = match self {
             Self::Direct(_) => self.drain(conn, timeout).await,
             Self::Socket(socket) => tokio::time::timeout(timeout, socket.flush())
                 .await
-                .unwrap_or(Err(WriteError)),
+                .unwrap_or(Err(WriteError::TimedOut)),
         };
+        if answered.is_ok() {
+            self.end_tcp().await;
+        }
     }
 
-    /// Sends a close frame after what is queued, then waits briefly for the client's own close
-    /// so that the TCP connection ends cleanly and the client reads the code.
+    /// Sends a close frame after what is queued, then ends the TCP connection first, as RFC
+    /// 6455 7.1.1 asks of a server. A connection the server closes in good order waits briefly
+    /// for the client's close frame; one it fails (bad frames: 1002, 1007, 1009) does not,
+    /// since such a client may never answer.
     pub async fn close_with(&mut self, conn: &ConnHandle, reason: CloseReason, timeout: Duration) {
         let frame = Message::Close(Some(CloseFrame {
             code: reason.code,
             reason: Utf8Bytes::from_static(reason.reason),
         }));
-        if self.send(conn, frame, timeout).await.is_err() {
+        if self.send_close(conn, frame, timeout).await.is_err() {
             return;
         }
-        let _ = tokio::time::timeout(Duration::from_secs(2), async {
-            while let Some(Ok(message)) = self.recv(conn).await {
-                if matches!(message, Message::Close(_)) {
-                    break;
+        if !reason.fails_the_connection() {
+            // The deadline is checked per message too: a client that keeps sending keeps the
+            // socket readable, and a read that is always ready never lets a timer fire.
+            let deadline = tokio::time::Instant::now() + CLOSE_WAIT;
+            while tokio::time::Instant::now() < deadline {
+                match tokio::time::timeout_at(deadline, self.recv(conn)).await {
+                    Ok(Some(Ok(Message::Close(_)))) | Ok(None | Some(Err(_))) | Err(_) => break,
+                    Ok(Some(Ok(_))) => {}
                 }
             }
-        })
-        .await;
+        }
+        self.end_tcp().await;
+    }
+
+    /// The server's side of ending the TCP connection after the closing handshake: a FIN
+    /// first, then whatever the client still sends is read and dropped until it closes too
+    /// (at most [`CLOSE_WAIT`]), so the close frame is not lost to a reset caused by unread
+    /// data.
+    pub async fn end_tcp(&mut self) {
+        let Self::Direct(direct) = self else {
+            // The WebSocket libraries end their own TCP connections.
+            return;
+        };
+        let _ = socket2::SockRef::from(&*direct.stream).shutdown(std::net::Shutdown::Write);
+        let stream = direct.stream.clone();
+        let deadline = tokio::time::Instant::now() + CLOSE_WAIT;
+        let mut sink = [0u8; 1024];
+        // A client still sending 64 KiB after the close is not listening: reset it.
+        let mut left: usize = 64 * 1024;
+        while left > 0 && tokio::time::Instant::now() < deadline {
+            match tokio::time::timeout_at(deadline, stream.readable()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return,
+            }
+            match stream.try_read(&mut sink) {
+                Ok(0) => return,
+                Ok(n) => left = left.saturating_sub(n),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
     }
 }
+
+/// How long a closing server waits for the client's close frame, then for its end of TCP.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 /// Writes a direct connection's whole queue, waiting whenever its socket is full.
 async fn write_direct(stream: &TcpStream, conn: &ConnHandle) -> Result<(), WriteError> {
     loop {
         match conn.write_queued() {
             Written::All => return Ok(()),
-            Written::Failed => return Err(WriteError),
-            Written::Blocked => stream.writable().await.map_err(|_| WriteError)?,
+            Written::Failed => return Err(WriteError::Failed),
+            Written::Blocked => stream.writable().await.map_err(|_| WriteError::Failed)?,
         }
     }
 }

@@ -28,7 +28,7 @@ use crate::hub::{Attention, CloseReason, ConnHandle};
 use crate::node::Herald;
 use crate::protocol::{Encoding, ReplyStyle};
 use session::{Next, Session};
-use socket::ReadError;
+use socket::{ReadError, WriteError};
 
 /// What the HTTP upgrade learned before the socket opened.
 #[derive(Debug, Default)]
@@ -38,8 +38,8 @@ pub struct Start {
     /// Topics to subscribe right after authentication (`?project_id=`, `?board_id=`).
     pub auto_topics: Vec<String>,
     pub remote_addr: Option<SocketAddr>,
-    /// This connection's hold on its IP's connection slots, released when it ends.
-    pub ip_slot: Option<limits::IpSlot>,
+    /// This connection's slots (per IP, per user, in the node), released when it ends.
+    pub holds: limits::Holds,
     /// The test-only echo endpoint: no auth, every data frame sent back as it came.
     pub echo: bool,
     /// `?encoding=`: JSON text frames or MessagePack binary frames.
@@ -69,6 +69,14 @@ enum Ending {
 }
 
 impl Ending {
+    /// Closed because it could not keep up: its queue filled, or a write missed the deadline.
+    fn is_slow_consumer(&self) -> bool {
+        matches!(
+            self,
+            Self::Close(CloseReason::SLOW_CONSUMER) | Self::Gone("write_timeout")
+        )
+    }
+
     fn label(&self) -> &'static str {
         match self {
             Self::Close(CloseReason::SLOW_CONSUMER) => "slow_consumer",
@@ -91,47 +99,59 @@ pub async fn serve(mut link: Link, node: Herald, start: Start) {
         principal,
         auto_topics,
         remote_addr,
-        ip_slot,
+        mut holds,
         echo,
         encoding,
     } = start;
     let conn = link.handle(&node, node.hub().next_id(), remote_addr, encoding);
     if echo {
         Box::pin(serve_echo(&mut link, &conn, &node)).await;
-        drop(ip_slot);
-        conn.end();
+        drop(holds);
+        let _ = conn.end();
         return;
     }
     // The opening and the closing are boxed: the task keeps only what waiting needs.
-    let Some((mut session, role, greeted)) =
-        Box::pin(open(&mut link, &conn, &node, principal, auto_topics)).await
+    let Some((mut session, role, greeted)) = Box::pin(open(
+        &mut link,
+        &conn,
+        &node,
+        principal,
+        auto_topics,
+        &mut holds,
+    ))
+    .await
     else {
-        conn.end();
+        // Never registered: nothing but its welcome and inbox (still in the inbox) was queued.
+        let _ = conn.end();
         return;
     };
     let ending = match greeted {
-        true => run(&mut link, &mut session).await,
-        false => Ending::Gone("write_failed"),
+        Ok(()) => run(&mut link, &mut session).await,
+        Err(e) => write_failure(e),
     };
     Box::pin(close(link, &conn, &node, ending, &role)).await;
-    drop(ip_slot);
-    conn.end();
+    drop(holds);
+    let undelivered = conn.end();
+    if !undelivered.is_empty() {
+        Box::pin(node.keep_undelivered(&conn.principal().user_id, undelivered)).await;
+    }
 }
 
 /// Authenticates (unless the upgrade did), greets, attaches to the hub and subscribes to the
 /// query's topics; returns the session, the role the connection is counted under until it
-/// closes (a refresh may change it), and whether the greeting was written.
+/// closes (a refresh may change it), and how writing the greeting went.
 async fn open(
     link: &mut Link,
     conn: &Arc<ConnHandle>,
     node: &Herald,
     principal: Option<Principal>,
     auto_topics: Vec<String>,
-) -> Option<(Session, Arc<str>, bool)> {
+    holds: &mut limits::Holds,
+) -> Option<(Session, Arc<str>, Result<(), WriteError>)> {
     let (principal, welcome, reference) = match principal {
         Some(principal) => (principal, "connection.established", None),
         None => {
-            let (principal, reference) = handshake::await_auth(link, conn, node).await?;
+            let (principal, reference) = handshake::await_auth(link, conn, node, holds).await?;
             (principal, "auth_success", reference)
         }
     };
@@ -149,10 +169,7 @@ async fn open(
         // Registered after shutdown went through the hub: close like the others.
         conn.close(CloseReason::GOING_AWAY);
     }
-    let greeted = link
-        .drain(conn, node.config().limits.write_timeout)
-        .await
-        .is_ok();
+    let greeted = link.drain(conn, node.config().limits.write_timeout).await;
     let who = conn.principal();
     crate::metrics::connection_opened(&who.role);
     tracing::info!(
@@ -173,6 +190,13 @@ async fn open(
 /// Leaves the hub, records how the connection ended, and says goodbye.
 async fn close(mut link: Link, conn: &ConnHandle, node: &Herald, ending: Ending, role: &str) {
     node.forget(conn).await;
+    // A slow consumer's unwritten user messages go to the inbox before its goodbye (which may
+    // take a while), so they come before what is published to the user from now on.
+    let undelivered = conn.take_undelivered();
+    if !undelivered.is_empty() {
+        node.keep_undelivered(&conn.principal().user_id, undelivered)
+            .await;
+    }
     crate::metrics::connection_closed(role, ending.label());
     tracing::info!(
         client_id = %conn.client_id,
@@ -182,7 +206,7 @@ async fn close(mut link: Link, conn: &ConnHandle, node: &Herald, ending: Ending,
         reason = ending.label(),
         "connection closed"
     );
-    if ending == Ending::Close(CloseReason::SLOW_CONSUMER) {
+    if ending.is_slow_consumer() {
         node.hub()
             .counters
             .slow_consumers
@@ -194,13 +218,14 @@ async fn close(mut link: Link, conn: &ConnHandle, node: &Herald, ending: Ending,
 /// Says goodbye as the ending requires: what is queued, then the close frame (a slow consumer
 /// gets only the close frame, behind what it has begun to receive).
 async fn finish(link: &mut Link, conn: &ConnHandle, ending: Ending, write_timeout: Duration) {
+    if ending.is_slow_consumer() {
+        crate::metrics::dropped("slow_consumer");
+    }
     let Ending::Close(reason) = ending else {
         return;
     };
-    match reason {
-        CloseReason::SLOW_CONSUMER => crate::metrics::dropped("slow_consumer"),
-        CloseReason::MESSAGE_TOO_BIG => crate::metrics::dropped("too_large"),
-        _ => {}
+    if reason == CloseReason::MESSAGE_TOO_BIG {
+        crate::metrics::dropped("too_large");
     }
     if reason == CloseReason::SLOW_CONSUMER {
         conn.discard_queued();
@@ -249,17 +274,36 @@ async fn run(link: &mut Link, session: &mut Session) -> Ending {
                 Attention::Close(reason) => return Ending::Close(reason),
                 Attention::Failed => return Ending::Gone("write_failed"),
                 Attention::Blocked | Attention::Frames => {
-                    if Box::pin(link.write_some(&conn, limits.write_timeout)).await.is_err() {
+                    if let Err(e) = Box::pin(link.write_some(&conn, limits.write_timeout)).await {
                         // A slow consumer is told to close while its write may be stuck:
                         // stop waiting for the write then.
                         return match conn.close_reason() {
                             Some(_) => closing(&conn),
-                            None => Ending::Gone("write_failed"),
+                            None => write_failure(e),
                         };
                     }
                 }
                 Attention::Nothing => {}
             },
+            // Before reading: a client that keeps the socket readable still meets its deadlines.
+            _ = &mut timer => {
+                let now = Instant::now();
+                // No frame at all from the client (pong included) for this long: it is gone.
+                if now >= clock.last_read + clock.pong_timeout {
+                    return Ending::Gone("pong_timeout");
+                }
+                if now >= clock.expires {
+                    session.token_expired();
+                    return Ending::Close(CloseReason::TOKEN_EXPIRED);
+                }
+                if now >= clock.next_ping {
+                    clock.next_ping = now + limits.ping_interval;
+                    if let Err(e) = Box::pin(link.ping(&conn, limits.write_timeout)).await {
+                        return write_failure(e);
+                    }
+                }
+                timer.as_mut().reset(clock.earliest());
+            }
             incoming = link.recv(&conn) => {
                 let message = match incoming {
                     Some(Ok(message)) => message,
@@ -277,24 +321,6 @@ async fn run(link: &mut Link, session: &mut Session) -> Ending {
                     }
                     Step::End(ending) => return ending,
                 }
-            }
-            _ = &mut timer => {
-                let now = Instant::now();
-                // No frame at all from the client (pong included) for this long: it is gone.
-                if now >= clock.last_read + clock.pong_timeout {
-                    return Ending::Gone("pong_timeout");
-                }
-                if now >= clock.expires {
-                    session.token_expired();
-                    return Ending::Close(CloseReason::TOKEN_EXPIRED);
-                }
-                if now >= clock.next_ping {
-                    clock.next_ping = now + limits.ping_interval;
-                    if Box::pin(link.ping(&conn, limits.write_timeout)).await.is_err() {
-                        return Ending::Gone("write_failed");
-                    }
-                }
-                timer.as_mut().reset(clock.earliest());
             }
         }
     }
@@ -336,7 +362,11 @@ async fn handle(message: Message, link: &mut Link, session: &mut Session) -> Ste
     let next = match message {
         Message::Text(text) => session.on_text(text).await,
         Message::Binary(bytes) => session.on_binary(bytes).await,
-        Message::Ping(_) | Message::Pong(_) => {
+        Message::Ping(_) => {
+            session.on_ping();
+            Next::Continue
+        }
+        Message::Pong(_) => {
             conn.touch_heartbeat();
             Next::Continue
         }
@@ -357,9 +387,9 @@ async fn handle(message: Message, link: &mut Link, session: &mut Session) -> Ste
             // What was queued before the subscription goes first, then the reply and the
             // replay, then live messages (queued meanwhile, behind the replay).
             conn.hold();
-            if link.drain(&conn, write_timeout).await.is_err() {
+            if let Err(e) = link.drain(&conn, write_timeout).await {
                 conn.release();
-                return Step::End(Ending::Gone("write_failed"));
+                return Step::End(write_failure(e));
             }
             let (frames, fresh) = session
                 .recover(&topic, &since, style, reference.as_ref())
@@ -370,8 +400,8 @@ async fn handle(message: Message, link: &mut Link, session: &mut Session) -> Ste
                 .fetch_add(frames.len() as u64, std::sync::atomic::Ordering::Relaxed);
             conn.push_front(frames);
             conn.release();
-            if link.drain(&conn, write_timeout).await.is_err() {
-                return Step::End(Ending::Gone("write_failed"));
+            if let Err(e) = link.drain(&conn, write_timeout).await {
+                return Step::End(write_failure(e));
             }
             if fresh {
                 session.joined(&topic).await;
@@ -383,6 +413,15 @@ async fn handle(message: Message, link: &mut Link, session: &mut Session) -> Ste
         return Step::End(Ending::Close(CloseReason::TOO_MANY_ERRORS));
     }
     step
+}
+
+/// Maps a failed write to how the connection ends: a client that took nothing within the write
+/// deadline is a slow consumer, like one whose queue filled.
+fn write_failure(error: WriteError) -> Ending {
+    match error {
+        WriteError::TimedOut => Ending::Gone("write_timeout"),
+        WriteError::Failed => Ending::Gone("write_failed"),
+    }
 }
 
 /// Maps a failed read to how the connection ends: the client's frames were refused (too big,

@@ -109,6 +109,19 @@ impl Session {
         }
     }
 
+    /// A WebSocket ping from the client (its pong is already queued). Pings share the command
+    /// rate: one beyond it counts as an error, with no error frame, so a ping flood is closed
+    /// like a command flood (`too many errors`).
+    pub fn on_ping(&mut self) {
+        self.conn.touch_heartbeat();
+        if !self.rate.take() {
+            crate::metrics::dropped("rate_limited");
+            if self.errors.record() {
+                self.too_many_errors = true;
+            }
+        }
+    }
+
     /// When the connection's token expires, as a timer deadline.
     pub fn expiry_instant(&self) -> Instant {
         match self.conn.principal().expires_at {
@@ -116,7 +129,10 @@ impl Session {
                 // The same leeway that let the token in keeps it alive past `exp`.
                 let leeway = self.node.config().jwt.leeway;
                 let left = Duration::from_secs(exp.saturating_sub(crate::auth::unix_now()));
-                Instant::now() + left + leeway
+                // An `exp` centuries away (up to 2^64 s) is "never": no overflow.
+                let now = Instant::now();
+                now.checked_add(left.saturating_add(leeway).min(NEVER))
+                    .unwrap_or(now + NEVER)
             }
             None => Instant::now() + NEVER,
         }
@@ -281,6 +297,22 @@ impl Session {
         allowed
     }
 
+    /// Whether the connection may hold one more subscription (`max_subscriptions`); one it
+    /// already holds is always fine. On refusal `limit_exceeded` is sent and nothing changes.
+    fn has_room_for(&mut self, topic: &str, reference: Option<&Value>) -> bool {
+        let max = self.node.config().limits.max_subscriptions;
+        if max == 0 || self.conn.subscription_count() < max || self.conn.is_subscribed(topic) {
+            return true;
+        }
+        crate::metrics::dropped("max_subscriptions");
+        self.error(
+            ErrorCode::LimitExceeded,
+            &format!("a connection may hold at most {max} subscriptions"),
+            reference,
+        );
+        false
+    }
+
     /// Subscribes (or, for a resume on a topic with history, hands the work to the loop).
     pub async fn subscribe(
         &mut self,
@@ -289,7 +321,7 @@ impl Session {
         style: ReplyStyle,
         reference: Option<&Value>,
     ) -> Next {
-        if !self.may_subscribe(topic, reference).await {
+        if !self.may_subscribe(topic, reference).await || !self.has_room_for(topic, reference) {
             return Next::Continue;
         }
         let Some(retention) = self.node.retention(topic) else {
@@ -402,6 +434,14 @@ impl Session {
         reference: Option<&Value>,
     ) {
         if !self.may_subscribe(&topic, reference).await {
+            return;
+        }
+        if crate::protocol::is_reserved_event(&event) {
+            self.error(
+                ErrorCode::Forbidden,
+                &format!("`{event}` is a name only the server sends"),
+                reference,
+            );
             return;
         }
         if !topic::client_may_publish(self.node.config(), &topic) {

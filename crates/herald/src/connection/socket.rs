@@ -23,9 +23,14 @@ pub enum ReadError {
     Gone,
 }
 
-/// Writing failed (the socket is gone or too slow); the connection ends.
-#[derive(Debug)]
-pub struct WriteError;
+/// Writing failed; the connection ends.
+#[derive(Debug, PartialEq, Eq)]
+pub enum WriteError {
+    /// The socket is gone.
+    Failed,
+    /// The client did not take the frames within `write_timeout`: a slow consumer.
+    TimedOut,
+}
 
 /// One connection's WebSocket.
 pub enum Socket {
@@ -77,10 +82,17 @@ impl Socket {
                         return Some(Err(deflate_read_error(&e)));
                     }
                 };
-                if frame.opcode() == yawc::OpCode::Close {
-                    // yawc queued the reply to the client's close: send it now.
-                    socket.close_sent = true;
-                    socket.send_owed().await;
+                match frame.opcode() {
+                    yawc::OpCode::Close => {
+                        // yawc queued the reply to the client's close: send it now.
+                        socket.close_sent = true;
+                        socket.send_owed().await;
+                    }
+                    // yawc queues a pong per ping without bound: reading waits until it is
+                    // written, so a client that pings and never reads holds one pong here
+                    // (and is dropped when it stays silent past pong_timeout).
+                    yawc::OpCode::Ping => socket.send_owed().await,
+                    _ => {}
                 }
                 if let Some(message) = from_yawc(frame) {
                     return Some(message);
@@ -92,7 +104,7 @@ impl Socket {
     /// Queues a message without flushing.
     pub async fn feed(&mut self, message: Message) -> Result<(), WriteError> {
         match self {
-            Self::Plain(ws) => ws.feed(message).await.map_err(|_| WriteError),
+            Self::Plain(ws) => ws.feed(message).await.map_err(|_| WriteError::Failed),
             Self::Deflate(socket) => {
                 if matches!(message, Message::Close(_)) {
                     if socket.close_sent {
@@ -104,7 +116,7 @@ impl Socket {
                     .ws
                     .feed(to_yawc(message))
                     .await
-                    .map_err(|_| WriteError)
+                    .map_err(|_| WriteError::Failed)
             }
         }
     }
@@ -112,8 +124,8 @@ impl Socket {
     /// Writes everything queued.
     pub async fn flush(&mut self) -> Result<(), WriteError> {
         match self {
-            Self::Plain(ws) => ws.flush().await.map_err(|_| WriteError),
-            Self::Deflate(socket) => socket.ws.flush().await.map_err(|_| WriteError),
+            Self::Plain(ws) => ws.flush().await.map_err(|_| WriteError::Failed),
+            Self::Deflate(socket) => socket.ws.flush().await.map_err(|_| WriteError::Failed),
         }
     }
 

@@ -62,7 +62,19 @@ impl Broker for MemoryBroker {
             return Err(EngineError::new("a user publication needs a user"));
         };
         if self.local.has_user(user) {
-            return self.local.deliver(&publication).await.map(Some);
+            let reached = self.local.deliver(&publication).await?;
+            // Delivered or kept, never neither: when every live push failed (the user's
+            // connections are closing or slow), the inbox keeps it.
+            if reached > 0 {
+                return Ok(Some(reached));
+            }
+        }
+        // What a slow connection of the user was given first goes first.
+        for earlier in self.local.undelivered_of(user) {
+            inbox
+                .store(user, &earlier, limits)
+                .await
+                .inspect_err(|_| crate::metrics::engine_error("inbox"))?;
         }
         inbox
             .store(user, &publication, limits)

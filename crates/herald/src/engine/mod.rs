@@ -323,6 +323,12 @@ impl LocalDelivery {
         }
     }
 
+    /// The user-scope messages `user`'s connections here were given but will never write
+    /// (they were closed as slow consumers): the caller keeps them in the inbox.
+    pub fn undelivered_of(&self, user: &str) -> Vec<Arc<Publication>> {
+        self.hub.undelivered_of(user)
+    }
+
     /// Whether `user` has a connection on this node.
     pub fn has_user(&self, user: &str) -> bool {
         self.hub.has_user(user)

@@ -18,7 +18,7 @@ mod serve;
 mod topics;
 mod ws;
 
-pub(crate) use serve::serve;
+pub(crate) use serve::{serve, HttpLimits};
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, StatusCode};

@@ -9,16 +9,21 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
+
+use crate::connection::limits::{IpSlot, IpSlots};
 
 /// At most this many bytes of a socket's data wait unsent in the kernel (Linux
 /// `TCP_NOTSENT_LOWAT`); beyond it a write takes nothing and the frames stay in the
@@ -30,10 +35,18 @@ use tower_service::Service;
 #[cfg(target_os = "linux")]
 const NOTSENT_LOWAT: u32 = 64 * 1024;
 
-/// Set on every request this server handles: the connection is a `TcpStream` in
+/// Set on every request this server handles: the connection is a [`Watched`] `TcpStream` in
 /// [`TokioIo`], so an upgrade can take the socket back.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Direct;
+
+/// What Herald's server bounds per HTTP connection (`[limits]`).
+pub(crate) struct HttpLimits {
+    /// Connections per client IP: each accepted socket holds a slot for its life.
+    pub ip_slots: Arc<IpSlots>,
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+}
 
 /// Serves `app` on `listener` until `shutdown` resolves, then stops accepting, lets requests
 /// in flight finish and idle keep-alive connections close, and returns. Upgraded WebSockets
@@ -42,9 +55,11 @@ pub(crate) async fn serve(
     listener: TcpListener,
     app: Router,
     shutdown: impl Future<Output = ()>,
+    limits: HttpLimits,
 ) -> std::io::Result<()> {
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let open = TaskTracker::new();
+    let limits = Arc::new(limits);
     tokio::pin!(shutdown);
     loop {
         let (stream, remote) = tokio::select! {
@@ -60,42 +75,253 @@ pub(crate) async fn serve(
             },
             _ = &mut shutdown => break,
         };
+        let Some(slot) = limits.ip_slots.acquire(remote.ip()) else {
+            open.spawn(refuse(stream, remote));
+            continue;
+        };
         // Frames are small and each is written as soon as it is queued: no Nagle delay.
         let _ = stream.set_nodelay(true);
         #[cfg(target_os = "linux")]
         let _ = socket2::SockRef::from(&stream).set_tcp_notsent_lowat(NOTSENT_LOWAT);
-        let app = app.clone();
-        let mut stopping = stopping.clone();
-        open.spawn(async move {
-            let service =
-                hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-                    request
-                        .extensions_mut()
-                        .insert(ConnectInfo::<SocketAddr>(remote));
-                    request.extensions_mut().insert(Direct);
-                    let mut app = app.clone();
-                    async move { app.call(request).await }
-                });
-            let connection = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            tokio::pin!(connection);
-            tokio::select! {
-                served = connection.as_mut() => {
-                    if let Err(e) = served {
-                        tracing::debug!(error = %e, "HTTP connection ended with an error");
-                    }
-                }
-                _ = stopping.changed() => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
-                }
-            }
-        });
+        open.spawn(serve_connection(
+            stream,
+            remote,
+            Arc::new(slot),
+            app.clone(),
+            limits.clone(),
+            stopping.clone(),
+        ));
     }
     drop(listener);
     let _ = stop.send(true);
     open.close();
     open.wait().await;
     Ok(())
+}
+
+/// One HTTP connection, until it ends, upgrades, times out, or the server stops.
+async fn serve_connection(
+    stream: TcpStream,
+    remote: SocketAddr,
+    slot: Arc<IpSlot>,
+    app: Router,
+    limits: Arc<HttpLimits>,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) {
+    let activity = Arc::new(Activity::new());
+    let watched = activity.clone();
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+        let extensions = request.extensions_mut();
+        extensions.insert(ConnectInfo::<SocketAddr>(remote));
+        extensions.insert(Direct);
+        // A WebSocket upgraded from this connection keeps the IP's slot.
+        extensions.insert(slot.clone());
+        let mut app = app.clone();
+        let activity = watched.clone();
+        activity.request_started();
+        async move {
+            let response = app.call(request).await;
+            activity.request_answered();
+            response
+        }
+    });
+    let io = TokioIo::new(Watched {
+        stream,
+        activity: activity.clone(),
+    });
+    let connection = http1::Builder::new()
+        .serve_connection(io, service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    tokio::select! {
+        served = connection.as_mut() => {
+            if let Err(e) = served {
+                tracing::debug!(error = %e, "HTTP connection ended with an error");
+            }
+        }
+        why = activity.expiry(limits.header_timeout, limits.idle_timeout) => {
+            // Dropping the connection closes the socket.
+            crate::metrics::dropped(why);
+            tracing::debug!(remote_addr = %remote, reason = why, "closed an HTTP connection");
+        }
+        _ = stopping.changed() => {
+            connection.as_mut().graceful_shutdown();
+            let _ = connection.await;
+        }
+    }
+}
+
+/// A connection beyond `max_connections_per_ip`: answered 429 and closed without being served.
+/// It reads the request head (at most 8 KiB, at most one second) so that closing does not
+/// reset the connection before the client reads the answer.
+async fn refuse(mut stream: TcpStream, remote: SocketAddr) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = serde_json::json!({"error": {
+        "code": "rate_limited",
+        "message": format!("too many connections from {}", remote.ip()),
+    }})
+    .to_string();
+    crate::metrics::dropped("max_connections_per_ip");
+    let answer = format!(
+        "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let mut head = Vec::new();
+        let mut chunk = [0u8; 1024];
+        while head.len() < 8192 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let _ = stream.write_all(answer.as_bytes()).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
+
+/// A socket that records when bytes move, for the header and idle timeouts.
+pub(crate) struct Watched {
+    stream: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl Watched {
+    /// The socket, once the connection was upgraded.
+    pub(crate) fn into_stream(self) -> TcpStream {
+        self.stream
+    }
+}
+
+impl tokio::io::AsyncRead for Watched {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.read_some();
+        }
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for Watched {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.stream).poll_write(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.wrote_some();
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.wrote_some();
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+/// Where one HTTP connection stands, for its timeouts.
+struct Activity(Mutex<Phase>);
+
+struct Phase {
+    /// Requests handed to the app and not answered yet.
+    in_flight: usize,
+    /// A request head is on its way (or awaited, on a fresh connection) since then.
+    head_since: Option<Instant>,
+    /// The last answer, or the opening.
+    idle_since: Instant,
+    /// The last byte read or written.
+    progress: Instant,
+}
+
+impl Activity {
+    fn new() -> Self {
+        let now = Instant::now();
+        // A fresh connection owes its first request head within the header timeout.
+        Self(Mutex::new(Phase {
+            in_flight: 0,
+            head_since: Some(now),
+            idle_since: now,
+            progress: now,
+        }))
+    }
+
+    fn phase(&self) -> std::sync::MutexGuard<'_, Phase> {
+        // Each update is a few field writes: a poisoned lock is still consistent.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn read_some(&self) {
+        let now = Instant::now();
+        let mut phase = self.phase();
+        phase.progress = now;
+        if phase.in_flight == 0 && phase.head_since.is_none() {
+            phase.head_since = Some(now);
+        }
+    }
+
+    fn wrote_some(&self) {
+        self.phase().progress = Instant::now();
+    }
+
+    fn request_started(&self) {
+        let mut phase = self.phase();
+        phase.in_flight += 1;
+        phase.head_since = None;
+    }
+
+    fn request_answered(&self) {
+        let now = Instant::now();
+        let mut phase = self.phase();
+        phase.in_flight = phase.in_flight.saturating_sub(1);
+        phase.idle_since = now;
+        phase.progress = now;
+    }
+
+    /// Resolves when the connection broke a timeout, with the reason: a request head that
+    /// took longer than `header`, or an idle keep-alive or stalled request longer than `idle`.
+    async fn expiry(&self, header: Duration, idle: Duration) -> &'static str {
+        loop {
+            let now = Instant::now();
+            let (due, why) = {
+                let phase = self.phase();
+                match phase.head_since {
+                    _ if phase.in_flight > 0 => (phase.progress + idle, "http_idle_timeout"),
+                    Some(since) => (since + header, "http_header_timeout"),
+                    None => (phase.idle_since + idle, "http_idle_timeout"),
+                }
+            };
+            if due <= now {
+                return why;
+            }
+            tokio::time::sleep_until(due.into()).await;
+        }
+    }
 }

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, FromRequestParts, Query, Request, State};
@@ -16,8 +16,8 @@ use axum::Extension;
 use super::admin::bearer;
 use super::error::ApiError;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 
+use crate::connection::limits::{Holds, IpSlot};
 use crate::connection::{self, Link, Socket, Start};
 use crate::node::Herald;
 use crate::protocol::{Encoding, ErrorCode};
@@ -98,29 +98,75 @@ pub async fn upgrade(
         auto_topics.push(format!("board:{board}"));
     }
     let remote_addr = peer.map(|Extension(ConnectInfo(addr))| addr);
-    let ip_slot = match remote_addr {
-        Some(addr) => match node.ip_slots().acquire(addr.ip()) {
-            Some(slot) => Some(slot),
-            None => {
-                return ApiError::new(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    ErrorCode::RateLimited,
-                    format!("too many connections from {}", addr.ip()),
-                )
-                .into_response()
-            }
-        },
-        None => None,
+    let holds = match hold_slots(&node, &request, remote_addr, principal.as_ref()) {
+        Ok(holds) => holds,
+        Err(refusal) => return refusal.into_response(),
     };
     let start = Start {
         principal,
         auto_topics,
         remote_addr,
-        ip_slot,
+        holds,
         echo: false,
         encoding,
     };
     accept(node, request, start).await
+}
+
+/// Takes the slots a new WebSocket holds for its life, or refuses it: too many connections
+/// from its IP (429; Herald's own server took that slot when the TCP connection was accepted),
+/// on the node (503), or of its user (429).
+fn hold_slots(
+    node: &Herald,
+    request: &Request,
+    remote_addr: Option<SocketAddr>,
+    principal: Option<&crate::auth::Principal>,
+) -> Result<Holds, ApiError> {
+    let slots = node.slots();
+    let mut holds = Holds::default();
+    if let Some(slot) = request.extensions().get::<Arc<IpSlot>>() {
+        holds.ip = Some(slot.clone());
+    } else if let Some(addr) = remote_addr {
+        match slots.ip.acquire(addr.ip()) {
+            Some(slot) => holds.ip = Some(Arc::new(slot)),
+            None => return Err(too_many_from_ip(addr.ip())),
+        }
+    }
+    holds.node = match slots.node.acquire(()) {
+        Some(slot) => Some(slot),
+        None => {
+            crate::metrics::dropped("max_connections");
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                ErrorCode::ProcessingError,
+                "this node holds the most connections it allows: try another node or later",
+            ));
+        }
+    };
+    if let Some(who) = principal {
+        holds.user = match slots.user.acquire(who.user_id.clone()) {
+            Some(slot) => Some(slot),
+            None => {
+                crate::metrics::dropped("max_connections_per_user");
+                return Err(ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    ErrorCode::TooManyConnections,
+                    "this user holds the most connections allowed",
+                ));
+            }
+        };
+    }
+    Ok(holds)
+}
+
+/// The refusal of a connection beyond `max_connections_per_ip`.
+pub(crate) fn too_many_from_ip(ip: std::net::IpAddr) -> ApiError {
+    crate::metrics::dropped("max_connections_per_ip");
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        ErrorCode::RateLimited,
+        format!("too many connections from {ip}"),
+    )
 }
 
 /// `GET /test/echo`, only with `--test-echo-endpoint`: no auth, every data frame echoed, through
@@ -238,10 +284,11 @@ fn direct_upgrade(node: Herald, mut parts: axum::http::request::Parts, start: St
             Ok(upgraded) => upgraded,
             Err(e) => return tracing::debug!(error = %e, "upgrade did not complete"),
         };
-        let Ok(raw) = upgraded.downcast::<TokioIo<TcpStream>>() else {
+        let Ok(raw) = upgraded.downcast::<TokioIo<super::serve::Watched>>() else {
             return tracing::error!("an upgraded connection of Herald's server is not TCP");
         };
-        let link = Link::direct(raw.io.into_inner(), &raw.read_buf, max_message);
+        let stream = raw.io.into_inner().into_stream();
+        let link = Link::direct(stream, &raw.read_buf, max_message);
         // A task of its own, so that the connection's long life keeps only its own state
         // (not this upgrade's, nor hyper's early bytes).
         let tasks = node.connection_tasks().clone();
@@ -328,11 +375,38 @@ pub fn redact_token(uri: &Uri) -> String {
     let redacted: Vec<String> = query
         .split('&')
         .map(|pair| match pair.split_once('=') {
-            Some(("token", _)) => "token=REDACTED".to_string(),
+            Some((key, _)) if percent_decoded(key).eq_ignore_ascii_case("token") => {
+                format!("{key}=REDACTED")
+            }
             _ => pair.to_string(),
         })
         .collect();
     format!("{}?{}", uri.path(), redacted.join("&"))
+}
+
+/// A query key as a server decodes it (`%74oken` is `token`, `+` a space): what the key
+/// means, for redaction. Undecodable escapes stay as they are.
+fn percent_decoded(key: &str) -> String {
+    let bytes = key.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |at: usize| bytes.get(at).and_then(|&b| (b as char).to_digit(16));
+        match bytes[i] {
+            b'%' => match (hex(i + 1), hex(i + 2)) {
+                (Some(hi), Some(lo)) => {
+                    out.push((hi * 16 + lo) as u8);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
@@ -376,5 +450,10 @@ mod tests {
         let logged = super::redact_token(&uri);
         assert_eq!(logged, "/ws?project_id=p1&token=REDACTED&board_id=b");
         assert!(!logged.contains("eyJ"));
+        for spelled in ["%74oken", "%74%6F%6B%65%6E", "TOKEN", "to%6ben"] {
+            let uri: axum::http::Uri = format!("/ws?{spelled}=eyJsecret.x.y").parse().expect("uri");
+            let logged = super::redact_token(&uri);
+            assert_eq!(logged, format!("/ws?{spelled}=REDACTED"), "{spelled}");
+        }
     }
 }

@@ -206,6 +206,9 @@ impl Hub {
         let mut msgpack: Option<Frame> = None;
         let mut reached = 0;
         let offset = publication.offset;
+        // A user-scope message a connection never writes goes back to the user's inbox.
+        let kept =
+            matches!(publication.scope, Scope::User(_)).then(|| Arc::new(publication.clone()));
         self.for_each_in(&publication.scope, project_members, offset, |conn| {
             let frame = match conn.encoding {
                 Encoding::Json => json.clone(),
@@ -213,7 +216,11 @@ impl Hub {
                     .get_or_insert_with(|| Encoding::MsgPack.encode(&json))
                     .clone(),
             };
-            if conn.push_encoded(frame) {
+            let pushed = match &kept {
+                Some(publication) => conn.push_user_message(frame, publication),
+                None => conn.push_encoded(frame),
+            };
+            if pushed {
                 reached += 1;
             }
         });
@@ -221,6 +228,17 @@ impl Hub {
             .sent
             .fetch_add(reached as u64, Ordering::Relaxed);
         reached
+    }
+
+    /// The user-scope messages `user`'s connections here were given but will never write
+    /// (they were closed as slow consumers), oldest first per connection: the caller keeps
+    /// them in the inbox.
+    pub fn undelivered_of(&self, user: &str) -> Vec<Arc<Publication>> {
+        let mut undelivered = Vec::new();
+        self.for_each_in(&Scope::User(user.to_string()), &[], None, |conn| {
+            undelivered.extend(conn.take_undelivered())
+        });
+        undelivered
     }
 
     /// The live connections in a scope, once each (for listings, counts and disconnects).

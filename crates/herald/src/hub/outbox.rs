@@ -30,6 +30,7 @@ use super::flusher::Flusher;
 use crate::auth::Principal;
 use crate::connection::wire;
 use crate::protocol::{Encoding, Frame};
+use crate::publication::Publication;
 
 /// Frames one `writev` carries at most (two slices each: header and payload).
 const WRITE_BATCH: usize = 32;
@@ -85,6 +86,14 @@ impl CloseReason {
     };
 }
 
+impl CloseReason {
+    /// Whether this close fails the connection (RFC 6455 7.1.7: the client's frames broke
+    /// the protocol or a limit), so the server closes TCP without waiting for an answer.
+    pub fn fails_the_connection(self) -> bool {
+        matches!(self.code, 1002 | 1007 | 1009)
+    }
+}
+
 /// The shared half of a connection: the hub holds it in its indexes, publishers push to it,
 /// the connection's task reads the socket and ends it.
 #[derive(Debug)]
@@ -111,13 +120,26 @@ pub struct ConnHandle {
     last_heartbeat_ms: AtomicU64,
 }
 
-/// One queued frame; `counted` frames count toward the queue's capacity (deliveries and
-/// replies), the others do not (the welcome, the offline inbox, a resume's replay, control
-/// frames), so a long replay does not make the client a slow consumer.
+/// One queued frame; `counted` frames count toward the queue's capacity: deliveries, replies,
+/// pings and pongs, everything a client can make the server queue. The others do not: the
+/// welcome, the offline inbox and a resume's replay (bounded by the server's config, and
+/// written by the connection's task before it reads again), and the one close frame.
 #[derive(Debug)]
 struct Queued {
     frame: Frame,
     counted: bool,
+    /// A user-scope publication, kept in the user's inbox if this frame is never written.
+    keep: Option<Arc<Publication>>,
+}
+
+impl Queued {
+    fn new(frame: Frame, counted: bool) -> Self {
+        Self {
+            frame,
+            counted,
+            keep: None,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -127,6 +149,8 @@ struct Out {
     counted: usize,
     /// Bytes of the front frame already written (direct connections).
     front_written: usize,
+    /// User-scope publications dropped from the queue unwritten (a slow consumer's).
+    undelivered: Vec<Arc<Publication>>,
     /// The socket of a direct connection, until its task ends.
     stream: Option<Arc<TcpStream>>,
     /// On the flusher's list.
@@ -140,6 +164,35 @@ struct Out {
     /// The connection ended: nothing more is queued.
     ended: bool,
     close: Option<CloseReason>,
+}
+
+impl Out {
+    /// The queue is full: the connection is a slow consumer. What it holds is dropped now
+    /// (but a frame begun, which must be finished before the close frame), its user-scope
+    /// messages set aside for the inbox, so the publisher who found it full keeps them in
+    /// order before its own (`Hub::undelivered_of`).
+    fn mark_slow(&mut self) {
+        if *self.close.get_or_insert(CloseReason::SLOW_CONSUMER) != CloseReason::SLOW_CONSUMER {
+            return;
+        }
+        self.set_aside_queue();
+    }
+
+    /// Drops every queued frame but a half-written one, keeping user-scope messages aside.
+    fn set_aside_queue(&mut self) {
+        let started = usize::from(self.front_written > 0);
+        let dropped: Vec<Queued> = self.queue.drain(started..).collect();
+        self.undelivered
+            .extend(dropped.into_iter().filter_map(|q| q.keep));
+        self.counted = self.queue.iter().filter(|q| q.counted).count();
+    }
+
+    /// Whether anything more may be queued: not after the end or a failed write, and to a
+    /// slow consumer only its close frame.
+    fn accepts(&self, close_frame: bool) -> bool {
+        let slow = self.close == Some(CloseReason::SLOW_CONSUMER);
+        !(self.ended || self.failed || (slow && !close_frame))
+    }
 }
 
 /// What the connection's task has to do after it was woken.
@@ -249,10 +302,77 @@ impl ConnHandle {
         self.enqueue([frame], true, false)
     }
 
-    /// Queues a control frame (ping, pong, close), uncounted, even to a slow consumer that is
-    /// being closed: its close frame goes out this way.
-    pub(crate) fn push_control(&self, frame: Frame) -> bool {
+    /// Queues a user-scope publication's frame (already in this connection's encoding), which
+    /// goes back to the user's inbox if the connection ends before it was written.
+    pub(crate) fn push_user_message(&self, frame: Frame, publication: &Arc<Publication>) -> bool {
+        let mut out = self.out();
+        if !out.accepts(false) {
+            return false;
+        }
+        if out.counted >= self.capacity {
+            out.mark_slow();
+            drop(out);
+            self.wake.notify_one();
+            return false;
+        }
+        out.counted += 1;
+        out.queue.push_back(Queued {
+            frame,
+            counted: true,
+            keep: Some(publication.clone()),
+        });
+        self.notify_writer(out);
+        true
+    }
+
+    /// Queues the connection's one close frame, uncounted, even to a slow consumer that is
+    /// being closed.
+    pub(crate) fn push_close(&self, frame: Frame) -> bool {
         self.enqueue([frame], false, true)
+    }
+
+    /// Queues a ping, counted; skipped when the queue is full (the connection is about to be
+    /// closed as a slow consumer, or its writes time out).
+    pub(crate) fn push_ping(&self, frame: Frame) -> bool {
+        let mut out = self.out();
+        if !out.accepts(false) || out.counted >= self.capacity {
+            return false;
+        }
+        out.counted += 1;
+        out.queue.push_back(Queued::new(frame, true));
+        self.notify_writer(out);
+        true
+    }
+
+    /// Queues the answer to a client's ping, counted. When the queue is full, the newest pong
+    /// not yet being written takes this payload instead (RFC 6455 5.5.3 lets a server answer
+    /// only the latest ping), or, if there is none, the ping goes unanswered: a client that
+    /// streams pings and never reads makes the server hold at most `send_queue` frames.
+    pub(crate) fn push_pong(&self, frame: Frame) -> bool {
+        let mut out = self.out();
+        if !out.accepts(false) {
+            return false;
+        }
+        if out.counted < self.capacity {
+            out.counted += 1;
+            out.queue.push_back(Queued::new(frame, true));
+            self.notify_writer(out);
+            return true;
+        }
+        let started = usize::from(out.front_written > 0);
+        let newest_pong = out
+            .queue
+            .iter_mut()
+            .skip(started)
+            .rev()
+            .find(|q| matches!(q.frame, Frame::Pong(_)));
+        match newest_pong {
+            Some(queued) => {
+                queued.frame = frame;
+                true
+            }
+            None => false,
+        }
     }
 
     /// Queues frames that do not count toward the capacity (see [`Queued`]), in this
@@ -273,20 +393,19 @@ impl ConnHandle {
         control: bool,
     ) -> bool {
         let mut out = self.out();
-        let slow = out.close == Some(CloseReason::SLOW_CONSUMER);
-        if out.ended || out.failed || (slow && !control) {
+        if !out.accepts(control) {
             return false;
         }
         let before = out.queue.len();
         for frame in frames {
             if counted && out.counted >= self.capacity {
-                out.close.get_or_insert(CloseReason::SLOW_CONSUMER);
+                out.mark_slow();
                 drop(out);
                 self.wake.notify_one();
                 return false;
             }
             out.counted += usize::from(counted);
-            out.queue.push_back(Queued { frame, counted });
+            out.queue.push_back(Queued::new(frame, counted));
         }
         if out.queue.len() > before {
             self.notify_writer(out);
@@ -396,10 +515,8 @@ impl ConnHandle {
         let encoding = self.encoding;
         let mut out = self.out();
         for frame in frames.into_iter().rev() {
-            out.queue.push_front(Queued {
-                frame: encoding.encode(&frame),
-                counted: false,
-            });
+            out.queue
+                .push_front(Queued::new(encoding.encode(&frame), false));
         }
     }
 
@@ -415,20 +532,27 @@ impl ConnHandle {
     /// Drops every queued frame but a half-written one (a slow consumer gets only the close
     /// frame after what it has already begun to receive).
     pub(crate) fn discard_queued(&self) {
-        let mut out = self.out();
-        let keep = usize::from(out.front_written > 0);
-        out.queue.truncate(keep);
-        out.counted = out.queue.iter().filter(|q| q.counted).count();
+        self.out().set_aside_queue();
+    }
+
+    /// The user-scope messages set aside unwritten (see [`Out::mark_slow`]), taken.
+    pub(crate) fn take_undelivered(&self) -> Vec<Arc<Publication>> {
+        std::mem::take(&mut self.out().undelivered)
     }
 
     /// The connection ended: nothing more is queued, and the socket is released (it closes
-    /// when the task drops its own handle).
-    pub(crate) fn end(&self) {
+    /// when the task drops its own handle). Returns the user-scope publications it never
+    /// wrote, for the inbox.
+    pub(crate) fn end(&self) -> Vec<Arc<Publication>> {
         let mut out = self.out();
         out.ended = true;
         out.stream = None;
-        out.queue = VecDeque::new();
+        let queue = std::mem::take(&mut out.queue);
+        // A frame begun but not finished is not delivered either.
+        let mut undelivered = std::mem::take(&mut out.undelivered);
+        undelivered.extend(queue.into_iter().filter_map(|q| q.keep));
         out.counted = 0;
+        undelivered
     }
 
     /// Asks the connection to close; the first reason given wins.
@@ -454,6 +578,16 @@ impl ConnHandle {
             Ok(mut p) => *p = principal,
             Err(poisoned) => *poisoned.into_inner() = principal,
         }
+    }
+
+    /// How many topics this connection is subscribed to.
+    pub fn subscription_count(&self) -> usize {
+        self.topics.lock().map_or(0, |t| t.len())
+    }
+
+    /// Whether this connection is subscribed to `topic`.
+    pub fn is_subscribed(&self, topic: &str) -> bool {
+        self.topics.lock().is_ok_and(|t| t.contains(topic))
     }
 
     /// The topics this connection is subscribed to, sorted.

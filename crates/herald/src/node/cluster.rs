@@ -49,6 +49,9 @@ impl Herald {
             Err(e) => tracing::warn!(error = %e, "redis: could not clear this node's old entries"),
         }
         tokio::spawn(beat_and_reap(self.clone()));
+        if let Some(rechecks) = cluster.broker.take_rechecks() {
+            tokio::spawn(recheck_on_request(self.clone(), rechecks));
+        }
         tokio::spawn(reassert_on_reconnect(
             self.clone(),
             cluster.broker.generations(),
@@ -152,6 +155,15 @@ impl Herald {
         Ok(())
     }
 
+    /// Has every node of the cluster re-check `user`'s subscriptions; `None` without Redis.
+    pub(super) async fn recheck_everywhere(
+        &self,
+        user: &str,
+    ) -> Option<Result<usize, EngineError>> {
+        let cluster = self.cluster()?;
+        Some(cluster.broker.recheck_user(user).await)
+    }
+
     /// The node's figures, and in cluster mode every live node's, summed, with a `nodes` list.
     pub async fn cluster_stats(&self) -> Result<Stats, EngineError> {
         let mut stats = self.stats();
@@ -229,5 +241,24 @@ async fn reassert_on_reconnect(node: Herald, mut generations: tokio::sync::watch
         if let Err(e) = node.reassert(cluster).await {
             tracing::warn!(error = %e, "redis: could not re-assert this node's presence");
         }
+    }
+}
+
+/// Runs the re-checks other nodes (or this one) ask for: a user's live connections here lose
+/// the topics they may no longer receive.
+async fn recheck_on_request(
+    node: Herald,
+    mut rechecks: tokio::sync::mpsc::UnboundedReceiver<crate::engine::redis::Recheck>,
+) {
+    loop {
+        let recheck = tokio::select! {
+            _ = node.shutdown_token().cancelled() => return,
+            next = rechecks.recv() => match next {
+                Some(recheck) => recheck,
+                None => return,
+            },
+        };
+        let revoked = node.revoke_lost_topics_of(&recheck.user).await;
+        let _ = recheck.done.send(revoked);
     }
 }

@@ -113,7 +113,13 @@ impl Herald {
         app: axum::Router,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> std::io::Result<()> {
-        crate::http::serve(listener, app, shutdown).await
+        let limits = &self.config().limits;
+        let http = crate::http::HttpLimits {
+            ip_slots: self.slots().ip.clone(),
+            header_timeout: limits.http_header_timeout,
+            idle_timeout: limits.http_idle_timeout,
+        };
+        crate::http::serve(listener, app, shutdown, http).await
     }
 
     /// The browser console: `/` (token input, live messages, subscriptions, presence, an

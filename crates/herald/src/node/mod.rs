@@ -21,7 +21,7 @@ use std::collections::HashMap;
 
 use crate::auth::{AuthError, Authenticator, Principal};
 use crate::config::Config;
-use crate::connection::limits::IpSlots;
+use crate::connection::limits::ConnectionSlots;
 use crate::handler::Handler;
 
 use crate::engine::{
@@ -138,7 +138,8 @@ struct Inner {
     cluster: Option<cluster::Cluster>,
     shutdown: CancellationToken,
     started_at: Instant,
-    ip_slots: Arc<IpSlots>,
+    /// Open connections per IP, per user and in all, bounded by `[limits]`.
+    slots: ConnectionSlots,
     /// Every connection task, so shutdown can wait for their goodbyes.
     connections: TaskTracker,
     /// The writers of direct connections, one per worker thread.
@@ -186,7 +187,7 @@ impl Herald {
         crate::metrics::install();
         Self {
             inner: Arc::new(Inner {
-                ip_slots: IpSlots::new(config.limits.max_connections_per_ip),
+                slots: ConnectionSlots::new(&config.limits),
                 config,
                 authenticator,
                 handlers,
@@ -245,9 +246,9 @@ impl Herald {
         &self.inner.shutdown
     }
 
-    /// Open connections per client IP.
-    pub(crate) fn ip_slots(&self) -> &Arc<IpSlots> {
-        &self.inner.ip_slots
+    /// Open connections per client IP, per user and in all.
+    pub(crate) fn slots(&self) -> &ConnectionSlots {
+        &self.inner.slots
     }
 
     /// The writers of direct connections.
@@ -473,8 +474,10 @@ impl Herald {
     /// Unsubscribes a live connection from every topic its principal (or the membership store)
     /// no longer allows, telling it with `unsubscribed` `{topic, reason}`. Called when a member
     /// is removed and when a refreshed token lost a grant.
-    pub(crate) async fn revoke_lost_topics(&self, conn: &ConnHandle) {
+    /// Returns how many topics were revoked.
+    pub(crate) async fn revoke_lost_topics(&self, conn: &ConnHandle) -> usize {
         let who = conn.principal();
+        let mut revoked = 0;
         for topic in conn.topics() {
             match self.may_subscribe(&who, &topic).await {
                 Ok(true) => continue,
@@ -483,6 +486,7 @@ impl Herald {
                 Ok(false) => {}
             }
             if self.leave_topic(conn, &topic).await {
+                revoked += 1;
                 conn.push(reply_frame(
                     "unsubscribed",
                     serde_json::json!({ "topic": topic, "reason": "permission revoked" }),
@@ -490,14 +494,30 @@ impl Herald {
                 ));
             }
         }
+        revoked
+    }
+
+    /// [`Self::revoke_lost_topics`] for every connection of `user` on this node.
+    pub(crate) async fn revoke_lost_topics_of(&self, user: &str) -> usize {
+        let mut revoked = 0;
+        for conn in self.inner.hub.select(&Scope::User(user.to_string()), &[]) {
+            revoked += self.revoke_lost_topics(&conn).await;
+        }
+        revoked
     }
 
     /// Removes `user` from `project` in the membership store, then revokes the project's
-    /// topics from that user's live connections at once.
+    /// topics from that user's live connections at once: on every node of a cluster, before
+    /// this returns (at most the Redis timeout).
     pub async fn remove_member(&self, project: &str, user: &str) -> Result<bool, EngineError> {
         let removed = self.inner.membership.remove(project, user).await?;
-        for conn in self.inner.hub.select(&Scope::User(user.to_string()), &[]) {
-            self.revoke_lost_topics(&conn).await;
+        match self.recheck_everywhere(user).await {
+            Some(rechecked) => {
+                rechecked?;
+            }
+            None => {
+                self.revoke_lost_topics_of(user).await;
+            }
         }
         Ok(removed)
     }

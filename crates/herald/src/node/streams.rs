@@ -6,6 +6,8 @@
 //! exactly once (replayed or live), and a user-scope message is either delivered to a live
 //! connection or kept in the inbox, never neither.
 
+use std::sync::Arc;
+
 use super::{Herald, Published};
 use crate::engine::{EngineError, HistoryPage, InboxLimits, Retention, StreamPosition};
 use crate::hub::ConnHandle;
@@ -105,6 +107,25 @@ impl Herald {
         conn.push_uncounted(pending.iter().map(Publication::offline_frame));
         self.inner.hub.register(conn);
         pending.len()
+    }
+
+    /// Keeps in `user`'s inbox the user-scope publications a connection of theirs ended
+    /// without writing (it was closed as a slow consumer, or its socket failed): a user-scope
+    /// message is delivered or kept, never neither. The user may get one twice (same `id`) if
+    /// another of their connections got it live.
+    pub(crate) async fn keep_undelivered(&self, user: &str, publications: Vec<Arc<Publication>>) {
+        let _user = self.inner.stripes.of_user(user).lock().await;
+        for publication in publications {
+            let stored = self
+                .inner
+                .inbox
+                .store(user, &publication, self.inbox_limits())
+                .await;
+            if let Err(e) = stored {
+                crate::metrics::engine_error("inbox");
+                tracing::warn!(user, id = %publication.id, error = %e, "an undelivered user message could not be kept");
+            }
+        }
     }
 
     /// Removes acknowledged messages from a user's inbox.

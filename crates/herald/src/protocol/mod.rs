@@ -15,6 +15,10 @@ use serde_json::Value;
 /// reference count.
 pub type Frame = Message;
 
+/// The deepest nesting a client command may have, in JSON (serde_json's recursion limit) and
+/// in MessagePack alike.
+pub const MAX_DEPTH: usize = 128;
+
 /// How a connection's frames are encoded (PROTOCOL.md section 10).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Encoding {
@@ -50,11 +54,51 @@ impl Encoding {
     pub fn decode_binary(self, bytes: &[u8]) -> Option<String> {
         match self {
             Self::Json => None,
-            Self::MsgPack => rmp_serde::from_slice::<Value>(bytes)
-                .ok()
-                .map(|value| value.to_string()),
+            Self::MsgPack => {
+                let mut decoder = rmp_serde::Deserializer::from_read_ref(bytes);
+                // As deep as JSON commands may nest (serde_json's limit), not rmp's 1024.
+                decoder.set_max_depth(MAX_DEPTH);
+                serde::Deserialize::deserialize(&mut decoder)
+                    .ok()
+                    .map(|value: Value| value.to_string())
+            }
         }
     }
+}
+
+/// Every frame type the server itself sends (replies, notices, presence events, seed
+/// aliases). A client publication may not take one of these names, or any name starting with
+/// `herald.` or ending with `.result` (answers to custom messages): no client can make
+/// another client's code believe the server spoke.
+const SERVER_TYPES: &[&str] = &[
+    "auth_required",
+    "auth_success",
+    "connection.established",
+    "echo",
+    "error",
+    "history",
+    "pong",
+    "presence",
+    "published",
+    "refreshed",
+    "room_joined",
+    "room_left",
+    "status",
+    "subscribed",
+    "system.alert",
+    "unsubscribed",
+    "user_joined",
+    "user_left",
+];
+
+/// Whether `event` is a name only the server may send: a reply or notice name, or one starting
+/// with `herald.` or ending with `.result`; compared without regard to ASCII case, as a
+/// careless client might compare it.
+pub fn is_reserved_event(event: &str) -> bool {
+    let lower = event.to_ascii_lowercase();
+    lower.starts_with("herald.")
+        || lower.ends_with(".result")
+        || SERVER_TYPES.contains(&lower.as_str())
 }
 
 /// The error codes of PROTOCOL.md section 9.
@@ -80,6 +124,10 @@ pub enum ErrorCode {
     NotFound,
     /// `processing_error`: the server failed (an engine error).
     ProcessingError,
+    /// `limit_exceeded`: a per-connection limit, such as `max_subscriptions`, was reached.
+    LimitExceeded,
+    /// `too_many_connections`: the user holds `max_connections_per_user` already.
+    TooManyConnections,
 }
 
 impl ErrorCode {
@@ -96,6 +144,8 @@ impl ErrorCode {
             Self::MessageTooLarge => "message_too_large",
             Self::NotFound => "not_found",
             Self::ProcessingError => "processing_error",
+            Self::LimitExceeded => "limit_exceeded",
+            Self::TooManyConnections => "too_many_connections",
         }
     }
 }
@@ -214,4 +264,43 @@ pub fn reply_frame<D: Serialize>(kind: &str, data: D, reference: Option<&Value>)
     Envelope::new(kind, data, &timestamp)
         .reply_to(reference)
         .encode()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A MessagePack array nested `depth` deep around an empty map.
+    fn nested(depth: usize) -> Vec<u8> {
+        let mut bytes = vec![0x91; depth];
+        bytes.push(0x80);
+        bytes
+    }
+
+    #[test]
+    fn msgpack_nests_no_deeper_than_json() {
+        assert!(Encoding::MsgPack.decode_binary(&nested(100)).is_some());
+        assert_eq!(
+            Encoding::MsgPack.decode_binary(&nested(MAX_DEPTH + 10)),
+            None
+        );
+        assert_eq!(Encoding::MsgPack.decode_binary(&nested(1000)), None);
+    }
+
+    #[test]
+    fn server_names_are_reserved_in_any_case() {
+        for name in [
+            "error",
+            "Error",
+            "system.alert",
+            "herald.x",
+            "HERALD.x",
+            "q.result",
+        ] {
+            assert!(is_reserved_event(name), "{name}");
+        }
+        for name in ["message", "chat.message", "errors", "resulting"] {
+            assert!(!is_reserved_event(name), "{name}");
+        }
+    }
 }

@@ -3,7 +3,7 @@
 //! Channels: `herald:topic:<topic>` (a node subscribes while it has subscribers to the topic),
 //! `herald:scopes` (`all`, `role`, `project`: every node), `herald:to-node:<id>` (user-scope
 //! publications, only to the nodes holding the user, and replies), `herald:control`
-//! (disconnects). Every publication is one Redis message per interested node, and every node,
+//! (disconnects, and re-checks of a user's subscriptions after a membership removal). Every publication is one Redis message per interested node, and every node,
 //! the publishing one included, delivers what it receives in order from one Pub/Sub
 //! connection.
 //!
@@ -56,8 +56,22 @@ struct Shared {
     /// Per topic with history, the newest position this node delivered (or a subscriber
     /// started from): where a catch-up starts, and what a late duplicate is measured against.
     delivered: Mutex<HashMap<String, StreamPosition>>,
-    /// Disconnect requests waiting for the other nodes' counts.
+    /// Control requests waiting for the other nodes' counts.
     replies: Mutex<HashMap<String, mpsc::UnboundedSender<usize>>>,
+    /// Re-checks asked of this node, to the node's task that runs them (taken once).
+    rechecks: (
+        mpsc::UnboundedSender<Recheck>,
+        Mutex<Option<mpsc::UnboundedReceiver<Recheck>>>,
+    ),
+}
+
+/// A request to re-check a user's subscriptions on this node; `done` gets how many topics
+/// were revoked.
+pub struct Recheck {
+    /// The user whose access changed.
+    pub user: String,
+    /// Answered when the node has revoked what the user lost.
+    pub done: tokio::sync::oneshot::Sender<usize>,
 }
 
 #[derive(Default)]
@@ -95,6 +109,10 @@ impl RedisBroker {
             generation: tokio::sync::watch::channel(0).0,
             delivered: Mutex::new(HashMap::new()),
             replies: Mutex::new(HashMap::new()),
+            rechecks: {
+                let (tx, rx) = mpsc::unbounded_channel();
+                (tx, Mutex::new(Some(rx)))
+            },
         });
         let listener = tokio::spawn(listen(shared.clone()));
         Self { shared, listener }
@@ -108,12 +126,30 @@ impl RedisBroker {
     /// Closes the connections in `scope` on every node; returns how many were closed.
     /// Waits (at most the Redis timeout) for every node's count.
     pub async fn disconnect(&self, scope: &Scope) -> Result<usize, EngineError> {
+        self.ask_every_node("disconnect", scope).await
+    }
+
+    /// Has every node re-check what `user`'s connections may still receive (a membership was
+    /// removed); returns how many topics were revoked. Waits (at most the Redis timeout) for
+    /// every node's answer.
+    pub async fn recheck_user(&self, user: &str) -> Result<usize, EngineError> {
+        self.ask_every_node("recheck", &Scope::User(user.to_string()))
+            .await
+    }
+
+    /// The re-checks this node is asked for; the node takes them once and answers each.
+    pub fn take_rechecks(&self) -> Option<mpsc::UnboundedReceiver<Recheck>> {
+        lock(&self.shared.rechecks.1).take()
+    }
+
+    /// Sends a control request to every node and sums their answers.
+    async fn ask_every_node(&self, op: &str, scope: &Scope) -> Result<usize, EngineError> {
         let shared = &self.shared;
         let request = uuid::Uuid::now_v7().simple().to_string();
         let (tx, mut rx) = mpsc::unbounded_channel();
         lock(&shared.replies).insert(request.clone(), tx);
         let control = Control {
-            op: "disconnect".into(),
+            op: op.into(),
             scope: scope.name().into(),
             target: target_of(scope).map(str::to_string),
             from: shared.store.node_id().to_string(),
@@ -223,8 +259,33 @@ impl Shared {
         if self.already_delivered(&publication) {
             return;
         }
-        if let Err(e) = self.local.deliver_in_order(&publication).await {
-            tracing::warn!(error = %e, "redis: delivery failed");
+        match self.local.deliver_in_order(&publication).await {
+            Ok(0) => self.keep_undelivered(&publication).await,
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "redis: delivery failed"),
+        }
+    }
+
+    /// A user-scope publication sent to this node because the user was online here, whose
+    /// every live push failed (the connections were closing or slow): kept in the user's
+    /// inbox, so it is delivered or kept, never neither. If another node delivered it, the
+    /// user may get it twice (the second time `offline`, same `id`).
+    async fn keep_undelivered(&self, publication: &Publication) {
+        let Scope::User(user) = &publication.scope else {
+            return;
+        };
+        let limits = InboxLimits {
+            max_messages: self.config.inbox.max_messages,
+            ttl: self.config.inbox.ttl,
+        };
+        // What a slow connection of the user was given first goes first.
+        let mut undelivered = self.local.undelivered_of(user);
+        undelivered.push(Arc::new(publication.clone()));
+        for publication in undelivered {
+            if let Err(e) = self.store.store(user, &publication, limits).await {
+                crate::metrics::engine_error("inbox");
+                tracing::warn!(user, error = %e, "redis: an undelivered user message could not be kept");
+            }
         }
     }
 
@@ -262,22 +323,32 @@ impl Shared {
             tracing::warn!("redis: a malformed control message");
             return;
         };
-        let count = match Scope::parse(&control.scope, control.target.as_deref()) {
-            Ok(scope) if control.op == "disconnect" => {
-                self.local.disconnect(&scope).await.unwrap_or(0)
+        let scope = Scope::parse(&control.scope, control.target.as_deref());
+        let mut recheck = None;
+        let count = match (control.op.as_str(), scope) {
+            ("disconnect", Ok(scope)) => self.local.disconnect(&scope).await.unwrap_or(0),
+            ("recheck", Ok(Scope::User(user))) => {
+                let (done, answer) = tokio::sync::oneshot::channel();
+                if self.rechecks.0.send(Recheck { user, done }).is_ok() {
+                    recheck = Some(answer);
+                }
+                0
             }
             _ => 0,
         };
-        let reply = Reply {
-            request: control.request,
-            count,
-        };
-        let mut body = b"R".to_vec();
-        body.extend(serde_json::to_vec(&reply).unwrap_or_default());
         let channel = format!("{}{}", keys::node_channel_prefix(), control.from);
         let store = self.store.clone();
-        // Answered off the listener, which must keep delivering.
+        let request = control.request;
+        // Answered off the listener, which must keep delivering (a re-check is answered when
+        // the node has done it).
         tokio::spawn(async move {
+            let count = match recheck {
+                Some(answer) => answer.await.unwrap_or(0),
+                None => count,
+            };
+            let reply = Reply { request, count };
+            let mut body = b"R".to_vec();
+            body.extend(serde_json::to_vec(&reply).unwrap_or_default());
             if let Err(e) = store.publish(channel, body).await {
                 tracing::warn!(error = %e, "redis: could not answer a control request");
             }

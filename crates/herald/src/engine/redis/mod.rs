@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Value};
 
-pub use broker::RedisBroker;
+pub use broker::{Recheck, RedisBroker};
 
 use super::{
     EngineError, History, HistoryPage, Inbox, InboxLimits, Membership, Presence, PresenceEntry,
