@@ -27,7 +27,7 @@ pub async fn app(config: Config) -> Result<(Router, Herald), StartError> {
             }
             let from = msg.principal.user_id.to_string();
             msg.herald()
-                .publish(
+                .broadcast_to_topic(
                     &format!("room:{room}"),
                     "chat.message",
                     json!({ "from": from, "text": text }),

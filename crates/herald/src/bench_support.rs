@@ -26,7 +26,7 @@ impl FanOut {
             .map(|i| {
                 let who = Principal::new(&format!("u{i}"), "user", Vec::new());
                 let conn = ConnHandle::unconnected(hub.next_id(), who, flusher.clone());
-                hub.register(&conn);
+                hub.attach(&conn);
                 hub.subscribe(&conn, "bench");
                 conn
             })

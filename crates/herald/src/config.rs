@@ -204,6 +204,25 @@ impl Default for InboxConfig {
     }
 }
 
+/// How much an inbox keeps: the newest `max_messages`, none older than `ttl`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InboxLimits {
+    /// Messages kept per user.
+    pub max_messages: usize,
+    /// How long a message is kept.
+    pub ttl: std::time::Duration,
+}
+
+impl InboxConfig {
+    /// What each inbox keeps.
+    pub fn limits(&self) -> InboxLimits {
+        InboxLimits {
+            max_messages: self.max_messages,
+            ttl: self.ttl,
+        }
+    }
+}
+
 /// Who may subscribe to a namespace's topics.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum SubscribeRule {
@@ -295,7 +314,7 @@ impl Config {
             ));
         }
         if let Some(id) = &self.node_id {
-            if id.is_empty() || !id.bytes().all(crate::topic::is_topic_byte) {
+            if id.is_empty() || !id.bytes().all(crate::protocol::is_topic_byte) {
                 return Err(ConfigError(format!(
                     "node_id `{id}` must be non-empty and use letters, digits or :_-.@/"
                 )));
@@ -323,7 +342,7 @@ impl Config {
         }
         let mut seen = std::collections::HashSet::new();
         for ns in &self.namespaces {
-            if ns.name.is_empty() || !ns.name.bytes().all(crate::topic::is_topic_byte) {
+            if ns.name.is_empty() || !ns.name.bytes().all(crate::protocol::is_topic_byte) {
                 return Err(ConfigError(format!(
                     "namespace name `{}` must be non-empty and use letters, digits or _-.@/",
                     ns.name

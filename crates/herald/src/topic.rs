@@ -1,4 +1,4 @@
-//! Topic names and who may use them (PROTOCOL.md section 4).
+//! Topic names and who may use them (docs/PROTOCOL.md, section 4).
 //!
 //! The built-in rules of `user:`, `project:` and `role:` always hold; a namespace entry in the
 //! config may add features (client publish on `project:`, presence, history) but never widens
@@ -7,12 +7,15 @@
 use crate::auth::Principal;
 use crate::config::{Config, Namespace, SubscribeRule};
 
-/// The longest topic name, in bytes.
-pub const MAX_TOPIC_LEN: usize = 255;
+pub use crate::protocol::{is_topic_byte, MAX_TOPIC_LEN};
 
-/// Bytes a topic name may contain: letters, digits and `:_-.@/`.
-pub fn is_topic_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'-' | b'.' | b'@' | b'/')
+/// How much of a topic's stream is kept: the newest `size` messages, none older than `ttl`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Messages kept.
+    pub size: usize,
+    /// How long a message is kept.
+    pub ttl: std::time::Duration,
 }
 
 /// Checks a topic name's shape; the error says what is wrong.
@@ -54,11 +57,11 @@ pub enum SubscribeCheck {
 }
 
 /// How much of the topic's stream is kept, or `None` when its namespace keeps no history.
-pub fn retention(config: &Config, topic: &str) -> Option<crate::engine::Retention> {
+pub fn retention(config: &Config, topic: &str) -> Option<Retention> {
     config
         .namespace(namespace(topic))
         .filter(|ns| ns.history_size > 0)
-        .map(|ns| crate::engine::Retention {
+        .map(|ns| Retention {
             size: ns.history_size,
             ttl: ns.history_ttl,
         })

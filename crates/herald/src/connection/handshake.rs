@@ -5,12 +5,13 @@
 use axum::extract::ws::Message;
 use serde_json::Value;
 
-use super::limits::Holds;
 use super::Link;
 use crate::auth::Principal;
 use crate::hub::{CloseReason, ConnHandle};
+use crate::node::slots::Holds;
 use crate::node::Herald;
-use crate::protocol::{error_frame, reply_frame, Command, ErrorCode, Request};
+use crate::protocol::replies::{AuthRequired, Reply};
+use crate::protocol::{error_frame, Command, ErrorCode, Request};
 
 const AUTH_TIMEOUT: CloseReason = CloseReason {
     code: 1008,
@@ -56,7 +57,7 @@ pub(super) async fn await_auth(
     let encoding = conn.encoding;
     let deadline = tokio::time::Instant::now() + limits.auth_timeout;
     let mut budget = UNAUTHENTICATED_BYTES;
-    let required = reply_frame("auth_required", serde_json::json!({}), None);
+    let required = AuthRequired {}.frame(None);
     send(link, conn, required, limits.write_timeout)
         .await
         .ok()?;

@@ -14,11 +14,11 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use tokio::net::TcpStream;
 
 use super::socket::{ReadError, Socket, WriteError};
-use super::wire;
 use crate::auth::Principal;
 use crate::hub::{CloseReason, ConnHandle, ConnId, Written};
 use crate::node::Herald;
 use crate::protocol::Encoding;
+use crate::wire;
 
 /// How many queued frames a task-written connection writes before it flushes.
 const WRITE_BATCH: usize = 64;

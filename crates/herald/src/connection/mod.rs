@@ -10,10 +10,8 @@ pub mod limits;
 mod link;
 mod session;
 mod socket;
-pub(crate) mod wire;
 
 pub use link::Link;
-pub use session::{history_data, presence_users};
 pub use socket::Socket;
 
 use std::net::SocketAddr;
@@ -26,8 +24,10 @@ use tokio::time::{sleep_until, Instant};
 use crate::auth::Principal;
 use crate::hub::{Attention, CloseReason, ConnHandle};
 use crate::node::Herald;
-use crate::protocol::{Encoding, ReplyStyle};
-use session::{Next, Session};
+use crate::protocol::replies::Greeting;
+use crate::protocol::{Encoding, ReplyStyle, Since};
+use serde_json::Value;
+use session::Session;
 use socket::{ReadError, WriteError};
 
 /// What the HTTP upgrade learned before the socket opened.
@@ -39,7 +39,7 @@ pub struct Start {
     pub auto_topics: Vec<String>,
     pub remote_addr: Option<SocketAddr>,
     /// This connection's slots (per IP, per user, in the node), released when it ends.
-    pub holds: limits::Holds,
+    pub holds: crate::node::slots::Holds,
     /// The test-only echo endpoint: no auth, every data frame sent back as it came.
     pub echo: bool,
     /// `?encoding=`: JSON text frames or MessagePack binary frames.
@@ -60,7 +60,7 @@ impl std::fmt::Display for Peer {
 
 /// How a connection ended.
 #[derive(Debug, PartialEq, Eq)]
-enum Ending {
+pub(crate) enum Ending {
     /// Send this close frame (after flushing what is queued, unless the client is too slow).
     Close(CloseReason),
     /// The client left, went silent, or the socket failed: nothing more to send. The text
@@ -146,20 +146,20 @@ async fn open(
     node: &Herald,
     principal: Option<Principal>,
     auto_topics: Vec<String>,
-    holds: &mut limits::Holds,
+    holds: &mut crate::node::slots::Holds,
 ) -> Option<(Session, Arc<str>, Result<(), WriteError>)> {
-    let (principal, welcome, reference) = match principal {
-        Some(principal) => (principal, "connection.established", None),
+    let (principal, greeting, reference) = match principal {
+        Some(principal) => (principal, Greeting::Established, None),
         None => {
             let (principal, reference) = handshake::await_auth(link, conn, node, holds).await?;
-            (principal, "auth_success", reference)
+            (principal, Greeting::AuthSuccess, reference)
         }
     };
     conn.set_principal(principal);
     let mut session = Session::new(node.clone(), conn.clone());
     // First the welcome, then the offline inbox, queued before the connection is visible to
-    // publishers (registered by `attach`).
-    conn.push_uncounted([session.welcome(welcome, reference.as_ref())]);
+    // publishers (attached by `attach`).
+    conn.push_uncounted([session.welcome(greeting, reference.as_ref())]);
     let inbox = node.attach(conn).await;
     node.hub()
         .counters
@@ -189,7 +189,7 @@ async fn open(
 
 /// Leaves the hub, records how the connection ended, and says goodbye.
 async fn close(mut link: Link, conn: &ConnHandle, node: &Herald, ending: Ending, role: &str) {
-    node.forget(conn).await;
+    node.detach(conn).await;
     // A slow consumer's unwritten user messages go to the inbox before its goodbye (which may
     // take a while), so they come before what is published to the user from now on.
     let undelivered = conn.take_undelivered();
@@ -314,12 +314,12 @@ async fn run(link: &mut Link, session: &mut Session) -> Ending {
                 // Boxed: a command's future (engines, replies) is large and the connection
                 // spends its life waiting, so the task keeps only the waiting state.
                 match Box::pin(handle(message, link, session)).await {
-                    Step::Continue => {}
-                    Step::ExpiryChanged => {
+                    Next::ExpiryChanged => {
                         clock.expires = session.expiry_instant();
                         timer.as_mut().reset(clock.earliest());
                     }
-                    Step::End(ending) => return ending,
+                    Next::End(ending) => return ending,
+                    Next::Continue | Next::Recover { .. } => {}
                 }
             }
         }
@@ -342,16 +342,26 @@ impl Clock {
     }
 }
 
-/// What the loop does after a client message.
-enum Step {
+/// What the connection loop does after a client message.
+pub(crate) enum Next {
     Continue,
     /// A refresh changed when the token expires.
     ExpiryChanged,
+    /// A subscription that resumes from `since` on a topic with history: the loop first writes
+    /// what is queued, then calls [`Session::recover`] and writes its frames directly, so the
+    /// replay comes after every earlier frame and before every later live message.
+    Recover {
+        topic: String,
+        since: Since,
+        style: ReplyStyle,
+        reference: Option<Value>,
+    },
+    /// The connection ends.
     End(Ending),
 }
 
-/// Handles one message from the client.
-async fn handle(message: Message, link: &mut Link, session: &mut Session) -> Step {
+/// Handles one message from the client; never returns [`Next::Recover`] (it does it).
+async fn handle(message: Message, link: &mut Link, session: &mut Session) -> Next {
     let node = session.node().clone();
     let conn = session.conn().clone();
     let write_timeout = node.config().limits.write_timeout;
@@ -372,12 +382,10 @@ async fn handle(message: Message, link: &mut Link, session: &mut Session) -> Ste
         }
         Message::Close(_) => {
             link.answer_close(&conn, write_timeout).await;
-            return Step::End(Ending::Gone("client_closed"));
+            return Next::End(Ending::Gone("client_closed"));
         }
     };
-    let step = match next {
-        Next::Continue => Step::Continue,
-        Next::ExpiryChanged => Step::ExpiryChanged,
+    let next = match next {
         Next::Recover {
             topic,
             since,
@@ -389,7 +397,7 @@ async fn handle(message: Message, link: &mut Link, session: &mut Session) -> Ste
             conn.hold();
             if let Err(e) = link.drain(&conn, write_timeout).await {
                 conn.release();
-                return Step::End(write_failure(e));
+                return Next::End(write_failure(e));
             }
             let (frames, fresh) = session
                 .recover(&topic, &since, style, reference.as_ref())
@@ -401,18 +409,19 @@ async fn handle(message: Message, link: &mut Link, session: &mut Session) -> Ste
             conn.push_front(frames);
             conn.release();
             if let Err(e) = link.drain(&conn, write_timeout).await {
-                return Step::End(write_failure(e));
+                return Next::End(write_failure(e));
             }
             if fresh {
                 session.joined(&topic).await;
             }
-            Step::Continue
+            Next::Continue
         }
+        other => other,
     };
     if session.too_many_errors() {
-        return Step::End(Ending::Close(CloseReason::TOO_MANY_ERRORS));
+        return Next::End(Ending::Close(CloseReason::TOO_MANY_ERRORS));
     }
-    step
+    next
 }
 
 /// Maps a failed write to how the connection ends: a client that took nothing within the write

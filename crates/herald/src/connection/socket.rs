@@ -7,21 +7,10 @@ use axum::body::Bytes;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::{Sink, SinkExt};
 
+pub use crate::wire::ReadError;
+
 /// A deflate connection's socket, as yawc hands it over after the upgrade.
 pub type DeflateSocket = yawc::HttpWebSocket;
-
-/// Why reading from the client failed.
-#[derive(Debug, PartialEq, Eq)]
-pub enum ReadError {
-    /// A message beyond the size limit.
-    TooBig,
-    /// A text message that is not UTF-8.
-    InvalidUtf8,
-    /// Frames that break RFC 6455 (or RFC 7692).
-    Protocol,
-    /// The TCP connection ended or failed.
-    Gone,
-}
 
 /// Writing failed; the connection ends.
 #[derive(Debug, PartialEq, Eq)]

@@ -10,19 +10,19 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use super::{
-    Broker, EngineError, History, HistoryPage, Inbox, InboxLimits, LocalDelivery, Membership,
-    Presence, PresenceEntry, Retention, StreamPosition,
+    Broker, Delivery, EngineError, History, HistoryPage, Inbox, InboxLimits, Membership, Presence,
+    PresenceEntry, Retention, StreamPosition,
 };
 use crate::publication::Publication;
 
 /// A broker for one node: publishing is delivering locally.
 pub struct MemoryBroker {
-    local: LocalDelivery,
+    local: Arc<dyn Delivery>,
 }
 
 impl MemoryBroker {
     /// A broker that delivers through `local`.
-    pub fn new(local: LocalDelivery) -> Self {
+    pub fn new(local: Arc<dyn Delivery>) -> Self {
         Self { local }
     }
 }
@@ -83,7 +83,7 @@ impl Broker for MemoryBroker {
         Ok(None)
     }
 
-    async fn user_connected(
+    async fn attach_user(
         &self,
         inbox: &dyn Inbox,
         limits: InboxLimits,
@@ -92,7 +92,11 @@ impl Broker for MemoryBroker {
         inbox.pending(user, limits).await
     }
 
-    async fn user_disconnected(&self, _user: &str) {}
+    async fn detach_user(&self, _user: &str) {}
+
+    async fn disconnect(&self, scope: &crate::publication::Scope) -> Result<usize, EngineError> {
+        self.local.disconnect(scope).await
+    }
 
     async fn watch(&self, _topic: &str) -> Result<(), EngineError> {
         Ok(())
@@ -114,7 +118,7 @@ impl MemoryMembership {
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, BTreeSet<String>>) -> T) -> T {
-        let mut guard = self.projects.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = crate::sync::lock(&self.projects);
         f(&mut guard)
     }
 }
@@ -175,7 +179,7 @@ impl MemoryPresence {
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, BTreeMap<String, OnTopic>>) -> T) -> T {
-        let mut guard = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = crate::sync::lock(&self.topics);
         f(&mut guard)
     }
 }
@@ -265,7 +269,7 @@ impl MemoryHistory {
     }
 
     fn with<T>(&self, topic: &str, f: impl FnOnce(&mut Stream) -> T) -> T {
-        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        let mut streams = crate::sync::lock(&self.streams);
         let stream = streams.entry(topic.to_string()).or_insert_with(|| Stream {
             epoch: uuid::Uuid::now_v7().simple().to_string(),
             top: 0,
@@ -345,7 +349,7 @@ impl MemoryInbox {
         &self,
         f: impl FnOnce(&mut HashMap<String, VecDeque<(Publication, Instant)>>) -> T,
     ) -> T {
-        let mut users = self.users.lock().unwrap_or_else(|e| e.into_inner());
+        let mut users = crate::sync::lock(&self.users);
         f(&mut users)
     }
 }

@@ -12,6 +12,7 @@
 //! [`conformance`] is the one suite every implementation of `History` and `Inbox` passes.
 
 pub mod conformance;
+pub(crate) use crate::sync::lock;
 pub mod memory;
 pub mod redis;
 pub mod sqlite;
@@ -20,8 +21,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::hub::Hub;
+pub use crate::config::InboxLimits;
 use crate::publication::{Publication, Scope};
+pub use crate::topic::Retention;
 
 /// A failure of an engine (storage or network); reported as `processing_error` / 5xx.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -40,7 +42,7 @@ impl EngineError {
 ///
 /// The memory broker serves one node: it delivers at once, under the caller's stripe. The
 /// Redis broker publishes through Redis, and every node (this one included) delivers what it
-/// receives in order, taking the key's stripe itself ([`LocalDelivery::deliver_in_order`]).
+/// receives in order, taking the key's stripe itself ([`Delivery::deliver_in_order`]).
 #[async_trait]
 pub trait Broker: Send + Sync + 'static {
     /// Delivers a publication of scope `all`, `role`, `project`, or a topic without history;
@@ -68,7 +70,7 @@ pub trait Broker: Send + Sync + 'static {
 
     /// A connection of `user` is about to register on this node: marks the user online and
     /// returns their pending inbox, in one step against [`publish_to_user`](Self::publish_to_user).
-    async fn user_connected(
+    async fn attach_user(
         &self,
         inbox: &dyn Inbox,
         limits: InboxLimits,
@@ -76,7 +78,10 @@ pub trait Broker: Send + Sync + 'static {
     ) -> Result<Vec<Publication>, EngineError>;
 
     /// A connection of `user` on this node ended.
-    async fn user_disconnected(&self, user: &str);
+    async fn detach_user(&self, user: &str);
+
+    /// Closes the connections in `scope` (close 1000) on every node; returns how many.
+    async fn disconnect(&self, scope: &Scope) -> Result<usize, EngineError>;
 
     /// A connection on this node subscribes to `topic`: from the return on, the node receives
     /// the topic's publications. Counted: every `watch` is matched by one `unwatch`.
@@ -178,15 +183,6 @@ pub trait Presence: Send + Sync + 'static {
     async fn list(&self, topic: &str) -> Result<Vec<PresenceEntry>, EngineError>;
 }
 
-/// How much of a stream is kept: the newest `size` messages, none older than `ttl`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Retention {
-    /// Messages kept.
-    pub size: usize,
-    /// How long a message is kept.
-    pub ttl: std::time::Duration,
-}
-
 /// A position in a topic's stream: the newest offset (0 when empty) within an epoch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamPosition {
@@ -205,6 +201,49 @@ pub struct HistoryPage {
     pub first_kept: u64,
     /// Messages after the asked offset, oldest first, each with `offset` and `epoch` set.
     pub messages: Vec<Publication>,
+}
+
+impl PresenceEntry {
+    /// As the `presence` reply lists it.
+    pub fn reply(&self) -> crate::protocol::replies::PresenceUser<'_> {
+        crate::protocol::replies::PresenceUser {
+            user_id: &self.user_id,
+            connections: self.connections,
+            joined_at: humantime::format_rfc3339_millis(self.joined_at).to_string(),
+        }
+    }
+}
+
+/// The `presence` reply for `topic` from the presence engine's entries.
+pub fn presence_reply<'a>(
+    topic: &'a str,
+    entries: &'a [PresenceEntry],
+) -> crate::protocol::replies::Presence<'a> {
+    crate::protocol::replies::Presence {
+        topic,
+        users: entries.iter().map(PresenceEntry::reply).collect(),
+    }
+}
+
+impl HistoryPage {
+    /// The `history` reply for `topic` from this page.
+    pub fn reply<'a>(&'a self, topic: &'a str) -> crate::protocol::replies::History<'a> {
+        crate::protocol::replies::History {
+            topic,
+            epoch: &self.position.epoch,
+            offset: self.position.offset,
+            messages: self.messages.iter().map(Publication::to_json).collect(),
+        }
+    }
+
+    /// Whether this page (read after `offset`) holds everything a reader at `offset` of
+    /// `epoch` missed: the same epoch, the stream not behind the reader, and nothing after
+    /// `offset` trimmed away.
+    pub fn continues(&self, offset: u64, epoch: &str) -> bool {
+        epoch == self.position.epoch
+            && offset <= self.position.offset
+            && offset + 1 >= self.first_kept
+    }
 }
 
 /// Topic streams. An epoch names one unbroken past: it changes only when the stream's past is
@@ -231,15 +270,6 @@ pub trait History: Send + Sync + 'static {
     ) -> Result<HistoryPage, EngineError>;
 }
 
-/// How much an inbox keeps: the newest `max_messages`, none older than `ttl`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct InboxLimits {
-    /// Messages kept per user.
-    pub max_messages: usize,
-    /// How long a message is kept.
-    pub ttl: std::time::Duration,
-}
-
 /// Offline inboxes: per user, in publication order, until acknowledged.
 #[async_trait]
 pub trait Inbox: Send + Sync + 'static {
@@ -262,12 +292,6 @@ pub trait Inbox: Send + Sync + 'static {
     async fn ack(&self, user: &str, ids: &[String]) -> Result<usize, EngineError>;
 }
 
-/// A std mutex's guard, poisoned or not: every critical section in the engines is a few map
-/// or field operations that cannot panic half-way, so a poisoned lock is still consistent.
-pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// The user ids the membership store lists for a project scope (empty for other scopes): what
 /// the hub needs besides its own indexes to select a scope's connections.
 pub(crate) async fn members_in(
@@ -283,64 +307,44 @@ pub(crate) async fn members_in(
     }
 }
 
-/// Hands publications to this node's hub, resolving project members on the way. Every broker
-/// ends in one of these on each node.
-#[derive(Clone)]
-pub struct LocalDelivery {
-    /// This node's hub.
-    pub(crate) hub: Arc<Hub>,
-    /// Where project members come from.
-    pub membership: Arc<dyn Membership>,
-    /// The node's per-key locks.
-    pub stripes: Arc<Stripes>,
-}
-
-impl LocalDelivery {
+/// What a broker needs of the node it runs in: delivering to this node's connections. The
+/// node implements it (`node::LocalDelivery`), so the engines know nothing of the hub.
+#[async_trait]
+pub trait Delivery: Send + Sync + 'static {
     /// Fans a publication out to this node's connections; returns how many it reached. The
     /// caller holds the key's stripe when order matters.
-    pub async fn deliver(&self, publication: &Publication) -> Result<usize, EngineError> {
-        let members = members_in(self.membership.as_ref(), &publication.scope).await?;
-        let started = std::time::Instant::now();
-        let reached = self.hub.deliver(publication, &members);
-        crate::metrics::publication(publication.scope.name(), reached, started.elapsed());
-        Ok(reached)
-    }
+    async fn deliver(&self, publication: &Publication) -> Result<usize, EngineError>;
 
     /// Delivers a publication that arrived from another process, under its key's stripe: a
     /// stream message waits for a recovery in progress on its topic, a user message for a
     /// connection of that user that is reading its inbox.
-    pub async fn deliver_in_order(&self, publication: &Publication) -> Result<usize, EngineError> {
+    async fn deliver_in_order(&self, publication: &Publication) -> Result<usize, EngineError> {
         match &publication.scope {
             Scope::Topic(topic) if publication.offset.is_some() => {
-                let _stream = self.stripes.of(topic).lock().await;
+                let _stream = self.stripes().of(topic).lock().await;
                 self.deliver(publication).await
             }
             Scope::User(user) => {
-                let _user = self.stripes.of_user(user).lock().await;
+                let _user = self.stripes().of_user(user).lock().await;
                 self.deliver(publication).await
             }
             _ => self.deliver(publication).await,
         }
     }
 
-    /// The user-scope messages `user`'s connections here were given but will never write
-    /// (they were closed as slow consumers): the caller keeps them in the inbox.
-    pub fn undelivered_of(&self, user: &str) -> Vec<Arc<Publication>> {
-        self.hub.undelivered_of(user)
-    }
+    /// The node's per-key locks.
+    fn stripes(&self) -> &Stripes;
 
     /// Whether `user` has a connection on this node.
-    pub fn has_user(&self, user: &str) -> bool {
-        self.hub.has_user(user)
-    }
+    fn has_user(&self, user: &str) -> bool;
+
+    /// The user-scope messages `user`'s connections here were given but will never write
+    /// (they were closed as slow consumers): the caller keeps them in the inbox.
+    fn undelivered_of(&self, user: &str) -> Vec<Arc<Publication>>;
 
     /// Closes this node's connections in a scope (close 1000); returns how many.
-    pub async fn disconnect(&self, scope: &Scope) -> Result<usize, EngineError> {
-        let members = members_in(self.membership.as_ref(), scope).await?;
-        let conns = self.hub.select(scope, &members);
-        for conn in &conns {
-            conn.close(crate::hub::CloseReason::DISCONNECTED);
-        }
-        Ok(conns.len())
-    }
+    async fn disconnect(&self, scope: &Scope) -> Result<usize, EngineError>;
+
+    /// Closes this node's subscribers of `topic` with `reason` (the stream's past was lost).
+    fn close_subscribers(&self, topic: &str, reason: crate::protocol::CloseReason);
 }

@@ -102,7 +102,7 @@ async fn blocking<T: Send + 'static>(
     f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
 ) -> Result<T, EngineError> {
     tokio::task::spawn_blocking(move || {
-        let mut conn = db.lock().unwrap_or_else(|e| e.into_inner());
+        let mut conn = crate::sync::lock(&db);
         f(&mut conn).map_err(EngineError::new)
     })
     .await
@@ -322,7 +322,7 @@ impl SqliteInbox {
     /// Inboxes in the database `db` (opened with [`open`]).
     pub fn new(db: Arc<Mutex<Connection>>) -> Self {
         let holders = {
-            let conn = db.lock().unwrap_or_else(|e| e.into_inner());
+            let conn = crate::sync::lock(&db);
             let users = conn
                 .prepare("SELECT DISTINCT user_id FROM inbox")
                 .and_then(|mut stmt| {

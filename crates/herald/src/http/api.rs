@@ -2,12 +2,13 @@
 
 use axum::extract::{Path, State};
 use axum::Json;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 
 use super::admin::Admin;
-use super::body::{data_field, event_type, text_field, JsonObject};
+use super::body::{answer, data_field, event_type, text_field, JsonObject};
 use super::error::ApiError;
 use crate::node::Herald;
+use crate::protocol::answers::{BatchAnswer, PublishAnswer, UserMessageAnswer};
 use crate::publication::{Publication, Scope};
 
 /// The most messages one batch may carry.
@@ -29,9 +30,9 @@ pub async fn publish(
     JsonObject(map): JsonObject,
 ) -> Result<Json<Value>, ApiError> {
     let started = std::time::Instant::now();
-    let published = node.send(publication(&map)?).await?;
+    let published = node.publish(publication(&map)?).await?;
     crate::metrics::publish_api(started.elapsed());
-    Ok(Json(answer(&published)))
+    Ok(Json(publish_answer(&published)))
 }
 
 /// `POST /api/v1/publish/batch` `{messages: [...]}` → `{results: [...]}`, one result per
@@ -54,17 +55,17 @@ pub async fn publish_batch(
     for message in messages {
         let outcome = match message {
             Value::Object(item) => match publication(item) {
-                Ok(p) => node.send(p).await.map_err(ApiError::from),
+                Ok(p) => node.publish(p).await.map_err(ApiError::from),
                 Err(e) => Err(e),
             },
             _ => Err(ApiError::bad_request("each message must be a JSON object")),
         };
         results.push(match outcome {
-            Ok(published) => answer(&published),
+            Ok(published) => publish_answer(&published),
             Err(e) => e.body(),
         });
     }
-    Ok(Json(json!({ "results": results })))
+    Ok(answer(BatchAnswer { results }))
 }
 
 /// `POST /api/v1/users/{id}/message` `{type, data}` → `{id, recipients, queued}`.
@@ -76,12 +77,12 @@ pub async fn user_message(
     JsonObject(map): JsonObject,
 ) -> Result<Json<Value>, ApiError> {
     let p = Publication::new(Scope::User(user), event_type(&map)?, data_field(&map));
-    let published = node.send(p).await?;
-    Ok(Json(json!({
-        "id": published.id,
-        "recipients": published.recipients,
-        "queued": published.queued,
-    })))
+    let published = node.publish(p).await?;
+    Ok(answer(UserMessageAnswer {
+        id: &published.id,
+        recipients: published.recipients,
+        queued: published.queued,
+    }))
 }
 
 /// `POST /api/v1/projects/{id}/message` `{type, data}` → `{id, recipients}`.
@@ -92,19 +93,18 @@ pub async fn project_message(
     JsonObject(map): JsonObject,
 ) -> Result<Json<Value>, ApiError> {
     let p = Publication::new(Scope::Project(project), event_type(&map)?, data_field(&map));
-    let published = node.send(p).await?;
-    Ok(Json(answer(&published)))
+    let published = node.publish(p).await?;
+    Ok(Json(publish_answer(&published)))
 }
 
 /// `{id, recipients}`, with `offset` for topics with history and `queued: true` when the
 /// event went to an offline user's inbox.
-fn answer(published: &crate::Published) -> Value {
-    let mut answer = json!({ "id": published.id, "recipients": published.recipients });
-    if let Some(offset) = published.offset {
-        answer["offset"] = json!(offset);
+fn publish_answer(published: &crate::Published) -> Value {
+    PublishAnswer {
+        id: &published.id,
+        recipients: published.recipients,
+        offset: published.offset,
+        queued: published.queued,
     }
-    if published.queued {
-        answer["queued"] = json!(true);
-    }
-    answer
+    .to_value()
 }

@@ -71,3 +71,8 @@ pub fn data_field(map: &Map<String, Value>) -> Value {
         .cloned()
         .unwrap_or_else(|| Value::Object(Map::new()))
 }
+
+/// An answer body (a typed struct of `protocol::answers`) as JSON.
+pub fn answer(body: impl serde::Serialize) -> axum::Json<Value> {
+    axum::Json(serde_json::to_value(body).unwrap_or(Value::Null))
+}

@@ -3,9 +3,9 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
 
 use crate::engine::EngineError;
+use crate::protocol::answers::ErrorBody;
 use crate::protocol::ErrorCode;
 
 /// An API failure as the caller sees it.
@@ -51,7 +51,7 @@ impl From<EngineError> for ApiError {
 impl ApiError {
     /// `{"error": {"code", "message"}}`, the body of every API error.
     pub fn body(&self) -> serde_json::Value {
-        json!({ "error": { "code": self.code, "message": self.message } })
+        ErrorBody::new(self.code, &self.message).to_value()
     }
 
     pub fn not_found(message: impl Into<String>) -> Self {

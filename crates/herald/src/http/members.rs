@@ -2,11 +2,14 @@
 
 use axum::extract::{Path, State};
 use axum::Json;
-use serde_json::{json, Value};
+use serde_json::Value;
+
+use super::body::answer;
 
 use super::admin::Admin;
 use super::error::ApiError;
 use crate::node::Herald;
+use crate::protocol::answers::{MemberChange, Members};
 
 /// `GET /api/v1/projects/{id}/members` → `{project, members}`.
 pub async fn list(
@@ -15,7 +18,10 @@ pub async fn list(
     Path(project): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let members = node.membership().members(&project).await?;
-    Ok(Json(json!({ "project": project, "members": members })))
+    Ok(answer(Members {
+        project: &project,
+        members,
+    }))
 }
 
 /// `PUT /api/v1/projects/{id}/members/{user_id}` → `{project, user_id, added}`.
@@ -25,9 +31,12 @@ pub async fn add(
     Path((project, user)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let added = node.membership().add(&project, &user).await?;
-    Ok(Json(
-        json!({ "project": project, "user_id": user, "added": added }),
-    ))
+    Ok(answer(MemberChange {
+        project: &project,
+        user_id: &user,
+        added: Some(added),
+        removed: None,
+    }))
 }
 
 /// `DELETE /api/v1/projects/{id}/members/{user_id}` → `{project, user_id, removed}`.
@@ -37,7 +46,10 @@ pub async fn remove(
     Path((project, user)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let removed = node.remove_member(&project, &user).await?;
-    Ok(Json(
-        json!({ "project": project, "user_id": user, "removed": removed }),
-    ))
+    Ok(answer(MemberChange {
+        project: &project,
+        user_id: &user,
+        added: None,
+        removed: Some(removed),
+    }))
 }

@@ -18,14 +18,14 @@ mod serve;
 mod topics;
 mod ws;
 
-pub(crate) use serve::{serve, HttpLimits};
+use serve::HttpLimits;
 
+use crate::protocol::answers::Health;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post, put, MethodRouter};
 use axum::{Json, Router};
-use serde_json::json;
 
 use crate::node::Herald;
 
@@ -138,17 +138,29 @@ async fn openapi() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
 }
 
-async fn health() -> Json<serde_json::Value> {
-    Json(json!({ "status": "ok" }))
+async fn health() -> Json<Health> {
+    Json(Health {
+        status: "ok",
+        error: None,
+    })
 }
 
 /// 200 when every engine answers, 503 otherwise.
 async fn ready(State(node): State<Herald>) -> impl IntoResponse {
     match node.check_engines().await {
-        Ok(()) => (StatusCode::OK, Json(json!({ "status": "ready" }))),
+        Ok(()) => (
+            StatusCode::OK,
+            Json(Health {
+                status: "ready",
+                error: None,
+            }),
+        ),
         Err(e) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({ "status": "unavailable", "error": e.to_string() })),
+            Json(Health {
+                status: "unavailable",
+                error: Some(e.to_string()),
+            }),
         ),
     }
 }
@@ -158,6 +170,45 @@ async fn metrics() -> impl IntoResponse {
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         crate::metrics::render(),
     )
+}
+
+/// The HTTP face of a node, for an embedding app (kept here, beside what it serves, so that
+/// `node` never reaches up into `http`).
+impl Herald {
+    /// Every route Herald serves (`/ws`, `/api/v1/...`, health, metrics), to merge into the
+    /// app's own axum router. Serve it with [`serve`](Self::serve) for the fastest fan-out;
+    /// with `axum::serve`, use `into_make_service_with_connect_info::<SocketAddr>()` for per-IP
+    /// limits and remote addresses in logs.
+    pub fn router(&self) -> axum::Router {
+        router(self.clone())
+    }
+
+    /// Serves `app` (this node's [`router`](Self::router), merged with the app's own routes
+    /// if any) over HTTP/1.1 on `listener` until `shutdown` resolves; then stops accepting and
+    /// waits for requests in flight. WebSockets upgraded here are written by the node straight
+    /// from their queues (docs/BENCHMARKS.md); call [`shutdown`](Self::shutdown) after this
+    /// returns to close them with 1001.
+    pub async fn serve(
+        &self,
+        listener: tokio::net::TcpListener,
+        app: axum::Router,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> std::io::Result<()> {
+        let limits = &self.config().limits;
+        let http = HttpLimits {
+            ip_slots: self.slots().ip.clone(),
+            header_timeout: limits.http_header_timeout,
+            idle_timeout: limits.http_idle_timeout,
+        };
+        serve::serve(listener, app, shutdown, http).await
+    }
+
+    /// The browser console: `/` (token input, live messages, subscriptions, presence, an
+    /// admin view) and the JS client at `/herald.js`. `herald serve` serves it beside
+    /// [`router`](Self::router); an embedding app merges it only if it wants it at its `/`.
+    pub fn console_router(&self) -> axum::Router {
+        console_router(self.clone())
+    }
 }
 
 #[cfg(test)]

@@ -1,18 +1,20 @@
-//! What operators ask of a node: stats, connection listings and counts, disconnects, and seed
-//! 001's `/ws/stats` and `/ws/broadcast`.
+//! What operators ask of a node: stats, connection listings and counts, disconnects, and the
+//! user-management API's `/ws/stats` and `/ws/broadcast`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::Json;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use super::admin::Admin;
-use super::body::{text_field, JsonObject};
+use super::body::{answer, text_field, JsonObject};
 use super::error::ApiError;
 use crate::hub::ConnHandle;
 use crate::node::Herald;
+use crate::protocol::answers::{BroadcastAnswer, ConnectionInfo, Count, Disconnected, RoleCounts};
+use crate::protocol::replies::SystemAlert;
 use crate::publication::{Publication, Scope};
 
 /// `GET /api/v1/stats`.
@@ -42,14 +44,15 @@ async fn filtered(
 
 fn describe(conn: &ConnHandle) -> Value {
     let who = conn.principal();
-    json!({
-        "client_id": conn.client_id,
-        "user_id": &*who.user_id,
-        "role": &*who.role,
-        "remote_addr": conn.remote_addr.map(|a| a.to_string()),
-        "connected_at": humantime::format_rfc3339_millis(conn.connected_at).to_string(),
-        "topics": conn.topics(),
-    })
+    let info = ConnectionInfo {
+        client_id: &conn.client_id,
+        user_id: &who.user_id,
+        role: &who.role,
+        remote_addr: conn.remote_addr.map(|a| a.to_string()),
+        connected_at: humantime::format_rfc3339_millis(conn.connected_at).to_string(),
+        topics: conn.topics(),
+    };
+    serde_json::to_value(info).unwrap_or(Value::Null)
 }
 
 /// `GET /api/v1/connections` `?user=` `?project=` → a list, oldest first.
@@ -72,7 +75,7 @@ pub async fn count(
     Query(filters): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let count = filtered(&node, &filters).await?.len();
-    Ok(Json(json!({ "count": count })))
+    Ok(answer(Count { count }))
 }
 
 /// `POST /api/v1/users/{id}/disconnect` → `{disconnected}`.
@@ -82,7 +85,7 @@ pub async fn disconnect_user(
     Path(user): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let disconnected = node.disconnect_user(&user).await?;
-    Ok(Json(json!({ "disconnected": disconnected })))
+    Ok(answer(Disconnected { disconnected }))
 }
 
 /// `POST /api/v1/projects/{id}/disconnect` → `{disconnected}`.
@@ -92,20 +95,25 @@ pub async fn disconnect_project(
     Path(project): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let disconnected = node.disconnect_project(&project).await?;
-    Ok(Json(json!({ "disconnected": disconnected })))
+    Ok(answer(Disconnected { disconnected }))
 }
 
-/// Seed 001's short stats: `{total_clients, by_role, timestamp}`.
-fn seed_stats(node: &Herald) -> Value {
+/// The user-management API's short stats: `{total_clients, by_role}` of this node.
+fn role_counts(node: &Herald) -> RoleCounts {
     let snapshot = node.hub().snapshot();
-    json!({ "total_clients": snapshot.connections, "by_role": snapshot.by_role })
+    RoleCounts {
+        total_clients: snapshot.connections,
+        by_role: snapshot.by_role,
+        timestamp: None,
+    }
 }
 
-/// `GET /ws/stats`.
+/// `GET /ws/stats`: `{total_clients, by_role, timestamp}`.
 pub async fn ws_stats(_: Admin, State(node): State<Herald>) -> Json<Value> {
-    let mut stats = seed_stats(&node);
-    stats["timestamp"] = Value::String(crate::protocol::now_timestamp());
-    Json(stats)
+    answer(RoleCounts {
+        timestamp: Some(crate::protocol::now_timestamp()),
+        ..role_counts(&node)
+    })
 }
 
 /// `POST /ws/broadcast` `{message, priority, metadata}`: a `system.alert` to everyone.
@@ -119,17 +127,22 @@ pub async fn ws_broadcast(
         _ => return Err(ApiError::bad_request("missing `message`")),
     };
     let priority = text_field(&map, "priority")?.unwrap_or_else(|| "normal".into());
-    let mut data = json!({ "message": message, "priority": priority });
-    if let Some(metadata) = map.get("metadata").filter(|m| !m.is_null()) {
-        data["metadata"] = metadata.clone();
-    }
+    let alert = SystemAlert {
+        message: &message,
+        priority: &priority,
+        metadata: map.get("metadata").filter(|m| !m.is_null()),
+    };
     let published = node
-        .send(Publication::new(Scope::All, "system.alert", data))
+        .publish(Publication::new(
+            Scope::All,
+            SystemAlert::EVENT,
+            alert.data(),
+        ))
         .await?;
-    Ok(Json(json!({
-        "success": true,
-        "message": "Broadcast sent successfully",
-        "recipients": published.recipients,
-        "stats": seed_stats(&node),
-    })))
+    Ok(answer(BroadcastAnswer {
+        success: true,
+        message: "Broadcast sent successfully",
+        recipients: published.recipients,
+        stats: role_counts(&node),
+    }))
 }

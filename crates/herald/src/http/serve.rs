@@ -23,7 +23,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
 
-use crate::connection::limits::{IpSlot, IpSlots};
+use crate::node::slots::{IpSlot, IpSlots};
+use crate::protocol::answers::ErrorBody;
+use crate::protocol::ErrorCode;
 
 /// At most this many bytes of a socket's data wait unsent in the kernel (Linux
 /// `TCP_NOTSENT_LOWAT`); beyond it a write takes nothing and the frames stay in the
@@ -156,11 +158,10 @@ async fn serve_connection(
 /// reset the connection before the client reads the answer.
 async fn refuse(mut stream: TcpStream, remote: SocketAddr) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let body = serde_json::json!({"error": {
-        "code": "rate_limited",
-        "message": format!("too many connections from {}", remote.ip()),
-    }})
-    .to_string();
+    let message = format!("too many connections from {}", remote.ip());
+    let body = ErrorBody::new(ErrorCode::RateLimited, &message)
+        .to_value()
+        .to_string();
     crate::metrics::dropped("max_connections_per_ip");
     let answer = format!(
         "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -275,7 +276,7 @@ impl Activity {
 
     fn phase(&self) -> std::sync::MutexGuard<'_, Phase> {
         // Each update is a few field writes: a poisoned lock is still consistent.
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.0)
     }
 
     fn read_some(&self) {

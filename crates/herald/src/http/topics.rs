@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::admin::Admin;
 use super::error::ApiError;
+use crate::engine::presence_reply;
 use crate::node::Herald;
 use crate::protocol::command::{HISTORY_DEFAULT_LIMIT, HISTORY_MAX_LIMIT};
 use crate::protocol::Since;
@@ -30,10 +31,9 @@ pub async fn presence(
         )));
     }
     let users = node.presence(&topic).await?;
-    Ok(Json(serde_json::json!({
-        "topic": topic,
-        "users": crate::connection::presence_users(&users),
-    })))
+    Ok(Json(
+        serde_json::to_value(presence_reply(&topic, &users)).unwrap_or(Value::Null),
+    ))
 }
 
 /// `GET /api/v1/topics/{topic}/history?since=&limit=&epoch=`: messages after offset `since`
@@ -78,7 +78,9 @@ pub async fn history(
         }
     };
     match node.history(&topic, since.as_ref(), limit).await? {
-        Some(page) => Ok(Json(crate::connection::history_data(&topic, &page))),
+        Some(page) => Ok(Json(
+            serde_json::to_value(page.reply(&topic)).unwrap_or(Value::Null),
+        )),
         None => Err(ApiError::not_found(format!("`{topic}` keeps no history"))),
     }
 }

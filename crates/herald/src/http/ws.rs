@@ -17,8 +17,8 @@ use super::admin::bearer;
 use super::error::ApiError;
 use hyper_util::rt::TokioIo;
 
-use crate::connection::limits::{Holds, IpSlot};
 use crate::connection::{self, Link, Socket, Start};
+use crate::node::slots::{Holds, IpSlot};
 use crate::node::Herald;
 use crate::protocol::{Encoding, ErrorCode};
 

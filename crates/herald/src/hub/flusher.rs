@@ -24,7 +24,7 @@ pub struct Flusher {
 impl Flusher {
     /// Lists a connection to be written (once: its `scheduled` flag says it is listed).
     pub(crate) fn schedule(&self, conn: Arc<ConnHandle>) {
-        let mut due = self.due.lock().unwrap_or_else(|e| e.into_inner());
+        let mut due = crate::sync::lock(&self.due);
         let first = due.is_empty();
         due.push(conn);
         drop(due);
@@ -36,7 +36,7 @@ impl Flusher {
     /// Empties the list (the benchmarks: nothing runs this flusher).
     #[cfg(feature = "bench-internals")]
     pub(crate) fn take_due(&self) -> Vec<Arc<ConnHandle>> {
-        std::mem::take(&mut *self.due.lock().unwrap_or_else(|e| e.into_inner()))
+        std::mem::take(&mut *crate::sync::lock(&self.due))
     }
 
     /// Writes listed connections until the node ends (the task is aborted with the runtime).
@@ -45,10 +45,7 @@ impl Flusher {
         loop {
             self.notify.notified().await;
             loop {
-                std::mem::swap(
-                    &mut *self.due.lock().unwrap_or_else(|e| e.into_inner()),
-                    &mut batch,
-                );
+                std::mem::swap(&mut *crate::sync::lock(&self.due), &mut batch);
                 if batch.is_empty() {
                     break;
                 }

@@ -12,8 +12,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+pub use crate::protocol::CloseReason;
 pub(crate) use outbox::{Attention, Written};
-pub use outbox::{CloseReason, ConnHandle, ConnId};
+pub use outbox::{ConnHandle, ConnId};
 
 use crate::auth::Principal;
 use crate::protocol::{Encoding, Frame};
@@ -119,7 +120,7 @@ impl Hub {
     }
 
     /// Adds an authenticated connection to the indexes.
-    pub fn register(&self, conn: &Arc<ConnHandle>) {
+    pub fn attach(&self, conn: &Arc<ConnHandle>) {
         let who = conn.principal();
         let mut ix = self.write();
         ix.conns.insert(conn.id, conn.clone());
@@ -127,7 +128,7 @@ impl Hub {
     }
 
     /// Removes a connection and all its subscriptions; returns the topics it was on.
-    pub fn unregister(&self, conn: &ConnHandle) -> Vec<Arc<str>> {
+    pub fn detach(&self, conn: &ConnHandle) -> Vec<Arc<str>> {
         let who = conn.principal();
         let mut ix = self.write();
         ix.conns.remove(&conn.id);
@@ -361,7 +362,7 @@ mod tests {
         for _ in 0..3 {
             let who = Principal::new("alice", "user", vec!["p1".into()]);
             let conn = ConnHandle::new(hub.next_id(), who, None, Encoding::Json, 8);
-            hub.register(&conn);
+            hub.attach(&conn);
             receivers.push(conn);
         }
         let publication = Publication::new(Scope::Project("p1".into()), "e", json!({"k": 1}));
@@ -389,7 +390,7 @@ mod tests {
         for encoding in [Encoding::Json, Encoding::MsgPack, Encoding::MsgPack] {
             let who = Principal::new("u", "user", vec![]);
             let conn = ConnHandle::new(hub.next_id(), who, None, encoding, 8);
-            hub.register(&conn);
+            hub.attach(&conn);
             receivers.push((encoding, conn));
         }
         let publication = Publication::new(Scope::All, "e", json!({"k": [1, 2]}));
@@ -429,8 +430,8 @@ mod tests {
             Encoding::Json,
             8,
         );
-        hub.register(&slow);
-        hub.register(&fast);
+        hub.attach(&slow);
+        hub.attach(&fast);
         let publication = Publication::new(Scope::All, "e", json!({}));
         assert_eq!(hub.deliver(&publication, &[]), 2);
         assert_eq!(

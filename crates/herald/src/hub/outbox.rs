@@ -28,71 +28,15 @@ use tokio::sync::Notify;
 
 use super::flusher::Flusher;
 use crate::auth::Principal;
-use crate::connection::wire;
-use crate::protocol::{Encoding, Frame};
+use crate::protocol::{CloseReason, Encoding, Frame};
 use crate::publication::Publication;
+use crate::wire;
 
 /// Frames one `writev` carries at most (two slices each: header and payload).
 const WRITE_BATCH: usize = 32;
 
 /// The hub's key for a connection.
 pub type ConnId = u64;
-
-/// Close codes Herald sends, with the reasons PROTOCOL.md names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CloseReason {
-    pub code: u16,
-    pub reason: &'static str,
-}
-
-impl CloseReason {
-    pub const SLOW_CONSUMER: Self = Self {
-        code: 1013,
-        reason: "slow consumer",
-    };
-    pub const GOING_AWAY: Self = Self {
-        code: 1001,
-        reason: "going away",
-    };
-    pub const TOKEN_EXPIRED: Self = Self {
-        code: 1008,
-        reason: "token expired",
-    };
-    pub const DISCONNECTED: Self = Self {
-        code: 1000,
-        reason: "disconnected by the server",
-    };
-    pub const TOO_MANY_ERRORS: Self = Self {
-        code: 1008,
-        reason: "too many errors",
-    };
-    pub const MESSAGE_TOO_BIG: Self = Self {
-        code: 1009,
-        reason: "message too big",
-    };
-    pub const INVALID_UTF8: Self = Self {
-        code: 1007,
-        reason: "invalid UTF-8",
-    };
-    pub const PROTOCOL_ERROR: Self = Self {
-        code: 1002,
-        reason: "protocol error",
-    };
-    /// Cluster mode: the node lost Redis and its stream's past with it; the client should
-    /// reconnect and resubscribe with `since` (it learns `recovered: false` if it missed some).
-    pub const STREAM_LOST: Self = Self {
-        code: 1012,
-        reason: "service restart: resubscribe",
-    };
-}
-
-impl CloseReason {
-    /// Whether this close fails the connection (RFC 6455 7.1.7: the client's frames broke
-    /// the protocol or a limit), so the server closes TCP without waiting for an answer.
-    pub fn fails_the_connection(self) -> bool {
-        matches!(self.code, 1002 | 1007 | 1009)
-    }
-}
 
 /// The shared half of a connection: the hub holds it in its indexes, publishers push to it,
 /// the connection's task reads the socket and ends it.
@@ -283,7 +227,7 @@ impl ConnHandle {
     fn out(&self) -> MutexGuard<'_, Out> {
         // Every update of `Out` is a few field writes that do not panic: a poisoned lock still
         // holds a consistent queue.
-        self.out.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.out)
     }
 
     /// Queues a frame without waiting. Returns false when the frame was not queued: the
@@ -567,17 +511,11 @@ impl ConnHandle {
     }
 
     pub fn principal(&self) -> Principal {
-        match self.principal.lock() {
-            Ok(p) => p.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        crate::sync::lock(&self.principal).clone()
     }
 
     pub(crate) fn set_principal(&self, principal: Principal) {
-        match self.principal.lock() {
-            Ok(mut p) => *p = principal,
-            Err(poisoned) => *poisoned.into_inner() = principal,
-        }
+        *crate::sync::lock(&self.principal) = principal;
     }
 
     /// How many topics this connection is subscribed to.

@@ -6,14 +6,15 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 
 use super::cluster::Cluster;
+use super::delivery::LocalDelivery;
+use super::handler::{Handler, HandlerResult, Incoming};
 use super::{Engines, Herald, Parts, StartError};
 use crate::auth::{Authenticator, Verifier};
 use crate::config::Config;
 use crate::engine::memory::{MemoryBroker, MemoryPresence};
 use crate::engine::redis::{RedisBroker, RedisOptions, RedisStore};
 use crate::engine::sqlite::{self, SqliteHistory, SqliteInbox, SqliteMembership};
-use crate::engine::{Broker, LocalDelivery, Membership, Presence, Stripes};
-use crate::handler::{Handler, HandlerResult, Incoming};
+use crate::engine::{Broker, Delivery, Membership, Presence, Stripes};
 use crate::hub::Hub;
 
 /// Client commands Herald answers itself: a custom handler cannot take these names.
@@ -157,11 +158,11 @@ impl HeraldBuilder {
         }
         let hub = Arc::new(Hub::new());
         let stripes = Arc::new(Stripes::new());
-        let local = LocalDelivery {
+        let local: Arc<dyn Delivery> = Arc::new(LocalDelivery {
             hub: hub.clone(),
             membership: engines.membership.clone(),
             stripes: stripes.clone(),
-        };
+        });
         let (broker, presence, cluster): (Arc<dyn Broker>, Arc<dyn Presence>, _) = match redis {
             Some(store) => {
                 let broker = Arc::new(RedisBroker::start(

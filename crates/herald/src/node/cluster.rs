@@ -5,10 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use redis::AsyncCommands;
-
 use super::{Herald, NodeStats, Stats};
-use crate::engine::redis::{keys, RedisBroker, RedisStore};
+use crate::engine::redis::{RedisBroker, RedisStore};
 use crate::engine::EngineError;
 use crate::publication::Scope;
 
@@ -62,7 +60,7 @@ impl Herald {
     async fn announce_left(&self, left: Vec<(String, String)>) {
         for (topic, user) in left {
             if self.presence_features(&topic).1 {
-                self.announce(&topic, "user_left", &user).await;
+                self.announce(&topic, false, &user).await;
             }
         }
     }
@@ -72,61 +70,20 @@ impl Herald {
         let me = cluster.store.node_id();
         let figures = serde_json::to_string(&self.stats().of_node(me)).unwrap_or_default();
         let ttl = self.config().cluster.node_ttl.as_millis() as u64;
-        let mut conn = cluster.store.conn();
-        cluster
-            .store
-            .run(async move {
-                redis::pipe()
-                    .cmd("SET")
-                    .arg(keys::node(me))
-                    .arg(figures)
-                    .arg("PX")
-                    .arg(ttl)
-                    .ignore()
-                    .sadd(keys::nodes(), me)
-                    .ignore()
-                    .query_async::<()>(&mut conn)
-                    .await
-            })
-            .await
+        cluster.store.beat(figures, ttl).await
     }
 
     /// Finds nodes whose heartbeat expired and reaps each (one node does each, by a lock).
     async fn reap_dead(&self, cluster: &Cluster) -> Result<(), EngineError> {
         let store = &cluster.store;
-        let me = store.node_id();
-        let known = store.known_nodes().await?;
-        for node in known.iter().filter(|n| n.as_str() != me) {
-            let mut conn = store.conn();
-            let alive: bool = store
-                .run(async move { conn.exists(keys::node(node)).await })
-                .await?;
-            if alive {
+        let ttl = self.config().cluster.node_ttl.as_millis() as u64;
+        for node in store.dead_nodes().await? {
+            if !store.claim_reaping(&node, ttl).await? {
                 continue;
             }
-            let mut conn = store.conn();
-            let ttl = self.config().cluster.node_ttl.as_millis() as u64;
-            let won: Option<String> = store
-                .run(async move {
-                    redis::cmd("SET")
-                        .arg(keys::reaping(node))
-                        .arg(me)
-                        .arg("NX")
-                        .arg("PX")
-                        .arg(ttl)
-                        .query_async(&mut conn)
-                        .await
-                })
-                .await?;
-            if won.is_none() {
-                continue;
-            }
-            let left = store.reap(node).await?;
+            let left = store.reap(&node).await?;
             tracing::info!(node, users_left = left.len(), "reaped a dead node");
-            let mut conn = store.conn();
-            store
-                .run(async move { conn.srem::<_, _, ()>(keys::nodes(), node).await })
-                .await?;
+            store.forget_node(&node).await?;
             self.announce_left(left).await;
         }
         Ok(())
@@ -175,18 +132,13 @@ impl Herald {
         let known = store.known_nodes().await?;
         let others: Vec<String> = known.into_iter().filter(|n| n != me).collect();
         let mut nodes = vec![stats.of_node(me)];
-        if !others.is_empty() {
-            let ids: Vec<String> = others.iter().map(|n| keys::node(n)).collect();
-            let mut conn = store.conn();
-            let figures: Vec<Option<String>> =
-                store.run(async move { conn.mget(ids).await }).await?;
-            nodes.extend(
-                figures
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|f| serde_json::from_str::<NodeStats>(&f).ok()),
-            );
-        }
+        nodes.extend(
+            store
+                .node_figures(&others)
+                .await?
+                .iter()
+                .filter_map(|f| serde_json::from_str::<NodeStats>(f).ok()),
+        );
         for node in nodes[1..].iter().map(|n| &n.figures) {
             stats.total_clients += node.total_clients;
             for (role, n) in &node.by_role {

@@ -5,10 +5,14 @@
 
 mod builder;
 mod cluster;
+mod delivery;
 mod handle;
+mod handler;
+pub(crate) mod slots;
 mod streams;
 
 pub use builder::HeraldBuilder;
+pub use handler::{HandlerError, HandlerResult, Incoming};
 pub use streams::Recovery;
 
 use std::sync::Arc;
@@ -21,15 +25,15 @@ use std::collections::HashMap;
 
 use crate::auth::{AuthError, Authenticator, Principal};
 use crate::config::Config;
-use crate::connection::limits::ConnectionSlots;
-use crate::handler::Handler;
+use handler::Handler;
+use slots::ConnectionSlots;
 
 use crate::engine::{
     Broker, EngineError, History, Inbox, Membership, Presence, PresenceEntry, Stripes,
 };
 use crate::hub::flusher::Flushers;
 use crate::hub::{CloseReason, ConnHandle, Hub};
-use crate::protocol::reply_frame;
+use crate::protocol::replies::{PresenceChange, Reply, Unsubscribed};
 use crate::publication::{Publication, Scope};
 use crate::topic::{self, SubscribeCheck};
 
@@ -232,15 +236,6 @@ impl Herald {
         &self.inner.membership
     }
 
-    /// This node's delivery to its own connections.
-    pub(crate) fn local_delivery(&self) -> crate::engine::LocalDelivery {
-        crate::engine::LocalDelivery {
-            hub: self.inner.hub.clone(),
-            membership: self.inner.membership.clone(),
-            stripes: self.inner.stripes.clone(),
-        }
-    }
-
     /// Cancelled when the node shuts down; every connection loop watches it.
     pub fn shutdown_token(&self) -> &CancellationToken {
         &self.inner.shutdown
@@ -416,15 +411,15 @@ impl Herald {
     }
 
     /// Removes a connection that ended from the hub and from every topic it was on.
-    pub(crate) async fn forget(&self, conn: &ConnHandle) {
-        for topic in self.inner.hub.unregister(conn) {
+    pub(crate) async fn detach(&self, conn: &ConnHandle) {
+        for topic in self.inner.hub.detach(conn) {
             self.inner.broker.unwatch(&topic).await;
             self.left(conn, &topic).await;
         }
         // Every connection that gets here was attached (`Herald::attach`).
         self.inner
             .broker
-            .user_disconnected(&conn.principal().user_id)
+            .detach_user(&conn.principal().user_id)
             .await;
     }
 
@@ -441,15 +436,14 @@ impl Herald {
         }
         let who = conn.principal();
         let engine = &self.inner.presence;
-        let (changed, event) = if joining {
-            let first = engine.join(topic, &who.user_id, &conn.client_id).await;
-            (first, "user_joined")
+        let changed = if joining {
+            engine.join(topic, &who.user_id, &conn.client_id).await
         } else {
-            let last = engine.leave(topic, &who.user_id, &conn.client_id).await;
-            (last, "user_left")
+            engine.leave(topic, &who.user_id, &conn.client_id).await
         };
+        let event = PresenceChange::event(joining);
         match changed {
-            Ok(true) if join_leave => self.announce(topic, event, &who.user_id).await,
+            Ok(true) if join_leave => self.announce(topic, joining, &who.user_id).await,
             Ok(_) => {}
             Err(e) => {
                 crate::metrics::engine_error("presence");
@@ -458,11 +452,13 @@ impl Herald {
         }
     }
 
-    async fn announce(&self, topic: &str, event: &str, user: &str) {
+    /// `user_joined` (or `user_left`) `{user_id}` to the topic's subscribers.
+    async fn announce(&self, topic: &str, joined: bool, user: &str) {
+        let event = PresenceChange::event(joined);
         let publication = Publication::new(
             Scope::Topic(topic.to_string()),
             event,
-            serde_json::json!({ "user_id": user }),
+            PresenceChange { user_id: user }.data(),
         );
         // Presence events are live news, not part of the topic's stream: they take no offset
         // and no history slot, and a recovery does not replay stale joins.
@@ -487,11 +483,11 @@ impl Herald {
             }
             if self.leave_topic(conn, &topic).await {
                 revoked += 1;
-                conn.push(reply_frame(
-                    "unsubscribed",
-                    serde_json::json!({ "topic": topic, "reason": "permission revoked" }),
-                    None,
-                ));
+                let notice = Unsubscribed {
+                    topic: &topic,
+                    reason: Some("permission revoked"),
+                };
+                conn.push(notice.frame(None));
             }
         }
         revoked

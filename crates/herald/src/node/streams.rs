@@ -35,10 +35,7 @@ impl Herald {
     }
 
     pub(crate) fn inbox_limits(&self) -> InboxLimits {
-        InboxLimits {
-            max_messages: self.inner.config.inbox.max_messages,
-            ttl: self.inner.config.inbox.ttl,
-        }
+        self.inner.config.inbox.limits()
     }
 
     /// Sends a publication to its scope. A topic with history gets its offset first (written
@@ -48,7 +45,7 @@ impl Herald {
     ///
     /// In cluster mode delivery is asynchronous (every node gets the publication from Redis),
     /// so `recipients` counts this node's connections in the scope at the time of sending.
-    pub async fn send(&self, publication: Publication) -> Result<Published, EngineError> {
+    pub async fn publish(&self, publication: Publication) -> Result<Published, EngineError> {
         let id = publication.id.clone();
         let broker = &self.inner.broker;
         let local = if broker.is_remote() {
@@ -95,7 +92,7 @@ impl Herald {
         let pending = self
             .inner
             .broker
-            .user_connected(self.inner.inbox.as_ref(), self.inbox_limits(), &user)
+            .attach_user(self.inner.inbox.as_ref(), self.inbox_limits(), &user)
             .await
             .unwrap_or_else(|e| {
                 // Unread now, delivered on a later connection: nothing is lost.
@@ -105,7 +102,7 @@ impl Herald {
             });
         // Queued before the connection is visible: nothing live comes before them.
         conn.push_uncounted(pending.iter().map(Publication::offline_frame));
-        self.inner.hub.register(conn);
+        self.inner.hub.attach(conn);
         pending.len()
     }
 
@@ -166,7 +163,7 @@ impl Herald {
                 return Err(e);
             }
         };
-        let recovered = since.is_some_and(|s| recoverable(s, &page));
+        let recovered = since.is_some_and(|s| page.continues(s.offset, &s.epoch));
         // In cluster mode a publication the read already holds may still be on its way here:
         // this subscriber skips offsets up to the stream's newest at the read (the replay ends
         // there too).
@@ -215,12 +212,4 @@ fn published(id: String, recipients: usize, offset: Option<u64>, queued: bool) -
         offset,
         queued,
     }
-}
-
-/// Whether everything after `since` is still in the stream: the same epoch, not ahead of the
-/// stream, and nothing after it trimmed away.
-fn recoverable(since: &Since, page: &HistoryPage) -> bool {
-    since.epoch == page.position.epoch
-        && since.offset <= page.position.offset
-        && since.offset + 1 >= page.first_kept
 }

@@ -3,8 +3,12 @@
 //! Client frames become typed [`Request`]s ([`command`]); server messages are built as
 //! [`Envelope`]s and encoded once into a [`Frame`] whose bytes are shared by every recipient.
 
+pub mod answers;
+mod close;
 pub mod command;
+pub mod replies;
 
+pub use close::CloseReason;
 pub use command::{Command, Rejection, ReplyStyle, Request, Since};
 
 use axum::extract::ws::{Message, Utf8Bytes};
@@ -14,6 +18,14 @@ use serde_json::Value;
 /// An encoded server message, ready for any number of sockets: cloning it only bumps a
 /// reference count.
 pub type Frame = Message;
+
+/// The longest topic name, in bytes.
+pub const MAX_TOPIC_LEN: usize = 255;
+
+/// Bytes a topic name may contain: letters, digits and `:_-.@/`.
+pub fn is_topic_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b':' | b'_' | b'-' | b'.' | b'@' | b'/')
+}
 
 /// The deepest nesting a client command may have, in JSON (serde_json's recursion limit) and
 /// in MessagePack alike.

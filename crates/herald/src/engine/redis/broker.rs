@@ -26,10 +26,9 @@ use tokio::sync::mpsc;
 use super::{codec, keys, RedisStore};
 use crate::config::Config;
 use crate::engine::{
-    lock, Broker, EngineError, History, Inbox, InboxLimits, LocalDelivery, Retention,
-    StreamPosition,
+    lock, Broker, Delivery, EngineError, History, Inbox, InboxLimits, Retention, StreamPosition,
 };
-use crate::hub::CloseReason;
+use crate::protocol::CloseReason;
 use crate::publication::{Publication, Scope};
 
 /// The broker of a node in a Redis cluster.
@@ -46,7 +45,7 @@ impl Drop for RedisBroker {
 
 struct Shared {
     store: RedisStore,
-    local: LocalDelivery,
+    local: Arc<dyn Delivery>,
     config: Arc<Config>,
     /// The Pub/Sub sink (None while disconnected) and the topics this node wants, counted.
     subscriptions: tokio::sync::Mutex<Subscriptions>,
@@ -99,7 +98,7 @@ struct Reply {
 
 impl RedisBroker {
     /// Starts the broker: the Pub/Sub link connects (and reconnects) in the background.
-    pub fn start(store: RedisStore, local: LocalDelivery, config: Arc<Config>) -> Self {
+    pub fn start(store: RedisStore, local: Arc<dyn Delivery>, config: Arc<Config>) -> Self {
         let shared = Arc::new(Shared {
             store,
             local,
@@ -121,12 +120,6 @@ impl RedisBroker {
     /// Changes each time the Pub/Sub link (re)connects.
     pub fn generations(&self) -> tokio::sync::watch::Receiver<u64> {
         self.shared.generation.subscribe()
-    }
-
-    /// Closes the connections in `scope` on every node; returns how many were closed.
-    /// Waits (at most the Redis timeout) for every node's count.
-    pub async fn disconnect(&self, scope: &Scope) -> Result<usize, EngineError> {
-        self.ask_every_node("disconnect", scope).await
     }
 
     /// Has every node re-check what `user`'s connections may still receive (a membership was
@@ -274,10 +267,7 @@ impl Shared {
         let Scope::User(user) = &publication.scope else {
             return;
         };
-        let limits = InboxLimits {
-            max_messages: self.config.inbox.max_messages,
-            ttl: self.config.inbox.ttl,
-        };
+        let limits = self.config.inbox.limits();
         // What a slow connection of the user was given first goes first.
         let mut undelivered = self.local.undelivered_of(user);
         undelivered.push(Arc::new(publication.clone()));
@@ -374,7 +364,7 @@ impl Shared {
             let Some(retention) = self.retention(&topic) else {
                 continue;
             };
-            let _stream = self.local.stripes.of(&topic).lock().await;
+            let _stream = self.local.stripes().of(&topic).lock().await;
             let Some(from) = lock(&self.delivered).get(&topic).cloned() else {
                 continue;
             };
@@ -383,11 +373,7 @@ impl Shared {
                 .read(&topic, from.offset, retention.size.max(1), retention)
                 .await;
             match page {
-                Ok(page)
-                    if page.position.epoch == from.epoch
-                        && from.offset <= page.position.offset
-                        && from.offset + 1 >= page.first_kept =>
-                {
+                Ok(page) if page.continues(from.offset, &from.epoch) => {
                     for message in &page.messages {
                         if let Err(e) = self.local.deliver(message).await {
                             tracing::warn!(topic, error = %e, "catch-up delivery failed");
@@ -398,10 +384,8 @@ impl Shared {
                 _ => {
                     tracing::warn!(topic, "stream past lost: subscribers asked to resubscribe");
                     lock(&self.delivered).remove(&topic);
-                    let subscribers = self.local.hub.select(&Scope::Topic(topic), &[]);
-                    for conn in subscribers {
-                        conn.close(CloseReason::STREAM_LOST);
-                    }
+                    self.local
+                        .close_subscribers(&topic, CloseReason::STREAM_LOST);
                 }
             }
         }
@@ -461,7 +445,7 @@ impl Broker for RedisBroker {
         Ok(live.then_some(0))
     }
 
-    async fn user_connected(
+    async fn attach_user(
         &self,
         _inbox: &dyn Inbox,
         limits: InboxLimits,
@@ -470,7 +454,12 @@ impl Broker for RedisBroker {
         self.shared.store.attach(user, limits).await
     }
 
-    async fn user_disconnected(&self, user: &str) {
+    /// Waits (at most the Redis timeout) for every node's count.
+    async fn disconnect(&self, scope: &Scope) -> Result<usize, EngineError> {
+        self.ask_every_node("disconnect", scope).await
+    }
+
+    async fn detach_user(&self, user: &str) {
         if let Err(e) = self.shared.store.detach(user).await {
             tracing::warn!(user, error = %e, "redis: could not mark a user offline");
         }

@@ -8,6 +8,7 @@
 
 mod broker;
 pub mod codec;
+mod nodes;
 mod scripts;
 
 use std::future::Future;
@@ -202,13 +203,6 @@ impl RedisStore {
                 .await
         })
         .await
-    }
-
-    /// Every node id seen and not yet reaped.
-    pub(crate) async fn known_nodes(&self) -> Result<Vec<String>, EngineError> {
-        let mut conn = self.conn();
-        self.run(async move { conn.smembers(keys::nodes()).await })
-            .await
     }
 
     /// Whether Redis answers a PING.

@@ -1,5 +1,5 @@
 //! Custom message types: an app registers `on("chat", handler)` and Herald hands it every
-//! client message of that type, with who sent it (seed 003's `RegisterHandler`).
+//! client message of that type, with who sent it (Conduit's `RegisterHandler`).
 
 use std::future::Future;
 use std::pin::Pin;

@@ -16,7 +16,18 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 
-use super::socket::ReadError;
+/// Why reading from the client failed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ReadError {
+    /// A message beyond the size limit.
+    TooBig,
+    /// A text message that is not UTF-8.
+    InvalidUtf8,
+    /// Frames that break RFC 6455 (or RFC 7692).
+    Protocol,
+    /// The TCP connection ended or failed.
+    Gone,
+}
 
 /// The longest server frame header: opcode byte, length byte, 8 length bytes (server frames
 /// are not masked), and for a close frame its 2-byte code, carried here beside the header.

@@ -1,0 +1,240 @@
+//! The commands of an authenticated connection, dispatched from one `match` in
+//! [`Session::on_text`] (docs/PROTOCOL.md, sections 3 and 4), one file per family: `auth`
+//! (refresh, expiry), `subscribe` (subscribe, resume, unsubscribe), `streams` (publish,
+//! history, ack), `presence`. Every reply is queued on the connection, never written here.
+
+mod auth;
+mod presence;
+mod streams;
+mod subscribe;
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::extract::ws::Utf8Bytes;
+use serde_json::Value;
+
+use super::limits::{ErrorWindow, TokenBucket};
+use super::Next;
+use crate::hub::ConnHandle;
+use crate::node::Herald;
+use crate::protocol::replies::{Echo, Pong, Reply, Status};
+use crate::protocol::{error_frame, Command, Encoding, ErrorCode, Frame, Request};
+
+/// An authenticated connection's command state and limits.
+pub(super) struct Session {
+    node: Herald,
+    conn: Arc<ConnHandle>,
+    rate: TokenBucket,
+    errors: ErrorWindow,
+    too_many_errors: bool,
+    /// The test-only echo endpoint: data frames go back as they came.
+    echo: bool,
+}
+
+impl Session {
+    pub fn new(node: Herald, conn: Arc<ConnHandle>) -> Self {
+        let limits = &node.config().limits;
+        Self {
+            rate: TokenBucket::new(limits.rate_per_sec, limits.rate_burst),
+            errors: ErrorWindow::new(limits.max_errors, limits.error_window),
+            too_many_errors: false,
+            echo: false,
+            node,
+            conn,
+        }
+    }
+
+    /// A session of the test-only echo endpoint.
+    pub fn echo(node: Herald, conn: Arc<ConnHandle>) -> Self {
+        Self {
+            echo: true,
+            ..Self::new(node, conn)
+        }
+    }
+
+    /// Whether the errors this connection caused reached `max_errors` within `error_window`.
+    pub fn too_many_errors(&self) -> bool {
+        self.too_many_errors
+    }
+
+    pub fn node(&self) -> &Herald {
+        &self.node
+    }
+
+    pub fn conn(&self) -> &Arc<ConnHandle> {
+        &self.conn
+    }
+
+    /// Queues a frame for this connection (counted in `messages_sent`).
+    fn queue(&self, frame: Frame) {
+        if self.conn.push(frame) {
+            self.node
+                .hub()
+                .counters
+                .sent
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+
+    /// Queues a reply to the command whose `ref` is `reference`.
+    fn reply(&self, reply: &impl Reply, reference: Option<&Value>) {
+        self.queue(reply.frame(reference));
+    }
+
+    /// Queues an `error`; invalid, forbidden and rate-limited commands count toward the
+    /// connection's error threshold.
+    fn error(&mut self, code: ErrorCode, message: &str, reference: Option<&Value>) {
+        self.queue(error_frame(code, message, reference));
+        if matches!(
+            code,
+            ErrorCode::InvalidMessage
+                | ErrorCode::UnknownType
+                | ErrorCode::Forbidden
+                | ErrorCode::RateLimited
+        ) {
+            self.count_error();
+        }
+    }
+
+    /// One more error toward `max_errors`.
+    fn count_error(&mut self) {
+        if self.errors.record() {
+            self.too_many_errors = true;
+        }
+    }
+
+    /// A WebSocket ping from the client (its pong is already queued). Pings share the command
+    /// rate: one beyond it counts as an error, with no error frame, so a ping flood is closed
+    /// like a command flood (`too many errors`).
+    pub fn on_ping(&mut self) {
+        self.conn.touch_heartbeat();
+        if !self.rate.take() {
+            crate::metrics::dropped("rate_limited");
+            self.count_error();
+        }
+    }
+
+    /// A binary frame: a command in MessagePack on a `msgpack` connection, else refused.
+    pub async fn on_binary(&mut self, bytes: axum::body::Bytes) -> Next {
+        if self.echo {
+            self.queue(axum::extract::ws::Message::Binary(bytes));
+            return Next::Continue;
+        }
+        if let Some(text) = self.conn.encoding.decode_binary(&bytes) {
+            return self.on_text(Utf8Bytes::from(text)).await;
+        }
+        crate::metrics::client_message("binary");
+        crate::metrics::dropped("invalid");
+        let message = match self.conn.encoding {
+            Encoding::Json => "binary frames need the msgpack encoding",
+            Encoding::MsgPack => "a binary frame must hold one MessagePack value",
+        };
+        self.error(ErrorCode::InvalidMessage, message, None);
+        Next::Continue
+    }
+
+    /// Handles one text frame and says what the loop must do next.
+    pub async fn on_text(&mut self, text: Utf8Bytes) -> Next {
+        if self.echo {
+            self.queue(axum::extract::ws::Message::Text(text));
+            return Next::Continue;
+        }
+        let Request { command, reference } = match Request::parse(&text) {
+            Ok(request) => request,
+            Err(rejection) => {
+                crate::metrics::client_message("invalid");
+                crate::metrics::dropped("invalid");
+                self.error(
+                    rejection.code,
+                    &rejection.message,
+                    rejection.reference.as_ref(),
+                );
+                return Next::Continue;
+            }
+        };
+        crate::metrics::client_message(command.name());
+        let reference = reference.as_ref();
+        if !self.rate.take() {
+            crate::metrics::dropped("rate_limited");
+            self.error(
+                ErrorCode::RateLimited,
+                "too many commands: slow down",
+                reference,
+            );
+            return Next::Continue;
+        }
+        match command {
+            Command::Auth { token } => return self.refresh(&token, true, reference).await,
+            Command::Refresh { token } => return self.refresh(&token, false, reference).await,
+            Command::Subscribe {
+                topic,
+                since,
+                style,
+            } => return self.subscribe(&topic, since, style, reference).await,
+            Command::Unsubscribe { topic, style } => {
+                self.unsubscribe(&topic, style, reference).await
+            }
+            Command::Publish { topic, event, data } => {
+                self.publish(topic, event, data, reference).await
+            }
+            Command::Presence { topic } => self.presence(&topic, reference).await,
+            Command::History {
+                topic,
+                since,
+                limit,
+            } => self.history(&topic, since, limit, reference).await,
+            Command::Ack { ids } => self.ack(&ids, reference).await,
+            Command::Ping { data } => self.ping(data, reference),
+            Command::Echo { data } => self.reply(&Echo { original: data }, reference),
+            Command::Status => self.status(reference),
+            Command::Custom { kind, message } => self.custom(kind, message, reference).await,
+        }
+        Next::Continue
+    }
+
+    /// A custom message type: the app's handler for it, or `unknown_type`.
+    async fn custom(&mut self, kind: String, message: Value, reference: Option<&Value>) {
+        let Some(handler) = self.node.handler(&kind) else {
+            let text = format!("unknown message type `{kind}`");
+            self.error(ErrorCode::UnknownType, &text, reference);
+            return;
+        };
+        let incoming = crate::Incoming {
+            kind,
+            message,
+            principal: self.conn.principal(),
+            client_id: self.conn.client_id.clone(),
+            reference: reference.cloned(),
+            conn: self.conn.clone(),
+            herald: self.node.clone(),
+        };
+        if let Err(e) = handler.call(incoming).await {
+            self.error(e.code, &e.message, reference);
+        }
+    }
+
+    fn ping(&self, data: Option<Value>, reference: Option<&Value>) {
+        self.conn.touch_heartbeat();
+        let timestamp = crate::protocol::now_timestamp();
+        self.reply(&Pong { timestamp, data }, reference);
+    }
+
+    fn status(&self, reference: Option<&Value>) {
+        let who = self.conn.principal();
+        let connected_for = SystemTime::now()
+            .duration_since(self.conn.connected_at)
+            .unwrap_or_default();
+        let status = Status {
+            client_id: &self.conn.client_id,
+            user_id: &who.user_id,
+            role: &who.role,
+            connected_at: humantime::format_rfc3339_millis(self.conn.connected_at).to_string(),
+            connection_duration: connected_for.as_secs_f64(),
+            last_heartbeat: humantime::format_rfc3339_millis(self.conn.last_heartbeat())
+                .to_string(),
+            topics: self.conn.topics(),
+        };
+        self.reply(&status, reference);
+    }
+}

@@ -1,0 +1,60 @@
+//! [`LocalDelivery`]: the node's side of the engines' [`Delivery`]: what a broker hands to
+//! this node's connections, with project members resolved on the way.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::engine::{members_in, Delivery, EngineError, Membership, Stripes};
+use crate::hub::Hub;
+use crate::protocol::CloseReason;
+use crate::publication::{Publication, Scope};
+
+/// Delivers to this node's hub. Every broker ends in one of these on each node.
+#[derive(Clone)]
+pub struct LocalDelivery {
+    /// This node's hub.
+    pub(crate) hub: Arc<Hub>,
+    /// Where project members come from.
+    pub(crate) membership: Arc<dyn Membership>,
+    /// The node's per-key locks.
+    pub(crate) stripes: Arc<Stripes>,
+}
+
+#[async_trait]
+impl Delivery for LocalDelivery {
+    async fn deliver(&self, publication: &Publication) -> Result<usize, EngineError> {
+        let members = members_in(self.membership.as_ref(), &publication.scope).await?;
+        let started = std::time::Instant::now();
+        let reached = self.hub.deliver(publication, &members);
+        crate::metrics::publication(publication.scope.name(), reached, started.elapsed());
+        Ok(reached)
+    }
+
+    fn stripes(&self) -> &Stripes {
+        &self.stripes
+    }
+
+    fn has_user(&self, user: &str) -> bool {
+        self.hub.has_user(user)
+    }
+
+    fn undelivered_of(&self, user: &str) -> Vec<Arc<Publication>> {
+        self.hub.undelivered_of(user)
+    }
+
+    async fn disconnect(&self, scope: &Scope) -> Result<usize, EngineError> {
+        let members = members_in(self.membership.as_ref(), scope).await?;
+        let conns = self.hub.select(scope, &members);
+        for conn in &conns {
+            conn.close(CloseReason::DISCONNECTED);
+        }
+        Ok(conns.len())
+    }
+
+    fn close_subscribers(&self, topic: &str, reason: CloseReason) {
+        for conn in self.hub.select(&Scope::Topic(topic.to_string()), &[]) {
+            conn.close(reason);
+        }
+    }
+}
