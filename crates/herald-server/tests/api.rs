@@ -1,4 +1,4 @@
-//! The server HTTP API (PROTOCOL.md section 11) as a backend or an operator uses it: every
+//! The server HTTP API (docs/PROTOCOL.md, section 11) as a backend or an operator uses it: every
 //! endpoint, its auth, bad bodies, metrics and logs.
 
 mod common;

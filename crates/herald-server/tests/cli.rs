@@ -1,4 +1,4 @@
-//! The `herald` command line (PROTOCOL.md section 12): start-up errors, the development secret,
+//! The `herald` command line (docs/PROTOCOL.md, section 12): start-up errors, the development secret,
 //! `herald token`, and how flags, the environment and the file layer.
 
 mod common;

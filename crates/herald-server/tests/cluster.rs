@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use common::redis::RedisServer;
 use common::*;
-use herald::engine::conformance;
 use herald::engine::redis::{RedisOptions, RedisStore};
+use herald_testkit::conformance;
 use serde_json::{json, Value};
 
 const NAMESPACES: &str =
@@ -76,6 +76,37 @@ async fn the_redis_engines_pass_the_conformance_suite() {
     conformance::presence(&store).await;
     conformance::history(&store).await;
     conformance::inbox(&store).await;
+}
+
+#[tokio::test]
+async fn the_redis_broker_passes_the_broker_suite() {
+    use herald::engine::redis::RedisBroker;
+    use herald_testkit::broker::{self, Recorder};
+    let redis = RedisServer::start();
+    let store = RedisStore::open(&RedisOptions {
+        url: redis.url(),
+        node_id: "broker-suite".into(),
+        timeout: Duration::from_secs(2),
+    })
+    .expect("open");
+    let config = herald::Config::from_toml(NAMESPACES).expect("config");
+    let recorder = Recorder::new();
+    let started = RedisBroker::start(store.clone(), recorder.clone(), std::sync::Arc::new(config));
+    let generations = started.generations();
+    let link = |at_least: u64| {
+        let generations = generations.clone();
+        async move { (*generations.borrow() >= at_least).then_some(()) }
+    };
+    eventually("the Pub/Sub link", || link(1)).await;
+    broker::broker(&started, &recorder, &store, &store, "chat").await;
+    let cut = async {
+        let killed = redis
+            .command(&["CLIENT", "KILL", "TYPE", "pubsub"])
+            .expect("redis");
+        assert!(killed.starts_with(':'), "{killed}");
+    };
+    let up = eventually("the Pub/Sub link back", || link(2));
+    broker::catch_up(&started, &recorder, &store, "chat", cut, up).await;
 }
 
 #[tokio::test]

@@ -1,4 +1,4 @@
-//! History, recovery after a reconnect, and the offline inbox (PROTOCOL.md sections 6 and 7),
+//! History, recovery after a reconnect, and the offline inbox (docs/PROTOCOL.md, sections 6 and 7),
 //! on the embedded SQLite engine, including across a `kill -9`.
 
 mod common;

@@ -1,4 +1,4 @@
-//! Encodings (PROTOCOL.md section 10): MessagePack in binary frames beside JSON clients.
+//! Encodings (docs/PROTOCOL.md, section 10): MessagePack in binary frames beside JSON clients.
 
 mod common;
 
@@ -177,17 +177,7 @@ mod deflate {
             } else {
                 text.as_bytes().to_vec()
             };
-            let mut frame = vec![0x81 | if compress { 0x40 } else { 0 }];
-            match payload.len() {
-                n if n < 126 => frame.push(0x80 | n as u8),
-                n => {
-                    frame.push(0x80 | 126);
-                    frame.extend_from_slice(&(n as u16).to_be_bytes());
-                }
-            }
-            let mask = [0x12, 0x34, 0x56, 0x78];
-            frame.extend_from_slice(&mask);
-            frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+            let frame = crate::common::client_frame(0x1, &payload, compress);
             self.stream.write_all(&frame).await.expect("send");
         }
     }

@@ -1,4 +1,4 @@
-//! Scoped fan-out (PROTOCOL.md section 5) and `POST /api/v1/publish` (section 11, first row),
+//! Scoped fan-out (docs/PROTOCOL.md, section 5) and `POST /api/v1/publish` (section 11, first row),
 //! with its API key and admin-JWT checks, and the membership store behind the project scope.
 
 mod common;

@@ -47,7 +47,7 @@ async fn upgraded(server: &Server, query: &str) -> TcpStream {
 /// Streams empty masked pings for `how_long` without reading anything; returns how many bytes
 /// went out before the time was up or the server stopped taking them.
 async fn ping_flood(tcp: &mut TcpStream, how_long: Duration) -> usize {
-    let ping = [0x89u8, 0x80, 1, 2, 3, 4];
+    let ping = client_frame(0x9, &[], false);
     let burst: Vec<u8> = ping
         .iter()
         .copied()
@@ -208,7 +208,7 @@ async fn clients_cannot_publish_frames_that_look_like_the_servers() {
         // The error threshold would close the spoofer: reconnect it between attempts.
         spoofer = server.user("spoofer").await;
     }
-    // The seed alias is refused the same way.
+    // Conduit's `broadcast` alias is refused the same way.
     let reply = spoofer
         .request(json!({"type": "broadcast", "data": {"room": "chat:room", "type": "error", "payload": {}}}))
         .await;
@@ -332,11 +332,8 @@ async fn connections_per_node_are_capped_with_503() {
     assert_eq!(status, 200);
     drop(first);
     drop(pending);
-    eventually("a slot to free up", || async {
-        let url = server.ws_url(&format!("token={}", token("three", "user", &[])));
-        tokio_tungstenite::connect_async(url).await.ok().map(|_| ())
-    })
-    .await;
+    let url = server.ws_url(&format!("token={}", token("three", "user", &[])));
+    connects_eventually("a slot to free up", &url).await;
 }
 
 #[tokio::test]
@@ -362,13 +359,7 @@ async fn connections_per_user_are_capped_before_and_after_the_upgrade() {
     // Other users are not affected, and a slot freed is a slot again.
     server.user("modest").await;
     drop(two);
-    eventually("the user's slot to free up", || async {
-        tokio_tungstenite::connect_async(url.clone())
-            .await
-            .ok()
-            .map(|_| ())
-    })
-    .await;
+    connects_eventually("the user's slot to free up", &url).await;
 }
 
 #[tokio::test]

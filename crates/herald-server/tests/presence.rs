@@ -1,4 +1,4 @@
-//! Presence, join/leave events and live permission changes (PROTOCOL.md sections 3 and 4).
+//! Presence, join/leave events and live permission changes (docs/PROTOCOL.md, sections 3 and 4).
 
 mod common;
 

@@ -1,5 +1,5 @@
 //! The WebSocket protocol as a client sees it: connecting and authenticating (PROTOCOL.md
-//! section 2), commands (3), topic rules (4) and the seeds' aliases (9).
+//! section 2), commands (3), topic rules (4) and the replaced products' aliases (9).
 
 mod common;
 
@@ -637,10 +637,7 @@ async fn a_frame_sent_with_the_upgrade_request_is_answered() {
     )
     .into_bytes();
     let command = br#"{"type":"ping","ref":"early"}"#;
-    let mask = [0x11, 0x22, 0x33, 0x44];
-    bytes.extend_from_slice(&[0x81, 0x80 | command.len() as u8]);
-    bytes.extend_from_slice(&mask);
-    bytes.extend(command.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    bytes.extend(client_frame(0x1, command, false));
     tcp.write_all(&bytes).await.expect("write");
 
     let mut seen = Vec::new();

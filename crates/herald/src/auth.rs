@@ -1,4 +1,4 @@
-//! Token to [`Principal`]: JWT verification (PROTOCOL.md section 2).
+//! Token to [`Principal`]: JWT verification (docs/PROTOCOL.md, section 2).
 //!
 //! Knows nothing of sockets or topics. The accepted algorithms follow the key: a shared
 //! secret accepts only HS256/384/512, a public key only RS256 (RSA) or ES256 (EC), so a token

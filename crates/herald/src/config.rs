@@ -31,7 +31,7 @@ pub struct Config {
     pub node_id: Option<String>,
     /// How client tokens are verified (`[jwt]`).
     pub jwt: JwtConfig,
-    /// The limits of PROTOCOL.md section 8 (`[limits]`).
+    /// The limits of docs/PROTOCOL.md, section 8 (`[limits]`).
     pub limits: Limits,
     /// The offline inbox (`[inbox]`).
     pub inbox: InboxConfig,
@@ -107,7 +107,7 @@ pub struct JwtConfig {
     pub leeway: Duration,
 }
 
-/// The limits of PROTOCOL.md section 8.
+/// The limits of docs/PROTOCOL.md, section 8.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
@@ -184,7 +184,7 @@ impl Default for Limits {
     }
 }
 
-/// The offline inbox of PROTOCOL.md section 7.
+/// The offline inbox of docs/PROTOCOL.md, section 7.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct InboxConfig {

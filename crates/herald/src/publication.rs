@@ -4,7 +4,7 @@ use serde_json::Value;
 
 use crate::protocol::{now_timestamp, Envelope, Frame, Sender};
 
-/// Who receives a publication (PROTOCOL.md section 5).
+/// Who receives a publication (docs/PROTOCOL.md, section 5).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Scope {
     /// Every authenticated connection.

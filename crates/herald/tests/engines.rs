@@ -3,11 +3,11 @@
 
 use std::sync::{Arc, Mutex};
 
-use herald::engine::conformance;
 use herald::engine::memory::{MemoryHistory, MemoryInbox};
 use herald::engine::sqlite::{self, SqliteHistory, SqliteInbox};
 use herald::engine::{History, Retention};
 use herald::publication::{Publication, Scope};
+use herald_testkit::conformance;
 
 #[tokio::test]
 async fn memory_membership_and_presence_conform() {
@@ -74,4 +74,13 @@ async fn a_sqlite_stream_keeps_its_epoch_and_offsets_across_a_reopen() {
         other.epoch, first.epoch,
         "a memory stream starts a new epoch"
     );
+}
+
+#[tokio::test]
+async fn the_memory_broker_conforms() {
+    let recorder = herald_testkit::broker::Recorder::new();
+    let broker = herald::engine::memory::MemoryBroker::new(recorder.clone());
+    let history = MemoryHistory::new();
+    let inbox = MemoryInbox::new();
+    herald_testkit::broker::broker(&broker, &recorder, &history, &inbox, "chat").await;
 }

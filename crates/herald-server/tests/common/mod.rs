@@ -307,6 +307,15 @@ pub fn fixture(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// Waits (at most 10 s) until a WebSocket to `url` is accepted: a connection slot came back
+/// once the server saw an earlier connection go.
+pub async fn connects_eventually(what: &str, url: &str) {
+    eventually(what, || async {
+        tokio_tungstenite::connect_async(url).await.ok().map(|_| ())
+    })
+    .await;
+}
+
 /// How a connection attempt ended before the upgrade.
 pub async fn refused_status(url: &str, headers: &[(&str, &str)]) -> (u16, Value) {
     let mut request = url.into_client_request().expect("request");
@@ -329,6 +338,27 @@ pub async fn refused_status(url: &str, headers: &[(&str, &str)]) -> (u16, Value)
         }
         Err(e) => panic!("unexpected error {e}"),
     }
+}
+
+/// A client frame as RFC 6455 wants it from a client: FIN, `opcode` (`0x1` text, `0x9` ping,
+/// ...), RSV1 when `compressed` (permessage-deflate), and a masked payload.
+pub fn client_frame(opcode: u8, payload: &[u8], compressed: bool) -> Vec<u8> {
+    let mut frame = vec![0x80 | opcode | if compressed { 0x40 } else { 0 }];
+    match payload.len() {
+        n if n < 126 => frame.push(0x80 | n as u8),
+        n if n <= usize::from(u16::MAX) => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    let mask = [0x12, 0x34, 0x56, 0x78];
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
 }
 
 /// A real WebSocket client speaking JSON text frames.

@@ -9,9 +9,8 @@
 //! - [`History`] keeps a topic's stream: offsets 1, 2, 3... within an epoch.
 //! - [`Inbox`] keeps user-scoped events for a user with no live connection.
 //!
-//! [`conformance`] is the one suite every implementation of `History` and `Inbox` passes.
+//! Every implementation passes one conformance suite per trait (the `herald-testkit` crate).
 
-pub mod conformance;
 pub(crate) use crate::sync::lock;
 pub mod memory;
 pub mod redis;

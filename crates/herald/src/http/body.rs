@@ -74,5 +74,5 @@ pub fn data_field(map: &Map<String, Value>) -> Value {
 
 /// An answer body (a typed struct of `protocol::answers`) as JSON.
 pub fn answer(body: impl serde::Serialize) -> axum::Json<Value> {
-    axum::Json(serde_json::to_value(body).unwrap_or(Value::Null))
+    axum::Json(crate::protocol::answers::to_value(body))
 }

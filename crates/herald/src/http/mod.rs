@@ -1,4 +1,4 @@
-//! The HTTP face of a node: the `/ws` upgrade, the server API under `/api/v1`, seed 001's
+//! The HTTP face of a node: the `/ws` upgrade, the server API under `/api/v1`, the user-management API's
 //! `/ws/stats` and `/ws/broadcast`, health, readiness and metrics. The app is a function
 //! ([`router`]) that the server binary and tests call alike. The browser console at `/` is a
 //! second router ([`console_router`], outside the route table: pages, not API) that the

@@ -26,8 +26,13 @@ impl<'a> ErrorBody<'a> {
 
     /// As a JSON value (a batch's result).
     pub fn to_value(&self) -> Value {
-        serde_json::to_value(self).unwrap_or(Value::Null)
+        to_value(self)
     }
+}
+
+/// A body as a JSON value; serializing these structs of strings and numbers cannot fail.
+pub fn to_value(body: impl Serialize) -> Value {
+    serde_json::to_value(body).unwrap_or(Value::Null)
 }
 
 /// `POST /api/v1/publish` (and each batch item, `projects/{id}/message`): `{id, recipients,
@@ -49,7 +54,7 @@ pub struct PublishAnswer<'a> {
 impl PublishAnswer<'_> {
     /// As a JSON value (a batch's result).
     pub fn to_value(&self) -> Value {
-        serde_json::to_value(self).unwrap_or(Value::Null)
+        to_value(self)
     }
 }
 

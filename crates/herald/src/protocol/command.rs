@@ -1,17 +1,17 @@
-//! Client commands: one JSON text frame in, one typed [`Request`] out (PROTOCOL.md sections 3
-//! and 9). Aliases from the seeds are folded into the canonical commands here, remembering only
+//! Client commands: one JSON text frame in, one typed [`Request`] out (docs/PROTOCOL.md, sections 3
+//! and 9). Aliases from the products Herald replaces are folded into the canonical commands here, remembering only
 //! how the client wants the reply spelled.
 
 use serde_json::{Map, Value};
 
 use super::ErrorCode;
 
-/// How a (un)subscription's reply is spelled: canonical or seed 003's room alias.
+/// How a (un)subscription's reply is spelled: canonical or Conduit's room alias.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplyStyle {
     /// `subscribed` / `unsubscribed`.
     Canonical,
-    /// `room_joined` / `room_left` (seed 003).
+    /// `room_joined` / `room_left` (Conduit).
     Room,
 }
 
@@ -81,7 +81,7 @@ pub enum Command {
         /// The message ids.
         ids: Vec<String>,
     },
-    /// `ping` (and seed 004's `ping` with `timestamp`).
+    /// `ping` (and Cartographer's `ping` with `timestamp`).
     Ping {
         /// Echoed in the `pong`, when given.
         data: Option<Value>,
@@ -279,7 +279,7 @@ impl Fields<'_> {
         }
     }
 
-    /// The nested `data` object of the seed aliases.
+    /// The nested `data` object of the products' aliases.
     fn data(&self) -> Result<Fields<'_>, Rejection> {
         match self.map.get("data") {
             Some(Value::Object(map)) => Ok(Fields {
@@ -291,7 +291,7 @@ impl Fields<'_> {
         }
     }
 
-    /// Seed 003's `subscription` with `action` and `project_id`.
+    /// Auto-Devs' `subscription` with `action` and `project_id`.
     fn subscription(&self) -> Result<Command, Rejection> {
         let topic = format!("project:{}", self.id("project_id")?);
         match self.string("action")?.as_str() {

@@ -31,7 +31,7 @@ pub fn is_topic_byte(b: u8) -> bool {
 /// in MessagePack alike.
 pub const MAX_DEPTH: usize = 128;
 
-/// How a connection's frames are encoded (PROTOCOL.md section 10).
+/// How a connection's frames are encoded (docs/PROTOCOL.md, section 10).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Encoding {
     /// JSON in text frames (the default).
@@ -78,7 +78,7 @@ impl Encoding {
     }
 }
 
-/// Every frame type the server itself sends (replies, notices, presence events, seed
+/// Every frame type the server itself sends (replies, notices, presence events, product
 /// aliases). A client publication may not take one of these names, or any name starting with
 /// `herald.` or ending with `.result` (answers to custom messages): no client can make
 /// another client's code believe the server spoke.
@@ -113,7 +113,7 @@ pub fn is_reserved_event(event: &str) -> bool {
         || SERVER_TYPES.contains(&lower.as_str())
 }
 
-/// The error codes of PROTOCOL.md section 9.
+/// The error codes of docs/PROTOCOL.md, section 9.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
     /// `invalid_message`: not JSON, no `type`, or a field of the wrong kind.

@@ -1,7 +1,6 @@
 //! The conformance suite of the engines (`Membership`, `Presence`, `History`, `Inbox`):
 //! written once against the traits, run against every implementation (memory, SQLite, and
-//! Redis on a private `redis-server`). The `Broker` is checked end to end by the cluster
-//! tests, with real nodes.
+//! Redis on a private `redis-server`). The `Broker` has its own suite ([`crate::broker`]).
 //! Each check panics with what went wrong; keys are fresh per run, so a persistent engine can
 //! run it repeatedly.
 
@@ -9,22 +8,22 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::{History, Inbox, InboxLimits, Membership, Presence, Retention};
-use crate::protocol::Sender;
-use crate::publication::{Publication, Scope};
+use herald::engine::{History, Inbox, InboxLimits, Membership, Presence, Retention};
+use herald::protocol::Sender;
+use herald::publication::{Publication, Scope};
 
-const KEEP_ALL: Retention = Retention {
+/// Keeps everything a suite writes.
+pub(crate) const KEEP_ALL: Retention = Retention {
     size: 1000,
     ttl: Duration::from_secs(3600),
 };
-const INBOX: InboxLimits = InboxLimits {
+/// Keeps every inbox message a suite writes.
+pub(crate) const INBOX: InboxLimits = InboxLimits {
     max_messages: 1000,
     ttl: Duration::from_secs(3600),
 };
 
-fn fresh(name: &str) -> String {
-    format!("{name}-{}", uuid::Uuid::now_v7().simple())
-}
+use crate::broker::fresh;
 
 fn message(topic: &str, n: u64) -> Publication {
     let mut p = Publication::new(Scope::Topic(topic.into()), "e", json!({ "n": n }));
