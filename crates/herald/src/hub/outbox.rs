@@ -97,6 +97,8 @@ struct Out {
     undelivered: Vec<Arc<Publication>>,
     /// The socket of a direct connection, until its task ends.
     stream: Option<Arc<TcpStream>>,
+    /// The close frame is queued: nothing may follow it.
+    close_queued: bool,
     /// On the flusher's list.
     scheduled: bool,
     /// The socket took no more: the connection's task waits for it and writes.
@@ -131,11 +133,11 @@ impl Out {
         self.counted = self.queue.iter().filter(|q| q.counted).count();
     }
 
-    /// Whether anything more may be queued: not after the end or a failed write, and to a
-    /// slow consumer only its close frame.
+    /// Whether anything more may be queued: not after the end, a failed write or the close
+    /// frame (RFC 6455 5.5.1: nothing follows it), and to a slow consumer only its close frame.
     fn accepts(&self, close_frame: bool) -> bool {
         let slow = self.close == Some(CloseReason::SLOW_CONSUMER);
-        !(self.ended || self.failed || (slow && !close_frame))
+        !(self.ended || self.failed || self.close_queued || (slow && !close_frame))
     }
 }
 
@@ -272,7 +274,9 @@ impl ConnHandle {
     /// Queues the connection's one close frame, uncounted, even to a slow consumer that is
     /// being closed.
     pub(crate) fn push_close(&self, frame: Frame) -> bool {
-        self.enqueue([frame], false, true)
+        let queued = self.enqueue([frame], false, true);
+        self.out().close_queued = true;
+        queued
     }
 
     /// Queues a ping, counted; skipped when the queue is full (the connection is about to be

@@ -10,6 +10,7 @@ mod handle;
 mod handler;
 pub(crate) mod slots;
 mod streams;
+mod topics;
 
 pub use builder::HeraldBuilder;
 pub use handler::{HandlerError, HandlerResult, Incoming};
@@ -28,14 +29,10 @@ use crate::config::Config;
 use handler::Handler;
 use slots::ConnectionSlots;
 
-use crate::engine::{
-    Broker, EngineError, History, Inbox, Membership, Presence, PresenceEntry, Stripes,
-};
+use crate::engine::{Broker, EngineError, History, Inbox, Membership, Presence, Stripes};
 use crate::hub::flusher::Flushers;
 use crate::hub::{CloseReason, ConnHandle, Hub};
-use crate::protocol::replies::{PresenceChange, Reply, Unsubscribed};
 use crate::publication::{Publication, Scope};
-use crate::topic::{self, SubscribeCheck};
 
 /// Why Herald could not start; the text is one line for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -134,10 +131,9 @@ struct Inner {
     handlers: HashMap<String, Handler>,
     hub: Arc<Hub>,
     broker: Arc<dyn Broker>,
-    membership: Arc<dyn Membership>,
+    /// Membership, history and inbox.
+    engines: Engines,
     presence: Arc<dyn Presence>,
-    history: Arc<dyn History>,
-    inbox: Arc<dyn Inbox>,
     stripes: Arc<Stripes>,
     cluster: Option<cluster::Cluster>,
     shutdown: CancellationToken,
@@ -176,11 +172,6 @@ impl Herald {
         handlers: HashMap<String, Handler>,
         parts: Parts,
     ) -> Self {
-        let Engines {
-            membership,
-            history,
-            inbox,
-        } = engines;
         let Parts {
             hub,
             stripes,
@@ -197,10 +188,8 @@ impl Herald {
                 handlers,
                 hub,
                 broker,
-                membership,
+                engines,
                 presence,
-                history,
-                inbox,
                 stripes,
                 cluster,
                 shutdown: CancellationToken::new(),
@@ -233,7 +222,7 @@ impl Herald {
     }
 
     pub(crate) fn membership(&self) -> &Arc<dyn Membership> {
-        &self.inner.membership
+        &self.inner.engines.membership
     }
 
     /// Cancelled when the node shuts down; every connection loop watches it.
@@ -299,13 +288,15 @@ impl Herald {
         &self,
         scope: &Scope,
     ) -> Result<Vec<Arc<ConnHandle>>, EngineError> {
-        let members = crate::engine::members_in(self.inner.membership.as_ref(), scope).await?;
+        let members =
+            crate::engine::members_in(self.inner.engines.membership.as_ref(), scope).await?;
         Ok(self.inner.hub.select(scope, &members))
     }
 
     /// How many live connections of this node are in a scope (project members resolved).
     pub(crate) async fn count_in(&self, scope: &Scope) -> Result<usize, EngineError> {
-        let members = crate::engine::members_in(self.inner.membership.as_ref(), scope).await?;
+        let members =
+            crate::engine::members_in(self.inner.engines.membership.as_ref(), scope).await?;
         Ok(self.inner.hub.count(scope, &members))
     }
 
@@ -329,192 +320,7 @@ impl Herald {
 
     /// Whether the engines answer (for `GET /ready`).
     pub async fn check_engines(&self) -> Result<(), EngineError> {
-        self.inner.membership.check().await?;
+        self.inner.engines.membership.check().await?;
         self.inner.broker.check().await
-    }
-
-    /// Whether `who` belongs to `project`, by the token's claim or the membership store.
-    pub async fn is_member(&self, who: &Principal, project: &str) -> Result<bool, EngineError> {
-        if who.projects.iter().any(|p| p == project) {
-            return Ok(true);
-        }
-        self.inner
-            .membership
-            .is_member(project, &who.user_id)
-            .await
-            .inspect_err(|_| crate::metrics::engine_error("membership"))
-    }
-
-    /// Whether `who` may subscribe to `topic` (a valid name): the namespace rules, with the
-    /// membership store and the token's claims for project rules.
-    pub async fn may_subscribe(&self, who: &Principal, topic: &str) -> Result<bool, EngineError> {
-        match topic::subscribe_check(&self.inner.config, who, topic) {
-            SubscribeCheck::Allowed => Ok(true),
-            SubscribeCheck::Denied => Ok(false),
-            SubscribeCheck::MemberOf(project) => self.is_member(who, &project).await,
-        }
-    }
-
-    /// Whether the topic's namespace keeps presence, and whether it announces join/leave.
-    fn presence_features(&self, topic: &str) -> (bool, bool) {
-        self.inner
-            .config
-            .namespace(topic::namespace(topic))
-            .map_or((false, false), |ns| (ns.presence, ns.join_leave))
-    }
-
-    /// Whether the topic's namespace enables presence.
-    pub fn has_presence(&self, topic: &str) -> bool {
-        self.presence_features(topic).0
-    }
-
-    /// The users on a topic (its namespace must enable presence).
-    pub async fn presence(&self, topic: &str) -> Result<Vec<PresenceEntry>, EngineError> {
-        self.inner
-            .presence
-            .list(topic)
-            .await
-            .inspect_err(|_| crate::metrics::engine_error("presence"))
-    }
-
-    /// Records a fresh subscription in presence and, for the user's first connection on the
-    /// topic, announces `user_joined` to its subscribers. Call after the `subscribed` reply, so
-    /// the joining connection sees its reply first.
-    pub(crate) async fn joined(&self, conn: &ConnHandle, topic: &str) {
-        self.track(conn, topic, true).await;
-    }
-
-    /// Subscribes a connection to a topic without history (rules already checked); false if
-    /// it already was. In cluster mode the node first tells Redis it wants the topic.
-    pub(crate) async fn subscribe(
-        &self,
-        conn: &Arc<ConnHandle>,
-        topic: &str,
-    ) -> Result<bool, EngineError> {
-        self.inner.broker.watch(topic).await?;
-        let fresh = self.inner.hub.subscribe(conn, topic);
-        if !fresh {
-            self.inner.broker.unwatch(topic).await;
-        }
-        Ok(fresh)
-    }
-
-    /// Unsubscribes a connection from a topic, updating presence and announcing `user_left`
-    /// when it was the user's last connection there. False if it was not subscribed.
-    pub(crate) async fn leave_topic(&self, conn: &ConnHandle, topic: &str) -> bool {
-        let was = self.inner.hub.unsubscribe(conn, topic);
-        if was {
-            self.inner.broker.unwatch(topic).await;
-            self.left(conn, topic).await;
-        }
-        was
-    }
-
-    /// Removes a connection that ended from the hub and from every topic it was on.
-    pub(crate) async fn detach(&self, conn: &ConnHandle) {
-        for topic in self.inner.hub.detach(conn) {
-            self.inner.broker.unwatch(&topic).await;
-            self.left(conn, &topic).await;
-        }
-        // Every connection that gets here was attached (`Herald::attach`).
-        self.inner
-            .broker
-            .detach_user(&conn.principal().user_id)
-            .await;
-    }
-
-    async fn left(&self, conn: &ConnHandle, topic: &str) {
-        self.track(conn, topic, false).await;
-    }
-
-    /// Presence for a connection joining or leaving a topic, and `user_joined` / `user_left`
-    /// when it is the user's first or last connection there (namespaces that want them).
-    async fn track(&self, conn: &ConnHandle, topic: &str, joining: bool) {
-        let (presence, join_leave) = self.presence_features(topic);
-        if !(presence || join_leave) {
-            return;
-        }
-        let who = conn.principal();
-        let engine = &self.inner.presence;
-        let changed = if joining {
-            engine.join(topic, &who.user_id, &conn.client_id).await
-        } else {
-            engine.leave(topic, &who.user_id, &conn.client_id).await
-        };
-        let event = PresenceChange::event(joining);
-        match changed {
-            Ok(true) if join_leave => self.announce(topic, joining, &who.user_id).await,
-            Ok(_) => {}
-            Err(e) => {
-                crate::metrics::engine_error("presence");
-                tracing::warn!(topic, event, error = %e, "presence update failed");
-            }
-        }
-    }
-
-    /// `user_joined` (or `user_left`) `{user_id}` to the topic's subscribers.
-    async fn announce(&self, topic: &str, joined: bool, user: &str) {
-        let event = PresenceChange::event(joined);
-        let publication = Publication::new(
-            Scope::Topic(topic.to_string()),
-            event,
-            PresenceChange { user_id: user }.data(),
-        );
-        // Presence events are live news, not part of the topic's stream: they take no offset
-        // and no history slot, and a recovery does not replay stale joins.
-        if let Err(e) = self.broadcast(publication).await {
-            tracing::warn!(topic, event, error = %e, "announcement failed");
-        }
-    }
-
-    /// Unsubscribes a live connection from every topic its principal (or the membership store)
-    /// no longer allows, telling it with `unsubscribed` `{topic, reason}`. Called when a member
-    /// is removed and when a refreshed token lost a grant.
-    /// Returns how many topics were revoked.
-    pub(crate) async fn revoke_lost_topics(&self, conn: &ConnHandle) -> usize {
-        let who = conn.principal();
-        let mut revoked = 0;
-        for topic in conn.topics() {
-            match self.may_subscribe(&who, &topic).await {
-                Ok(true) => continue,
-                // An engine that cannot answer revokes nothing: access is re-checked next time.
-                Err(_) => continue,
-                Ok(false) => {}
-            }
-            if self.leave_topic(conn, &topic).await {
-                revoked += 1;
-                let notice = Unsubscribed {
-                    topic: &topic,
-                    reason: Some("permission revoked"),
-                };
-                conn.push(notice.frame(None));
-            }
-        }
-        revoked
-    }
-
-    /// [`Self::revoke_lost_topics`] for every connection of `user` on this node.
-    pub(crate) async fn revoke_lost_topics_of(&self, user: &str) -> usize {
-        let mut revoked = 0;
-        for conn in self.inner.hub.select(&Scope::User(user.to_string()), &[]) {
-            revoked += self.revoke_lost_topics(&conn).await;
-        }
-        revoked
-    }
-
-    /// Removes `user` from `project` in the membership store, then revokes the project's
-    /// topics from that user's live connections at once: on every node of a cluster, before
-    /// this returns (at most the Redis timeout).
-    pub async fn remove_member(&self, project: &str, user: &str) -> Result<bool, EngineError> {
-        let removed = self.inner.membership.remove(project, user).await?;
-        match self.recheck_everywhere(user).await {
-            Some(rechecked) => {
-                rechecked?;
-            }
-            None => {
-                self.revoke_lost_topics_of(user).await;
-            }
-        }
-        Ok(removed)
     }
 }

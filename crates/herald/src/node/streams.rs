@@ -61,7 +61,7 @@ impl Herald {
                 };
                 let _stream = self.inner.stripes.of(&topic).lock().await;
                 let (at, recipients) = broker
-                    .publish_to_stream(self.inner.history.as_ref(), publication, retention)
+                    .publish_to_stream(self.inner.engines.history.as_ref(), publication, retention)
                     .await
                     .inspect_err(|_| crate::metrics::engine_error("broker"))?;
                 (recipients, Some(at.offset), false)
@@ -69,7 +69,11 @@ impl Herald {
             Scope::User(user) => {
                 let _user = self.inner.stripes.of_user(&user).lock().await;
                 let live = broker
-                    .publish_to_user(self.inner.inbox.as_ref(), self.inbox_limits(), publication)
+                    .publish_to_user(
+                        self.inner.engines.inbox.as_ref(),
+                        self.inbox_limits(),
+                        publication,
+                    )
                     .await
                     .inspect_err(|_| crate::metrics::engine_error("broker"))?;
                 match live {
@@ -92,7 +96,11 @@ impl Herald {
         let pending = self
             .inner
             .broker
-            .attach_user(self.inner.inbox.as_ref(), self.inbox_limits(), &user)
+            .attach_user(
+                self.inner.engines.inbox.as_ref(),
+                self.inbox_limits(),
+                &user,
+            )
             .await
             .unwrap_or_else(|e| {
                 // Unread now, delivered on a later connection: nothing is lost.
@@ -115,6 +123,7 @@ impl Herald {
         for publication in publications {
             let stored = self
                 .inner
+                .engines
                 .inbox
                 .store(user, &publication, self.inbox_limits())
                 .await;
@@ -128,6 +137,7 @@ impl Herald {
     /// Removes acknowledged messages from a user's inbox.
     pub async fn ack(&self, user: &str, ids: &[String]) -> Result<usize, EngineError> {
         self.inner
+            .engines
             .inbox
             .ack(user, ids)
             .await
@@ -152,6 +162,7 @@ impl Herald {
         let after = since.map_or(u64::MAX, |s| s.offset);
         let page = match self
             .inner
+            .engines
             .history
             .read(topic, after, retention.size.max(1), retention)
             .await
@@ -193,7 +204,7 @@ impl Herald {
         let Some(retention) = self.retention(topic) else {
             return Ok(None);
         };
-        let history = &self.inner.history;
+        let history = &self.inner.engines.history;
         let mut page = history
             .read(topic, since.map_or(0, |s| s.offset), limit, retention)
             .await

@@ -1,0 +1,201 @@
+//! A connection's life on topics: who may subscribe, joining and leaving (presence and
+//! `user_joined` / `user_left`), detaching when it ends, and revoking what a principal no
+//! longer allows (a member removed, a refreshed token that lost a grant).
+
+use std::sync::Arc;
+
+use super::Herald;
+use crate::auth::Principal;
+use crate::engine::{EngineError, PresenceEntry};
+use crate::hub::ConnHandle;
+use crate::protocol::replies::{PresenceChange, Reply, Unsubscribed};
+use crate::publication::{Publication, Scope};
+use crate::topic::{self, SubscribeCheck};
+
+impl Herald {
+    /// Whether `who` belongs to `project`, by the token's claim or the membership store.
+    pub async fn is_member(&self, who: &Principal, project: &str) -> Result<bool, EngineError> {
+        if who.projects.iter().any(|p| p == project) {
+            return Ok(true);
+        }
+        self.inner
+            .engines
+            .membership
+            .is_member(project, &who.user_id)
+            .await
+            .inspect_err(|_| crate::metrics::engine_error("membership"))
+    }
+
+    /// Whether `who` may subscribe to `topic` (a valid name): the namespace rules, with the
+    /// membership store and the token's claims for project rules.
+    pub async fn may_subscribe(&self, who: &Principal, topic: &str) -> Result<bool, EngineError> {
+        match topic::subscribe_check(&self.inner.config, who, topic) {
+            SubscribeCheck::Allowed => Ok(true),
+            SubscribeCheck::Denied => Ok(false),
+            SubscribeCheck::MemberOf(project) => self.is_member(who, &project).await,
+        }
+    }
+
+    /// Whether the topic's namespace keeps presence, and whether it announces join/leave.
+    pub(super) fn presence_features(&self, topic: &str) -> (bool, bool) {
+        self.inner
+            .config
+            .namespace(topic::namespace(topic))
+            .map_or((false, false), |ns| (ns.presence, ns.join_leave))
+    }
+
+    /// Whether the topic's namespace enables presence.
+    pub fn has_presence(&self, topic: &str) -> bool {
+        self.presence_features(topic).0
+    }
+
+    /// The users on a topic (its namespace must enable presence).
+    pub async fn presence(&self, topic: &str) -> Result<Vec<PresenceEntry>, EngineError> {
+        self.inner
+            .presence
+            .list(topic)
+            .await
+            .inspect_err(|_| crate::metrics::engine_error("presence"))
+    }
+
+    /// Records a fresh subscription in presence and, for the user's first connection on the
+    /// topic, announces `user_joined` to its subscribers. Call after the `subscribed` reply, so
+    /// the joining connection sees its reply first.
+    pub(crate) async fn joined(&self, conn: &ConnHandle, topic: &str) {
+        self.track(conn, topic, true).await;
+    }
+
+    /// Subscribes a connection to a topic without history (rules already checked); false if
+    /// it already was. In cluster mode the node first tells Redis it wants the topic.
+    pub(crate) async fn subscribe(
+        &self,
+        conn: &Arc<ConnHandle>,
+        topic: &str,
+    ) -> Result<bool, EngineError> {
+        self.inner.broker.watch(topic).await?;
+        let fresh = self.inner.hub.subscribe(conn, topic);
+        if !fresh {
+            self.inner.broker.unwatch(topic).await;
+        }
+        Ok(fresh)
+    }
+
+    /// Unsubscribes a connection from a topic, updating presence and announcing `user_left`
+    /// when it was the user's last connection there. False if it was not subscribed.
+    pub(crate) async fn leave_topic(&self, conn: &ConnHandle, topic: &str) -> bool {
+        let was = self.inner.hub.unsubscribe(conn, topic);
+        if was {
+            self.inner.broker.unwatch(topic).await;
+            self.left(conn, topic).await;
+        }
+        was
+    }
+
+    /// Removes a connection that ended from the hub and from every topic it was on.
+    pub(crate) async fn detach(&self, conn: &ConnHandle) {
+        for topic in self.inner.hub.detach(conn) {
+            self.inner.broker.unwatch(&topic).await;
+            self.left(conn, &topic).await;
+        }
+        // Every connection that gets here was attached (`Herald::attach`).
+        self.inner
+            .broker
+            .detach_user(&conn.principal().user_id)
+            .await;
+    }
+
+    async fn left(&self, conn: &ConnHandle, topic: &str) {
+        self.track(conn, topic, false).await;
+    }
+
+    /// Presence for a connection joining or leaving a topic, and `user_joined` / `user_left`
+    /// when it is the user's first or last connection there (namespaces that want them).
+    async fn track(&self, conn: &ConnHandle, topic: &str, joining: bool) {
+        let (presence, join_leave) = self.presence_features(topic);
+        if !(presence || join_leave) {
+            return;
+        }
+        let who = conn.principal();
+        let engine = &self.inner.presence;
+        let changed = if joining {
+            engine.join(topic, &who.user_id, &conn.client_id).await
+        } else {
+            engine.leave(topic, &who.user_id, &conn.client_id).await
+        };
+        let event = PresenceChange::event(joining);
+        match changed {
+            Ok(true) if join_leave => self.announce(topic, joining, &who.user_id).await,
+            Ok(_) => {}
+            Err(e) => {
+                crate::metrics::engine_error("presence");
+                tracing::warn!(topic, event, error = %e, "presence update failed");
+            }
+        }
+    }
+
+    /// `user_joined` (or `user_left`) `{user_id}` to the topic's subscribers.
+    pub(super) async fn announce(&self, topic: &str, joined: bool, user: &str) {
+        let event = PresenceChange::event(joined);
+        let publication = Publication::new(
+            Scope::Topic(topic.to_string()),
+            event,
+            PresenceChange { user_id: user }.data(),
+        );
+        // Presence events are live news, not part of the topic's stream: they take no offset
+        // and no history slot, and a recovery does not replay stale joins.
+        if let Err(e) = self.broadcast(publication).await {
+            tracing::warn!(topic, event, error = %e, "announcement failed");
+        }
+    }
+
+    /// Unsubscribes a live connection from every topic its principal (or the membership store)
+    /// no longer allows, telling it with `unsubscribed` `{topic, reason}`. Called when a member
+    /// is removed and when a refreshed token lost a grant.
+    /// Returns how many topics were revoked.
+    pub(crate) async fn revoke_lost_topics(&self, conn: &ConnHandle) -> usize {
+        let who = conn.principal();
+        let mut revoked = 0;
+        for topic in conn.topics() {
+            match self.may_subscribe(&who, &topic).await {
+                Ok(true) => continue,
+                // An engine that cannot answer revokes nothing: access is re-checked next time.
+                Err(_) => continue,
+                Ok(false) => {}
+            }
+            if self.leave_topic(conn, &topic).await {
+                revoked += 1;
+                let notice = Unsubscribed {
+                    topic: &topic,
+                    reason: Some("permission revoked"),
+                };
+                conn.push(notice.frame(None));
+            }
+        }
+        revoked
+    }
+
+    /// [`Self::revoke_lost_topics`] for every connection of `user` on this node.
+    pub(crate) async fn revoke_lost_topics_of(&self, user: &str) -> usize {
+        let mut revoked = 0;
+        for conn in self.inner.hub.select(&Scope::User(user.to_string()), &[]) {
+            revoked += self.revoke_lost_topics(&conn).await;
+        }
+        revoked
+    }
+
+    /// Removes `user` from `project` in the membership store, then revokes the project's
+    /// topics from that user's live connections at once: on every node of a cluster, before
+    /// this returns (at most the Redis timeout).
+    pub async fn remove_member(&self, project: &str, user: &str) -> Result<bool, EngineError> {
+        let removed = self.inner.engines.membership.remove(project, user).await?;
+        match self.recheck_everywhere(user).await {
+            Some(rechecked) => {
+                rechecked?;
+            }
+            None => {
+                self.revoke_lost_topics_of(user).await;
+            }
+        }
+        Ok(removed)
+    }
+}
