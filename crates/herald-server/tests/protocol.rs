@@ -466,6 +466,10 @@ async fn client_publish_follows_the_namespace_config() {
     assert_eq!(reply["data"]["topic"], "chat:lobby");
     assert_eq!(reply["ref"], 1);
     assert_eq!(delivery["type"], "say");
+    assert!(
+        reply["data"].get("offset").is_none(),
+        "no history, no offset: {reply}"
+    );
 
     let got = ivy.recv().await;
     assert_eq!(got["type"], "say");
@@ -663,4 +667,18 @@ async fn a_frame_sent_with_the_upgrade_request_is_answered() {
     let pong = answered.find(r#""type":"pong""#).expect("pong");
     assert!(answered.starts_with("HTTP/1.1 101"), "{answered}");
     assert!(welcome < pong, "the welcome comes first: {answered}");
+}
+
+#[tokio::test]
+async fn a_client_publish_to_a_topic_with_history_is_answered_with_its_offset() {
+    let server =
+        Server::start("[[namespaces]]\nname = \"log\"\npublish = true\nhistory_size = 10\n");
+    let mut writer = server.user("writer").await;
+    for expected in 1..=3 {
+        let reply = writer
+            .request(json!({"type": "publish", "topic": "log:a", "event": "line", "data": {}}))
+            .await;
+        assert_eq!(reply["type"], "published", "{reply}");
+        assert_eq!(reply["data"]["offset"], expected, "{reply}");
+    }
 }

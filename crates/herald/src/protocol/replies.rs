@@ -147,13 +147,17 @@ impl Reply for Room<'_> {
     }
 }
 
-/// `published` `{topic, id}`: a client publication was accepted.
+/// `published` `{topic, id, offset?}`: a client publication was accepted (and, on a topic
+/// with history, stored at `offset`).
 #[derive(Debug, Serialize)]
 pub struct Published<'a> {
     /// The topic.
     pub topic: &'a str,
     /// The publication's id.
     pub id: &'a str,
+    /// Its offset in the topic's stream, on a topic with history.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub offset: Option<u64>,
 }
 
 impl Reply for Published<'_> {

@@ -47,6 +47,7 @@ impl Session {
                 &Published {
                     topic: &topic,
                     id: &published.id,
+                    offset: published.offset,
                 },
                 reference,
             ),
