@@ -4,7 +4,7 @@
 // first message, token refresh before expiry, reconnection with exponential backoff and jitter,
 // resubscription with `since` so a topic with history loses nothing, and acknowledgement of
 // offline (inbox) messages. `HeraldApi` calls the server HTTP API (publish, stats, ...).
-// The wire names used here are those of the shared PROTOCOL.md; the server serves this very
+// The wire names used here are those of docs/PROTOCOL.md; the server serves this very
 // file at `/herald.js` for its console.
 
 /** An error from the server (`error` frame, HTTP error body) or from the client itself. */
