@@ -112,6 +112,13 @@ enum Mode {
         secs: u64,
         #[arg(long, default_value_t = 100)]
         size: usize,
+        /// Publish to topics that keep history (namespace `durable`, which the server's config
+        /// must declare with `history_size`): every publish is answered after its commit.
+        #[arg(long)]
+        history: bool,
+        /// Spread the publishes over this many topics (connection i publishes to topic i % n).
+        #[arg(long, default_value_t = 1)]
+        topics: usize,
     },
     /// A fan-out beyond what the clients read (10,000 x 100 msg/s by default): `/health` is
     /// polled throughout, and the server's slow-consumer count read after.
@@ -486,7 +493,13 @@ async fn main() -> Result<(), Failure> {
             secs,
             churn,
         } => churn_run(&args, n, rate, secs, churn).await?,
-        Mode::Publish { conns, secs, size } => publish_run(&args, conns, secs, size).await?,
+        Mode::Publish {
+            conns,
+            secs,
+            size,
+            history,
+            topics,
+        } => publish_run(&args, conns, secs, size, history, topics).await?,
         Mode::Overload {
             n,
             rate,
@@ -497,15 +510,39 @@ async fn main() -> Result<(), Failure> {
     Ok(())
 }
 
-/// HTTP publishes per second to a topic with one subscriber.
-async fn publish_run(args: &Args, conns: usize, secs: u64, size: usize) -> Result<(), Failure> {
+/// HTTP publishes per second to `topics` topics (with history or not) with one subscriber.
+async fn publish_run(
+    args: &Args,
+    conns: usize,
+    secs: u64,
+    size: usize,
+    history: bool,
+    topics: usize,
+) -> Result<(), Failure> {
     let jwt = token(&args.secret, "bench")?;
-    let sub = subscriber(&args.addr, &jwt, "bench:publish", false, None).await?;
-    let body = json!({"scope": "topic", "target": "bench:publish", "type": "bench",
-                      "data": {"pad": text_of(size)}})
-    .to_string();
+    let namespace = if history { "durable" } else { "bench" };
+    let names: Vec<String> = (0..topics.max(1))
+        .map(|k| format!("{namespace}:publish-{k}"))
+        .collect();
+    let mut sub = subscriber(&args.addr, &jwt, &names[0], false, None).await?;
+    for name in &names[1..] {
+        sub.send_text(json!({"type": "subscribe", "topic": name}).to_string())
+            .await?;
+        let reply = recv_json(&mut sub).await?;
+        if reply["type"] != "subscribed" {
+            return Err(format!("unexpected {reply}").into());
+        }
+    }
+    let bodies: Vec<String> = names
+        .iter()
+        .map(|name| {
+            json!({"scope": "topic", "target": name, "type": "bench",
+                   "data": {"pad": text_of(size)}})
+            .to_string()
+        })
+        .collect();
     let before = Cpu::now(args);
-    let outcome = publish::run(&args.addr, &args.api_key, &body, conns, secs, sub).await?;
+    let outcome = publish::run(&args.addr, &args.api_key, &bodies, conns, secs, sub).await?;
     let cpu = Cpu::since(args, &before);
     let per_sec = outcome.answered as f64 / outcome.took.as_secs_f64();
     let per_publish = cpu.server.map(|s| s * 1e6 / outcome.answered.max(1) as f64);
@@ -521,7 +558,9 @@ async fn publish_run(args: &Args, conns: usize, secs: u64, size: usize) -> Resul
         Cpu::text(cpu.tool),
     );
     emit(
-        json!({"mode": "publish", "conns": conns, "secs": outcome.took.as_secs_f64(),
+        json!({"mode": "publish", "conns": conns, "history": history, "topics": topics,
+                "secs": outcome.took.as_secs_f64(),
+                "p50_ms": outcome.p50_ms, "p99_ms": outcome.p99_ms,
                 "answered": outcome.answered, "failed": outcome.failed, "per_sec": per_sec,
                 "delivered": outcome.delivered, "server_cpu_s": cpu.server,
                 "server_cpu_us_per_publish": per_publish, "tool_cpu_s": cpu.tool}),

@@ -17,23 +17,33 @@ pub struct Outcome {
     pub failed: u64,
     pub delivered: u64,
     pub took: Duration,
+    /// Answer latency percentiles, in milliseconds.
+    pub p50_ms: f64,
+    pub p99_ms: f64,
 }
 
-/// `conns` keep-alive connections publish `body` as fast as the server answers for `secs`.
+/// `conns` keep-alive connections publish as fast as the server answers for `secs`;
+/// connection i sends `bodies[i % bodies.len()]`.
 pub async fn run(
     addr: &str,
     api_key: &str,
-    body: &str,
+    bodies: &[String],
     conns: usize,
     secs: u64,
     mut subscriber: crate::Conn,
 ) -> Result<Outcome, Failure> {
-    let request = format!(
-        "POST /api/v1/publish HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {api_key}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    let request: Arc<[u8]> = request.into_bytes().into();
+    let requests: Vec<Arc<[u8]>> = bodies
+        .iter()
+        .map(|body| {
+            format!(
+                "POST /api/v1/publish HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {api_key}\r\n\
+                 Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes()
+            .into()
+        })
+        .collect();
     let delivered = Arc::new(AtomicU64::new(0));
     let reading = Arc::new(AtomicBool::new(true));
     let reader = {
@@ -52,17 +62,19 @@ pub async fn run(
     let started = Instant::now();
     let deadline = started + Duration::from_secs(secs);
     let mut publishers = Vec::new();
-    for _ in 0..conns.max(1) {
-        let (addr, request) = (addr.to_string(), request.clone());
+    for i in 0..conns.max(1) {
+        let (addr, request) = (addr.to_string(), requests[i % requests.len()].clone());
         publishers.push(tokio::spawn(async move {
             publisher(&addr, &request, deadline).await
         }));
     }
     let (mut answered, mut failed) = (0, 0);
+    let mut latencies = hdrhistogram::Histogram::<u64>::new(3)?;
     for publisher in publishers {
-        let (ok, bad) = publisher.await??;
+        let (ok, bad, each) = publisher.await??;
         answered += ok;
         failed += bad;
+        latencies.add(each)?;
     }
     let took = started.elapsed();
     // What was published is delivered within moments; then the count is final.
@@ -77,15 +89,24 @@ pub async fn run(
         failed,
         delivered: delivered.load(Ordering::Relaxed),
         took,
+        p50_ms: latencies.value_at_quantile(0.5) as f64 / 1000.0,
+        p99_ms: latencies.value_at_quantile(0.99) as f64 / 1000.0,
     })
 }
 
-/// One connection publishing until `deadline`: (2xx answers, other answers).
-async fn publisher(addr: &str, request: &[u8], deadline: Instant) -> Result<(u64, u64), Failure> {
+/// One connection publishing until `deadline`: (2xx answers, other answers, answer latencies
+/// in µs).
+async fn publisher(
+    addr: &str,
+    request: &[u8],
+    deadline: Instant,
+) -> Result<(u64, u64, hdrhistogram::Histogram<u64>), Failure> {
     let mut tcp = crate::raw::tcp_to(addr, None).await?;
     let mut buf = vec![0u8; 8192];
     let (mut ok, mut bad) = (0, 0);
+    let mut latencies = hdrhistogram::Histogram::<u64>::new(3)?;
     while Instant::now() < deadline {
+        let sent = Instant::now();
         tcp.write_all(request).await?;
         let mut have = 0;
         loop {
@@ -100,6 +121,7 @@ async fn publisher(addr: &str, request: &[u8], deadline: Instant) -> Result<(u64
             if let Some((status, total)) = answer(&buf[..have]) {
                 if (200..300).contains(&status) {
                     ok += 1;
+                    latencies.record(sent.elapsed().as_micros() as u64)?;
                 } else {
                     bad += 1;
                 }
@@ -110,7 +132,7 @@ async fn publisher(addr: &str, request: &[u8], deadline: Instant) -> Result<(u64
             }
         }
     }
-    Ok((ok, bad))
+    Ok((ok, bad, latencies))
 }
 
 /// The status and total length of the complete HTTP answer at the start of `bytes`, if it is

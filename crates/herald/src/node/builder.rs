@@ -210,9 +210,10 @@ async fn open_sqlite(config: &Config) -> Result<Engines, StartError> {
     let membership = SqliteMembership::load(db.clone())
         .await
         .map_err(|e| StartError(e.0))?;
+    let writer = Arc::new(sqlite::GroupCommit::start(db.clone()).map_err(|e| StartError(e.0))?);
     Ok(Engines {
         membership: Arc::new(membership),
-        history: Arc::new(SqliteHistory::new(db.clone())),
-        inbox: Arc::new(SqliteInbox::new(db)),
+        history: Arc::new(SqliteHistory::new(db.clone(), writer.clone())),
+        inbox: Arc::new(SqliteInbox::new(db, writer)),
     })
 }

@@ -1,7 +1,8 @@
 //! The embedded store: one SQLite file (WAL, `synchronous = FULL`) in the data dir, holding
-//! project membership, topic history and offline inboxes. Every write is a transaction that
-//! is on disk when the call returns, so a caller that answers after it never loses what it
-//! acknowledged, even to `kill -9`.
+//! project membership, topic history and offline inboxes. Every write is on disk when the call
+//! returns, so a caller that answers after it never loses what it acknowledged, even to
+//! `kill -9`. History appends and inbox stores go through [`GroupCommit`]: the writes that
+//! arrive together share one transaction and one fsync.
 //!
 //! Membership is read on every project subscription and project-scope publication, so reads
 //! come from an in-memory copy loaded at open; writes go to the file first (on a blocking
@@ -15,6 +16,10 @@ use async_trait::async_trait;
 use rusqlite::Connection;
 
 use rusqlite::{params, OptionalExtension};
+
+mod group_commit;
+
+pub use group_commit::GroupCommit;
 
 use super::memory::MemoryMembership;
 use super::{
@@ -171,30 +176,28 @@ fn data_of(text: &str) -> rusqlite::Result<serde_json::Value> {
 /// Topic streams in SQLite: their epochs are stored, so they survive restarts and crashes.
 pub struct SqliteHistory {
     db: Arc<Mutex<Connection>>,
+    writer: Arc<GroupCommit>,
 }
 
 impl SqliteHistory {
-    /// Streams in the database `db` (opened with [`open`]).
-    pub fn new(db: Arc<Mutex<Connection>>) -> Self {
-        Self { db }
+    /// Streams in the database `db` (opened with [`open`]), appended through `writer` (the
+    /// database's one [`GroupCommit`]).
+    pub fn new(db: Arc<Mutex<Connection>>, writer: Arc<GroupCommit>) -> Self {
+        Self { db, writer }
     }
 }
 
 /// Creates the stream's row (with a fresh epoch) if it has none.
 fn ensure_stream(conn: &Connection, topic: &str) -> rusqlite::Result<()> {
-    conn.execute(
-        "INSERT OR IGNORE INTO streams (topic, epoch, top) VALUES (?1, ?2, 0)",
-        params![topic, uuid::Uuid::now_v7().simple().to_string()],
-    )?;
+    conn.prepare_cached("INSERT OR IGNORE INTO streams (topic, epoch, top) VALUES (?1, ?2, 0)")?
+        .execute(params![topic, uuid::Uuid::now_v7().simple().to_string()])?;
     Ok(())
 }
 
 fn trim(conn: &Connection, topic: &str, top: u64, retention: Retention) -> rusqlite::Result<()> {
     let keep_from = top.saturating_sub(retention.size as u64);
-    conn.execute(
-        "DELETE FROM history WHERE topic = ?1 AND (pos <= ?2 OR stored_ms < ?3)",
-        params![topic, keep_from as i64, cutoff_ms(retention.ttl)],
-    )?;
+    conn.prepare_cached("DELETE FROM history WHERE topic = ?1 AND (pos <= ?2 OR stored_ms < ?3)")?
+        .execute(params![topic, keep_from as i64, cutoff_ms(retention.ttl)])?;
     Ok(())
 }
 
@@ -208,17 +211,18 @@ impl History for SqliteHistory {
     ) -> Result<StreamPosition, EngineError> {
         let topic = topic.to_string();
         let p = publication.clone();
-        blocking(self.db.clone(), move |conn| {
-            let tx = conn.transaction()?;
-            ensure_stream(&tx, &topic)?;
-            let (top, epoch): (i64, String) = tx.query_row(
-                "UPDATE streams SET top = top + 1 WHERE topic = ?1 RETURNING top, epoch",
-                params![topic],
-                |row| Ok((row.get(0)?, row.get(1)?)),
-            )?;
-            tx.execute(
+        let append = move |tx: &Connection| {
+            ensure_stream(tx, &topic)?;
+            let (top, epoch): (i64, String) = tx
+                .prepare_cached(
+                    "UPDATE streams SET top = top + 1 WHERE topic = ?1 RETURNING top, epoch",
+                )?
+                .query_row(params![topic], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            tx.prepare_cached(
                 "INSERT INTO history (topic, pos, id, event, data, ts, from_user, from_client, stored_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?
+            .execute(
                 params![
                     topic,
                     top,
@@ -231,14 +235,13 @@ impl History for SqliteHistory {
                     now_ms(),
                 ],
             )?;
-            trim(&tx, &topic, top as u64, retention)?;
-            tx.commit()?;
+            trim(tx, &topic, top as u64, retention)?;
             Ok(StreamPosition {
                 offset: top as u64,
                 epoch,
             })
-        })
-        .await
+        };
+        self.writer.run(append, |_| {}).await
     }
 
     async fn read(
@@ -314,13 +317,15 @@ impl History for SqliteHistory {
 /// updates happen under the database's lock, in order with the writes they follow.
 pub struct SqliteInbox {
     db: Arc<Mutex<Connection>>,
+    writer: Arc<GroupCommit>,
     /// `None` when the set could not be read at start: then every read queries.
     holders: Arc<Mutex<Option<HashSet<String>>>>,
 }
 
 impl SqliteInbox {
-    /// Inboxes in the database `db` (opened with [`open`]).
-    pub fn new(db: Arc<Mutex<Connection>>) -> Self {
+    /// Inboxes in the database `db` (opened with [`open`]), stored through `writer` (the
+    /// database's one [`GroupCommit`]).
+    pub fn new(db: Arc<Mutex<Connection>>, writer: Arc<GroupCommit>) -> Self {
         let holders = {
             let conn = crate::sync::lock(&db);
             let users = conn
@@ -333,6 +338,7 @@ impl SqliteInbox {
         };
         Self {
             db,
+            writer,
             holders: Arc::new(Mutex::new(holders)),
         }
     }
@@ -345,11 +351,15 @@ impl SqliteInbox {
 }
 
 fn expire_inbox(conn: &Connection, user: &str, limits: InboxLimits) -> rusqlite::Result<()> {
-    conn.execute(
+    conn.prepare_cached(
         "DELETE FROM inbox WHERE user_id = ?1 AND (stored_ms < ?2 OR seq NOT IN
              (SELECT seq FROM inbox WHERE user_id = ?1 ORDER BY seq DESC LIMIT ?3))",
-        params![user, cutoff_ms(limits.ttl), limits.max_messages as i64],
-    )?;
+    )?
+    .execute(params![
+        user,
+        cutoff_ms(limits.ttl),
+        limits.max_messages as i64
+    ])?;
     Ok(())
 }
 
@@ -364,20 +374,21 @@ impl Inbox for SqliteInbox {
         let user = user.to_string();
         let p = publication.clone();
         let holders = self.holders.clone();
-        blocking(self.db.clone(), move |conn| {
-            let tx = conn.transaction()?;
-            tx.execute(
+        let holder = user.clone();
+        let store = move |tx: &Connection| {
+            tx.prepare_cached(
                 "INSERT INTO inbox (user_id, id, event, data, ts, stored_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![user, p.id, p.event, p.data.to_string(), p.timestamp, now_ms()],
-            )?;
-            expire_inbox(&tx, &user, limits)?;
-            tx.commit()?;
+            )?
+            .execute(params![user, p.id, p.event, p.data.to_string(), p.timestamp, now_ms()])?;
+            expire_inbox(tx, &user, limits)
+        };
+        // The user may hold messages from the commit on: recorded under the database lock.
+        let committed = move |_: &()| {
             if let Some(holders) = lock(&holders).as_mut() {
-                holders.insert(user);
+                holders.insert(holder);
             }
-            Ok(())
-        })
-        .await
+        };
+        self.writer.run(store, committed).await
     }
 
     async fn pending(

@@ -1,0 +1,130 @@
+//! Group commit for the SQLite file: one writer thread takes every durable write (history
+//! appends, inbox stores) from a queue; the writes that arrive while a commit is in flight go
+//! into the next one, so one transaction and one fsync serve them all. Each caller is answered
+//! only after the commit that covers its write (`synchronous = FULL` as before), and with an
+//! error when that commit failed: nothing is half-acknowledged.
+//!
+//! Writes run in queue order, each in a savepoint of the batch's transaction, so one failing
+//! write fails only itself; per-topic offsets stay in order because a topic's appends are
+//! queued one at a time (under the topic's stripe).
+
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, Transaction};
+
+use crate::engine::EngineError;
+
+/// The most writes one commit carries.
+const MAX_BATCH: usize = 512;
+
+/// What runs after the batch's commit, on the writer thread, under the database lock: the
+/// caller's answer (with the commit's failure, if any).
+type Answer = Box<dyn FnOnce(Option<&EngineError>) + Send>;
+
+/// One queued write: given the batch's transaction (or `None` when the batch could not begin),
+/// it does its writes and returns how to answer once the batch is committed.
+type Job = Box<dyn FnOnce(Option<&mut Transaction<'_>>) -> Answer + Send>;
+
+/// The queue of a database's writer thread.
+pub struct GroupCommit {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl GroupCommit {
+    /// Starts the writer thread of `db`; it ends when the last handle is dropped.
+    pub fn start(db: Arc<Mutex<Connection>>) -> Result<Self, EngineError> {
+        let (jobs, queue) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("herald-sqlite-writer".into())
+            .spawn(move || write_batches(&db, &queue))
+            .map_err(|e| EngineError(format!("the SQLite writer thread: {e}")))?;
+        Ok(Self { jobs })
+    }
+
+    /// Runs `work` in the next batch and returns its value once the batch is on disk.
+    /// `committed` runs right after the commit, on the writer thread and under the database
+    /// lock (for state that must change only after the write it follows).
+    pub async fn run<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
+        committed: impl FnOnce(&T) + Send + 'static,
+    ) -> Result<T, EngineError> {
+        let (answer, answered) = tokio::sync::oneshot::channel::<Result<T, EngineError>>();
+        let job: Job = Box::new(move |tx: Option<&mut Transaction<'_>>| {
+            let outcome = match tx {
+                Some(tx) => in_savepoint(tx, work),
+                None => Err(EngineError::new("the batch could not begin")),
+            };
+            Box::new(move |commit_failed: Option<&EngineError>| {
+                let result = match (outcome, commit_failed) {
+                    (_, Some(e)) => Err(e.clone()),
+                    (Ok(value), None) => {
+                        committed(&value);
+                        Ok(value)
+                    }
+                    (Err(e), None) => Err(e),
+                };
+                let _ = answer.send(result);
+            })
+        });
+        let stopped = || EngineError::new("the SQLite writer has stopped");
+        self.jobs.send(job).map_err(|_| stopped())?;
+        answered.await.map_err(|_| stopped())?
+    }
+}
+
+/// Runs one write in its own savepoint: on failure only its changes are undone.
+fn in_savepoint<T>(
+    tx: &mut Transaction<'_>,
+    work: impl FnOnce(&Connection) -> rusqlite::Result<T>,
+) -> Result<T, EngineError> {
+    let mut savepoint = tx.savepoint().map_err(EngineError::new)?;
+    match work(&savepoint) {
+        Ok(value) => {
+            savepoint.commit().map_err(EngineError::new)?;
+            Ok(value)
+        }
+        Err(e) => {
+            let _ = savepoint.rollback();
+            Err(EngineError::new(e))
+        }
+    }
+}
+
+/// The writer thread: a batch is the first queued write and every one queued behind it.
+fn write_batches(db: &Mutex<Connection>, queue: &mpsc::Receiver<Job>) {
+    while let Ok(first) = queue.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut conn = crate::sync::lock(db);
+        let mut answers = Vec::with_capacity(batch.len());
+        let committed = match conn.transaction() {
+            Ok(mut tx) => {
+                for job in batch {
+                    answers.push(job(Some(&mut tx)));
+                }
+                tx.commit().map_err(EngineError::new)
+            }
+            Err(e) => {
+                for job in batch {
+                    answers.push(job(None));
+                }
+                Err(EngineError::new(e))
+            }
+        };
+        if let Err(e) = &committed {
+            crate::metrics::engine_error("sqlite");
+            tracing::error!(error = %e, writes = answers.len(), "SQLite commit failed: its writes are refused");
+        }
+        for answer in answers {
+            answer(committed.as_ref().err());
+        }
+        drop(conn);
+    }
+}
