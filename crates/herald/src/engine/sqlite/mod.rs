@@ -194,10 +194,20 @@ fn ensure_stream(conn: &Connection, topic: &str) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// Drops what `retention` no longer keeps: every row up to `top - size`, then every row older
+/// than the TTL. Both walk the (topic, pos) key from the oldest row and stop at the first one
+/// kept (rows are stored in offset order, so their times only grow), so an append costs what it
+/// trims, not the whole stream.
 fn trim(conn: &Connection, topic: &str, top: u64, retention: Retention) -> rusqlite::Result<()> {
     let keep_from = top.saturating_sub(retention.size as u64);
-    conn.prepare_cached("DELETE FROM history WHERE topic = ?1 AND (pos <= ?2 OR stored_ms < ?3)")?
-        .execute(params![topic, keep_from as i64, cutoff_ms(retention.ttl)])?;
+    conn.prepare_cached("DELETE FROM history WHERE topic = ?1 AND pos <= ?2")?
+        .execute(params![topic, keep_from as i64])?;
+    conn.prepare_cached(
+        "DELETE FROM history WHERE topic = ?1 AND pos < COALESCE(
+             (SELECT pos FROM history WHERE topic = ?1 AND stored_ms >= ?2 ORDER BY pos LIMIT 1),
+             ?3)",
+    )?
+    .execute(params![topic, cutoff_ms(retention.ttl), top as i64 + 1])?;
     Ok(())
 }
 
