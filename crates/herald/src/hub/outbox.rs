@@ -274,9 +274,7 @@ impl ConnHandle {
     /// Queues the connection's one close frame, uncounted, even to a slow consumer that is
     /// being closed.
     pub(crate) fn push_close(&self, frame: Frame) -> bool {
-        let queued = self.enqueue([frame], false, true);
-        self.out().close_queued = true;
-        queued
+        self.enqueue([frame], false, true)
     }
 
     /// Queues a ping, counted; skipped when the queue is full (the connection is about to be
@@ -338,12 +336,15 @@ impl ConnHandle {
         &self,
         frames: impl IntoIterator<Item = Frame>,
         counted: bool,
-        control: bool,
+        close_frame: bool,
     ) -> bool {
         let mut out = self.out();
-        if !out.accepts(control) {
+        if !out.accepts(close_frame) {
             return false;
         }
+        // The close frame is the last: from the moment it is queued (under this lock), nothing
+        // else is.
+        out.close_queued |= close_frame;
         let before = out.queue.len();
         for frame in frames {
             if counted && out.counted >= self.capacity {
