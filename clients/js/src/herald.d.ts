@@ -148,7 +148,9 @@ export class Herald {
   disconnect(): void;
 
   subscribe(topic: string, handler: Handler, options?: SubscribeOptions): Promise<SubscribedInfo>;
-  unsubscribe(topic: string): Promise<{ topic: string }>;
+  /** Without `handler`, ends the subscription; with it, removes that handler only (the
+   * subscription ends when no handler is left). */
+  unsubscribe(topic: string, handler?: Handler): Promise<{ topic: string }>;
   subscriptions(): { topic: string; offset?: number; epoch?: string }[];
   publish(topic: string, event: string, data?: unknown): Promise<{ topic: string; id: string; offset?: number }>;
   presence(topic: string): Promise<PresenceData>;

@@ -42,13 +42,15 @@ export function tokenExpiry(token) {
   }
 }
 
-/** The WebSocket URL for `url`: ws(s) URLs as given; http(s) ones with `/ws` when no path. */
+/** The WebSocket URL for `url`: ws(s) URLs as given; http(s) ones with `/ws` when no path; by
+ * default (in a browser) the page's origin + `/ws`. */
 export function websocketUrl(url) {
   if (url === undefined) {
     if (typeof location === 'undefined') {
       throw new TypeError('options.url is required outside a browser (e.g. "ws://127.0.0.1:8080/ws")');
     }
-    url = location.href;
+    // The page's origin, at /ws (not the page's own path).
+    url = `${location.origin}/ws`;
   }
   let parsed;
   try {
@@ -203,7 +205,15 @@ export class Herald {
       }
     }
     this._settleWaiting(new HeraldError('disconnected', 'disconnect() was called'));
+    this._rejectSubscribeWaiters(new HeraldError('disconnected', 'disconnect() was called'));
     if (this.state !== 'disconnected') this._setState('disconnected', { code: 1000, reason: 'client disconnect', reconnect: false });
+  }
+
+  /** Settles every `subscribe()` still waiting for its answer (the subscriptions are kept). */
+  _rejectSubscribeWaiters(error) {
+    for (const sub of this._subs.values()) {
+      for (const waiter of sub.waiters.splice(0)) waiter.reject(error);
+    }
   }
 
   async _open() {
@@ -347,12 +357,14 @@ export class Herald {
       sub.offset = message.offset;
       if (typeof message.epoch === 'string') sub.epoch = message.epoch;
     }
-    try {
-      sub.handler(message);
-    } catch (error) {
-      queueMicrotask(() => {
-        throw error;
-      });
+    for (const handler of [...sub.handlers]) {
+      try {
+        handler(message);
+      } catch (error) {
+        queueMicrotask(() => {
+          throw error;
+        });
+      }
     }
   }
 
@@ -408,6 +420,7 @@ export class Herald {
         ? new HeraldError(serverError.code, serverError.message ?? '', { code, reason })
         : new HeraldError('disconnected', `connection closed (${code}${reason ? ` ${reason}` : ''})`, { code, reason });
       this._settleWaiting(err);
+      this._rejectSubscribeWaiters(err);
       return;
     }
     data.delay = backoff(this._attempt++, this.reconnect);
@@ -490,16 +503,22 @@ export class Herald {
     if (since !== undefined && (typeof since?.offset !== 'number' || typeof since?.epoch !== 'string')) {
       return Promise.reject(new TypeError('subscribe: options.since must be {offset: number, epoch: string}'));
     }
-    const sub = this._subs.get(topic) ?? { topic, offset: undefined, epoch: undefined, waiters: [] };
-    sub.handler = handler;
-    sub.onSubscribed = options.onSubscribed;
+    const existing = this._subs.get(topic);
+    const sub = existing ?? { topic, offset: undefined, epoch: undefined, waiters: [], handlers: new Set() };
+    // Several parts of an app may subscribe to one topic: each handler gets every message.
+    sub.handlers.add(handler);
+    if (options.onSubscribed !== undefined) sub.onSubscribed = options.onSubscribed;
     if (since) {
       sub.offset = since.offset;
       sub.epoch = since.epoch;
     }
     this._subs.set(topic, sub);
+    if (existing?.confirmed && this.state === 'connected' && existing.waiters.length === 0) {
+      // Already subscribed here: the new handler joins at once.
+      return Promise.resolve({ topic, offset: sub.offset, epoch: sub.epoch, recovered: false, resumed: false });
+    }
     const promise = new Promise((resolve, reject) => sub.waiters.push({ resolve, reject }));
-    if (this.state === 'connected') this._sendSubscribe(sub, false);
+    if (this.state === 'connected' && (!existing || existing.waiters.length === 1)) this._sendSubscribe(sub, false);
     return promise;
   }
 
@@ -538,9 +557,16 @@ export class Herald {
     if (resubscribing) this._emit('resubscribed', { type: 'resubscribed', topic: sub.topic, data: info, timestamp: new Date().toISOString(), local: true });
   }
 
-  /** Stops the subscription (locally at once; on the server when connected). */
-  async unsubscribe(topic) {
+  /**
+   * Stops the subscription (locally at once; on the server when connected). With `handler`,
+   * removes only that handler; the subscription ends when no handler is left.
+   */
+  async unsubscribe(topic, handler) {
     const sub = this._subs.get(topic);
+    if (handler !== undefined && sub) {
+      sub.handlers.delete(handler);
+      if (sub.handlers.size > 0) return { topic };
+    }
     this._subs.delete(topic);
     for (const waiter of sub?.waiters.splice(0) ?? []) waiter.reject(new HeraldError('unsubscribed', `unsubscribed from ${topic}`));
     if (this.state !== 'connected') return { topic };

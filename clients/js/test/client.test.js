@@ -346,6 +346,30 @@ test('a publication named like a server frame changes nothing in the client', as
   assert.equal(sam.state, 'connected');
 });
 
+test('two parts of an app can subscribe to one topic, and each handler gets every message', async () => {
+  const uma = client('uma');
+  await uma.connect();
+  const first = recorder();
+  const second = recorder();
+  await uma.subscribe('chat:shared', first);
+  await uma.subscribe('chat:shared', second);
+  await server.api.publish({ scope: 'topic', target: 'chat:shared', type: 'one', data: {} });
+  await eventually('both handlers', () => first.got.length === 1 && second.got.length === 1);
+  // Removing one handler keeps the subscription for the other.
+  await uma.unsubscribe('chat:shared', first);
+  await server.api.publish({ scope: 'topic', target: 'chat:shared', type: 'two', data: {} });
+  await eventually('the second handler', () => second.got.length === 2);
+  assert.deepEqual(first.got.map((m) => m.type), ['one']);
+  assert.deepEqual(uma.subscriptions().map((s) => s.topic), ['chat:shared']);
+});
+
+test('a subscribe() still waiting when the app disconnects is rejected, not left pending', async () => {
+  const vic = client('vic');
+  const pending = vic.subscribe('chat:never', () => {});
+  vic.disconnect();
+  await assert.rejects(pending, (error) => error instanceof HeraldError && error.code === 'disconnected');
+});
+
 test('backoff grows exponentially to its cap, with jitter below the base', () => {
   const options = { minDelay: 100, maxDelay: 1000, factor: 2, jitter: 0.5 };
   const high = (attempt) => backoff(attempt, options, () => 0);
@@ -355,4 +379,13 @@ test('backoff grows exponentially to its cap, with jitter below the base', () =>
   assert.equal(websocketUrl('http://h:1'), 'ws://h:1/ws');
   assert.equal(websocketUrl('https://h/'), 'wss://h/ws');
   assert.equal(websocketUrl('ws://h:1/ws/connect'), 'ws://h:1/ws/connect');
+});
+
+test('in a browser the default URL is the page origin + /ws, whatever the page path', () => {
+  globalThis.location = { origin: 'https://app.example:8443', href: 'https://app.example:8443/app/board?x=1' };
+  try {
+    assert.equal(websocketUrl(), 'wss://app.example:8443/ws');
+  } finally {
+    delete globalThis.location;
+  }
 });

@@ -565,3 +565,39 @@ async fn json_logs_with_a_flag() {
     assert_eq!(entry["user_id"], "jay");
     assert_eq!(entry["message"], "connection opened");
 }
+
+#[tokio::test]
+async fn the_js_client_can_be_imported_from_an_allowed_origin() {
+    let get = |server: &Server, origin: &'static str| {
+        let url = server.http("/herald.js");
+        async move {
+            reqwest::Client::new()
+                .get(url)
+                .header("Origin", origin)
+                .send()
+                .await
+                .expect("GET /herald.js")
+        }
+    };
+    // Any origin when none is configured.
+    let open = Server::start("");
+    let answer = get(&open, "https://app.example").await;
+    assert_eq!(answer.status(), 200);
+    assert_eq!(
+        answer.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    // Only the configured ones otherwise.
+    let strict = Server::start("allowed_origins = [\"https://app.example\"]\n");
+    let allowed = get(&strict, "https://app.example").await;
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    let foreign = get(&strict, "https://evil.example").await;
+    assert_eq!(foreign.status(), 200, "the file itself is public");
+    assert!(foreign
+        .headers()
+        .get("access-control-allow-origin")
+        .is_none());
+}

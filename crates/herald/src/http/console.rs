@@ -37,10 +37,26 @@ pub(super) fn router() -> Router<Herald> {
             "/console.css",
             get(|| async { asset("text/css; charset=utf-8", STYLE) }),
         )
-        .route(
-            "/herald.js",
-            get(|| async { asset("text/javascript; charset=utf-8", CLIENT) }),
-        )
+        .route("/herald.js", get(client))
+}
+
+/// `/herald.js`, importable from another origin's page: `Access-Control-Allow-Origin` names
+/// the page's origin when `allowed_origins` allows it (any origin when that list is empty).
+async fn client(
+    axum::extract::State(node): axum::extract::State<Herald>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
+    let mut response = asset("text/javascript; charset=utf-8", CLIENT).into_response();
+    let allowed = &node.config().allowed_origins;
+    let origin = headers
+        .get(header::ORIGIN)
+        .filter(|o| allowed.is_empty() || allowed.iter().any(|a| o.as_bytes() == a.as_bytes()));
+    if let Some(origin) = origin {
+        let headers = response.headers_mut();
+        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+        headers.insert(header::VARY, axum::http::HeaderValue::from_static("Origin"));
+    }
+    response
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> impl IntoResponse {
