@@ -545,9 +545,18 @@ async fn a_full_disk_answers_503_keeps_the_node_up_and_loses_nothing_acknowledge
     assert_eq!(status, 503, "{answer}");
     assert_eq!(answer["error"]["code"], "processing_error", "{answer}");
     assert!(acknowledged.len() > 10, "some fitted first");
-    // The node stays up and says so; another publication is refused the same way.
+    // The node stays up, and `/ready` says why it is not ready; another publication is refused
+    // the same way.
     let (status, _) = server.api("GET", "/health", None, None).await;
     assert_eq!(status, 200);
+    let (status, ready) = server.api("GET", "/ready", None, None).await;
+    assert_eq!(status, 503, "{ready}");
+    assert!(
+        ready["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("refuses writes")),
+        "{ready}"
+    );
     let (status, _) = server
         .publish(
             json!({"scope": "topic", "target": "log:full", "type": "line", "data": {"pad": pad}}),

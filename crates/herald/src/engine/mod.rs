@@ -267,6 +267,11 @@ pub trait History: Send + Sync + 'static {
         limit: usize,
         retention: Retention,
     ) -> Result<HistoryPage, EngineError>;
+
+    /// Whether the engine takes writes (for readiness): an error says why not.
+    async fn check(&self) -> Result<(), EngineError> {
+        Ok(())
+    }
 }
 
 /// Offline inboxes: per user, in publication order, until acknowledged.

@@ -321,6 +321,7 @@ impl Herald {
     /// Whether the engines answer (for `GET /ready`).
     pub async fn check_engines(&self) -> Result<(), EngineError> {
         self.inner.engines.membership.check().await?;
+        self.inner.engines.history.check().await?;
         self.inner.broker.check().await
     }
 }

@@ -29,17 +29,31 @@ type Job = Box<dyn FnOnce(Option<&mut Transaction<'_>>) -> Answer + Send>;
 /// The queue of a database's writer thread.
 pub struct GroupCommit {
     jobs: mpsc::Sender<Job>,
+    /// Why the last commit failed, until one succeeds again (for readiness).
+    failing: Arc<Mutex<Option<String>>>,
 }
 
 impl GroupCommit {
     /// Starts the writer thread of `db`; it ends when the last handle is dropped.
     pub fn start(db: Arc<Mutex<Connection>>) -> Result<Self, EngineError> {
         let (jobs, queue) = mpsc::channel::<Job>();
+        let failing = Arc::new(Mutex::new(None));
+        let status = failing.clone();
         std::thread::Builder::new()
             .name("herald-sqlite-writer".into())
-            .spawn(move || write_batches(&db, &queue))
+            .spawn(move || write_batches(&db, &queue, &status))
             .map_err(|e| EngineError(format!("the SQLite writer thread: {e}")))?;
-        Ok(Self { jobs })
+        Ok(Self { jobs, failing })
+    }
+
+    /// An error saying why, while the last commit failed (a full disk, a failing fsync).
+    pub fn check(&self) -> Result<(), EngineError> {
+        match crate::sync::lock(&self.failing).as_ref() {
+            Some(why) => Err(EngineError(format!(
+                "the SQLite file refuses writes: {why}"
+            ))),
+            None => Ok(()),
+        }
     }
 
     /// Runs `work` in the next batch and returns its value once the batch is on disk.
@@ -93,7 +107,11 @@ fn in_savepoint<T>(
 }
 
 /// The writer thread: a batch is the first queued write and every one queued behind it.
-fn write_batches(db: &Mutex<Connection>, queue: &mpsc::Receiver<Job>) {
+fn write_batches(
+    db: &Mutex<Connection>,
+    queue: &mpsc::Receiver<Job>,
+    failing: &Mutex<Option<String>>,
+) {
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -122,6 +140,7 @@ fn write_batches(db: &Mutex<Connection>, queue: &mpsc::Receiver<Job>) {
             crate::metrics::engine_error("sqlite");
             tracing::error!(error = %e, writes = answers.len(), "SQLite commit failed: its writes are refused");
         }
+        *crate::sync::lock(failing) = committed.as_ref().err().map(|e| e.0.clone());
         for answer in answers {
             answer(committed.as_ref().err());
         }

@@ -254,6 +254,10 @@ impl History for SqliteHistory {
         self.writer.run(append, |_| {}).await
     }
 
+    async fn check(&self) -> Result<(), EngineError> {
+        self.writer.check()
+    }
+
     async fn read(
         &self,
         topic: &str,
