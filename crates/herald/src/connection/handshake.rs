@@ -13,23 +13,6 @@ use crate::node::Herald;
 use crate::protocol::replies::{AuthRequired, Reply};
 use crate::protocol::{error_frame, Command, ErrorCode, Request};
 
-const AUTH_TIMEOUT: CloseReason = CloseReason {
-    code: 1008,
-    reason: "authentication timeout",
-};
-const AUTH_FAILED: CloseReason = CloseReason {
-    code: 1008,
-    reason: "authentication failed",
-};
-const TOO_MUCH_UNAUTHENTICATED: CloseReason = CloseReason {
-    code: 1008,
-    reason: "too much data before authentication",
-};
-const TOO_MANY_CONNECTIONS: CloseReason = CloseReason {
-    code: 1008,
-    reason: "too many connections",
-};
-
 /// What a connection may send before it authenticated: payloads plus a frame header's 6 bytes
 /// each, so a stream of empty frames counts too. An `auth` with a large token fits easily.
 pub(super) const UNAUTHENTICATED_BYTES: usize = 16 * 1024;
@@ -72,7 +55,7 @@ pub(super) async fn await_auth(
         let message = match incoming {
             Err(_elapsed) => {
                 crate::metrics::auth_failure("timeout");
-                link.close_with(conn, AUTH_TIMEOUT, limits.write_timeout)
+                link.close_with(conn, CloseReason::AUTH_TIMEOUT, limits.write_timeout)
                     .await;
                 return None;
             }
@@ -87,8 +70,12 @@ pub(super) async fn await_auth(
             Some(left) => budget = left,
             None => {
                 crate::metrics::dropped("unauthenticated_data");
-                link.close_with(conn, TOO_MUCH_UNAUTHENTICATED, limits.write_timeout)
-                    .await;
+                link.close_with(
+                    conn,
+                    CloseReason::TOO_MUCH_UNAUTHENTICATED,
+                    limits.write_timeout,
+                )
+                .await;
                 return None;
             }
         }
@@ -113,8 +100,12 @@ pub(super) async fn await_auth(
                                     reference.as_ref(),
                                 );
                                 let _ = send(link, conn, frame, limits.write_timeout).await;
-                                link.close_with(conn, TOO_MANY_CONNECTIONS, limits.write_timeout)
-                                    .await;
+                                link.close_with(
+                                    conn,
+                                    CloseReason::TOO_MANY_CONNECTIONS,
+                                    limits.write_timeout,
+                                )
+                                .await;
                                 return None;
                             }
                         }
@@ -125,7 +116,7 @@ pub(super) async fn await_auth(
                         let frame =
                             error_frame(ErrorCode::AuthFailed, &e.to_string(), reference.as_ref());
                         let _ = send(link, conn, frame, limits.write_timeout).await;
-                        link.close_with(conn, AUTH_FAILED, limits.write_timeout)
+                        link.close_with(conn, CloseReason::AUTH_FAILED, limits.write_timeout)
                             .await;
                         return None;
                     }

@@ -50,6 +50,26 @@ impl CloseReason {
         code: 1002,
         reason: "protocol error",
     };
+    /// No `auth` within `auth_timeout`.
+    pub const AUTH_TIMEOUT: Self = Self {
+        code: 1008,
+        reason: "authentication timeout",
+    };
+    /// The token of an `auth` message was refused.
+    pub const AUTH_FAILED: Self = Self {
+        code: 1008,
+        reason: "authentication failed",
+    };
+    /// More than 16 KiB of frames before authenticating.
+    pub const TOO_MUCH_UNAUTHENTICATED: Self = Self {
+        code: 1008,
+        reason: "too much data before authentication",
+    };
+    /// The user already holds `max_connections_per_user`.
+    pub const TOO_MANY_CONNECTIONS: Self = Self {
+        code: 1008,
+        reason: "too many connections",
+    };
     /// Cluster mode: the node lost Redis and its stream's past with it; the client should
     /// reconnect and resubscribe with `since` (it learns `recovered: false` if it missed some).
     pub const STREAM_LOST: Self = Self {
