@@ -24,8 +24,6 @@ use tokio_util::task::TaskTracker;
 use tower_service::Service;
 
 use crate::node::slots::{IpSlot, IpSlots};
-use crate::protocol::answers::ErrorBody;
-use crate::protocol::ErrorCode;
 
 /// At most this many bytes of a socket's data wait unsent in the kernel (Linux
 /// `TCP_NOTSENT_LOWAT`); beyond it a write takes nothing and the frames stay in the
@@ -158,11 +156,7 @@ async fn serve_connection(
 /// reset the connection before the client reads the answer.
 async fn refuse(mut stream: TcpStream, remote: SocketAddr) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let message = format!("too many connections from {}", remote.ip());
-    let body = ErrorBody::new(ErrorCode::RateLimited, &message)
-        .to_value()
-        .to_string();
-    crate::metrics::dropped("max_connections_per_ip");
+    let body = super::ws::too_many_from_ip(remote.ip()).body().to_string();
     let answer = format!(
         "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()

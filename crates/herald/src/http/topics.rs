@@ -8,6 +8,7 @@ use axum::Json;
 use serde_json::Value;
 
 use super::admin::Admin;
+use super::body::answer;
 use super::error::ApiError;
 use crate::engine::presence_reply;
 use crate::node::Herald;
@@ -31,9 +32,7 @@ pub async fn presence(
         )));
     }
     let users = node.presence(&topic).await?;
-    Ok(Json(
-        serde_json::to_value(presence_reply(&topic, &users)).unwrap_or(Value::Null),
-    ))
+    Ok(answer(presence_reply(&topic, &users)))
 }
 
 /// `GET /api/v1/topics/{topic}/history?since=&limit=&epoch=`: messages after offset `since`
@@ -78,9 +77,7 @@ pub async fn history(
         }
     };
     match node.history(&topic, since.as_ref(), limit).await? {
-        Some(page) => Ok(Json(
-            serde_json::to_value(page.reply(&topic)).unwrap_or(Value::Null),
-        )),
+        Some(page) => Ok(answer(page.reply(&topic))),
         None => Err(ApiError::not_found(format!("`{topic}` keeps no history"))),
     }
 }

@@ -245,36 +245,19 @@ impl ConnHandle {
     /// Queues a frame already in this connection's encoding (the hub's fan-out path, which
     /// encodes each publication once per encoding).
     pub fn push_encoded(&self, frame: Frame) -> bool {
-        self.enqueue([frame], true, false)
+        self.enqueue([frame], true, false, None)
     }
 
     /// Queues a user-scope publication's frame (already in this connection's encoding), which
     /// goes back to the user's inbox if the connection ends before it was written.
     pub(crate) fn push_user_message(&self, frame: Frame, publication: &Arc<Publication>) -> bool {
-        let mut out = self.out();
-        if !out.accepts(false) {
-            return false;
-        }
-        if out.counted >= self.capacity {
-            out.mark_slow();
-            drop(out);
-            self.wake.notify_one();
-            return false;
-        }
-        out.counted += 1;
-        out.queue.push_back(Queued {
-            frame,
-            counted: true,
-            keep: Some(publication.clone()),
-        });
-        self.notify_writer(out);
-        true
+        self.enqueue([frame], true, false, Some(publication))
     }
 
     /// Queues the connection's one close frame, uncounted, even to a slow consumer that is
     /// being closed.
     pub(crate) fn push_close(&self, frame: Frame) -> bool {
-        self.enqueue([frame], false, true)
+        self.enqueue([frame], false, true, None)
     }
 
     /// Queues a ping, counted; skipped when the queue is full (the connection is about to be
@@ -329,6 +312,7 @@ impl ConnHandle {
             frames.into_iter().map(|f| encoding.encode(&f)),
             false,
             false,
+            None,
         )
     }
 
@@ -337,6 +321,7 @@ impl ConnHandle {
         frames: impl IntoIterator<Item = Frame>,
         counted: bool,
         close_frame: bool,
+        keep: Option<&Arc<Publication>>,
     ) -> bool {
         let mut out = self.out();
         if !out.accepts(close_frame) {
@@ -354,7 +339,11 @@ impl ConnHandle {
                 return false;
             }
             out.counted += usize::from(counted);
-            out.queue.push_back(Queued::new(frame, counted));
+            out.queue.push_back(Queued {
+                frame,
+                counted,
+                keep: keep.cloned(),
+            });
         }
         if out.queue.len() > before {
             self.notify_writer(out);
