@@ -236,15 +236,17 @@ async fn the_oldest_go_first_beyond_the_maximum(engine: &dyn Inbox) {
 
 async fn expired_messages_are_dropped(engine: &dyn Inbox) {
     let user = fresh("dave");
+    // The second message must outlive the gap between its store and the read, even on a
+    // machine busy with the other tests: a 1 s TTL, passed for the first by 200 ms.
     let short = InboxLimits {
         max_messages: 10,
-        ttl: Duration::from_millis(100),
+        ttl: Duration::from_millis(1000),
     };
     engine
         .store(&user, &user_message(&user, 1), short)
         .await
         .expect("store");
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     engine
         .store(&user, &user_message(&user, 2), short)
         .await
