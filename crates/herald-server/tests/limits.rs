@@ -400,3 +400,49 @@ async fn sigint_shuts_down_gracefully_too() {
     );
     assert_eq!(code, Some(0));
 }
+
+#[tokio::test]
+async fn a_client_that_slows_down_when_refused_is_never_closed() {
+    let server = Server::start("[limits]\nrate_per_sec = 5\nrate_burst = 3\nmax_errors = 2\n");
+    let mut client = server.user("polite").await;
+    for round in 0..3 {
+        for i in 0..6 {
+            client.send(json!({"type": "ping", "ref": i})).await;
+        }
+        let mut limited = 0;
+        for _ in 0..6 {
+            let reply = client.recv().await;
+            if reply["data"]["code"] == "rate_limited" {
+                limited += 1;
+            }
+        }
+        assert!(
+            limited >= 2,
+            "round {round}: the burst is exceeded ({limited} refused)"
+        );
+        // Told to slow down, it waits for the bucket to refill.
+        tokio::time::sleep(Duration::from_millis(1000)).await;
+    }
+    assert!(
+        client.is_alive().await,
+        "rate_limited is not an error toward max_errors"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_ignores_rate_limited_is_closed() {
+    let server = Server::start("[limits]\nrate_per_sec = 1\nrate_burst = 3\n");
+    let mut client = server.user("pushy").await;
+    for i in 0..12 {
+        client.send(json!({"type": "ping", "ref": i})).await;
+    }
+    let closed = client.closed().await;
+    assert_eq!(
+        closed,
+        Closed {
+            code: 1008,
+            reason: "too many errors".into()
+        },
+        "more refusals in a row than the burst"
+    );
+}

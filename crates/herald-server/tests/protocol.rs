@@ -682,3 +682,167 @@ async fn a_client_publish_to_a_topic_with_history_is_answered_with_its_offset() 
         assert_eq!(reply["data"]["offset"], expected, "{reply}");
     }
 }
+
+#[tokio::test]
+async fn the_welcome_and_refreshed_say_when_the_token_expires_by_the_servers_clock() {
+    let server = Server::start("");
+    let exp = now() + 600;
+    let mut client = server
+        .connect(&sign(&json!({"sub": "t", "exp": exp})))
+        .await;
+    // The welcome was read by `connect`; a second connection shows it whole.
+    let mut again = Client::connect(
+        &server.ws_url(&format!("token={}", sign(&json!({"sub": "t", "exp": exp})))),
+    )
+    .await;
+    let hello = again.recv().await;
+    assert_eq!(hello["data"]["expires_at"], exp, "{hello}");
+    let left = hello["data"]["expires_in"].as_u64().expect("expires_in");
+    assert!((590..=600).contains(&left), "{hello}");
+
+    let reply = client
+        .request(
+            json!({"type": "refresh", "token": sign(&json!({"sub": "t", "exp": now() + 3600}))}),
+        )
+        .await;
+    assert_eq!(reply["type"], "refreshed", "{reply}");
+    let left = reply["data"]["expires_in"].as_u64().expect("expires_in");
+    assert!((3590..=3600).contains(&left), "{reply}");
+
+    let mut forever =
+        Client::connect(&server.ws_url(&format!("token={}", sign(&json!({"sub": "f"}))))).await;
+    let hello = forever.recv().await;
+    assert!(hello["data"]["expires_in"].is_null(), "{hello}");
+    assert!(hello["data"]["expires_at"].is_null(), "{hello}");
+}
+
+/// Reads `count` frames and returns them by `data.topic`.
+async fn answers_by_topic(
+    client: &mut Client,
+    count: usize,
+) -> std::collections::HashMap<String, Value> {
+    let mut answers = std::collections::HashMap::new();
+    for _ in 0..count {
+        let frame = client.recv().await;
+        let topic = frame["data"]["topic"]
+            .as_str()
+            .expect("a topic")
+            .to_string();
+        answers.insert(topic, frame);
+    }
+    answers
+}
+
+#[tokio::test]
+async fn one_subscribe_with_topics_is_one_command_answered_per_topic() {
+    // A burst of 20 commands: 50 topics in one command pass it.
+    let server = Server::start("[[namespaces]]\nname = \"log\"\nhistory_size = 10\n");
+    let mut client = server.user("many").await;
+    let topics: Vec<String> = (0..50).map(|i| format!("board:{i}")).collect();
+    client
+        .send(json!({"type": "subscribe", "topics": topics, "ref": "b1"}))
+        .await;
+    let answers = answers_by_topic(&mut client, 50).await;
+    for topic in &topics {
+        let answer = &answers[topic];
+        assert_eq!(answer["type"], "subscribed", "{answer}");
+        assert_eq!(answer["ref"], "b1");
+    }
+    let status = client.request(json!({"type": "status"})).await;
+    assert_eq!(status["data"]["topics"].as_array().map(Vec::len), Some(50));
+
+    // A refused topic is answered with an error naming it; the others go through, and the
+    // command counts once toward max_errors (5 by default) however many were refused.
+    let forbidden: Vec<String> = (0..6).map(|i| format!("user:other{i}")).collect();
+    let mut mixed = forbidden.clone();
+    mixed.push("board:new".into());
+    client
+        .send(json!({"type": "subscribe", "topics": mixed, "ref": "b2"}))
+        .await;
+    let answers = answers_by_topic(&mut client, 7).await;
+    for topic in &forbidden {
+        assert_eq!(
+            answers[topic]["data"]["code"], "forbidden",
+            "{}",
+            answers[topic]
+        );
+        assert_eq!(answers[topic]["ref"], "b2");
+    }
+    assert_eq!(answers["board:new"]["type"], "subscribed");
+    assert!(
+        client.is_alive().await,
+        "6 refusals in one command are one error"
+    );
+
+    // Topics with history resume from where the client was, in one command.
+    server
+        .publish(json!({"scope": "topic", "target": "log:a", "type": "t", "data": {"n": 1}}))
+        .await;
+    let mut resumer = server.user("resumer").await;
+    resumer
+        .send(json!({"type": "subscribe", "topics": ["log:a", "log:b"]}))
+        .await;
+    let answers = answers_by_topic(&mut resumer, 2).await;
+    let epoch = answers["log:a"]["data"]["epoch"].clone();
+    assert_eq!(answers["log:a"]["data"]["offset"], 1);
+    drop(resumer);
+    for n in 2..=3 {
+        server
+            .publish(json!({"scope": "topic", "target": "log:a", "type": "t", "data": {"n": n}}))
+            .await;
+    }
+    let mut back = server.user("resumer").await;
+    back.send(json!({"type": "subscribe", "topics": [
+        {"topic": "log:a", "since": {"offset": 1, "epoch": epoch}},
+        {"topic": "log:b", "since": {"offset": 0, "epoch": answers["log:b"]["data"]["epoch"]}},
+        "board:plain"
+    ]}))
+    .await;
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        let frame = back.recv().await;
+        seen.push(format!(
+            "{} {} {}",
+            frame["type"].as_str().unwrap_or(""),
+            frame["data"]["topic"]
+                .as_str()
+                .or(frame["topic"].as_str())
+                .unwrap_or(""),
+            frame["data"]["n"]
+        ));
+        if frame["type"] == "subscribed" && frame["data"]["topic"] != "board:plain" {
+            assert_eq!(frame["data"]["recovered"], true, "{frame}");
+        }
+    }
+    assert_eq!(
+        seen,
+        [
+            "subscribed board:plain null",
+            "subscribed log:a null",
+            "t log:a 2",
+            "t log:a 3",
+            "subscribed log:b null",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_subscribe_batch_is_bounded_and_checked_whole() {
+    let server = Server::start("");
+    let mut client = server.user("bounds").await;
+    let too_many: Vec<String> = (0..101).map(|i| format!("t{i}")).collect();
+    let reply = client
+        .request(json!({"type": "subscribe", "topics": too_many, "ref": 1}))
+        .await;
+    assert_eq!(reply["data"]["code"], "invalid_message", "{reply}");
+    let reply = client
+        .request(json!({"type": "subscribe", "topics": ["ok", 7]}))
+        .await;
+    assert_eq!(reply["data"]["code"], "invalid_message", "{reply}");
+    let status = client.request(json!({"type": "status"})).await;
+    assert_eq!(
+        status["data"]["topics"],
+        json!([]),
+        "nothing was subscribed"
+    );
+}

@@ -8,12 +8,15 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// `rate_per_sec` commands a second with bursts of `rate_burst`; a rate of 0 disables it.
+/// It also tells a client that slows down when refused from one that ignores the refusals.
 #[derive(Debug)]
 pub struct TokenBucket {
     rate: f64,
     burst: f64,
     tokens: f64,
     last: Instant,
+    /// Commands refused since the last one let through.
+    refused_in_a_row: u32,
 }
 
 impl TokenBucket {
@@ -24,7 +27,14 @@ impl TokenBucket {
             burst,
             tokens: burst,
             last: Instant::now(),
+            refused_in_a_row: 0,
         }
+    }
+
+    /// Whether the client kept sending through more than a whole burst of refusals: it is not
+    /// slowing down. One that waits for a token after being refused never gets here.
+    pub fn ignored(&self) -> bool {
+        f64::from(self.refused_in_a_row) > self.burst
     }
 
     /// Takes one token; false when none is left (the command is refused).
@@ -38,8 +48,10 @@ impl TokenBucket {
         self.last = now;
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
+            self.refused_in_a_row = 0;
             true
         } else {
+            self.refused_in_a_row = self.refused_in_a_row.saturating_add(1);
             false
         }
     }
@@ -90,6 +102,22 @@ mod tests {
         let mut bucket = TokenBucket::new(10, 20);
         assert_eq!((0..25).filter(|_| bucket.take()).count(), 20);
         assert!(TokenBucket::new(0, 1).take(), "rate 0 disables the limit");
+    }
+
+    #[test]
+    fn refusals_are_ignored_only_past_a_whole_burst_in_a_row() {
+        let mut bucket = TokenBucket::new(10, 3);
+        assert_eq!((0..6).filter(|_| bucket.take()).count(), 3);
+        assert!(!bucket.ignored(), "3 refusals in a row: told to slow down");
+        assert!(!bucket.take());
+        assert!(
+            bucket.ignored(),
+            "a 4th refusal in a row is more than the burst"
+        );
+        // A client that waits for a token starts over.
+        std::thread::sleep(Duration::from_millis(150));
+        assert!(bucket.take());
+        assert!(!bucket.ignored());
     }
 
     #[test]

@@ -25,7 +25,7 @@ use crate::auth::Principal;
 use crate::hub::{Attention, CloseReason, ConnHandle};
 use crate::node::Herald;
 use crate::protocol::replies::Greeting;
-use crate::protocol::{Encoding, ReplyStyle, Since};
+use crate::protocol::{Encoding, ReplyStyle, Wanted};
 use serde_json::Value;
 use session::Session;
 use socket::{ReadError, WriteError};
@@ -350,9 +350,9 @@ pub(crate) enum Next {
     /// A subscription that resumes from `since` on a topic with history: the loop first writes
     /// what is queued, then calls [`Session::recover`] and writes its frames directly, so the
     /// replay comes after every earlier frame and before every later live message.
+    /// A batch may resume several topics: `topics` all carry `since`.
     Recover {
-        topic: String,
-        since: Since,
+        topics: Vec<Wanted>,
         style: ReplyStyle,
         reference: Option<Value>,
     },
@@ -387,32 +387,35 @@ async fn handle(message: Message, link: &mut Link, session: &mut Session) -> Nex
     };
     let next = match next {
         Next::Recover {
-            topic,
-            since,
+            topics,
             style,
             reference,
         } => {
-            // What was queued before the subscription goes first, then the reply and the
-            // replay, then live messages (queued meanwhile, behind the replay).
-            conn.hold();
-            if let Err(e) = link.drain(&conn, write_timeout).await {
+            // Per topic: what was queued before goes first, then the reply and its replay,
+            // then live messages (queued meanwhile, behind the replay). One topic at a time
+            // keeps what is held in memory to one topic's replay.
+            for Wanted { topic, since } in topics {
+                let Some(since) = since else { continue };
+                conn.hold();
+                if let Err(e) = link.drain(&conn, write_timeout).await {
+                    conn.release();
+                    return Next::End(write_failure(e));
+                }
+                let (frames, fresh) = session
+                    .recover(&topic, &since, style, reference.as_ref())
+                    .await;
+                node.hub()
+                    .counters
+                    .sent
+                    .fetch_add(frames.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                conn.push_front(frames);
                 conn.release();
-                return Next::End(write_failure(e));
-            }
-            let (frames, fresh) = session
-                .recover(&topic, &since, style, reference.as_ref())
-                .await;
-            node.hub()
-                .counters
-                .sent
-                .fetch_add(frames.len() as u64, std::sync::atomic::Ordering::Relaxed);
-            conn.push_front(frames);
-            conn.release();
-            if let Err(e) = link.drain(&conn, write_timeout).await {
-                return Next::End(write_failure(e));
-            }
-            if fresh {
-                session.joined(&topic).await;
+                if let Err(e) = link.drain(&conn, write_timeout).await {
+                    return Next::End(write_failure(e));
+                }
+                if fresh {
+                    session.joined(&topic).await;
+                }
             }
             Next::Continue
         }

@@ -20,7 +20,11 @@ impl<'a> ErrorBody<'a> {
     /// An error body with this code and message.
     pub fn new(code: ErrorCode, message: &'a str) -> Self {
         Self {
-            error: ErrorData { code, message },
+            error: ErrorData {
+                code,
+                message,
+                topic: None,
+            },
         }
     }
 

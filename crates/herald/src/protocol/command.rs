@@ -24,6 +24,18 @@ pub struct Since {
     pub epoch: String,
 }
 
+/// One topic of a batch `subscribe`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wanted {
+    /// The topic.
+    pub topic: String,
+    /// Where to resume from, for topics with history.
+    pub since: Option<Since>,
+}
+
+/// The most topics one `subscribe` may carry in `topics`.
+pub const SUBSCRIBE_BATCH_MAX: usize = 100;
+
 /// One client command, already checked for shape.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
@@ -45,6 +57,11 @@ pub enum Command {
         since: Option<Since>,
         /// How to spell the reply.
         style: ReplyStyle,
+    },
+    /// `subscribe` with `topics`: several topics in one command, answered per topic.
+    SubscribeMany {
+        /// The topics, in the order given.
+        topics: Vec<Wanted>,
     },
     /// `unsubscribe` (and `leave_room`, `subscription`).
     Unsubscribe {
@@ -134,7 +151,7 @@ impl Command {
         match self {
             Self::Auth { .. } => "auth",
             Self::Refresh { .. } => "refresh",
-            Self::Subscribe { .. } => "subscribe",
+            Self::Subscribe { .. } | Self::SubscribeMany { .. } => "subscribe",
             Self::Unsubscribe { .. } => "unsubscribe",
             Self::Publish { .. } => "publish",
             Self::Presence { .. } => "presence",
@@ -197,6 +214,9 @@ impl Fields<'_> {
             },
             "refresh" => Command::Refresh {
                 token: self.string("token")?,
+            },
+            "subscribe" if self.map.contains_key("topics") => Command::SubscribeMany {
+                topics: self.wanted()?,
             },
             "subscribe" => Command::Subscribe {
                 topic: self.string("topic")?,
@@ -309,9 +329,12 @@ impl Fields<'_> {
     }
 
     fn since(&self) -> Result<Option<Since>, Rejection> {
-        let Some(value) = self.map.get("since") else {
-            return Ok(None);
-        };
+        self.map
+            .get("since")
+            .map_or(Ok(None), |value| self.since_in(value))
+    }
+
+    fn since_in(&self, value: &Value) -> Result<Option<Since>, Rejection> {
         let shape = || self.invalid("`since` must be {offset: number, epoch: string}");
         match value {
             Value::Null => Ok(None),
@@ -331,6 +354,44 @@ impl Fields<'_> {
             }
             _ => Err(shape()),
         }
+    }
+
+    /// `topics` of a batch `subscribe`: 1 to [`SUBSCRIBE_BATCH_MAX`] items, each a topic name
+    /// or `{topic, since?}`; `topic` beside it is refused rather than guessed at.
+    fn wanted(&self) -> Result<Vec<Wanted>, Rejection> {
+        if self.map.contains_key("topic") {
+            return Err(self.invalid("give `topic` or `topics`, not both"));
+        }
+        let shape = || {
+            self.invalid(&format!(
+                "`topics` must be a list of 1 to {SUBSCRIBE_BATCH_MAX} topics or {{topic, since}} objects"
+            ))
+        };
+        let Some(Value::Array(items)) = self.map.get("topics") else {
+            return Err(shape());
+        };
+        if items.is_empty() || items.len() > SUBSCRIBE_BATCH_MAX {
+            return Err(shape());
+        }
+        items
+            .iter()
+            .map(|item| match item {
+                Value::String(topic) if !topic.is_empty() => Ok(Wanted {
+                    topic: topic.clone(),
+                    since: None,
+                }),
+                Value::Object(fields) => match fields.get("topic") {
+                    Some(Value::String(topic)) if !topic.is_empty() => Ok(Wanted {
+                        topic: topic.clone(),
+                        since: fields
+                            .get("since")
+                            .map_or(Ok(None), |value| self.since_in(value))?,
+                    }),
+                    _ => Err(shape()),
+                },
+                _ => Err(shape()),
+            })
+            .collect()
     }
 
     fn limit(&self) -> Result<usize, Rejection> {
@@ -385,6 +446,49 @@ mod tests {
             parse(r#"{"type":"history","topic":"a","limit":5000}"#),
             Ok(Command::History { limit: 1000, .. })
         ));
+    }
+
+    #[test]
+    fn a_batch_subscribe_takes_names_and_positions() {
+        assert_eq!(
+            parse(
+                r#"{"type":"subscribe","topics":["a",{"topic":"b","since":{"offset":2,"epoch":"e"}},{"topic":"c"}]}"#
+            ),
+            Ok(Command::SubscribeMany {
+                topics: vec![
+                    Wanted {
+                        topic: "a".into(),
+                        since: None
+                    },
+                    Wanted {
+                        topic: "b".into(),
+                        since: Some(Since {
+                            offset: 2,
+                            epoch: "e".into()
+                        })
+                    },
+                    Wanted {
+                        topic: "c".into(),
+                        since: None
+                    },
+                ]
+            })
+        );
+        let too_many =
+            serde_json::json!({"type": "subscribe", "topics": vec!["t"; SUBSCRIBE_BATCH_MAX + 1]});
+        for bad in [
+            r#"{"type":"subscribe","topics":[]}"#,
+            r#"{"type":"subscribe","topics":"a"}"#,
+            r#"{"type":"subscribe","topics":[7]}"#,
+            r#"{"type":"subscribe","topics":[""]}"#,
+            r#"{"type":"subscribe","topics":[{"since":{"offset":1,"epoch":"e"}}]}"#,
+            r#"{"type":"subscribe","topics":[{"topic":"a","since":3}]}"#,
+            r#"{"type":"subscribe","topic":"a","topics":["b"]}"#,
+            &too_many.to_string(),
+        ] {
+            let err = parse(bad).unwrap_err();
+            assert_eq!(err.code, ErrorCode::InvalidMessage, "{bad}");
+        }
     }
 
     #[test]

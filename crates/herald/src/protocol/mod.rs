@@ -9,7 +9,7 @@ pub mod command;
 pub mod replies;
 
 pub use close::CloseReason;
-pub use command::{Command, Rejection, ReplyStyle, Request, Since};
+pub use command::{Command, Rejection, ReplyStyle, Request, Since, Wanted, SUBSCRIBE_BATCH_MAX};
 
 use axum::extract::ws::{Message, Utf8Bytes};
 use serde::Serialize;
@@ -260,12 +260,30 @@ pub struct ErrorData<'a> {
     pub code: ErrorCode,
     /// What went wrong, for people.
     pub message: &'a str,
+    /// The topic a (un)subscription error is about, so a batch's errors can be told apart.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topic: Option<&'a str>,
 }
 
 /// An `error` frame with its code, a message, and the command's `ref`.
 pub fn error_frame(code: ErrorCode, message: &str, reference: Option<&Value>) -> Frame {
+    topic_error_frame(code, message, None, reference)
+}
+
+/// An `error` frame about one topic: `data.topic` names it.
+pub fn topic_error_frame(
+    code: ErrorCode,
+    message: &str,
+    topic: Option<&str>,
+    reference: Option<&Value>,
+) -> Frame {
     let timestamp = now_timestamp();
-    Envelope::new("error", ErrorData { code, message }, &timestamp)
+    let data = ErrorData {
+        code,
+        message,
+        topic,
+    };
+    Envelope::new("error", data, &timestamp)
         .reply_to(reference)
         .encode()
 }

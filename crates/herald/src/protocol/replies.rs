@@ -52,6 +52,11 @@ pub struct Welcome<'a> {
     pub user_id: &'a str,
     /// The role.
     pub role: &'a str,
+    /// The token's `exp` (Unix seconds), or null when it never expires.
+    pub expires_at: Option<u64>,
+    /// Seconds until `exp` by the server's clock, or null: a client refreshes from this, so a
+    /// skewed client clock cannot make it refresh too early or too late.
+    pub expires_in: Option<u64>,
 }
 
 impl Reply for Welcome<'_> {
@@ -78,6 +83,8 @@ pub struct Refreshed<'a> {
     pub role: &'a str,
     /// The new `exp` (Unix seconds), or null.
     pub expires_at: Option<u64>,
+    /// Seconds until the new `exp` by the server's clock, or null.
+    pub expires_in: Option<u64>,
 }
 
 impl Reply for Refreshed<'_> {

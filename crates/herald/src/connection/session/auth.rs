@@ -39,6 +39,8 @@ impl Session {
             client_id: &self.conn.client_id,
             user_id: &who.user_id,
             role: &who.role,
+            expires_at: who.expires_at,
+            expires_in: expires_in(who.expires_at),
         }
         .frame(reference)
     }
@@ -82,6 +84,7 @@ impl Session {
             user_id: &principal.user_id,
             role: &principal.role,
             expires_at: principal.expires_at,
+            expires_in: expires_in(principal.expires_at),
         }
         .frame(reference);
         self.node.hub().update_principal(&self.conn, principal);
@@ -89,4 +92,9 @@ impl Session {
         self.node.revoke_lost_topics(&self.conn).await;
         Next::ExpiryChanged
     }
+}
+
+/// Seconds from now until `exp`, by this server's clock (0 once it passed).
+fn expires_in(expires_at: Option<u64>) -> Option<u64> {
+    expires_at.map(|exp| exp.saturating_sub(crate::auth::unix_now()))
 }

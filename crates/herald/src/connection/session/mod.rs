@@ -19,7 +19,9 @@ use super::Next;
 use crate::hub::ConnHandle;
 use crate::node::Herald;
 use crate::protocol::replies::{Echo, Pong, Reply, Status};
-use crate::protocol::{error_frame, Command, Encoding, ErrorCode, Frame, Request};
+use crate::protocol::{
+    error_frame, topic_error_frame, Command, Encoding, ErrorCode, Frame, Request,
+};
 
 /// An authenticated connection's command state and limits.
 pub(super) struct Session {
@@ -28,6 +30,9 @@ pub(super) struct Session {
     rate: TokenBucket,
     errors: ErrorWindow,
     too_many_errors: bool,
+    /// The command being handled already counted toward `max_errors` (a command counts once,
+    /// however many of a batch's topics it was refused).
+    counted: bool,
     /// The test-only echo endpoint: data frames go back as they came.
     echo: bool,
 }
@@ -39,6 +44,7 @@ impl Session {
             rate: TokenBucket::new(limits.rate_per_sec, limits.rate_burst),
             errors: ErrorWindow::new(limits.max_errors, limits.error_window),
             too_many_errors: false,
+            counted: false,
             echo: false,
             node,
             conn,
@@ -82,37 +88,59 @@ impl Session {
         self.queue(reply.frame(reference));
     }
 
-    /// Queues an `error`; invalid, forbidden and rate-limited commands count toward the
-    /// connection's error threshold.
+    /// Queues an `error`; an invalid, unknown or forbidden command counts toward the
+    /// connection's error threshold, once per command.
     fn error(&mut self, code: ErrorCode, message: &str, reference: Option<&Value>) {
         self.queue(error_frame(code, message, reference));
-        if matches!(
+        self.count(code);
+    }
+
+    /// Queues an `error` about one topic (`data.topic` names it), counted like [`Self::error`].
+    fn topic_error(
+        &mut self,
+        code: ErrorCode,
+        topic: &str,
+        message: &str,
+        reference: Option<&Value>,
+    ) {
+        self.queue(topic_error_frame(code, message, Some(topic), reference));
+        self.count(code);
+    }
+
+    /// `rate_limited` is not counted: a client told to slow down that does is never closed.
+    /// One that keeps sending through a whole burst of refusals is ([`Self::take_rate`]).
+    fn count(&mut self, code: ErrorCode) {
+        let counts = matches!(
             code,
-            ErrorCode::InvalidMessage
-                | ErrorCode::UnknownType
-                | ErrorCode::Forbidden
-                | ErrorCode::RateLimited
-        ) {
-            self.count_error();
+            ErrorCode::InvalidMessage | ErrorCode::UnknownType | ErrorCode::Forbidden
+        );
+        if counts && !self.counted {
+            self.counted = true;
+            if self.errors.record() {
+                self.too_many_errors = true;
+            }
         }
     }
 
-    /// One more error toward `max_errors`.
-    fn count_error(&mut self) {
-        if self.errors.record() {
+    /// Takes a token from the command rate; a refusal after more than `rate_burst` refusals in
+    /// a row ends the connection like too many errors (unless `max_errors` is 0).
+    fn take_rate(&mut self) -> bool {
+        if self.rate.take() {
+            return true;
+        }
+        crate::metrics::dropped("rate_limited");
+        if self.rate.ignored() && self.node.config().limits.max_errors > 0 {
             self.too_many_errors = true;
         }
+        false
     }
 
     /// A WebSocket ping from the client (its pong is already queued). Pings share the command
-    /// rate: one beyond it counts as an error, with no error frame, so a ping flood is closed
-    /// like a command flood (`too many errors`).
+    /// rate, with no error frame when refused, so a ping flood is closed like a command flood
+    /// (`too many errors`).
     pub fn on_ping(&mut self) {
         self.conn.touch_heartbeat();
-        if !self.rate.take() {
-            crate::metrics::dropped("rate_limited");
-            self.count_error();
-        }
+        self.take_rate();
     }
 
     /// A binary frame: a command in MessagePack on a `msgpack` connection, else refused.
@@ -140,6 +168,7 @@ impl Session {
             self.queue(axum::extract::ws::Message::Text(text));
             return Next::Continue;
         }
+        self.counted = false;
         let Request { command, reference } = match Request::parse(&text) {
             Ok(request) => request,
             Err(rejection) => {
@@ -155,8 +184,7 @@ impl Session {
         };
         crate::metrics::client_message(command.name());
         let reference = reference.as_ref();
-        if !self.rate.take() {
-            crate::metrics::dropped("rate_limited");
+        if !self.take_rate() {
             self.error(
                 ErrorCode::RateLimited,
                 "too many commands: slow down",
@@ -172,6 +200,9 @@ impl Session {
                 since,
                 style,
             } => return self.subscribe(&topic, since, style, reference).await,
+            Command::SubscribeMany { topics } => {
+                return self.subscribe_many(topics, reference).await
+            }
             Command::Unsubscribe { topic, style } => {
                 self.unsubscribe(&topic, style, reference).await
             }

@@ -6,7 +6,7 @@ use super::Session;
 use crate::connection::Next;
 use crate::engine::StreamPosition;
 use crate::protocol::replies::{Reply, Room, Subscribed, Unsubscribed};
-use crate::protocol::{error_frame, ErrorCode, Frame, ReplyStyle, Since};
+use crate::protocol::{topic_error_frame, ErrorCode, Frame, ReplyStyle, Since, Wanted};
 use crate::publication::Publication;
 use crate::topic;
 
@@ -14,20 +14,22 @@ impl Session {
     /// Checks the topic's name and the subscribe rule; on refusal the error is already queued.
     pub(super) async fn may_subscribe(&mut self, topic: &str, reference: Option<&Value>) -> bool {
         if let Err(e) = topic::validate(topic) {
-            self.error(ErrorCode::InvalidMessage, &e, reference);
+            self.topic_error(ErrorCode::InvalidMessage, topic, &e, reference);
             return false;
         }
         let who = self.conn.principal();
         let allowed = match self.node.may_subscribe(&who, topic).await {
             Ok(allowed) => allowed,
             Err(e) => {
-                self.error(ErrorCode::ProcessingError, &e.to_string(), reference);
+                let message = e.to_string();
+                self.topic_error(ErrorCode::ProcessingError, topic, &message, reference);
                 return false;
             }
         };
         if !allowed {
-            self.error(
+            self.topic_error(
                 ErrorCode::Forbidden,
+                topic,
                 &format!("not allowed to subscribe to `{topic}`"),
                 reference,
             );
@@ -43,8 +45,9 @@ impl Session {
             return true;
         }
         crate::metrics::dropped("max_subscriptions");
-        self.error(
+        self.topic_error(
             ErrorCode::LimitExceeded,
+            topic,
             &format!("a connection may hold at most {max} subscriptions"),
             reference,
         );
@@ -59,15 +62,65 @@ impl Session {
         style: ReplyStyle,
         reference: Option<&Value>,
     ) -> Next {
-        if !self.may_subscribe(topic, reference).await || !self.has_room_for(topic, reference) {
+        match self.subscribe_one(topic, since, style, reference).await {
+            Some(since) => Next::Recover {
+                topics: vec![Wanted {
+                    topic: topic.to_string(),
+                    since: Some(since),
+                }],
+                style,
+                reference: reference.cloned(),
+            },
+            None => Next::Continue,
+        }
+    }
+
+    /// A batch `subscribe`: each topic is answered on its own, as if subscribed one by one,
+    /// with the command's `ref`; the resumes go to the loop together, after the others.
+    pub(super) async fn subscribe_many(
+        &mut self,
+        topics: Vec<Wanted>,
+        reference: Option<&Value>,
+    ) -> Next {
+        let style = ReplyStyle::Canonical;
+        let mut resumes = Vec::new();
+        for Wanted { topic, since } in topics {
+            if let Some(since) = self.subscribe_one(&topic, since, style, reference).await {
+                resumes.push(Wanted {
+                    topic,
+                    since: Some(since),
+                });
+            }
+        }
+        if resumes.is_empty() {
             return Next::Continue;
+        }
+        Next::Recover {
+            topics: resumes,
+            style,
+            reference: reference.cloned(),
+        }
+    }
+
+    /// Subscribes to one topic and queues its answer, or returns `since` when the subscription
+    /// resumes on a topic with history (the loop then calls [`Session::recover`]).
+    async fn subscribe_one(
+        &mut self,
+        topic: &str,
+        since: Option<Since>,
+        style: ReplyStyle,
+        reference: Option<&Value>,
+    ) -> Option<Since> {
+        if !self.may_subscribe(topic, reference).await || !self.has_room_for(topic, reference) {
+            return None;
         }
         let Some(retention) = self.node.retention(topic) else {
             let fresh = match self.node.subscribe(&self.conn, topic).await {
                 Ok(fresh) => fresh,
                 Err(e) => {
-                    self.error(ErrorCode::ProcessingError, &e.to_string(), reference);
-                    return Next::Continue;
+                    let message = e.to_string();
+                    self.topic_error(ErrorCode::ProcessingError, topic, &message, reference);
+                    return None;
                 }
             };
             // Without history nothing can be replayed: a client asking to resume is told so.
@@ -76,15 +129,10 @@ impl Session {
             if fresh {
                 self.node.joined(&self.conn, topic).await;
             }
-            return Next::Continue;
+            return None;
         };
-        if let Some(since) = since {
-            return Next::Recover {
-                topic: topic.to_string(),
-                since,
-                style,
-                reference: reference.cloned(),
-            };
+        if since.is_some() {
+            return since;
         }
         match self
             .node
@@ -98,9 +146,12 @@ impl Session {
                     self.node.joined(&self.conn, topic).await;
                 }
             }
-            Err(e) => self.error(ErrorCode::ProcessingError, &e.to_string(), reference),
+            Err(e) => {
+                let message = e.to_string();
+                self.topic_error(ErrorCode::ProcessingError, topic, &message, reference);
+            }
         }
-        Next::Continue
+        None
     }
 
     /// Subscribes with recovery from `since` and returns the frames to write at once: the
@@ -134,9 +185,10 @@ impl Session {
                 (frames, recovery.fresh)
             }
             Err(e) => (
-                vec![error_frame(
+                vec![topic_error_frame(
                     ErrorCode::ProcessingError,
                     &e.to_string(),
+                    Some(topic),
                     reference,
                 )],
                 false,
@@ -156,7 +208,7 @@ impl Session {
         reference: Option<&Value>,
     ) {
         if let Err(e) = topic::validate(topic) {
-            self.error(ErrorCode::InvalidMessage, &e, reference);
+            self.topic_error(ErrorCode::InvalidMessage, topic, &e, reference);
             return;
         }
         self.node.leave_topic(&self.conn, topic).await;
