@@ -79,51 +79,70 @@ async fn messages_on_a_topic_with_history_carry_offset_and_epoch() {
 }
 
 #[tokio::test]
-async fn resuming_while_a_publisher_keeps_publishing_loses_and_repeats_nothing() {
+async fn resuming_while_publishers_keep_publishing_loses_and_repeats_nothing() {
     let server = Arc::new(Server::start(STREAMS));
-    const TOTAL: u64 = 300;
-    let mut first = server.user("ben").await;
-    first.subscribe("chat:live").await;
+    // Four concurrent publishers to one topic: their appends share commits, and each
+    // resume lands while some are queued, committed or being delivered.
+    const PUBLISHERS: u64 = 4;
+    const EACH: u64 = 100;
+    const TOTAL: u64 = PUBLISHERS * EACH;
+    let mut client = server.user("ben").await;
+    client.subscribe("chat:live").await;
     let running = Arc::new(AtomicBool::new(true));
-    let publisher = {
-        let server = server.clone();
+    let publishers: Vec<_> = (0..PUBLISHERS)
+        .map(|p| {
+            let server = server.clone();
+            tokio::spawn(async move {
+                for n in 0..EACH {
+                    publish_to(&server, "chat:live", p * EACH + n).await;
+                }
+            })
+        })
+        .collect();
+    let watcher = {
         let running = running.clone();
         tokio::spawn(async move {
-            for seq in 1..=TOTAL {
-                publish_to(&server, "chat:live", seq).await;
+            for publisher in publishers {
+                publisher.await.expect("publisher");
             }
             running.store(false, Ordering::SeqCst);
         })
     };
-    // Read a while, then drop the connection mid-stream.
+    let mut seen = std::collections::HashSet::new();
     let mut last = 0;
     let mut epoch = String::new();
-    while last < 40 {
-        let got = first.recv().await;
-        assert_eq!(offset(&got), last + 1, "in order");
+    let mut resumed_while_publishing = 0;
+    for stop_at in (1..=8).map(|k| k * 40) {
+        // Read a while, then drop the connection mid-stream and resume.
+        while last < stop_at {
+            let got = client.recv().await;
+            assert_eq!(offset(&got), last + 1, "in order, no gap, no duplicate");
+            assert!(seen.insert(got["data"]["seq"].as_u64().expect("seq")));
+            last = offset(&got);
+            epoch = got["epoch"].as_str().expect("epoch").to_string();
+        }
+        drop(client);
+        if running.load(Ordering::SeqCst) {
+            resumed_while_publishing += 1;
+        }
+        client = server.user("ben").await;
+        let data = subscribe_since(&mut client, "chat:live", last, &epoch).await;
+        assert_eq!(data["recovered"], true);
+        assert_eq!(data["epoch"], epoch.as_str());
+    }
+    while last < TOTAL {
+        let got = client.recv().await;
+        assert_eq!(offset(&got), last + 1, "in order, no gap, no duplicate");
+        assert!(seen.insert(got["data"]["seq"].as_u64().expect("seq")));
         last = offset(&got);
-        epoch = got["epoch"].as_str().expect("epoch").to_string();
     }
-    drop(first);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    watcher.await.expect("publishers");
+    assert_eq!(seen.len() as u64, TOTAL, "every publication once");
     assert!(
-        running.load(Ordering::SeqCst),
-        "the publisher is still going during the resume"
+        resumed_while_publishing > 0,
+        "at least one resume happened while the publishers were going"
     );
-
-    let mut again = server.user("ben").await;
-    let data = subscribe_since(&mut again, "chat:live", last, &epoch).await;
-    assert_eq!(data["recovered"], true);
-    assert_eq!(data["epoch"], epoch.as_str());
-    let mut expected = last + 1;
-    while expected <= TOTAL {
-        let got = again.recv().await;
-        assert_eq!(offset(&got), expected, "no gap, no duplicate, in order");
-        assert_eq!(got["data"]["seq"], expected);
-        expected += 1;
-    }
-    publisher.await.expect("publisher");
-    again.expect_silence().await;
+    client.expect_silence().await;
 }
 
 #[tokio::test]

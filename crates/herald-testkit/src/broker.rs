@@ -56,8 +56,12 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[async_trait]
 impl Delivery for Recorder {
     async fn deliver(&self, publication: &Publication) -> Result<usize, EngineError> {
+        Ok(self.deliver_to_topic(publication))
+    }
+
+    fn deliver_to_topic(&self, publication: &Publication) -> usize {
         lock(&self.delivered).push(publication.clone());
-        Ok(1)
+        1
     }
 
     fn stripes(&self) -> &Stripes {
@@ -126,12 +130,19 @@ async fn a_stream_arrives_in_order_once_each(
 ) {
     let topic = fresh(&format!("{namespace}:order"));
     broker.watch(&topic).await.expect("watch");
+    // All 50 are queued before any is awaited, as concurrent publishers do once the stripe
+    // is released: their commits may be shared, their order may not change.
+    let mut queued = Vec::new();
     for n in 0..50u64 {
         let publication = Publication::new(Scope::Topic(topic.clone()), "e", json!({ "n": n }));
-        let (at, _) = broker
+        let append = broker
             .publish_to_stream(history, publication, KEEP)
             .await
-            .expect("publish to stream");
+            .expect("queue for the stream");
+        queued.push(append);
+    }
+    for (n, append) in (0..50u64).zip(queued) {
+        let (at, _) = append.await.expect("publish to stream");
         assert_eq!(at.offset, n + 1, "offsets count up from 1");
     }
     let scope = Scope::Topic(topic.clone());
@@ -260,7 +271,12 @@ pub async fn catch_up<C, U>(
     broker.watch(&topic).await.expect("watch");
     let publish = |n: u64| {
         let publication = Publication::new(scope.clone(), "e", json!({ "n": n }));
-        broker.publish_to_stream(history, publication, KEEP)
+        async move {
+            broker
+                .publish_to_stream(history, publication, KEEP)
+                .await?
+                .await
+        }
     };
     let (at, _) = publish(0).await.expect("publish");
     broker.subscribed_at(&topic, &at);

@@ -41,6 +41,40 @@ pub async fn history(engine: &dyn History) {
     retention_by_size_keeps_the_newest(engine).await;
     retention_by_ttl_drops_the_old_and_offsets_go_on(engine).await;
     streams_are_independent(engine).await;
+    queued_appends_run_their_steps_in_order_and_settle_waits_for_them(engine).await;
+}
+
+async fn queued_appends_run_their_steps_in_order_and_settle_waits_for_them(engine: &dyn History) {
+    let topic = fresh("chat:queued");
+    let ran = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut queued = Vec::new();
+    for n in 1..=20u64 {
+        let ran = ran.clone();
+        let then: herald::engine::AfterAppend = Box::new(move |at| {
+            ran.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(at.offset);
+            n as usize
+        });
+        let append = engine
+            .queue_append(&topic, &message(&topic, n), KEEP_ALL, then)
+            .await
+            .expect("queue");
+        queued.push(append);
+    }
+    engine.settle().await.expect("settle");
+    let after_settle = ran.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    assert_eq!(
+        after_settle,
+        (1..=20).collect::<Vec<_>>(),
+        "settle returns after every queued step ran, in offset order"
+    );
+    let page = engine.read(&topic, 0, 100, KEEP_ALL).await.expect("read");
+    assert_eq!(page.position.offset, 20, "all of them are in the stream");
+    for (n, append) in (1..=20u64).zip(queued) {
+        let (at, returned) = append.await.expect("append");
+        assert_eq!((at.offset, returned), (n, n as usize), "in queue order");
+    }
 }
 
 async fn offsets_count_up_within_one_epoch(engine: &dyn History) {

@@ -95,6 +95,17 @@ async fn the_memory_broker_conforms() {
     herald_testkit::broker::broker(&broker, &recorder, &history, &inbox, "chat").await;
 }
 
+/// The default node's pairing: appends are queued on the SQLite writer and delivered after
+/// their commit, in stream order.
+#[tokio::test]
+async fn the_memory_broker_over_sqlite_conforms() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (history, inbox) = sqlite_engines(&dir);
+    let recorder = herald_testkit::broker::Recorder::new();
+    let broker = herald::engine::memory::MemoryBroker::new(recorder.clone());
+    herald_testkit::broker::broker(&broker, &recorder, &history, &inbox, "chat").await;
+}
+
 #[tokio::test]
 async fn concurrent_sqlite_writes_share_commits_and_keep_every_stream_in_order() {
     let dir = tempfile::tempdir().expect("dir");

@@ -10,8 +10,8 @@ use std::collections::VecDeque;
 use std::time::Instant;
 
 use super::{
-    Broker, Delivery, EngineError, History, HistoryPage, Inbox, InboxLimits, Membership, Presence,
-    PresenceEntry, Retention, StreamPosition,
+    AfterAppend, Broker, Delivery, EngineError, History, HistoryPage, Inbox, InboxLimits,
+    Membership, Presence, PresenceEntry, QueuedAppend, Retention, StreamPosition,
 };
 use crate::publication::Publication;
 
@@ -38,18 +38,22 @@ impl Broker for MemoryBroker {
         history: &dyn History,
         mut publication: Publication,
         retention: Retention,
-    ) -> Result<(StreamPosition, usize), EngineError> {
+    ) -> Result<QueuedAppend, EngineError> {
         let crate::publication::Scope::Topic(topic) = &publication.scope else {
             return Err(EngineError::new("a stream publication needs a topic"));
         };
-        let at = history
-            .append(topic, &publication, retention)
+        let topic = topic.clone();
+        let stored = publication.clone();
+        let local = self.local.clone();
+        let deliver: AfterAppend = Box::new(move |at: &StreamPosition| {
+            publication.offset = Some(at.offset);
+            publication.epoch = Some(at.epoch.clone());
+            local.deliver_to_topic(&publication)
+        });
+        history
+            .queue_append(&topic, &stored, retention, deliver)
             .await
-            .inspect_err(|_| crate::metrics::engine_error("history"))?;
-        publication.offset = Some(at.offset);
-        publication.epoch = Some(at.epoch.clone());
-        let reached = self.local.deliver(&publication).await?;
-        Ok((at, reached))
+            .inspect_err(|_| crate::metrics::engine_error("history"))
     }
 
     async fn publish_to_user(

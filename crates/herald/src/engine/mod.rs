@@ -16,6 +16,8 @@ pub mod memory;
 pub mod redis;
 pub mod sqlite;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -48,15 +50,18 @@ pub trait Broker: Send + Sync + 'static {
     /// returns the recipients reached on this node (0 when delivery is asynchronous).
     async fn publish(&self, publication: Arc<Publication>) -> Result<usize, EngineError>;
 
-    /// Appends a publication to its topic's stream and publishes it, as one step per topic,
-    /// so every node sees the stream's offsets in order. Returns its position and the
-    /// recipients reached on this node.
+    /// Queues a publication for its topic's stream, so every node sees the stream's offsets
+    /// in order. Called under the topic's stripe: once it returns, the publication's place
+    /// in the stream is fixed and the next one may be queued. The returned future resolves
+    /// to its position and the recipients reached on this node once it is durable and
+    /// delivered; the caller awaits it without the stripe, so the appends of one topic
+    /// share commits instead of waiting for each other.
     async fn publish_to_stream(
         &self,
         history: &dyn History,
         publication: Publication,
         retention: Retention,
-    ) -> Result<(StreamPosition, usize), EngineError>;
+    ) -> Result<QueuedAppend, EngineError>;
 
     /// Delivers a user-scope publication to the user's connections on every node, or keeps it
     /// in their inbox when they have none anywhere. `None` means kept in the inbox.
@@ -272,6 +277,42 @@ pub trait History: Send + Sync + 'static {
     async fn check(&self) -> Result<(), EngineError> {
         Ok(())
     }
+
+    /// Queues an append (called under the topic's stripe): `then` runs once it is durable,
+    /// and the `then`s of a topic run in offset order. An engine that commits in groups
+    /// returns before the write; by default the append and `then` are done before return.
+    async fn queue_append(
+        &self,
+        topic: &str,
+        publication: &Publication,
+        retention: Retention,
+        then: AfterAppend,
+    ) -> Result<QueuedAppend, EngineError> {
+        let at = self.append(topic, publication, retention).await?;
+        let reached = then(&at);
+        Ok(done(at, reached))
+    }
+
+    /// Returns once every append queued before the call is durable and its `then` ran: a read
+    /// after it (under the topic's stripe) holds every message already delivered, and nothing
+    /// of the topic is delivered until the next append is queued.
+    async fn settle(&self) -> Result<(), EngineError> {
+        Ok(())
+    }
+}
+
+/// What runs once an appended publication is durable, in the stream's order: its local
+/// delivery, given its position; returns the recipients reached.
+pub type AfterAppend = Box<dyn FnOnce(&StreamPosition) -> usize + Send>;
+
+/// An append whose place in its stream is fixed: resolves to its position and what its
+/// [`AfterAppend`] returned, once it is durable and that ran.
+pub type QueuedAppend =
+    Pin<Box<dyn Future<Output = Result<(StreamPosition, usize), EngineError>> + Send>>;
+
+/// A [`QueuedAppend`] that is already done.
+pub fn done(at: StreamPosition, reached: usize) -> QueuedAppend {
+    Box::pin(std::future::ready(Ok((at, reached))))
 }
 
 /// Offline inboxes: per user, in publication order, until acknowledged.
@@ -318,6 +359,10 @@ pub trait Delivery: Send + Sync + 'static {
     /// Fans a publication out to this node's connections; returns how many it reached. The
     /// caller holds the key's stripe when order matters.
     async fn deliver(&self, publication: &Publication) -> Result<usize, EngineError>;
+
+    /// Fans a topic publication out to this node's subscribers, at once (no engine call: a
+    /// topic needs no membership); returns how many it reached.
+    fn deliver_to_topic(&self, publication: &Publication) -> usize;
 
     /// Delivers a publication that arrived from another process, under its key's stripe: a
     /// stream message waits for a recovery in progress on its topic, a user message for a

@@ -31,6 +31,13 @@ impl Delivery for LocalDelivery {
         Ok(reached)
     }
 
+    fn deliver_to_topic(&self, publication: &Publication) -> usize {
+        let started = std::time::Instant::now();
+        let reached = self.hub.deliver(publication, &[]);
+        crate::metrics::publication(publication.scope.name(), reached, started.elapsed());
+        reached
+    }
+
     fn stripes(&self) -> &Stripes {
         &self.stripes
     }

@@ -1,10 +1,13 @@
 //! What Herald keeps: topic streams (history and recovery) and offline inboxes.
 //!
-//! Architecture invariant: every publication to a topic with history, every recovery on that
-//! topic, every user-scope publication and every inbox read for that user holds the stripe of
-//! its key. So offsets reach subscribers in order, a recovering subscriber sees each message
-//! exactly once (replayed or live), and a user-scope message is either delivered to a live
-//! connection or kept in the inbox, never neither.
+//! Architecture invariant: every publication to a topic with history is queued (its place in
+//! the stream fixed) under the stripe of its topic, and delivered in offset order once durable
+//! (the history engine runs the deliveries in stream order); every recovery on that topic holds
+//! the stripe and first lets every queued publication be delivered (`History::settle`). Every
+//! user-scope publication and every inbox read for that user holds the stripe of its user. So
+//! offsets reach subscribers in order, a recovering subscriber sees each message exactly once
+//! (replayed or live), and a user-scope message is either delivered to a live connection or
+//! kept in the inbox, never neither.
 
 use std::sync::Arc;
 
@@ -59,9 +62,17 @@ impl Herald {
                     let recipients = self.broadcast(publication).await?;
                     return Ok(published(id, local.unwrap_or(recipients), None, false));
                 };
-                let _stream = self.inner.stripes.of(&topic).lock().await;
-                let (at, recipients) = broker
-                    .publish_to_stream(self.inner.engines.history.as_ref(), publication, retention)
+                // The stripe fixes the publication's place in the stream; the commit and
+                // the delivery (in offset order) are awaited without it.
+                let queued = {
+                    let _stream = self.inner.stripes.of(&topic).lock().await;
+                    let history = self.inner.engines.history.as_ref();
+                    broker
+                        .publish_to_stream(history, publication, retention)
+                        .await
+                        .inspect_err(|_| crate::metrics::engine_error("broker"))?
+                };
+                let (at, recipients) = queued
                     .await
                     .inspect_err(|_| crate::metrics::engine_error("broker"))?;
                 (recipients, Some(at.offset), false)
@@ -160,13 +171,18 @@ impl Herald {
         broker.watch(topic).await?;
         let _stream = self.inner.stripes.of(topic).lock().await;
         let after = since.map_or(u64::MAX, |s| s.offset);
-        let page = match self
-            .inner
-            .engines
-            .history
-            .read(topic, after, retention.size.max(1), retention)
-            .await
-        {
+        // Publications queued before the stripe was taken are delivered first: the read then
+        // holds exactly what this connection will not get live.
+        let history = self.inner.engines.history.as_ref();
+        let read = match history.settle().await {
+            Ok(()) => {
+                history
+                    .read(topic, after, retention.size.max(1), retention)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        let page = match read {
             Ok(page) => page,
             Err(e) => {
                 crate::metrics::engine_error("history");

@@ -26,7 +26,8 @@ use tokio::sync::mpsc;
 use super::{codec, keys, RedisStore};
 use crate::config::Config;
 use crate::engine::{
-    lock, Broker, Delivery, EngineError, History, Inbox, InboxLimits, Retention, StreamPosition,
+    lock, Broker, Delivery, EngineError, History, Inbox, InboxLimits, QueuedAppend, Retention,
+    StreamPosition,
 };
 use crate::protocol::CloseReason;
 use crate::publication::{Publication, Scope};
@@ -410,22 +411,26 @@ impl Broker for RedisBroker {
         Ok(0)
     }
 
+    /// Redis orders the stream itself (one script appends and publishes), so nothing waits
+    /// under the stripe: concurrent publications share the connection's pipeline.
     async fn publish_to_stream(
         &self,
         _history: &dyn History,
         publication: Publication,
         retention: Retention,
-    ) -> Result<(StreamPosition, usize), EngineError> {
+    ) -> Result<QueuedAppend, EngineError> {
         let Scope::Topic(topic) = &publication.scope else {
             return Err(EngineError::new("a stream publication needs a topic"));
         };
-        let channel = keys::topic_channel(topic);
-        let at = self
-            .shared
-            .store
-            .append_to_stream(topic, &publication, retention, &channel)
-            .await?;
-        Ok((at, 0))
+        let (topic, channel) = (topic.clone(), keys::topic_channel(topic));
+        let shared = self.shared.clone();
+        Ok(Box::pin(async move {
+            let at = shared
+                .store
+                .append_to_stream(&topic, &publication, retention, &channel)
+                .await?;
+            Ok((at, 0))
+        }))
     }
 
     async fn publish_to_user(

@@ -6,8 +6,10 @@
 //!
 //! Writes run in queue order, each in a savepoint of the batch's transaction, so one failing
 //! write fails only itself; per-topic offsets stay in order because a topic's appends are
-//! queued one at a time (under the topic's stripe).
+//! queued one at a time (under the topic's stripe), and the after-commit steps (deliveries)
+//! run in the same order.
 
+use std::future::Future;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
@@ -18,9 +20,13 @@ use crate::engine::EngineError;
 /// The most writes one commit carries.
 const MAX_BATCH: usize = 512;
 
-/// What runs after the batch's commit, on the writer thread, under the database lock: the
-/// caller's answer (with the commit's failure, if any).
+/// What runs after the batch's commit, on the runtime, in queue order: the caller's
+/// `committed` step and answer (with the commit's failure, if any).
 type Answer = Box<dyn FnOnce(Option<&EngineError>) + Send>;
+
+/// A committed (or failed) batch's answers, handed from the writer thread to the runtime in
+/// one message: one cross-thread wake-up per batch, not per write.
+type Answered = (Vec<Answer>, Option<EngineError>);
 
 /// One queued write: given the batch's transaction (or `None` when the batch could not begin),
 /// it does its writes and returns how to answer once the batch is committed.
@@ -34,15 +40,26 @@ pub struct GroupCommit {
 }
 
 impl GroupCommit {
-    /// Starts the writer thread of `db`; it ends when the last handle is dropped.
+    /// Starts the writer thread of `db`, and the task that answers its batches on the
+    /// current tokio runtime; both end when the last handle is dropped.
     pub fn start(db: Arc<Mutex<Connection>>) -> Result<Self, EngineError> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|e| EngineError(format!("the SQLite writer needs a tokio runtime: {e}")))?;
         let (jobs, queue) = mpsc::channel::<Job>();
+        let (answered, mut answers) = tokio::sync::mpsc::unbounded_channel::<Answered>();
         let failing = Arc::new(Mutex::new(None));
         let status = failing.clone();
         std::thread::Builder::new()
             .name("herald-sqlite-writer".into())
-            .spawn(move || write_batches(&db, &queue, &status))
+            .spawn(move || write_batches(&db, &queue, &status, &answered))
             .map_err(|e| EngineError(format!("the SQLite writer thread: {e}")))?;
+        runtime.spawn(async move {
+            while let Some((batch, failed)) = answers.recv().await {
+                for answer in batch {
+                    answer(failed.as_ref());
+                }
+            }
+        });
         Ok(Self { jobs, failing })
     }
 
@@ -56,15 +73,17 @@ impl GroupCommit {
         }
     }
 
-    /// Runs `work` in the next batch and returns its value once the batch is on disk.
-    /// `committed` runs right after the commit, on the writer thread and under the database
-    /// lock (for state that must change only after the write it follows).
-    pub async fn run<T: Send + 'static>(
+    /// Queues `work` for the next batch, now (writes run in the order they are queued), and
+    /// returns what resolves once the batch is on disk: `committed`'s value, or the error of
+    /// the write or of the commit. `committed` runs after the commit, on the runtime, in
+    /// queue order, before the answer (for state that must change only after the write it
+    /// follows, and for deliveries that must keep the writes' order).
+    pub fn queue<T: Send + 'static, U: Send + 'static>(
         &self,
         work: impl FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static,
-        committed: impl FnOnce(&T) + Send + 'static,
-    ) -> Result<T, EngineError> {
-        let (answer, answered) = tokio::sync::oneshot::channel::<Result<T, EngineError>>();
+        committed: impl FnOnce(T) -> U + Send + 'static,
+    ) -> impl Future<Output = Result<U, EngineError>> + Send + 'static {
+        let (answer, answered) = tokio::sync::oneshot::channel::<Result<U, EngineError>>();
         let job: Job = Box::new(move |tx: Option<&mut Transaction<'_>>| {
             let outcome = match tx {
                 Some(tx) => in_savepoint(tx, work),
@@ -73,18 +92,24 @@ impl GroupCommit {
             Box::new(move |commit_failed: Option<&EngineError>| {
                 let result = match (outcome, commit_failed) {
                     (_, Some(e)) => Err(e.clone()),
-                    (Ok(value), None) => {
-                        committed(&value);
-                        Ok(value)
-                    }
+                    (Ok(value), None) => Ok(committed(value)),
                     (Err(e), None) => Err(e),
                 };
                 let _ = answer.send(result);
             })
         });
-        let stopped = || EngineError::new("the SQLite writer has stopped");
-        self.jobs.send(job).map_err(|_| stopped())?;
-        answered.await.map_err(|_| stopped())?
+        let sent = self.jobs.send(job);
+        async move {
+            let stopped = || EngineError::new("the SQLite writer has stopped");
+            sent.map_err(|_| stopped())?;
+            answered.await.map_err(|_| stopped())?
+        }
+    }
+
+    /// Resolves once every write queued before it is committed and its `committed` ran.
+    pub async fn settle(&self) -> Result<(), EngineError> {
+        // A write of nothing: answered after the batch that carries it, behind the others.
+        self.queue(|_| Ok(()), |()| ()).await
     }
 }
 
@@ -111,6 +136,7 @@ fn write_batches(
     db: &Mutex<Connection>,
     queue: &mpsc::Receiver<Job>,
     failing: &Mutex<Option<String>>,
+    answered: &tokio::sync::mpsc::UnboundedSender<Answered>,
 ) {
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
@@ -141,9 +167,8 @@ fn write_batches(
             tracing::error!(error = %e, writes = answers.len(), "SQLite commit failed: its writes are refused");
         }
         *crate::sync::lock(failing) = committed.as_ref().err().map(|e| e.0.clone());
-        for answer in answers {
-            answer(committed.as_ref().err());
-        }
         drop(conn);
+        // The runtime is gone only at exit; nobody is waiting for these answers then.
+        let _ = answered.send((answers, committed.err()));
     }
 }

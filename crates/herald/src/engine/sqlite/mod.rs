@@ -23,8 +23,8 @@ pub use group_commit::GroupCommit;
 
 use super::memory::MemoryMembership;
 use super::{
-    lock, EngineError, History, HistoryPage, Inbox, InboxLimits, Membership, Retention,
-    StreamPosition,
+    lock, AfterAppend, EngineError, History, HistoryPage, Inbox, InboxLimits, Membership,
+    QueuedAppend, Retention, StreamPosition,
 };
 use crate::protocol::Sender;
 use crate::publication::{Publication, Scope};
@@ -211,6 +211,56 @@ fn trim(conn: &Connection, topic: &str, top: u64, retention: Retention) -> rusql
     Ok(())
 }
 
+/// How many appends to a stream go between its trims (up to this many rows beyond its
+/// retention stay on disk, never in a read).
+const TRIM_EVERY: u64 = 32;
+
+/// The write of one append: the stream's next offset, its row, and the trim.
+fn append_row(
+    tx: &Connection,
+    topic: &str,
+    p: &Publication,
+    retention: Retention,
+) -> rusqlite::Result<StreamPosition> {
+    let next = |tx: &Connection| {
+        tx.prepare_cached("UPDATE streams SET top = top + 1 WHERE topic = ?1 RETURNING top, epoch")?
+            .query_row(params![topic], |row| Ok((row.get(0)?, row.get(1)?)))
+            .optional()
+    };
+    // The stream's row exists but for its first append: created (with its epoch) only then.
+    let (top, epoch): (i64, String) = match next(tx)? {
+        Some(at) => at,
+        None => {
+            ensure_stream(tx, topic)?;
+            next(tx)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?
+        }
+    };
+    tx.prepare_cached(
+        "INSERT INTO history (topic, pos, id, event, data, ts, from_user, from_client, stored_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+    )?
+    .execute(params![
+        topic,
+        top,
+        p.id,
+        p.event,
+        p.data.to_string(),
+        p.timestamp,
+        p.from.as_ref().map(|f| f.user_id.as_str()),
+        p.from.as_ref().map(|f| f.client_id.as_str()),
+        now_ms(),
+    ])?;
+    // Trimmed every TRIM_EVERY appends: each trim then empties whole pages instead of
+    // rewriting one per commit. Reads trim first, so what they see is exact.
+    if top as u64 % TRIM_EVERY == 0 {
+        trim(tx, topic, top as u64, retention)?;
+    }
+    Ok(StreamPosition {
+        offset: top as u64,
+        epoch,
+    })
+}
+
 #[async_trait]
 impl History for SqliteHistory {
     async fn append(
@@ -221,37 +271,32 @@ impl History for SqliteHistory {
     ) -> Result<StreamPosition, EngineError> {
         let topic = topic.to_string();
         let p = publication.clone();
-        let append = move |tx: &Connection| {
-            ensure_stream(tx, &topic)?;
-            let (top, epoch): (i64, String) = tx
-                .prepare_cached(
-                    "UPDATE streams SET top = top + 1 WHERE topic = ?1 RETURNING top, epoch",
-                )?
-                .query_row(params![topic], |row| Ok((row.get(0)?, row.get(1)?)))?;
-            tx.prepare_cached(
-                "INSERT INTO history (topic, pos, id, event, data, ts, from_user, from_client, stored_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )?
-            .execute(
-                params![
-                    topic,
-                    top,
-                    p.id,
-                    p.event,
-                    p.data.to_string(),
-                    p.timestamp,
-                    p.from.as_ref().map(|f| f.user_id.clone()),
-                    p.from.as_ref().map(|f| f.client_id.clone()),
-                    now_ms(),
-                ],
-            )?;
-            trim(tx, &topic, top as u64, retention)?;
-            Ok(StreamPosition {
-                offset: top as u64,
-                epoch,
-            })
-        };
-        self.writer.run(append, |_| {}).await
+        let append = move |tx: &Connection| append_row(tx, &topic, &p, retention);
+        self.writer.queue(append, |at| at).await
+    }
+
+    /// Queued on the writer now; `then` (the delivery) runs after the commit, in queue order,
+    /// on the runtime: one wake-up per batch, and connections are woken from their own
+    /// runtime.
+    async fn queue_append(
+        &self,
+        topic: &str,
+        publication: &Publication,
+        retention: Retention,
+        then: AfterAppend,
+    ) -> Result<QueuedAppend, EngineError> {
+        let topic = topic.to_string();
+        let p = publication.clone();
+        let append = move |tx: &Connection| append_row(tx, &topic, &p, retention);
+        let queued = self.writer.queue(append, move |at| {
+            let reached = then(&at);
+            (at, reached)
+        });
+        Ok(Box::pin(queued))
+    }
+
+    async fn settle(&self) -> Result<(), EngineError> {
+        self.writer.settle().await
     }
 
     async fn check(&self) -> Result<(), EngineError> {
@@ -396,13 +441,14 @@ impl Inbox for SqliteInbox {
             .execute(params![user, p.id, p.event, p.data.to_string(), p.timestamp, now_ms()])?;
             expire_inbox(tx, &user, limits)
         };
-        // The user may hold messages from the commit on: recorded under the database lock.
-        let committed = move |_: &()| {
+        // The user may hold messages from the commit on (recorded before the caller, who
+        // holds the user's stripe as every inbox reader does, is answered).
+        let committed = move |()| {
             if let Some(holders) = lock(&holders).as_mut() {
                 holders.insert(holder);
             }
         };
-        self.writer.run(store, committed).await
+        self.writer.queue(store, committed).await
     }
 
     async fn pending(
