@@ -25,6 +25,40 @@ pub enum Command {
     Serve(ServeArgs),
     /// Print a JWT signed with the configured (or development) secret.
     Token(TokenArgs),
+    /// Copy the embedded store (history, inboxes, membership) to a new file, online.
+    Backup(BackupArgs),
+    /// Put a backup in place of the embedded store (no server may be running on it).
+    Restore(RestoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    #[command(flatten)]
+    source: Source,
+    /// The backup to restore (written by `herald backup`).
+    #[arg(long, value_name = "FILE")]
+    pub from: PathBuf,
+}
+
+impl RestoreArgs {
+    pub fn config(&self) -> Result<Config, Unusable> {
+        self.source.load()
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    source: Source,
+    /// The new file to write the copy to.
+    #[arg(long, value_name = "FILE")]
+    pub to: PathBuf,
+}
+
+impl BackupArgs {
+    pub fn config(&self) -> Result<Config, Unusable> {
+        self.source.load()
+    }
 }
 
 /// Where the configuration comes from; shared by both commands.

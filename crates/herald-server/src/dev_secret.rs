@@ -17,8 +17,7 @@ pub fn load_or_create(data_dir: &Path) -> Result<String, String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(format!("development secret {}: {e}", path.display())),
     }
-    std::fs::create_dir_all(data_dir)
-        .map_err(|e| format!("data dir {}: {e}", data_dir.display()))?;
+    herald::engine::sqlite::create_private(data_dir).map_err(|e| e.0)?;
     let mut bytes = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut bytes);
     let secret: String = bytes.iter().map(|b| format!("{b:02x}")).collect();

@@ -1,4 +1,5 @@
-//! The `herald` binary: `herald serve` runs a node, `herald token` mints a token for it.
+//! The `herald` binary: `herald serve` runs a node, `herald token` mints a token for it,
+//! `herald backup` and `herald restore` copy its embedded store out and back.
 //!
 //! Settings are layered defaults, then the TOML file, then the environment, then flags (clap
 //! reads a flag or its `HERALD_*` twin, so a flag wins over the environment, which wins over
@@ -14,7 +15,7 @@ use clap::Parser;
 use herald::auth::{mint_hs256, TokenRequest};
 use herald::Herald;
 
-use cli::{Cli, Command, LogFormat, ServeArgs, TokenArgs};
+use cli::{BackupArgs, Cli, Command, LogFormat, RestoreArgs, ServeArgs, TokenArgs};
 
 /// A setting that stops start-up: printed as one line, exit 2.
 struct Unusable(String);
@@ -24,6 +25,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(args),
         Command::Token(args) => token(args),
+        Command::Backup(args) => backup(args),
+        Command::Restore(args) => restore(args),
     };
     match result {
         Ok(code) => code,
@@ -63,6 +66,32 @@ fn token(args: TokenArgs) -> Result<ExitCode, Unusable> {
     };
     let jwt = mint_hs256(&secret, &request).map_err(Unusable)?;
     println!("{jwt}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `herald backup --to FILE`: a consistent copy of the data dir's database, taken while a
+/// server may be running on it (docs/OPERATIONS.md, backup and restore).
+fn backup(args: BackupArgs) -> Result<ExitCode, Unusable> {
+    let config = args.config()?;
+    herald::engine::sqlite::backup(&config.data_dir, &args.to).map_err(|e| Unusable(e.0))?;
+    println!(
+        "herald: backed up {} to {}",
+        config.data_dir.join("herald.db").display(),
+        args.to.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `herald restore --from FILE`: the backup becomes the data dir's database, with a new epoch
+/// for every topic stream (docs/OPERATIONS.md, backup and restore).
+fn restore(args: RestoreArgs) -> Result<ExitCode, Unusable> {
+    let config = args.config()?;
+    herald::engine::sqlite::restore(&config.data_dir, &args.from).map_err(|e| Unusable(e.0))?;
+    println!(
+        "herald: restored {} from {}; every topic stream has a new epoch",
+        config.data_dir.join("herald.db").display(),
+        args.from.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

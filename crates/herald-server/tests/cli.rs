@@ -6,7 +6,7 @@ mod common;
 use std::process::{Command, Stdio};
 
 use common::*;
-use serde_json::json;
+use serde_json::{json, Value};
 
 /// A `herald` command with a clean `HERALD_*` environment, run in `dir`.
 fn herald(dir: &std::path::Path) -> Command {
@@ -282,7 +282,7 @@ async fn every_environment_twin_is_read() {
 async fn the_connection_limits_have_environment_twins() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let dir = tempfile::tempdir().expect("dir");
-    let (addr, _guard) = serving(
+    let (addr, first) = serving(
         herald(dir.path())
             .args(["serve", "--listen", "127.0.0.1:0", "--jwt-secret", SECRET])
             .env("HERALD_MAX_SUBSCRIPTIONS", "1")
@@ -326,6 +326,8 @@ async fn the_connection_limits_have_environment_twins() {
             "HERALD_HTTP_HEADER_TIMEOUT / HERALD_HTTP_IDLE_TIMEOUT"
         );
     }
+    // The next server uses the same data dir, which one server holds at a time.
+    drop(first);
 
     let (addr, _guard) = serving(
         herald(dir.path())
@@ -339,4 +341,163 @@ async fn the_connection_limits_have_environment_twins() {
         .await
         .expect("an answer");
     assert_eq!(response.status(), 429, "HERALD_MAX_CONNECTIONS_PER_IP");
+}
+
+#[cfg(unix)]
+fn mode(path: &std::path::Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_data_dir_is_private_and_held_by_one_server() {
+    let server = Server::start("[[namespaces]]\nname = \"log\"\nhistory_size = 10\n");
+    let (status, _) = server
+        .publish(json!({"scope": "topic", "target": "log:a", "type": "t", "data": {}}))
+        .await;
+    assert_eq!(status, 200);
+    let data = server.data_dir();
+    assert_eq!(mode(&data), 0o700, "the data dir");
+    for file in ["herald.db", "herald.db-wal", "herald.db-shm", "herald.lock"] {
+        assert_eq!(mode(&data.join(file)), 0o600, "{file}");
+    }
+
+    let elsewhere = tempfile::tempdir().expect("dir");
+    let stderr = refuses_to_start(herald(elsewhere.path()).args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--jwt-secret",
+        "another-secret",
+        "--data-dir",
+        &data.display().to_string(),
+    ]));
+    assert!(
+        stderr.contains(&format!("in use by another herald (pid {})", server.pid())),
+        "{stderr}"
+    );
+    let (status, _) = server
+        .publish(json!({"scope": "topic", "target": "log:a", "type": "t", "data": {}}))
+        .await;
+    assert_eq!(status, 200, "the first server carries on");
+}
+
+#[test]
+fn a_database_from_a_newer_herald_is_refused_untouched() {
+    let dir = tempfile::tempdir().expect("dir");
+    let data = dir.path().join("data");
+    herald::engine::sqlite::create_private(&data).expect("data dir");
+    let db = data.join("herald.db");
+    {
+        let conn = herald::engine::sqlite::open(&db).expect("open");
+        assert_eq!(
+            conn.query_row("PRAGMA user_version", [], |row| row.get::<_, i64>(0))
+                .expect("version"),
+            herald::engine::sqlite::SCHEMA_VERSION as i64,
+            "a new file gets the current schema version"
+        );
+        conn.execute_batch("PRAGMA user_version = 99").expect("set");
+    }
+    let before = std::fs::read(&db).expect("read");
+    let stderr = refuses_to_start(herald(dir.path()).args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--jwt-secret",
+        "s",
+        "--data-dir",
+        &data.display().to_string(),
+    ]));
+    assert!(stderr.contains("schema version 99"), "{stderr}");
+    assert_eq!(std::fs::read(&db).expect("read"), before, "left as it was");
+}
+
+/// Publishes `{n}` to `log:a`; returns the status.
+async fn publish(server: &Server, n: u64) -> u16 {
+    let body = json!({"scope": "topic", "target": "log:a", "type": "t", "data": {"n": n}});
+    server.publish(body).await.0
+}
+
+/// A topic's history page, by the server API.
+async fn history_page(server: &Server, topic: &str) -> Value {
+    let (status, page) = server
+        .api(
+            "GET",
+            &format!("/api/v1/topics/{topic}/history"),
+            Some(API_KEY),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    page
+}
+
+/// The `data.n` of a topic's history.
+async fn history_of(server: &Server, topic: &str) -> Vec<u64> {
+    history_page(server, topic).await["messages"]
+        .as_array()
+        .expect("messages")
+        .iter()
+        .map(|m| m["data"]["n"].as_u64().expect("n"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_backup_taken_while_serving_restores_with_new_epochs() {
+    const CONFIG: &str = "[[namespaces]]\nname = \"log\"\nhistory_size = 100\n";
+    let mut server = Server::start(CONFIG);
+    for n in 1..=3 {
+        assert_eq!(publish(&server, n).await, 200);
+    }
+    let old_epoch = history_page(&server, "log:a").await["epoch"].clone();
+    let work = tempfile::tempdir().expect("dir");
+    let copy = work.path().join("backup.db");
+    let data = server.data_dir().display().to_string();
+    let output = herald(work.path())
+        .args(["backup", "--data-dir", &data, "--to"])
+        .arg(&copy)
+        .output()
+        .expect("run herald backup");
+    assert!(output.status.success(), "{output:?}");
+    #[cfg(unix)]
+    assert_eq!(mode(&copy), 0o600, "the copy is private too");
+    assert_eq!(publish(&server, 4).await, 200, "the server ran on during the backup");
+
+    let stderr = refuses_to_start(
+        herald(work.path())
+            .args(["backup", "--data-dir", &data, "--to"])
+            .arg(&copy),
+    );
+    assert!(stderr.contains("exists"), "never over an older file: {stderr}");
+    let stderr = refuses_to_start(
+        herald(work.path())
+            .args(["restore", "--data-dir", &data, "--from"])
+            .arg(&copy),
+    );
+    assert!(
+        stderr.contains("in use by another herald"),
+        "never under a running server: {stderr}"
+    );
+
+    // Restore over the server's own data dir once it has stopped.
+    assert_eq!(server.terminate(), Some(0));
+    let output = herald(work.path())
+        .args(["restore", "--data-dir", &data, "--from"])
+        .arg(&copy)
+        .output()
+        .expect("run herald restore");
+    assert!(output.status.success(), "{output:?}");
+    server.restart();
+    assert_eq!(history_of(&server, "log:a").await, [1, 2, 3]);
+    let page = history_page(&server, "log:a").await;
+    assert_ne!(
+        page["epoch"], old_epoch,
+        "a new epoch: offset 4 will be another message"
+    );
+    assert_eq!(page["offset"], 3);
 }

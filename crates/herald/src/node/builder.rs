@@ -203,8 +203,9 @@ fn random_node_id() -> String {
 
 /// The embedded engines on one SQLite file in the data dir.
 async fn open_sqlite(config: &Config) -> Result<Engines, StartError> {
-    std::fs::create_dir_all(&config.data_dir)
-        .map_err(|e| StartError(format!("data dir {}: {e}", config.data_dir.display())))?;
+    sqlite::create_private(&config.data_dir).map_err(|e| StartError(e.0))?;
+    // Two servers on one file would interleave a stream's offsets: the second one stops here.
+    let lock = sqlite::DirLock::take(&config.data_dir).map_err(|e| StartError(e.0))?;
     let db = sqlite::open(&config.data_dir.join("herald.db")).map_err(|e| StartError(e.0))?;
     let db = Arc::new(Mutex::new(db));
     let membership = SqliteMembership::load(db.clone())
@@ -213,7 +214,7 @@ async fn open_sqlite(config: &Config) -> Result<Engines, StartError> {
     let writer = Arc::new(sqlite::GroupCommit::start(db.clone()).map_err(|e| StartError(e.0))?);
     Ok(Engines {
         membership: Arc::new(membership),
-        history: Arc::new(SqliteHistory::new(db.clone(), writer.clone())),
+        history: Arc::new(SqliteHistory::new(db.clone(), writer.clone()).holding(lock)),
         inbox: Arc::new(SqliteInbox::new(db, writer)),
     })
 }

@@ -17,8 +17,10 @@ use rusqlite::Connection;
 
 use rusqlite::{params, OptionalExtension};
 
+mod data_dir;
 mod group_commit;
 
+pub use data_dir::{create_private, DirLock};
 pub use group_commit::GroupCommit;
 
 use super::memory::MemoryMembership;
@@ -29,49 +31,157 @@ use super::{
 use crate::protocol::Sender;
 use crate::publication::{Publication, Scope};
 
-/// Opens (creating if needed) the SQLite file and applies the schema.
+/// The schema version this build writes (`PRAGMA user_version`). A file at 0 is new or from
+/// before versions were kept (its tables are version 1's, which are created only if missing).
+pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
+
+/// `MIGRATIONS[i]` takes a file from schema version `i` to `i + 1`, in one transaction.
+const MIGRATIONS: &[&str] = &["CREATE TABLE IF NOT EXISTS project_members (
+         project TEXT NOT NULL,
+         user_id TEXT NOT NULL,
+         PRIMARY KEY (project, user_id)
+     ) WITHOUT ROWID;
+     CREATE TABLE IF NOT EXISTS streams (
+         topic TEXT PRIMARY KEY,
+         epoch TEXT NOT NULL,
+         top INTEGER NOT NULL
+     ) WITHOUT ROWID;
+     CREATE TABLE IF NOT EXISTS history (
+         topic TEXT NOT NULL,
+         pos INTEGER NOT NULL,
+         id TEXT NOT NULL,
+         event TEXT NOT NULL,
+         data TEXT NOT NULL,
+         ts TEXT NOT NULL,
+         from_user TEXT,
+         from_client TEXT,
+         stored_ms INTEGER NOT NULL,
+         PRIMARY KEY (topic, pos)
+     ) WITHOUT ROWID;
+     CREATE TABLE IF NOT EXISTS inbox (
+         seq INTEGER PRIMARY KEY AUTOINCREMENT,
+         user_id TEXT NOT NULL,
+         id TEXT NOT NULL,
+         event TEXT NOT NULL,
+         data TEXT NOT NULL,
+         ts TEXT NOT NULL,
+         stored_ms INTEGER NOT NULL
+     );
+     CREATE INDEX IF NOT EXISTS inbox_by_user ON inbox (user_id, seq);"];
+
+/// Opens (creating if needed, readable by its owner only) the SQLite file and brings its
+/// schema up to [`SCHEMA_VERSION`]; a file from a newer Herald is refused, untouched.
 pub fn open(path: &Path) -> Result<Connection, EngineError> {
+    data_dir::make_private(path)?;
     let conn =
         Connection::open(path).map_err(|e| EngineError(format!("open {}: {e}", path.display())))?;
+    let schema = |e: rusqlite::Error| EngineError(format!("schema of {}: {e}", path.display()));
     conn.execute_batch(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = FULL;
-         PRAGMA busy_timeout = 5000;
-         CREATE TABLE IF NOT EXISTS project_members (
-             project TEXT NOT NULL,
-             user_id TEXT NOT NULL,
-             PRIMARY KEY (project, user_id)
-         ) WITHOUT ROWID;
-         CREATE TABLE IF NOT EXISTS streams (
-             topic TEXT PRIMARY KEY,
-             epoch TEXT NOT NULL,
-             top INTEGER NOT NULL
-         ) WITHOUT ROWID;
-         CREATE TABLE IF NOT EXISTS history (
-             topic TEXT NOT NULL,
-             pos INTEGER NOT NULL,
-             id TEXT NOT NULL,
-             event TEXT NOT NULL,
-             data TEXT NOT NULL,
-             ts TEXT NOT NULL,
-             from_user TEXT,
-             from_client TEXT,
-             stored_ms INTEGER NOT NULL,
-             PRIMARY KEY (topic, pos)
-         ) WITHOUT ROWID;
-         CREATE TABLE IF NOT EXISTS inbox (
-             seq INTEGER PRIMARY KEY AUTOINCREMENT,
-             user_id TEXT NOT NULL,
-             id TEXT NOT NULL,
-             event TEXT NOT NULL,
-             data TEXT NOT NULL,
-             ts TEXT NOT NULL,
-             stored_ms INTEGER NOT NULL
-         );
-         CREATE INDEX IF NOT EXISTS inbox_by_user ON inbox (user_id, seq);",
+         PRAGMA busy_timeout = 5000;",
     )
-    .map_err(|e| EngineError(format!("schema of {}: {e}", path.display())))?;
+    .map_err(schema)?;
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |row| row.get(0))
+        .map_err(schema)?;
+    let version = usize::try_from(version).unwrap_or(usize::MAX);
+    if version > SCHEMA_VERSION {
+        return Err(EngineError(format!(
+            "{} has schema version {version}, newer than this herald knows ({SCHEMA_VERSION}): run the newer herald, or restore the backup taken before the upgrade",
+            path.display()
+        )));
+    }
+    for (from, migration) in MIGRATIONS.iter().enumerate().skip(version) {
+        let to = from + 1;
+        conn.execute_batch(&format!(
+            "BEGIN; {migration}; PRAGMA user_version = {to}; COMMIT;"
+        ))
+        .map_err(|e| {
+            let _ = conn.execute_batch("ROLLBACK");
+            EngineError(format!(
+                "migrating {} from schema {from} to {to}: {e}",
+                path.display()
+            ))
+        })?;
+    }
     Ok(conn)
+}
+
+/// Writes a consistent copy of the data dir's database to `to` (a new file, readable by its
+/// owner only), while a server may be running on it: `VACUUM INTO` reads one snapshot, and
+/// the server's writes go on meanwhile. Restoring is putting the copy in place of
+/// `herald.db` (with no `-wal` or `-shm` beside it) while no server runs.
+pub fn backup(data_dir: &Path, to: &Path) -> Result<(), EngineError> {
+    let from = data_dir.join("herald.db");
+    if !from.exists() {
+        return Err(EngineError(format!("no database at {}", from.display())));
+    }
+    if to.exists() {
+        return Err(EngineError(format!(
+            "{} exists: a backup goes to a new file",
+            to.display()
+        )));
+    }
+    let conn = Connection::open_with_flags(&from, rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE)
+        .map_err(|e| EngineError(format!("open {}: {e}", from.display())))?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(EngineError::new)?;
+    data_dir::make_private(to)?;
+    let copied = conn.execute("VACUUM INTO ?1", params![to.display().to_string()]);
+    if let Err(e) = copied {
+        let _ = std::fs::remove_file(to);
+        return Err(EngineError(format!("backup to {}: {e}", to.display())));
+    }
+    Ok(())
+}
+
+/// Puts the backup `from` in place of the data dir's database, while no server runs on it
+/// (the dir's lock is taken for the time of the restore). Every topic stream gets a new epoch:
+/// offsets after the backup will be given again to other publications, and a client that
+/// saw the old ones must learn `recovered: false` rather than skip the new ones.
+pub fn restore(data_dir: &Path, from: &Path) -> Result<(), EngineError> {
+    Connection::open_with_flags(from, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .and_then(|c| c.query_row("SELECT count(*) FROM streams", [], |_| Ok(())))
+        .map_err(|e| EngineError(format!("{} is not a herald backup: {e}", from.display())))?;
+    create_private(data_dir)?;
+    let _lock = DirLock::take(data_dir)?;
+    let db = data_dir.join("herald.db");
+    let staged = data_dir.join("herald.db.restoring");
+    let _ = std::fs::remove_file(&staged);
+    data_dir::make_private(&staged)?;
+    std::fs::copy(from, &staged)
+        .map_err(|e| EngineError(format!("copy {}: {e}", from.display())))?;
+    {
+        let mut conn = open(&staged)?;
+        let streams: Vec<String> = conn
+            .prepare("SELECT topic FROM streams")
+            .and_then(|mut s| {
+                s.query_map([], |row| row.get(0))?
+                    .collect::<rusqlite::Result<_>>()
+            })
+            .map_err(EngineError::new)?;
+        let tx = conn.transaction().map_err(EngineError::new)?;
+        for topic in streams {
+            tx.execute(
+                "UPDATE streams SET epoch = ?2 WHERE topic = ?1",
+                params![topic, uuid::Uuid::now_v7().simple().to_string()],
+            )
+            .map_err(EngineError::new)?;
+        }
+        tx.commit().map_err(EngineError::new)?;
+        conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+            .map_err(EngineError::new)?;
+    }
+    for stale in [
+        "herald.db-wal",
+        "herald.db-shm",
+        "herald.db.restoring-wal",
+        "herald.db.restoring-shm",
+    ] {
+        let _ = std::fs::remove_file(data_dir.join(stale));
+    }
+    std::fs::rename(&staged, &db).map_err(|e| EngineError(format!("replace {}: {e}", db.display())))
 }
 
 /// Project membership in SQLite, served from memory.
@@ -177,13 +287,27 @@ fn data_of(text: &str) -> rusqlite::Result<serde_json::Value> {
 pub struct SqliteHistory {
     db: Arc<Mutex<Connection>>,
     writer: Arc<GroupCommit>,
+    /// The data dir's lock, held as long as the streams are.
+    _lock: Option<DirLock>,
 }
 
 impl SqliteHistory {
     /// Streams in the database `db` (opened with [`open`]), appended through `writer` (the
     /// database's one [`GroupCommit`]).
     pub fn new(db: Arc<Mutex<Connection>>, writer: Arc<GroupCommit>) -> Self {
-        Self { db, writer }
+        Self {
+            db,
+            writer,
+            _lock: None,
+        }
+    }
+
+    /// Keeps the data dir's lock for as long as the streams live (the node's life).
+    pub fn holding(self, lock: DirLock) -> Self {
+        Self {
+            _lock: Some(lock),
+            ..self
+        }
     }
 }
 
@@ -252,7 +376,7 @@ fn append_row(
     ])?;
     // Trimmed every TRIM_EVERY appends: each trim then empties whole pages instead of
     // rewriting one per commit. Reads trim first, so what they see is exact.
-    if top as u64 % TRIM_EVERY == 0 {
+    if (top as u64).is_multiple_of(TRIM_EVERY) {
         trim(tx, topic, top as u64, retention)?;
     }
     Ok(StreamPosition {
