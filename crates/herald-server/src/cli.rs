@@ -11,7 +11,7 @@ use crate::Unusable;
 #[derive(Debug, Parser)]
 #[command(
     name = "herald",
-    version,
+    version = herald::LONG_VERSION,
     about = "Herald, a real-time messaging server"
 )]
 pub struct Cli {

@@ -123,9 +123,10 @@ async fn run(config: herald::Config) -> Result<ExitCode, Unusable> {
     let dev_secret = if config.jwt.secret.is_none() && config.jwt.public_key.is_none() {
         let path = config.data_dir.join(dev_secret::FILE_NAME);
         let secret = dev_secret::load_or_create(&config.data_dir).map_err(Unusable)?;
-        eprintln!(
-            "herald: no JWT secret configured: using the development secret in {} (set --jwt-secret in production)",
-            path.display()
+        // A log event (JSON in JSON mode), not a bare line on stderr.
+        tracing::warn!(
+            path = %path.display(),
+            "no JWT secret configured: using the development secret (set --jwt-secret in production)"
         );
         Some(secret)
     } else {
@@ -133,6 +134,12 @@ async fn run(config: herald::Config) -> Result<ExitCode, Unusable> {
     };
     let data_dir = config.data_dir.clone();
     let grace = config.limits.shutdown_grace;
+    let node_id = config.node_id.clone().unwrap_or_else(|| "-".into());
+    let engines = if config.redis_url.is_some() {
+        "redis"
+    } else {
+        "sqlite"
+    };
     let node = Herald::open(config, dev_secret.as_deref())
         .await
         .map_err(|e| Unusable(e.0))?;
@@ -147,6 +154,15 @@ async fn run(config: herald::Config) -> Result<ExitCode, Unusable> {
     let local = listener
         .local_addr()
         .map_err(|e| Unusable(format!("cannot read the bound address: {e}")))?;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        commit = herald::COMMIT,
+        listen = %local,
+        node_id,
+        engines,
+        data_dir = %data_dir.display(),
+        "herald started"
+    );
     println!("herald listening on http://{local} (WebSocket: ws://{local}/ws)");
     if dev_secret.is_some() {
         println!(

@@ -519,7 +519,7 @@ async fn connection_open_and_close_are_logged_without_tokens() {
     let _ = refused_status(&server.ws_url("token=bad.secret.token"), &[]).await;
     let logs = eventually("the close and the refusal to be logged", || async {
         let logs = server.logs();
-        (logs.contains("connection closed") && logs.contains("refused connection")).then_some(logs)
+        (logs.contains("connection closed") && logs.contains("bad_token")).then_some(logs)
     })
     .await;
     let opened = logs
@@ -564,6 +564,37 @@ async fn json_logs_with_a_flag() {
     let entry: Value = serde_json::from_str(&line).expect("a JSON log line");
     assert_eq!(entry["user_id"], "jay");
     assert_eq!(entry["message"], "connection opened");
+    let started = every_line_is_json(&server.logs())
+        .into_iter()
+        .find(|e| e["message"] == "herald started")
+        .expect("a start-up event");
+    assert_eq!(started["version"], env!("CARGO_PKG_VERSION"));
+    assert_eq!(started["engines"], "sqlite");
+    assert!(started["commit"].as_str().is_some_and(|c| !c.is_empty()));
+    assert!(started["listen"]
+        .as_str()
+        .is_some_and(|l| l.starts_with("127.0.0.1:")));
+
+    // Without a configured secret the development-secret warning is JSON too.
+    let bare = Server::start_in(
+        tempfile::tempdir().expect("dir"),
+        "",
+        &["--log-format", "json"],
+    );
+    let warned = every_line_is_json(&bare.logs()).into_iter().any(|e| {
+        e["level"] == "WARN"
+            && e["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("development secret"))
+    });
+    assert!(warned, "{}", bare.logs());
+}
+
+/// Parses every line of `logs` as one JSON object.
+fn every_line_is_json(logs: &str) -> Vec<Value> {
+    logs.lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect()
 }
 
 #[tokio::test]
@@ -600,4 +631,132 @@ async fn the_js_client_can_be_imported_from_an_allowed_origin() {
         .headers()
         .get("access-control-allow-origin")
         .is_none());
+}
+
+/// The metric names docs/OPERATIONS.md lists, each with the label values its row names.
+fn documented_metrics() -> Vec<(String, Vec<String>)> {
+    let operations = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/OPERATIONS.md"
+    ))
+    .expect("docs/OPERATIONS.md");
+    operations
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `"))
+        .filter_map(|row| {
+            let (name, rest) = row.split_once('`')?;
+            if !(name.starts_with("herald_") || name.starts_with("process_")) {
+                return None;
+            }
+            let cells: Vec<&str> = rest.split('|').collect();
+            let label = cells
+                .get(2)
+                .map(|c| c.trim().trim_matches('`'))
+                .unwrap_or("");
+            let meaning = cells.get(3).copied().unwrap_or("");
+            // The label values a row names: its backticked words, when it has one label.
+            let values = if label.is_empty() || label.contains(',') || name == "herald_build_info" {
+                Vec::new()
+            } else {
+                meaning
+                    .split('`')
+                    .skip(1)
+                    .step_by(2)
+                    .filter(|v| v.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+                    .map(str::to_string)
+                    .collect()
+            };
+            Some((format!("{name}|{label}"), values))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn every_documented_metric_is_described_and_present_from_the_start() {
+    let server = Server::start("");
+    let (status, text) = server.api("GET", "/metrics", None, None).await;
+    assert_eq!(status, 200);
+    let text = text.as_str().expect("prometheus text").to_string();
+    let documented = documented_metrics();
+    assert!(documented.len() >= 15, "the table was read: {documented:?}");
+    for (key, values) in &documented {
+        let (name, label) = key.split_once('|').expect("key");
+        assert!(
+            text.contains(&format!("# HELP {name} ")),
+            "HELP for {name}:\n{text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(name) && !l.starts_with('#')),
+            "{name} has a sample before any traffic:\n{text}"
+        );
+        for value in values {
+            let series = format!("{name}{{{label}=\"{value}\"}} 0");
+            assert!(text.contains(&series), "{series} at start:\n{text}");
+        }
+    }
+    let version = format!(
+        "herald_build_info{{version=\"{}\",commit=\"",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(text.contains(&version), "{text}");
+    assert!(
+        metric(&text, "process_resident_memory_bytes") > 0.0,
+        "{text}"
+    );
+    assert!(metric(&text, "process_open_fds") > 0.0, "{text}");
+}
+
+#[tokio::test]
+async fn every_refusal_is_counted_and_logged_with_its_reason() {
+    let server = Server::start("allowed_origins = [\"https://app.example\"]\n");
+    let good = server.ws_url(&format!("token={}", token("r", "user", &[])));
+    let (status, _) = refused_status(&good, &[("origin", "https://evil.example")]).await;
+    assert_eq!(status, 403);
+    let (status, _) = refused_status(&server.ws_url("token=bad.secret.token"), &[]).await;
+    assert_eq!(status, 401);
+    let (status, _) = server
+        .api("GET", "/api/v1/stats", Some("wrong-key"), None)
+        .await;
+    assert_eq!(status, 401);
+    let mut by_message = Client::connect(&server.ws_url("")).await;
+    assert_eq!(by_message.recv().await["type"], "auth_required");
+    by_message
+        .send(json!({"type": "auth", "token": "not.a.token"}))
+        .await;
+    assert_eq!(by_message.recv().await["data"]["code"], "auth_failed");
+    assert_eq!(by_message.closed().await.code, 1008);
+
+    let (_, text) = server.api("GET", "/metrics", None, None).await;
+    let text = text.as_str().expect("text").to_string();
+    for reason in ["origin", "bad_token", "api_credentials", "auth_failed"] {
+        assert_eq!(
+            metric(
+                &text,
+                &format!("herald_refusals_total{{reason=\"{reason}\"}}")
+            ),
+            1.0,
+            "{reason}: {text}"
+        );
+    }
+    let logs = eventually("four refusals logged", || async {
+        let logs = server.logs();
+        (logs.matches(" refused ").count() >= 4).then_some(logs)
+    })
+    .await;
+    for reason in ["origin", "bad_token", "api_credentials", "auth_failed"] {
+        let line = logs
+            .lines()
+            .find(|l| {
+                l.contains(&format!("reason=\"{reason}\""))
+                    || l.contains(&format!("reason={reason}"))
+            })
+            .unwrap_or_else(|| panic!("a line for {reason}: {logs}"));
+        assert!(line.contains("127.0.0.1"), "the peer: {line}");
+        assert!(!line.contains("Some("), "the address as written: {line}");
+    }
+    assert!(
+        !logs.contains("wrong-key") && !logs.contains("not.a.token"),
+        "{logs}"
+    );
 }

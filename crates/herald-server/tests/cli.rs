@@ -466,14 +466,21 @@ async fn a_backup_taken_while_serving_restores_with_new_epochs() {
     assert!(output.status.success(), "{output:?}");
     #[cfg(unix)]
     assert_eq!(mode(&copy), 0o600, "the copy is private too");
-    assert_eq!(publish(&server, 4).await, 200, "the server ran on during the backup");
+    assert_eq!(
+        publish(&server, 4).await,
+        200,
+        "the server ran on during the backup"
+    );
 
     let stderr = refuses_to_start(
         herald(work.path())
             .args(["backup", "--data-dir", &data, "--to"])
             .arg(&copy),
     );
-    assert!(stderr.contains("exists"), "never over an older file: {stderr}");
+    assert!(
+        stderr.contains("exists"),
+        "never over an older file: {stderr}"
+    );
     let stderr = refuses_to_start(
         herald(work.path())
             .args(["restore", "--data-dir", &data, "--from"])

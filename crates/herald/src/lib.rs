@@ -65,6 +65,16 @@ pub mod topic;
 pub(crate) mod wire;
 
 pub use config::Config;
+
+/// The git commit this build comes from (12 hex digits), or `unknown`.
+pub const COMMIT: &str = env!("HERALD_COMMIT");
+/// The version and commit, as `herald --version` prints them: `0.1.0 (commit abc123def456)`.
+pub const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("HERALD_COMMIT"),
+    ")"
+);
 pub use node::{Engines, Herald, HeraldBuilder, Published, Recovery, StartError, Stats};
 pub use node::{HandlerError, HandlerResult, Incoming};
 pub use publication::{Publication, Scope};

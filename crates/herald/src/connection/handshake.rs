@@ -8,6 +8,7 @@ use serde_json::Value;
 use super::Link;
 use crate::auth::Principal;
 use crate::hub::{CloseReason, ConnHandle};
+use crate::metrics::Peer;
 use crate::node::slots::Holds;
 use crate::node::Herald;
 use crate::protocol::replies::{AuthRequired, Reply};
@@ -55,6 +56,7 @@ pub(super) async fn await_auth(
         let message = match incoming {
             Err(_elapsed) => {
                 crate::metrics::auth_failure("timeout");
+                crate::metrics::refused("auth_timeout", Peer(conn.remote_addr), "no auth message");
                 link.close_with(conn, CloseReason::AUTH_TIMEOUT, limits.write_timeout)
                     .await;
                 return None;
@@ -70,6 +72,11 @@ pub(super) async fn await_auth(
             Some(left) => budget = left,
             None => {
                 crate::metrics::dropped("unauthenticated_data");
+                crate::metrics::refused(
+                    "unauthenticated_data",
+                    Peer(conn.remote_addr),
+                    "over 16 KiB before auth",
+                );
                 link.close_with(
                     conn,
                     CloseReason::TOO_MUCH_UNAUTHENTICATED,
@@ -94,6 +101,11 @@ pub(super) async fn await_auth(
                         match node.slots().user.acquire(principal.user_id.clone()) {
                             Some(slot) => holds.user = Some(slot),
                             None => {
+                                crate::metrics::refused(
+                                    "max_connections_per_user",
+                                    Peer(conn.remote_addr),
+                                    &principal.user_id,
+                                );
                                 let frame = error_frame(
                                     ErrorCode::TooManyConnections,
                                     "this user holds the most connections allowed",
@@ -113,6 +125,8 @@ pub(super) async fn await_auth(
                     }
                     Err(e) => {
                         crate::metrics::auth_failure(e.reason());
+                        let detail = format!("{} token in an auth message", e.reason());
+                        crate::metrics::refused("auth_failed", Peer(conn.remote_addr), &detail);
                         let frame =
                             error_frame(ErrorCode::AuthFailed, &e.to_string(), reference.as_ref());
                         let _ = send(link, conn, frame, limits.write_timeout).await;

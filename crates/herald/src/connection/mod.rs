@@ -23,6 +23,7 @@ use tokio::time::{sleep_until, Instant};
 
 use crate::auth::Principal;
 use crate::hub::{Attention, CloseReason, ConnHandle};
+use crate::metrics::Peer;
 use crate::node::Herald;
 use crate::protocol::replies::Greeting;
 use crate::protocol::{Encoding, ReplyStyle, Wanted};
@@ -44,18 +45,6 @@ pub struct Start {
     pub echo: bool,
     /// `?encoding=`: JSON text frames or MessagePack binary frames.
     pub encoding: Encoding,
-}
-
-/// A remote address for logs: the address, or `-` when the listener did not record it.
-struct Peer(Option<SocketAddr>);
-
-impl std::fmt::Display for Peer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.0 {
-            Some(addr) => addr.fmt(f),
-            None => f.write_str("-"),
-        }
-    }
 }
 
 /// How a connection ended.

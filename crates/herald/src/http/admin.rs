@@ -26,7 +26,22 @@ impl FromRequestParts<Herald> for Admin {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, node: &Herald) -> Result<Self, ApiError> {
+        let peer = || {
+            let addr = parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|info| info.0);
+            crate::metrics::Peer(addr)
+        };
+        let refused = |why: &str| {
+            crate::metrics::refused(
+                "api_credentials",
+                peer(),
+                &format!("{why}: {}", parts.uri.path()),
+            );
+        };
         let Some(token) = bearer(&parts.headers) else {
+            refused("missing");
             crate::metrics::auth_failure("missing");
             return Err(ApiError::unauthorized(
                 "missing Authorization: Bearer credentials",
@@ -40,12 +55,14 @@ impl FromRequestParts<Herald> for Admin {
         match node.authenticate(token).await {
             Ok(principal) if principal.is_admin() => Ok(Admin),
             Ok(_) => {
+                refused("not_admin");
                 crate::metrics::auth_failure("not_admin");
                 Err(ApiError::forbidden(
                     "the server API needs an admin or superadmin role",
                 ))
             }
             Err(e) => {
+                refused(e.reason());
                 crate::metrics::auth_failure(e.reason());
                 Err(ApiError::unauthorized(format!("bad credentials: {e}")))
             }

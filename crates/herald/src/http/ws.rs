@@ -18,6 +18,7 @@ use super::error::ApiError;
 use hyper_util::rt::TokioIo;
 
 use crate::connection::{self, Link, Socket, Start};
+use crate::metrics::Peer;
 use crate::node::slots::{Holds, IpSlot};
 use crate::node::Herald;
 use crate::protocol::{Encoding, ErrorCode};
@@ -43,6 +44,8 @@ pub async fn upgrade(
     request: Request,
 ) -> Response {
     let config = node.config();
+    let peer = peer.map(|Extension(ConnectInfo(addr))| addr);
+    let shown = || Peer(peer);
     if !config.allowed_origins.is_empty() {
         if let Some(origin) = headers.get(ORIGIN).and_then(|o| o.to_str().ok()) {
             if !config
@@ -50,6 +53,7 @@ pub async fn upgrade(
                 .iter()
                 .any(|allowed| allowed == origin)
             {
+                crate::metrics::refused("origin", shown(), origin);
                 return ApiError::forbidden(format!("origin `{origin}` is not allowed"))
                     .into_response();
             }
@@ -59,12 +63,13 @@ pub async fn upgrade(
         None | Some("json") => Encoding::Json,
         Some("msgpack") => Encoding::MsgPack,
         Some(other) => {
+            crate::metrics::refused("encoding", shown(), other);
             return ApiError::new(
                 StatusCode::BAD_REQUEST,
                 ErrorCode::InvalidMessage,
                 format!("encoding `{other}` is not supported: use json or msgpack"),
             )
-            .into_response()
+            .into_response();
         }
     };
     let token = query
@@ -81,12 +86,8 @@ pub async fn upgrade(
         Some(Ok(principal)) => Some(principal),
         Some(Err(e)) => {
             crate::metrics::auth_failure(e.reason());
-            tracing::info!(
-                remote_addr = ?peer.as_ref().map(|Extension(ConnectInfo(addr))| *addr),
-                uri = %redact_token(&uri),
-                reason = e.reason(),
-                "refused connection: bad token"
-            );
+            let detail = format!("{} token, {}", e.reason(), redact_token(&uri));
+            crate::metrics::refused("bad_token", shown(), &detail);
             return ApiError::unauthorized(e.to_string()).into_response();
         }
     };
@@ -97,7 +98,7 @@ pub async fn upgrade(
     if let Some(board) = query.get("board_id").filter(|b| !b.is_empty()) {
         auto_topics.push(format!("board:{board}"));
     }
-    let remote_addr = peer.map(|Extension(ConnectInfo(addr))| addr);
+    let remote_addr = peer;
     let holds = match hold_slots(&node, &request, remote_addr, principal.as_ref()) {
         Ok(holds) => holds,
         Err(refusal) => return refusal.into_response(),
@@ -136,6 +137,7 @@ fn hold_slots(
         Some(slot) => Some(slot),
         None => {
             crate::metrics::dropped("max_connections");
+            crate::metrics::refused("max_connections", Peer(remote_addr), "the node is full");
             return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 ErrorCode::ProcessingError,
@@ -148,6 +150,11 @@ fn hold_slots(
             Some(slot) => Some(slot),
             None => {
                 crate::metrics::dropped("max_connections_per_user");
+                crate::metrics::refused(
+                    "max_connections_per_user",
+                    Peer(remote_addr),
+                    &who.user_id,
+                );
                 return Err(ApiError::new(
                     StatusCode::TOO_MANY_REQUESTS,
                     ErrorCode::TooManyConnections,
@@ -162,6 +169,7 @@ fn hold_slots(
 /// The refusal of a connection beyond `max_connections_per_ip`.
 pub(crate) fn too_many_from_ip(ip: std::net::IpAddr) -> ApiError {
     crate::metrics::dropped("max_connections_per_ip");
+    crate::metrics::refused("max_connections_per_ip", ip, "");
     ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,
         ErrorCode::RateLimited,

@@ -1,0 +1,312 @@
+//! Prometheus metrics, all named `herald_*`, recorded through the `metrics` facade, plus the
+//! process's own `process_*` series (`process`).
+//!
+//! The Prometheus recorder is process-wide: the first node built installs it, and `/metrics`
+//! renders it. An app that installed its own recorder first keeps it; `/metrics` then says so.
+//! Hot-path metrics (deliveries, fan-out time) are one atomic add or one histogram record per
+//! publication, never per recipient. Every series has a HELP line and is there from the
+//! start, at zero, for every label value Herald uses (so alerts on absent series never
+//! misfire); only `role` values come from tokens and appear when first seen.
+
+mod process;
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// Latency buckets, in seconds, from 10 µs to 2.5 s.
+const BUCKETS: &[f64] = &[
+    0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
+    0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// How a registered connection can end (`connection::Ending`'s labels).
+pub const CLOSE_REASONS: &[&str] = &[
+    "client_closed",
+    "client_gone",
+    "pong_timeout",
+    "write_failed",
+    "write_timeout",
+    "slow_consumer",
+    "token_expired",
+    "disconnected",
+    "going_away",
+    "too_many_errors",
+    "too_large",
+    "invalid_utf8",
+    "protocol_error",
+    "policy",
+];
+
+/// Client frames by command (`protocol::Command::name`, and the two unparsed kinds).
+pub const CLIENT_MESSAGE_TYPES: &[&str] = &[
+    "auth",
+    "refresh",
+    "subscribe",
+    "unsubscribe",
+    "publish",
+    "presence",
+    "history",
+    "ack",
+    "ping",
+    "echo",
+    "status",
+    "custom",
+    "invalid",
+    "binary",
+];
+
+/// What is refused or cut off ([`dropped`]).
+pub const DROP_REASONS: &[&str] = &[
+    "slow_consumer",
+    "invalid",
+    "rate_limited",
+    "too_large",
+    "unauthenticated_data",
+    "max_subscriptions",
+    "max_connections",
+    "max_connections_per_user",
+    "max_connections_per_ip",
+    "http_header_timeout",
+    "http_idle_timeout",
+];
+
+/// Why a credential was refused ([`auth_failure`]).
+pub const AUTH_FAILURES: &[&str] = &["expired", "invalid", "timeout", "missing", "not_admin"];
+
+/// Why a connection or request was turned away ([`refused`]).
+pub const REFUSALS: &[&str] = &[
+    "origin",
+    "encoding",
+    "bad_token",
+    "max_connections_per_ip",
+    "max_connections",
+    "max_connections_per_user",
+    "api_credentials",
+    "auth_failed",
+    "auth_timeout",
+    "unauthenticated_data",
+];
+
+/// The engines whose calls can fail ([`engine_error`]).
+pub const ENGINES: &[&str] = &[
+    "membership",
+    "broker",
+    "presence",
+    "history",
+    "inbox",
+    "sqlite",
+];
+
+/// The publication scopes (`Scope::name`).
+pub const SCOPES: &[&str] = &["all", "user", "role", "project", "topic"];
+
+/// Installs the Prometheus recorder once per process (later calls do nothing), describes
+/// every series and registers each at zero.
+pub fn install() {
+    HANDLE.get_or_init(|| {
+        let handle = PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Prefix("herald_".into()), BUCKETS)
+            .ok()?
+            .install_recorder()
+            .ok()?;
+        describe();
+        register_at_zero();
+        Some(handle)
+    });
+}
+
+/// The HELP line of every `herald_*` series.
+fn describe() {
+    describe_gauge!(
+        "herald_build_info",
+        "Always 1; the labels say which Herald this is."
+    );
+    describe_gauge!(
+        "herald_connections",
+        "Authenticated WebSocket connections now."
+    );
+    describe_counter!(
+        "herald_connections_opened_total",
+        "WebSocket connections that authenticated."
+    );
+    describe_counter!(
+        "herald_connections_closed_total",
+        "Authenticated connections that ended, by reason."
+    );
+    describe_counter!(
+        "herald_client_messages_total",
+        "Frames received from clients, by command."
+    );
+    describe_counter!(
+        "herald_publications_total",
+        "Publications fanned out on this node, by scope."
+    );
+    describe_counter!(
+        "herald_deliveries_total",
+        "Frames queued to recipients by publications."
+    );
+    describe_counter!(
+        "herald_drops_total",
+        "Frames, commands or connections refused or cut off, by reason."
+    );
+    describe_counter!(
+        "herald_auth_failures_total",
+        "Refused credentials (tokens, API keys), by reason."
+    );
+    describe_histogram!(
+        "herald_fanout_seconds",
+        metrics::Unit::Seconds,
+        "Time to queue one publication to all its recipients on this node."
+    );
+    describe_histogram!(
+        "herald_publish_api_seconds",
+        metrics::Unit::Seconds,
+        "POST /api/v1/publish, from the parsed body to the answer."
+    );
+    describe_counter!(
+        "herald_engine_errors_total",
+        "Failed engine calls, by engine."
+    );
+    describe_counter!(
+        "herald_refusals_total",
+        "Connections and requests turned away, by reason."
+    );
+}
+
+/// Every series Herald records, at zero, so each is there from the first scrape.
+fn register_at_zero() {
+    gauge!(
+        "herald_build_info",
+        "version" => env!("CARGO_PKG_VERSION"),
+        "commit" => crate::COMMIT
+    )
+    .set(1.0);
+    gauge!("herald_connections", "role" => "user").increment(0.0);
+    counter!("herald_connections_opened_total").increment(0);
+    counter!("herald_deliveries_total").increment(0);
+    for &reason in CLOSE_REASONS {
+        counter!("herald_connections_closed_total", "reason" => reason).increment(0);
+    }
+    for &kind in CLIENT_MESSAGE_TYPES {
+        counter!("herald_client_messages_total", "type" => kind).increment(0);
+    }
+    for &scope in SCOPES {
+        counter!("herald_publications_total", "scope" => scope).increment(0);
+    }
+    for &reason in DROP_REASONS {
+        counter!("herald_drops_total", "reason" => reason).increment(0);
+    }
+    for &reason in AUTH_FAILURES {
+        counter!("herald_auth_failures_total", "reason" => reason).increment(0);
+    }
+    for &reason in REFUSALS {
+        counter!("herald_refusals_total", "reason" => reason).increment(0);
+    }
+    for &engine in ENGINES {
+        counter!("herald_engine_errors_total", "engine" => engine).increment(0);
+    }
+    // A histogram with no sample yet renders with zero counts.
+    let _ = histogram!("herald_fanout_seconds");
+    let _ = histogram!("herald_publish_api_seconds");
+}
+
+/// The Prometheus text exposition of every metric, the process's own included.
+pub fn render() -> String {
+    match HANDLE.get() {
+        Some(Some(handle)) => {
+            let mut text = handle.render();
+            text.push_str(&process::render());
+            text
+        }
+        _ => "# herald: another metrics recorder was installed before Herald's\n".into(),
+    }
+}
+
+/// An authenticated connection was registered.
+pub fn connection_opened(role: &str) {
+    counter!("herald_connections_opened_total").increment(1);
+    gauge!("herald_connections", "role" => role.to_string()).increment(1.0);
+}
+
+/// A registered connection ended, for `reason` (see `connection::Ending`).
+pub fn connection_closed(role: &str, reason: &'static str) {
+    counter!("herald_connections_closed_total", "reason" => reason).increment(1);
+    gauge!("herald_connections", "role" => role.to_string()).decrement(1.0);
+}
+
+/// A client frame, by command type (`invalid` when it did not parse).
+pub fn client_message(kind: &'static str) {
+    counter!("herald_client_messages_total", "type" => kind).increment(1);
+}
+
+/// A publication was fanned out on this node.
+pub fn publication(scope: &'static str, recipients: usize, fanout: Duration) {
+    counter!("herald_publications_total", "scope" => scope).increment(1);
+    counter!("herald_deliveries_total").increment(recipients as u64);
+    histogram!("herald_fanout_seconds").record(fanout.as_secs_f64());
+}
+
+/// Something was not delivered or not accepted: `slow_consumer`, `rate_limited`, `too_large`,
+/// `invalid`.
+pub fn dropped(reason: &'static str) {
+    counter!("herald_drops_total", "reason" => reason).increment(1);
+}
+
+/// A credential was refused: `expired`, `invalid`, `timeout`, `missing`, `not_admin`.
+pub fn auth_failure(reason: &'static str) {
+    counter!("herald_auth_failures_total", "reason" => reason).increment(1);
+}
+
+/// How long a publish API request took, from parse to answer.
+pub fn publish_api(elapsed: Duration) {
+    histogram!("herald_publish_api_seconds").record(elapsed.as_secs_f64());
+}
+
+/// A peer's address as logs show it: `-` when unknown.
+pub struct Peer(pub Option<std::net::SocketAddr>);
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(addr) => addr.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
+}
+
+/// A connection or request was turned away: counted, and logged (`refused`, with the peer
+/// and what was wrong) at most once a second per reason, so a flood cannot flood the logs;
+/// the next line says how many were not logged.
+pub fn refused(reason: &'static str, remote_addr: impl std::fmt::Display, detail: &str) {
+    counter!("herald_refusals_total", "reason" => reason).increment(1);
+    static LAST: std::sync::Mutex<Vec<(&'static str, std::time::Instant, u64)>> =
+        std::sync::Mutex::new(Vec::new());
+    let now = std::time::Instant::now();
+    let mut last = crate::sync::lock(&LAST);
+    let unlogged = match last.iter_mut().find(|(r, ..)| *r == reason) {
+        Some((_, at, skipped)) if now.duration_since(*at) < Duration::from_secs(1) => {
+            *skipped += 1;
+            return;
+        }
+        Some((_, at, skipped)) => {
+            *at = now;
+            std::mem::take(skipped)
+        }
+        None => {
+            last.push((reason, now, 0));
+            0
+        }
+    };
+    drop(last);
+    tracing::info!(%remote_addr, reason, detail, unlogged, "refused");
+}
+
+/// An engine call failed.
+pub fn engine_error(engine: &'static str) {
+    counter!("herald_engine_errors_total", "engine" => engine).increment(1);
+}
