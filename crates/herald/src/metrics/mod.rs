@@ -287,7 +287,7 @@ pub fn refused(reason: &'static str, remote_addr: impl std::fmt::Display, detail
     static LAST: std::sync::Mutex<Vec<(&'static str, std::time::Instant, u64)>> =
         std::sync::Mutex::new(Vec::new());
     let now = std::time::Instant::now();
-    let mut last = crate::sync::lock(&LAST);
+    let mut last = LAST.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let unlogged = match last.iter_mut().find(|(r, ..)| *r == reason) {
         Some((_, at, skipped)) if now.duration_since(*at) < Duration::from_secs(1) => {
             *skipped += 1;
