@@ -29,6 +29,35 @@ pub enum Command {
     Backup(BackupArgs),
     /// Put a backup in place of the embedded store (no server may be running on it).
     Restore(RestoreArgs),
+    /// Check or print the configuration `herald serve` would run with.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Check a configuration (the file, the environment and these flags) without starting.
+    Check(ConfigArgs),
+    /// Print the effective configuration as TOML, secrets redacted.
+    Print(ConfigArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    /// The config file (the same as --config).
+    #[arg(value_name = "FILE")]
+    file: Option<PathBuf>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+impl ConfigArgs {
+    pub fn config(&mut self) -> Result<Loaded, Unusable> {
+        if let Some(file) = self.file.take() {
+            self.serve.source.config = Some(file);
+        }
+        self.serve.config()
+    }
 }
 
 #[derive(Debug, Args)]
@@ -41,7 +70,7 @@ pub struct RestoreArgs {
 }
 
 impl RestoreArgs {
-    pub fn config(&self) -> Result<Config, Unusable> {
+    pub fn config(&self) -> Result<Loaded, Unusable> {
         self.source.load()
     }
 }
@@ -56,7 +85,7 @@ pub struct BackupArgs {
 }
 
 impl BackupArgs {
-    pub fn config(&self) -> Result<Config, Unusable> {
+    pub fn config(&self) -> Result<Loaded, Unusable> {
         self.source.load()
     }
 }
@@ -68,33 +97,42 @@ pub struct Source {
     #[arg(long, env = "HERALD_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
     /// Directory of the embedded store (and the development secret).
-    #[arg(long, env = "HERALD_DATA_DIR", value_name = "DIR")]
+    #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
     /// Shared secret for HS256/384/512 tokens.
-    #[arg(
-        long,
-        env = "HERALD_JWT_SECRET",
-        value_name = "S",
-        hide_env_values = true
-    )]
+    #[arg(long, value_name = "S")]
     jwt_secret: Option<String>,
     /// PEM public key for RS256 or ES256 tokens.
-    #[arg(long, env = "HERALD_JWT_PUBLIC_KEY", value_name = "PEM_FILE")]
+    #[arg(long, value_name = "PEM_FILE")]
     jwt_public_key: Option<PathBuf>,
 }
 
+/// A configuration, and what to warn about once logging runs.
+pub struct Loaded {
+    pub config: Config,
+    /// Unknown `HERALD_*` variables.
+    pub warnings: Vec<String>,
+}
+
 impl Source {
-    /// Defaults, then the file, then these settings.
-    fn load(&self) -> Result<Config, Unusable> {
-        let mut config = match &self.config {
+    /// Defaults, then the file, then the environment (`env`), then these flags.
+    fn load(&self) -> Result<Loaded, Unusable> {
+        let file = match &self.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
                     .map_err(|e| Unusable(format!("config {}: {e}", path.display())))?;
+                // Parsed whole first: its errors name the file's line.
                 Config::from_toml(&text)
+                    .map_err(|e| Unusable(format!("config {}: {e}", path.display())))?;
+                text.parse::<toml::Table>()
                     .map_err(|e| Unusable(format!("config {}: {e}", path.display())))?
             }
-            None => Config::default(),
+            None => toml::Table::new(),
         };
+        let (merged, warnings) = crate::env::apply(file, std::env::vars())?;
+        let mut config: Config = toml::Value::Table(merged)
+            .try_into()
+            .map_err(|e: toml::de::Error| Unusable(e.message().trim().replace('\n', " ")))?;
         if let Some(dir) = &self.data_dir {
             config.data_dir = dir.clone();
         }
@@ -114,7 +152,7 @@ impl Source {
             }
             (None, None) => {}
         }
-        Ok(config)
+        Ok(Loaded { config, warnings })
     }
 }
 
@@ -123,16 +161,16 @@ pub struct ServeArgs {
     #[command(flatten)]
     source: Source,
     /// Address to listen on (default 127.0.0.1:8080).
-    #[arg(long, env = "HERALD_LISTEN", value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR")]
     listen: Option<String>,
     /// Bearer key for the server HTTP API.
-    #[arg(long, env = "HERALD_API_KEY", value_name = "K", hide_env_values = true)]
+    #[arg(long, value_name = "K")]
     api_key: Option<String>,
     /// Redis URL: run as one node of a cluster.
-    #[arg(long, env = "HERALD_REDIS_URL", value_name = "URL")]
+    #[arg(long, value_name = "URL")]
     redis_url: Option<String>,
     /// This node's id in a cluster.
-    #[arg(long, env = "HERALD_NODE_ID", value_name = "ID")]
+    #[arg(long, value_name = "ID")]
     node_id: Option<String>,
     #[command(flatten)]
     limits: LimitArgs,
@@ -148,22 +186,22 @@ pub struct ServeArgs {
 #[derive(Debug, Args)]
 struct LimitArgs {
     /// Open WebSocket connections allowed on this node; 0: unlimited.
-    #[arg(long, env = "HERALD_MAX_CONNECTIONS", value_name = "N")]
+    #[arg(long, value_name = "N")]
     max_connections: Option<u32>,
     /// Open WebSocket connections allowed per user; 0: unlimited.
-    #[arg(long, env = "HERALD_MAX_CONNECTIONS_PER_USER", value_name = "N")]
+    #[arg(long, value_name = "N")]
     max_connections_per_user: Option<u32>,
     /// Open HTTP and WebSocket connections allowed per client IP; 0: unlimited.
-    #[arg(long, env = "HERALD_MAX_CONNECTIONS_PER_IP", value_name = "N")]
+    #[arg(long, value_name = "N")]
     max_connections_per_ip: Option<u32>,
     /// Subscriptions one connection may hold; 0: unlimited.
-    #[arg(long, env = "HERALD_MAX_SUBSCRIPTIONS", value_name = "N")]
+    #[arg(long, value_name = "N")]
     max_subscriptions: Option<usize>,
     /// Longest wait for an HTTP request head, e.g. 10s.
-    #[arg(long, env = "HERALD_HTTP_HEADER_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     http_header_timeout: Option<Duration>,
     /// Longest idle time of a keep-alive HTTP connection, e.g. 60s.
-    #[arg(long, env = "HERALD_HTTP_IDLE_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     http_idle_timeout: Option<Duration>,
 }
 
@@ -202,8 +240,11 @@ pub enum LogFormat {
 }
 
 impl ServeArgs {
-    pub fn config(&self) -> Result<Config, Unusable> {
-        let mut config = self.source.load()?;
+    pub fn config(&self) -> Result<Loaded, Unusable> {
+        let Loaded {
+            mut config,
+            warnings,
+        } = self.source.load()?;
         if let Some(listen) = &self.listen {
             config.listen = listen.clone();
         }
@@ -219,7 +260,7 @@ impl ServeArgs {
         self.limits.apply(&mut config.limits);
         config.test_echo_endpoint = self.test_echo_endpoint;
         config.validate().map_err(|e| Unusable(e.0))?;
-        Ok(config)
+        Ok(Loaded { config, warnings })
     }
 }
 
@@ -242,7 +283,7 @@ pub struct TokenArgs {
 }
 
 impl TokenArgs {
-    pub fn config(&self) -> Result<Config, Unusable> {
+    pub fn config(&self) -> Result<Loaded, Unusable> {
         self.source.load()
     }
 }

@@ -7,6 +7,7 @@
 
 mod cli;
 mod dev_secret;
+mod env;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -27,6 +28,8 @@ fn main() -> ExitCode {
         Command::Token(args) => token(args),
         Command::Backup(args) => backup(args),
         Command::Restore(args) => restore(args),
+        Command::Config(cli::ConfigCommand::Check(args)) => config_check(args),
+        Command::Config(cli::ConfigCommand::Print(args)) => config_print(args),
     };
     match result {
         Ok(code) => code,
@@ -37,8 +40,16 @@ fn main() -> ExitCode {
     }
 }
 
+/// The configuration of a command that does not log: its warnings go to stderr.
+fn quiet_config(loaded: cli::Loaded) -> herald::Config {
+    for warning in &loaded.warnings {
+        eprintln!("herald: warning: {warning}");
+    }
+    loaded.config
+}
+
 fn token(args: TokenArgs) -> Result<ExitCode, Unusable> {
-    let config = args.config()?;
+    let config = quiet_config(args.config()?);
     if config.jwt.public_key.is_some() {
         return Err(Unusable(
             "herald token signs with a shared secret, but a public key is configured: mint tokens where the private key lives".into(),
@@ -72,7 +83,7 @@ fn token(args: TokenArgs) -> Result<ExitCode, Unusable> {
 /// `herald backup --to FILE`: a consistent copy of the data dir's database, taken while a
 /// server may be running on it (docs/OPERATIONS.md, backup and restore).
 fn backup(args: BackupArgs) -> Result<ExitCode, Unusable> {
-    let config = args.config()?;
+    let config = quiet_config(args.config()?);
     herald::engine::sqlite::backup(&config.data_dir, &args.to).map_err(|e| Unusable(e.0))?;
     println!(
         "herald: backed up {} to {}",
@@ -85,7 +96,7 @@ fn backup(args: BackupArgs) -> Result<ExitCode, Unusable> {
 /// `herald restore --from FILE`: the backup becomes the data dir's database, with a new epoch
 /// for every topic stream (docs/OPERATIONS.md, backup and restore).
 fn restore(args: RestoreArgs) -> Result<ExitCode, Unusable> {
-    let config = args.config()?;
+    let config = quiet_config(args.config()?);
     herald::engine::sqlite::restore(&config.data_dir, &args.from).map_err(|e| Unusable(e.0))?;
     println!(
         "herald: restored {} from {}; every topic stream has a new epoch",
@@ -95,8 +106,56 @@ fn restore(args: RestoreArgs) -> Result<ExitCode, Unusable> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `herald config check`: everything `herald serve` checks before it touches the network or
+/// the disk (the settings, the listen address, the JWT key), then one line.
+fn config_check(mut args: cli::ConfigArgs) -> Result<ExitCode, Unusable> {
+    let config = quiet_config(args.config()?);
+    config
+        .listen
+        .parse::<SocketAddr>()
+        .map_err(|e| Unusable(format!("listen address `{}`: {e}", config.listen)))?;
+    if config.jwt.secret.is_some() || config.jwt.public_key.is_some() {
+        herald::auth::Verifier::from_config(&config.jwt, None).map_err(Unusable)?;
+    }
+    println!("herald: the configuration is usable");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `herald config print`: the effective configuration, as TOML, secrets redacted.
+fn config_print(mut args: cli::ConfigArgs) -> Result<ExitCode, Unusable> {
+    let mut config = quiet_config(args.config()?);
+    const REDACTED: &str = "REDACTED";
+    if config.jwt.secret.is_some() {
+        config.jwt.secret = Some(REDACTED.into());
+    }
+    if config.api_key.is_some() {
+        config.api_key = Some(REDACTED.into());
+    }
+    if let Some(url) = &config.redis_url {
+        config.redis_url = Some(redact_password(url));
+    }
+    let text = toml::to_string(&config)
+        .map_err(|e| Unusable(format!("cannot print the configuration: {e}")))?;
+    print!("{text}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A URL with the password of its user part replaced: `redis://:REDACTED@host:6379`.
+fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    match rest.split_once('@') {
+        Some((user, host)) if user.contains(':') => {
+            let name = user.split(':').next().unwrap_or("");
+            format!("{scheme}://{name}:REDACTED@{host}")
+        }
+        _ => url.to_string(),
+    }
+}
+
 fn serve(args: ServeArgs) -> Result<ExitCode, Unusable> {
-    let config = args.config()?;
+    let cli::Loaded { config, warnings } = args.config()?;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Colors only for a person at a terminal: files and journals get plain text.
@@ -107,6 +166,9 @@ fn serve(args: ServeArgs) -> Result<ExitCode, Unusable> {
     match args.log_format {
         LogFormat::Text => logs.init(),
         LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
+    for warning in warnings {
+        tracing::warn!("{warning}");
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -120,6 +182,12 @@ async fn run(config: herald::Config) -> Result<ExitCode, Unusable> {
         .listen
         .parse()
         .map_err(|e| Unusable(format!("listen address `{}`: {e}", config.listen)))?;
+    // The port first: a server that cannot listen stops before it creates or locks anything.
+    let listener =
+        listen(address).map_err(|e| Unusable(format!("cannot listen on {address}: {e}")))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| Unusable(format!("cannot read the bound address: {e}")))?;
     let dev_secret = if config.jwt.secret.is_none() && config.jwt.public_key.is_none() {
         let path = config.data_dir.join(dev_secret::FILE_NAME);
         let secret = dev_secret::load_or_create(&config.data_dir).map_err(Unusable)?;
@@ -149,11 +217,6 @@ async fn run(config: herald::Config) -> Result<ExitCode, Unusable> {
         Ok(limit) => tracing::info!(limit, "open-file limit"),
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
     }
-    let listener =
-        listen(address).map_err(|e| Unusable(format!("cannot listen on {address}: {e}")))?;
-    let local = listener
-        .local_addr()
-        .map_err(|e| Unusable(format!("cannot read the bound address: {e}")))?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         commit = herald::COMMIT,

@@ -105,10 +105,25 @@ fn unusable_settings_stop_start_up_with_one_line_and_exit_2() {
             .arg(&garbage_key),
     );
 
-    // A port that is already taken.
+    // A port that is already taken: one line, and nothing created on disk.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let addr = taken.local_addr().expect("addr").to_string();
-    refuses_to_start(herald(dir.path()).args(["serve", "--listen", &addr, "--jwt-secret", "s"]));
+    let fresh = tempfile::tempdir().expect("dir");
+    let stderr = refuses_to_start(herald(fresh.path()).args(["serve", "--listen", &addr]));
+    assert!(stderr.contains("cannot listen"), "{stderr}");
+    assert!(
+        !fresh.path().join("herald-data").exists(),
+        "no data dir, no development secret"
+    );
+
+    // A pong timeout no longer than the ping interval would drop idle, healthy clients.
+    let short = write(
+        dir.path(),
+        "short.toml",
+        "[limits]\nping_interval = \"10s\"\npong_timeout = \"3s\"\n",
+    );
+    let stderr = refuses_to_start(herald(dir.path()).arg("serve").arg("--config").arg(&short));
+    assert!(stderr.contains("pong_timeout"), "{stderr}");
 }
 
 #[tokio::test]
@@ -507,4 +522,81 @@ async fn a_backup_taken_while_serving_restores_with_new_epochs() {
         "a new epoch: offset 4 will be another message"
     );
     assert_eq!(page["offset"], 3);
+}
+
+#[test]
+fn config_print_shows_the_effective_settings_with_secrets_redacted() {
+    let dir = tempfile::tempdir().expect("dir");
+    let file = write(
+        dir.path(),
+        "herald.toml",
+        "api_key = \"file-key\"\nredis_url = \"redis://:hunter2@127.0.0.1:6390\"\n[limits]\nsend_queue = 5\n[jwt]\nsecret = \"file-secret\"\n",
+    );
+    let output = herald(dir.path())
+        .args(["config", "print"])
+        .arg(&file)
+        .env("HERALD_LIMITS__SEND_QUEUE", "64")
+        .env(
+            "HERALD_NAMESPACES",
+            r#"[{name = "chat", history_size = 10}]"#,
+        )
+        .env("HERALD_LISTN", "0.0.0.0:1")
+        .args(["--listen", "127.0.0.1:9999"])
+        .output()
+        .expect("run");
+    assert!(output.status.success(), "{output:?}");
+    let printed = String::from_utf8_lossy(&output.stdout);
+    let config = herald::Config::from_toml(&printed).unwrap_or_else(|e| panic!("{e}: {printed}"));
+    assert_eq!(
+        config.limits.send_queue, 64,
+        "the environment over the file"
+    );
+    assert_eq!(config.listen, "127.0.0.1:9999", "the flag over both");
+    assert_eq!(config.namespace("chat").map(|ns| ns.history_size), Some(10));
+    for secret in ["file-key", "file-secret", "hunter2"] {
+        assert!(!printed.contains(secret), "{secret} leaked: {printed}");
+    }
+    assert!(printed.contains("REDACTED"), "{printed}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("HERALD_LISTN is not a Herald setting"),
+        "a typo is reported: {stderr}"
+    );
+
+    let output = herald(dir.path())
+        .args(["config", "check"])
+        .arg(&file)
+        .output()
+        .expect("run");
+    assert!(output.status.success(), "{output:?}");
+    let stderr = refuses_to_start(
+        herald(dir.path())
+            .args(["config", "check"])
+            .arg(&file)
+            .env("HERALD_LIMITS__SEND_QUEUE", "lots"),
+    );
+    assert!(
+        stderr.contains("HERALD_LIMITS__SEND_QUEUE"),
+        "names the variable: {stderr}"
+    );
+}
+
+#[tokio::test]
+async fn a_flag_wins_over_the_environment_for_the_jwt_key_too() {
+    let dir = tempfile::tempdir().expect("dir");
+    let key = fixture("rsa_public.pem");
+    let (addr, _guard) = serving(
+        herald(dir.path())
+            .env("HERALD_JWT_SECRET", SECRET)
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--jwt-public-key"])
+            .arg(&key),
+    );
+    // The public key (the flag) is in force, not the environment's secret.
+    let hs = token("h", "user", &[]);
+    let (status, _) = refused_status(&format!("ws://{addr}/ws?token={hs}"), &[]).await;
+    assert_eq!(
+        status, 401,
+        "an HS256 token is refused: the flag's key verifies"
+    );
 }

@@ -7,10 +7,10 @@
 
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Everything Herald can be told, in one place.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Address the HTTP and WebSocket server listens on.
@@ -67,15 +67,15 @@ impl Default for Config {
 }
 
 /// Cluster mode on Redis (docs/CLUSTER.md).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
     /// A node that stops refreshing its heartbeat for this long is dead: the others remove
     /// its presence entries and announce its users' `user_left`.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub node_ttl: Duration,
     /// The longest one Redis call may take before the caller gets an error (HTTP 503).
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub redis_timeout: Duration,
 }
 
@@ -89,7 +89,7 @@ impl Default for ClusterConfig {
 }
 
 /// How client tokens are verified.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct JwtConfig {
     /// Shared secret for HS256/384/512.
@@ -103,16 +103,16 @@ pub struct JwtConfig {
     /// Required `aud`, when set.
     pub audience: Option<String>,
     /// Clock skew allowed on `exp` and `nbf`.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub leeway: Duration,
 }
 
 /// The limits of docs/PROTOCOL.md, section 8.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// Time to send `auth` after `auth_required` (close 1008 after).
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub auth_timeout: Duration,
     /// Largest inbound message in bytes (close 1009 beyond).
     pub max_message_size: usize,
@@ -123,18 +123,18 @@ pub struct Limits {
     /// Errors within `error_window` that close the connection (0: never).
     pub max_errors: u32,
     /// The window `max_errors` is counted in.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub error_window: Duration,
     /// Frames queued per connection before it is closed as a slow consumer.
     pub send_queue: usize,
     /// How often the server pings.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub ping_interval: Duration,
     /// Silence (no frame at all) after which a connection is dropped.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub pong_timeout: Duration,
     /// How long one write may take before the connection is dropped.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub write_timeout: Duration,
     /// Open connections allowed per client IP, HTTP and WebSocket alike (0: unlimited).
     pub max_connections_per_ip: u32,
@@ -146,14 +146,14 @@ pub struct Limits {
     pub max_subscriptions: usize,
     /// Longest time an HTTP request head may take to arrive, from the connection's opening
     /// or the first byte of a later request.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub http_header_timeout: Duration,
     /// Longest time a keep-alive HTTP connection may stay idle between requests, or a request
     /// may make no progress.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub http_idle_timeout: Duration,
     /// How long shutdown waits for connections to close.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub shutdown_grace: Duration,
     /// Largest HTTP API request body, in bytes (413 beyond).
     pub max_body_size: usize,
@@ -185,13 +185,13 @@ impl Default for Limits {
 }
 
 /// The offline inbox of docs/PROTOCOL.md, section 7.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct InboxConfig {
     /// Messages kept per user; the oldest go first.
     pub max_messages: usize,
     /// How long a message waits for its user.
-    #[serde(deserialize_with = "duration")]
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub ttl: Duration,
 }
 
@@ -255,7 +255,7 @@ impl<'de> Deserialize<'de> for SubscribeRule {
 }
 
 /// A namespace of topics (`chat` holds `chat:...`) and what it allows.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Namespace {
     /// The namespace: topics `<name>:...`.
@@ -276,12 +276,31 @@ pub struct Namespace {
     #[serde(default)]
     pub history_size: usize,
     /// How long history messages are kept.
-    #[serde(default = "default_history_ttl", deserialize_with = "duration")]
+    #[serde(
+        default = "default_history_ttl",
+        deserialize_with = "duration",
+        serialize_with = "duration_text"
+    )]
     pub history_ttl: Duration,
 }
 
 fn default_history_ttl() -> Duration {
     Duration::from_secs(24 * 3600)
+}
+
+fn duration_text<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&humantime::format_duration(*value).to_string())
+}
+
+impl Serialize for SubscribeRule {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Authenticated => s.serialize_str("authenticated"),
+            Self::Members => s.serialize_str("members"),
+            Self::None => s.serialize_str("none"),
+            Self::Role(role) => s.serialize_str(&format!("role:{role}")),
+        }
+    }
 }
 
 fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
@@ -331,6 +350,15 @@ impl Config {
             if value.is_zero() {
                 return Err(ConfigError(format!("limits.{name} must be more than 0")));
             }
+        }
+        if self.limits.pong_timeout <= self.limits.ping_interval {
+            // The client's pong answers the ping: a timeout no longer than the interval drops
+            // healthy clients that are merely idle.
+            return Err(ConfigError(format!(
+                "limits.pong_timeout ({}) must be longer than limits.ping_interval ({})",
+                humantime::format_duration(self.limits.pong_timeout),
+                humantime::format_duration(self.limits.ping_interval)
+            )));
         }
         if self.limits.send_queue == 0 {
             return Err(ConfigError("limits.send_queue must be at least 1".into()));
