@@ -446,3 +446,41 @@ async fn a_client_that_ignores_rate_limited_is_closed() {
         "more refusals in a row than the burst"
     );
 }
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_forwarded_client_is_the_one_limited_and_shown() {
+    let server = Server::start(
+        "trusted_proxies = [\"127.0.0.0/8\"]\n[limits]\nmax_connections_per_ip = 1\n",
+    );
+    let url = server.ws_url(&format!("token={}", token("p", "user", &[])));
+    let from = |client: &'static str| [("x-forwarded-for", client)];
+    let mut first = Client::connect_with(&url, &from("203.0.113.9")).await;
+    assert_eq!(first.recv().await["type"], "connection.established");
+    let (status, _) = refused_status(&url, &from("203.0.113.9")).await;
+    assert_eq!(status, 429, "the same client through the proxy");
+    let mut other = Client::connect_with(&url, &from("203.0.113.10")).await;
+    assert_eq!(
+        other.recv().await["type"],
+        "connection.established",
+        "another client through the same proxy has its own slot"
+    );
+    let (_, listed) = server
+        .api("GET", "/api/v1/connections", Some(API_KEY), None)
+        .await;
+    let mut addrs: Vec<&str> = listed
+        .as_array()
+        .expect("connections")
+        .iter()
+        .filter_map(|c| c["remote_addr"].as_str())
+        .collect();
+    addrs.sort();
+    assert_eq!(addrs, ["203.0.113.10", "203.0.113.9"]);
+
+    // Without trusted proxies the header is the client's word, and ignored.
+    let plain = Server::start("[limits]\nmax_connections_per_ip = 1\n");
+    let url = plain.ws_url(&format!("token={}", token("p", "user", &[])));
+    let mut only = Client::connect_with(&url, &from("203.0.113.9")).await;
+    assert_eq!(only.recv().await["type"], "connection.established");
+    let (status, _) = refused_status(&url, &from("198.51.100.1")).await;
+    assert_eq!(status, 429, "a spoofed header buys no second slot");
+}

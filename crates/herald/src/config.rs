@@ -25,6 +25,10 @@ pub struct Config {
     pub compression_min_size: usize,
     /// Allowed `Origin` header values; empty allows any origin.
     pub allowed_origins: Vec<String>,
+    /// Reverse proxies (addresses or CIDR blocks) whose `Forwarded` / `X-Forwarded-For`
+    /// headers name the client; from anyone else those headers are ignored.
+    #[serde(deserialize_with = "networks", serialize_with = "networks_text")]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Redis URL for cluster mode; `None` runs on the embedded engines.
     pub redis_url: Option<String>,
     /// This node's name in a cluster.
@@ -54,6 +58,7 @@ impl Default for Config {
             compression: false,
             compression_min_size: 256,
             allowed_origins: Vec::new(),
+            trusted_proxies: Vec::new(),
             redis_url: None,
             node_id: None,
             jwt: JwtConfig::default(),
@@ -286,6 +291,26 @@ pub struct Namespace {
 
 fn default_history_ttl() -> Duration {
     Duration::from_secs(24 * 3600)
+}
+
+/// Networks written as `10.0.0.0/8`, or one address (`127.0.0.1`, `::1`).
+fn networks<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ipnet::IpNet>, D::Error> {
+    Vec::<String>::deserialize(d)?
+        .iter()
+        .map(|text| {
+            text.parse::<ipnet::IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    serde::de::Error::custom(format!(
+                        "`{text}` is not an address or a network like 10.0.0.0/8"
+                    ))
+                })
+        })
+        .collect()
+}
+
+fn networks_text<S: Serializer>(value: &[ipnet::IpNet], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(value.iter().map(ToString::to_string))
 }
 
 fn duration_text<S: Serializer>(value: &Duration, s: S) -> Result<S::Ok, S::Error> {

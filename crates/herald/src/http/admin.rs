@@ -31,7 +31,8 @@ impl FromRequestParts<Herald> for Admin {
                 .extensions
                 .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
                 .map(|info| info.0);
-            crate::metrics::Peer(addr)
+            let trusted = &node.config().trusted_proxies;
+            crate::metrics::Peer(super::forwarded::client(trusted, addr, &parts.headers))
         };
         let refused = |why: &str| {
             crate::metrics::refused(

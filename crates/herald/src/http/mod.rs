@@ -12,6 +12,7 @@ mod api;
 mod body;
 mod console;
 mod error;
+pub(crate) mod forwarded;
 mod members;
 mod ops;
 mod serve;
@@ -197,6 +198,7 @@ impl Herald {
         let limits = &self.config().limits;
         let http = HttpLimits {
             ip_slots: self.slots().ip.clone(),
+            trusted_proxies: self.config().trusted_proxies.clone(),
             header_timeout: limits.http_header_timeout,
             idle_timeout: limits.http_idle_timeout,
         };

@@ -48,7 +48,9 @@ fn describe(conn: &ConnHandle) -> Value {
         client_id: &conn.client_id,
         user_id: &who.user_id,
         role: &who.role,
-        remote_addr: conn.remote_addr.map(|a| a.to_string()),
+        remote_addr: conn
+            .remote_addr
+            .map(|a| crate::metrics::Peer(Some(a)).to_string()),
         connected_at: humantime::format_rfc3339_millis(conn.connected_at).to_string(),
         topics: conn.topics(),
     };

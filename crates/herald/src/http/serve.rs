@@ -42,8 +42,11 @@ pub(crate) struct Direct;
 
 /// What Herald's server bounds per HTTP connection (`[limits]`).
 pub(crate) struct HttpLimits {
-    /// Connections per client IP: each accepted socket holds a slot for its life.
+    /// Connections per client IP: each accepted socket holds a slot for its life, but one
+    /// from a trusted proxy (its WebSockets take their client's slot at the upgrade).
     pub ip_slots: Arc<IpSlots>,
+    /// `trusted_proxies`.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     pub header_timeout: Duration,
     pub idle_timeout: Duration,
 }
@@ -75,9 +78,14 @@ pub(crate) async fn serve(
             },
             _ = &mut shutdown => break,
         };
-        let Some(slot) = limits.ip_slots.acquire(remote.ip()) else {
-            open.spawn(refuse(stream, remote));
-            continue;
+        let slot = if super::forwarded::is_trusted(&limits.trusted_proxies, remote.ip()) {
+            None
+        } else {
+            let Some(slot) = limits.ip_slots.acquire(remote.ip()) else {
+                open.spawn(refuse(stream, remote));
+                continue;
+            };
+            Some(Arc::new(slot))
         };
         // Frames are small and each is written as soon as it is queued: no Nagle delay.
         let _ = stream.set_nodelay(true);
@@ -86,7 +94,7 @@ pub(crate) async fn serve(
         open.spawn(serve_connection(
             stream,
             remote,
-            Arc::new(slot),
+            slot,
             app.clone(),
             limits.clone(),
             stopping.clone(),
@@ -103,7 +111,7 @@ pub(crate) async fn serve(
 async fn serve_connection(
     stream: TcpStream,
     remote: SocketAddr,
-    slot: Arc<IpSlot>,
+    slot: Option<Arc<IpSlot>>,
     app: Router,
     limits: Arc<HttpLimits>,
     mut stopping: tokio::sync::watch::Receiver<bool>,
@@ -115,7 +123,9 @@ async fn serve_connection(
         extensions.insert(ConnectInfo::<SocketAddr>(remote));
         extensions.insert(Direct);
         // A WebSocket upgraded from this connection keeps the IP's slot.
-        extensions.insert(slot.clone());
+        if let Some(slot) = &slot {
+            extensions.insert(slot.clone());
+        }
         let mut app = app.clone();
         let activity = watched.clone();
         activity.request_started();

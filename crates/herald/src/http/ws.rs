@@ -44,7 +44,11 @@ pub async fn upgrade(
     request: Request,
 ) -> Response {
     let config = node.config();
-    let peer = peer.map(|Extension(ConnectInfo(addr))| addr);
+    let peer = super::forwarded::client(
+        &config.trusted_proxies,
+        peer.map(|Extension(ConnectInfo(addr))| addr),
+        &headers,
+    );
     let shown = || Peer(peer);
     if !config.allowed_origins.is_empty() {
         if let Some(origin) = headers.get(ORIGIN).and_then(|o| o.to_str().ok()) {

@@ -267,12 +267,14 @@ pub fn publish_api(elapsed: Duration) {
     histogram!("herald_publish_api_seconds").record(elapsed.as_secs_f64());
 }
 
-/// A peer's address as logs show it: `-` when unknown.
+/// A peer's address as logs show it: `-` when unknown, the IP alone when the port is not
+/// known (a client named by a proxy's header).
 pub struct Peer(pub Option<std::net::SocketAddr>);
 
 impl std::fmt::Display for Peer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.0 {
+            Some(addr) if addr.port() == 0 => addr.ip().fmt(f),
             Some(addr) => addr.fmt(f),
             None => f.write_str("-"),
         }
