@@ -1,11 +1,13 @@
 // Herald JS client: one ES module, no dependencies, for browsers and Node 20+.
 //
 // `Herald` holds one WebSocket to a Herald server and does the hard parts: authentication by
-// first message, token refresh before expiry, reconnection with exponential backoff and jitter,
-// resubscription with `since` so a topic with history loses nothing, and acknowledgement of
-// offline (inbox) messages. `HeraldApi` calls the server HTTP API (publish, stats, ...).
-// The wire names used here are those of docs/PROTOCOL.md; the server serves this very
-// file at `/herald.js` for its console.
+// first message, token refresh timed by the server's clock (`expires_in`), reconnection with
+// exponential backoff and jitter, resubscription in batches with `since` so a topic with
+// history loses nothing and no number of topics trips the rate limit, an optional offline
+// publish queue, and acknowledgement of offline (inbox) messages. `Subscription` objects
+// (`herald.subscription(topic)`) carry a topic's state and events. `HeraldApi` calls the server
+// HTTP API. The wire names used here are those of docs/PROTOCOL.md; the server serves this
+// very file at `/herald.js` for its console.
 
 /** An error from the server (`error` frame, HTTP error body) or from the client itself. */
 export class HeraldError extends Error {
@@ -19,8 +21,11 @@ export class HeraldError extends Error {
 }
 
 const DEFAULTS = {
-  reconnect: { minDelay: 500, maxDelay: 30000, factor: 2, jitter: 0.5 },
+  // resetAfter: the attempt count (and so the delay) starts over only once a connection has
+  // stayed up this long, so a server that accepts and then drops at once is not hammered.
+  reconnect: { minDelay: 500, maxDelay: 30000, factor: 2, jitter: 0.5, resetAfter: 5000 },
   refreshMargin: 30000,
+  minRefreshDelay: 1000,
   requestTimeout: 10000,
   connectTimeout: 10000,
   heartbeat: 25000,
@@ -29,6 +34,23 @@ const DEFAULTS = {
 
 // Events the client itself emits, beside every server message type.
 const STATE_EVENTS = ['connecting', 'connected', 'disconnected'];
+
+// Close reasons and error codes that only a new token can cure: final with a static token.
+const TOKEN_FAILURES = ['authentication failed', 'token expired', 'auth_failed', 'token_expired'];
+
+// At most this many topics in one `subscribe` command (docs/PROTOCOL.md, section 3).
+const BATCH = 100;
+
+// A monotonic clock for every delay: the wall clock may be wrong or change.
+const now = () => performance.now();
+
+const local = (type, data, extra) => ({ type, data, timestamp: new Date().toISOString(), local: true, ...extra });
+
+const isLogout = (error) => error?.code === 'logged_out';
+
+function checkHandler(handler) {
+  if (typeof handler !== 'function') throw new TypeError('handler must be a function');
+}
 
 /** The `exp` claim of a JWT in milliseconds, or null (no `exp`, not a JWT). */
 export function tokenExpiry(token) {
@@ -75,13 +97,166 @@ export function backoff(attempt, { minDelay, maxDelay, factor, jitter }, random 
   return Math.round(base * (1 - jitter * random()));
 }
 
-export class Herald {
+/** on / once / off / emit, shared by the client and its subscriptions. */
+class Emitter {
+  constructor() {
+    this._handlers = new Map();
+  }
+
+  /** Calls `handler(event)` for every `type` event. Returns a function that removes it. */
+  on(type, handler) {
+    if (typeof type !== 'string' || type === '') throw new TypeError('on(type, handler): type must be a non-empty string');
+    checkHandler(handler);
+    if (!this._handlers.has(type)) this._handlers.set(type, new Set());
+    this._handlers.get(type).add(handler);
+    return () => this.off(type, handler);
+  }
+
+  /** As `on`, for the next `type` event only. */
+  once(type, handler) {
+    checkHandler(handler);
+    const once = (event) => {
+      this.off(type, once);
+      handler(event);
+    };
+    once.handler = handler;
+    return this.on(type, once);
+  }
+
+  /** Removes a handler given to `on` or `once`. */
+  off(type, handler) {
+    const handlers = this._handlers.get(type);
+    for (const h of handlers ?? []) if (h === handler || h.handler === handler) handlers.delete(h);
+  }
+
+  _emit(type, event) {
+    for (const handler of [...(this._handlers.get(type) ?? [])]) {
+      try {
+        handler(event);
+      } catch (error) {
+        // A failing handler must not break the connection or the other handlers.
+        queueMicrotask(() => {
+          throw error;
+        });
+      }
+    }
+  }
+}
+
+/**
+ * One topic of a client (`herald.subscription(topic)`): its `state` (`unsubscribed`,
+ * `subscribing`, `subscribed`), its position (`offset`, `epoch`) and its events: `publication`,
+ * `join`, `leave`, `message` (all three), `subscribing`, `subscribed`, `unsubscribed`, `error`.
+ * Kept across reconnections: on a lost connection it goes back to `subscribing`, and is
+ * resubscribed (from its position) when the client is connected again.
+ */
+export class Subscription extends Emitter {
+  constructor(client, topic) {
+    super();
+    this.client = client;
+    this.topic = topic;
+    this.state = 'unsubscribed';
+    this.offset = undefined;
+    this.epoch = undefined;
+    this._waiters = [];
+    this._sugar = new Set(); // handlers of client.subscribe(topic, handler)
+    this._try = 0;
+    this._info = null;
+    this._confirmed = false;
+  }
+
+  /** Asks for the subscription (now, or as soon as the client is connected). */
+  subscribe() {
+    const { client, topic } = this;
+    if (this.state === 'unsubscribed') {
+      if (!client._subs.has(topic)) client._subs.set(topic, this); // dropped when it ended unheard
+      this._setState('subscribing', { topic, reason: 'subscribe() called' });
+      client._want(this);
+    }
+    return this;
+  }
+
+  /** Ends the subscription. Resolves with the server's `{topic}` (at once when offline). */
+  unsubscribe() {
+    const { client, topic } = this;
+    this._end('unsubscribe() called', new HeraldError('unsubscribed', `unsubscribe() called on ${topic}`));
+    this.offset = this.epoch = undefined;
+    client._toSub.delete(this);
+    return client.state === 'connected' ? client.request('unsubscribe', { topic }).then((reply) => reply.data) : Promise.resolve({ topic });
+  }
+
+  /**
+   * Resolves with `{topic, offset?, epoch?, recovered, resumed}` once subscribed; rejects on
+   * `timeoutMs` (code `timeout`), a refusal (the server's code), `unsubscribe()`, or when the
+   * client disconnects for good. Waits through reconnections.
+   */
+  ready(timeoutMs) {
+    if (this.state === 'subscribed') return Promise.resolve(this._info);
+    if (this.state === 'unsubscribed') return Promise.reject(new HeraldError('unsubscribed', `${this.topic} is not subscribed: call subscribe() first`));
+    return new Promise((resolve, reject) => {
+      const waiter = { resolve, reject };
+      if (timeoutMs !== undefined) {
+        waiter.timer = setTimeout(() => {
+          this._waiters = this._waiters.filter((w) => w !== waiter);
+          reject(new HeraldError('timeout', `${this.topic}: not subscribed within ${timeoutMs} ms`));
+        }, timeoutMs);
+      }
+      this._waiters.push(waiter);
+    });
+  }
+
+  /** `client.publish(topic, event, data)` on this topic. */
+  publish(event, data) {
+    return this.client.publish(this.topic, event, data);
+  }
+
+  /** `client.presence(topic)` on this topic. */
+  presence() {
+    return this.client.presence(this.topic);
+  }
+
+  /** `client.history(topic, options)` on this topic. */
+  history(options) {
+    return this.client.history(this.topic, options);
+  }
+
+  _setState(state, event) {
+    this.state = state;
+    this._emit(state, event);
+  }
+
+  _settle(error, info) {
+    for (const waiter of this._waiters.splice(0)) {
+      clearTimeout(waiter.timer);
+      if (error) waiter.reject(error);
+      else waiter.resolve(info);
+    }
+  }
+
+  // Ends the subscription here: unsubscribe(), a refusal, a revocation by the server. Handlers
+  // given to client.subscribe(topic, handler) go with it; on()/once() listeners stay.
+  _end(reason, error, code) {
+    const was = this.state;
+    this.state = 'unsubscribed';
+    this._confirmed = false;
+    for (const handler of this._sugar) this.off('message', handler);
+    this._sugar.clear();
+    this._settle(error);
+    if (was !== 'unsubscribed') this._emit('unsubscribed', code ? { topic: this.topic, reason, code } : { topic: this.topic, reason });
+    // Nobody listens any more: the client forgets it (subscription(topic) makes a new one).
+    const subs = this.client._subs;
+    if (subs.get(this.topic) === this && ![...this._handlers.values()].some((set) => set.size)) subs.delete(this.topic);
+  }
+}
+
+export class Herald extends Emitter {
   /**
    * @param {object} options see herald.d.ts (`HeraldOptions`).
    */
   constructor(options = {}) {
+    super();
     if (options === null || typeof options !== 'object') throw new TypeError('options must be an object');
-    const { token, getToken } = options;
+    const { token, getToken, encoding = 'json', msgpack, offlineQueue } = options;
     if (token === undefined && getToken === undefined) {
       throw new TypeError('pass options.token (a JWT) or options.getToken (a function returning one)');
     }
@@ -91,6 +266,15 @@ export class Herald {
     if (getToken !== undefined && typeof getToken !== 'function') {
       throw new TypeError('options.getToken must be a function returning a token (or a promise of one)');
     }
+    if (encoding === 'msgpack') {
+      if (typeof msgpack?.encode !== 'function' || typeof msgpack?.decode !== 'function') {
+        throw new TypeError("encoding 'msgpack' needs options.msgpack = {encode, decode} (e.g. from @msgpack/msgpack)");
+      }
+      this._codec = msgpack;
+    } else if (encoding !== 'json') {
+      throw new TypeError("options.encoding must be 'json' or 'msgpack'");
+    }
+    this.encoding = encoding;
     this.url = websocketUrl(options.url);
     this.WebSocket = options.WebSocket ?? globalThis.WebSocket;
     if (typeof this.WebSocket !== 'function') {
@@ -98,76 +282,51 @@ export class Herald {
     }
     this.reconnect = options.reconnect === false ? false : { ...DEFAULTS.reconnect, ...(options.reconnect ?? {}) };
     this.refreshMargin = options.refreshMargin ?? DEFAULTS.refreshMargin;
+    this.minRefreshDelay = options.minRefreshDelay ?? DEFAULTS.minRefreshDelay;
     this.requestTimeout = options.requestTimeout ?? DEFAULTS.requestTimeout;
     this.connectTimeout = options.connectTimeout ?? DEFAULTS.connectTimeout;
     this.heartbeat = options.heartbeat === false ? false : options.heartbeat ?? DEFAULTS.heartbeat;
     this.autoAck = options.autoAck ?? DEFAULTS.autoAck;
+    this.offlineQueue = offlineQueue ? { max: 100, timeout: 10000, ...(offlineQueue === true ? {} : offlineQueue) } : false;
     this._token = token;
     this._getToken = getToken;
 
     /** `connecting`, `connected` or `disconnected`. */
     this.state = 'disconnected';
-    /** `{client_id, user_id, role}` of the current connection, or null. */
+    /** `{client_id, user_id, role, expires_at, expires_in}` of the current connection, or null. */
     this.session = null;
-    this._handlers = new Map();
-    this._subs = new Map();
-    this._pending = new Map();
+    this._subs = new Map(); // topic -> Subscription
+    this._toSub = new Set(); // subscriptions to send in the next batch
+    this._pending = new Map(); // ref -> {resolve, reject, timer} or, for a batch, {subs}
+    this._queue = []; // offline publishes
     this._ref = 0;
     this._gen = 0;
     this._attempt = 0;
     this._wanted = false;
     this._ws = null;
-    this._timer = null;
-    this._refreshTimer = null;
-    this._heartbeatTimer = null;
     this._acks = [];
-    this._ackQueued = false;
     this._waiting = null;
+    this._lastError = null;
   }
 
   // ---- events -------------------------------------------------------------------------------
-
-  /**
-   * Calls `handler(message)` for every server message of this `type` (`task.created`, `error`,
-   * `user_joined`, ...), for `'message'` (every server message), or for the client's own events:
-   * `connecting`, `connected`, `disconnected`, `resubscribed`. Returns a function that removes it.
-   */
-  on(type, handler) {
-    if (typeof type !== 'string' || type === '') throw new TypeError('on(type, handler): type must be a non-empty string');
-    if (typeof handler !== 'function') throw new TypeError('on(type, handler): handler must be a function');
-    if (!this._handlers.has(type)) this._handlers.set(type, new Set());
-    this._handlers.get(type).add(handler);
-    return () => this.off(type, handler);
-  }
-
-  off(type, handler) {
-    this._handlers.get(type)?.delete(handler);
-  }
-
-  _emit(type, message) {
-    for (const handler of [...(this._handlers.get(type) ?? [])]) {
-      try {
-        handler(message);
-      } catch (error) {
-        // A failing handler must not break the connection or the other handlers.
-        queueMicrotask(() => {
-          throw error;
-        });
-      }
-    }
-  }
+  //
+  // on(type, handler) / once / off (from Emitter): `type` is any server message type
+  // (`task.created`, `error`, `user_joined`, ...), `'message'` (every server message), or one of
+  // the client's own events: `connecting`, `connected`, `disconnected`, `resubscribed`.
 
   _setState(state, data = {}) {
     this.state = state;
-    this._emit(state, { type: state, data, timestamp: new Date().toISOString(), local: true });
+    this._emit(state, local(state, data));
   }
 
   // ---- connection ---------------------------------------------------------------------------
 
   /**
    * Opens the connection (and keeps it open: reconnects until `disconnect()`). Resolves with the
-   * session `{client_id, user_id, role}` once authenticated; rejects when the server refuses the
-   * token and there is no `getToken` to get another one, or when `disconnect()` is called first.
+   * session once authenticated; rejects when the client gives up for good first (a refused token
+   * without `getToken`, `getToken()` saying the user is logged out, a server kick,
+   * `disconnect()`).
    */
   connect() {
     if (this.state === 'connected') return Promise.resolve(this.session);
@@ -196,24 +355,16 @@ export class Herald {
     clearTimeout(this._timer);
     const ws = this._ws;
     this._gen++;
-    this._teardown(new HeraldError('disconnected', 'disconnect() was called'));
-    if (ws) {
-      try {
-        ws.close(1000, 'client disconnect');
-      } catch {
-        // already closed
-      }
+    const error = new HeraldError('disconnected', 'disconnect() was called');
+    this._teardown(error);
+    try {
+      ws?.close(1000, 'client disconnect');
+    } catch {
+      // already closed
     }
-    this._settleWaiting(new HeraldError('disconnected', 'disconnect() was called'));
-    this._rejectSubscribeWaiters(new HeraldError('disconnected', 'disconnect() was called'));
+    this._suspend('client disconnect');
     if (this.state !== 'disconnected') this._setState('disconnected', { code: 1000, reason: 'client disconnect', reconnect: false });
-  }
-
-  /** Settles every `subscribe()` still waiting for its answer (the subscriptions are kept). */
-  _rejectSubscribeWaiters(error) {
-    for (const sub of this._subs.values()) {
-      for (const waiter of sub.waiters.splice(0)) waiter.reject(error);
-    }
+    this._final(error);
   }
 
   async _open() {
@@ -225,18 +376,25 @@ export class Herald {
       token = await this._currentToken();
     } catch (error) {
       if (gen !== this._gen) return;
+      if (isLogout(error)) return this._logout(gen);
       this._emitError('token_unavailable', `getToken() failed: ${error?.message ?? error}`);
-      this._closed(gen, { code: 4000, reason: 'getToken() failed' });
-      return;
+      return this._closed(gen, { code: 4000, reason: 'getToken() failed' });
     }
     if (gen !== this._gen) return;
+    if (token === null) return this._logout(gen);
     let ws;
     try {
-      ws = new this.WebSocket(this.url);
+      let url = this.url;
+      if (this._codec) {
+        const parsed = new URL(url);
+        parsed.searchParams.set('encoding', 'msgpack');
+        url = parsed.toString();
+      }
+      ws = new this.WebSocket(url);
+      ws.binaryType = 'arraybuffer';
     } catch (error) {
       this._emitError('connect_failed', String(error?.message ?? error));
-      this._closed(gen, { code: 1006, reason: 'could not open the WebSocket' });
-      return;
+      return this._closed(gen, { code: 1006, reason: 'could not open the WebSocket' });
     }
     this._ws = ws;
     this._connToken = token;
@@ -261,12 +419,20 @@ export class Herald {
       ws.onclose = null;
       ws.onmessage = null;
       try {
-        ws.close();
+        ws.close(code, reason);
       } catch {
         // already closed
       }
     }
     this._closed(gen, { code, reason });
+  }
+
+  // getToken() said the user is logged out: close for good.
+  _logout(gen) {
+    this._wanted = false;
+    this._lastError = { code: 'logged_out', message: 'getToken() said the user is logged out' };
+    this._lastAt = now();
+    this._drop(gen, 1000, 'logged out');
   }
 
   // After `heartbeat` ms without any message, a ping; no reply within requestTimeout: the
@@ -282,101 +448,100 @@ export class Herald {
     }, this.heartbeat);
   }
 
+  // The token for a connection or a refresh; null when getToken() says the user is logged out.
   async _currentToken() {
-    if (this._getToken) {
-      const token = await this._getToken();
-      if (typeof token !== 'string' || token === '') throw new Error('getToken() must return a non-empty string');
-      this._token = token;
-      return token;
-    }
-    return this._token;
+    if (!this._getToken) return this._token;
+    const token = await this._getToken();
+    if (token === null) return null;
+    if (typeof token !== 'string' || token === '') throw new Error('getToken() must return a non-empty string, or null when logged out');
+    return (this._token = token);
+  }
+
+  _encode(frame) {
+    return this._codec ? this._codec.encode(frame) : JSON.stringify(frame);
   }
 
   _send(frame) {
-    this._ws.send(JSON.stringify(frame));
+    this._ws.send(this._encode(frame));
   }
 
   _receive(raw, ws) {
     let message;
     try {
-      message = JSON.parse(typeof raw === 'string' ? raw : new TextDecoder().decode(raw));
+      if (typeof raw === 'string') message = JSON.parse(raw);
+      else if (this._codec) message = this._codec.decode(new Uint8Array(raw));
+      else message = JSON.parse(new TextDecoder().decode(raw));
     } catch {
-      this._emitError('invalid_message', 'the server sent a frame that is not JSON');
-      return;
+      return this._emitError('invalid_message', 'the server sent a frame that could not be decoded');
     }
     if (message === null || typeof message !== 'object' || typeof message.type !== 'string') {
-      this._emitError('invalid_message', 'the server sent a message without a type');
-      return;
+      return this._emitError('invalid_message', 'the server sent a message without a type');
     }
+    const { type, ref } = message;
     // A publication (it has an `id`, or a `from` when a client sent it) is news for the app,
     // never a frame that changes this client's state, whatever its type says.
-    if (message.id !== undefined || message.from !== undefined) {
-      this._emit(message.type, message);
+    const publication = message.id !== undefined || message.from !== undefined;
+    // The error a close follows (too many errors, token expired, ...) is the last frame before it.
+    this._lastError = !publication && type === 'error' ? message.data ?? {} : null;
+    this._lastAt = now();
+    if (publication) {
+      this._emit(type, message);
       this._emit('message', message);
       if (typeof message.topic === 'string') this._deliver(message);
       if (message.offline === true && this.autoAck && typeof message.id === 'string') this.ack([message.id]);
       return;
     }
-    switch (message.type) {
-      case 'auth_required':
-        ws.send(JSON.stringify({ type: 'auth', token: this._connToken }));
-        break;
-      case 'auth_success':
-      case 'connection.established':
-        if (this.state !== 'connected') this._established(message.data ?? {});
-        break;
-      default:
-        break;
-    }
-    if (message.type === 'error' && this.state !== 'connected') {
-      this._lastError = message.data;
-    }
-    const pending = message.ref !== undefined ? this._pending.get(message.ref) : undefined;
-    if (pending) {
-      this._pending.delete(message.ref);
+    const data = message.data ?? {};
+    if (type === 'auth_required') ws.send(this._encode({ type: 'auth', token: this._connToken }));
+    if ((type === 'auth_success' || type === 'connection.established') && this.state !== 'connected') this._established(data);
+    const pending = ref !== undefined ? this._pending.get(ref) : undefined;
+    if (pending?.subs) {
+      this._batchReply(ref, pending, message);
+    } else if (pending) {
+      this._pending.delete(ref);
       clearTimeout(pending.timer);
-      if (message.type === 'error') {
-        pending.reject(new HeraldError(message.data?.code ?? 'error', message.data?.message ?? '', { message }));
-      } else {
-        pending.resolve(message);
-      }
-    } else if (message.type === 'error') {
-      if (message.data?.code === 'token_expired' || message.data?.code === 'auth_failed') this._lastError = message.data;
+      if (type === 'error') pending.reject(new HeraldError(data.code ?? 'error', data.message ?? '', { message }));
+      else pending.resolve(message);
+    } else if (type === 'error') {
       this._emit('error', message);
     }
     // The server ended a subscription by itself (a revoked permission): do not resubscribe.
-    if (message.type === 'unsubscribed' && !pending && typeof message.data?.topic === 'string') this._subs.delete(message.data.topic);
-    if (message.type !== 'error') this._emit(message.type, message);
+    if (type === 'unsubscribed' && ref === undefined && typeof data.topic === 'string') {
+      this._subs.get(data.topic)?._end(data.reason ?? 'unsubscribed by the server');
+    }
+    if (type !== 'error') this._emit(type, message);
     this._emit('message', message);
   }
 
   _deliver(message) {
     const sub = this._subs.get(message.topic);
-    if (!sub) return;
+    if (!sub || sub.state === 'unsubscribed') return;
     if (typeof message.offset === 'number') {
       sub.offset = message.offset;
       if (typeof message.epoch === 'string') sub.epoch = message.epoch;
     }
-    for (const handler of [...sub.handlers]) {
-      try {
-        handler(message);
-      } catch (error) {
-        queueMicrotask(() => {
-          throw error;
-        });
-      }
-    }
+    const { type } = message;
+    sub._emit(type === 'user_joined' ? 'join' : type === 'user_left' ? 'leave' : 'publication', message);
+    sub._emit('message', message);
   }
 
   _established(data) {
+    const gen = this._gen;
     this.session = data;
-    this._attempt = 0;
     clearTimeout(this._heartbeatTimer);
     this._setState('connected', data);
-    this._armHeartbeat(this._gen);
-    this._scheduleRefresh(this._connToken);
+    if (gen !== this._gen) return; // a handler called disconnect()
+    this._armHeartbeat(gen);
+    if (this.reconnect) {
+      this._stableTimer = setTimeout(() => {
+        if (gen === this._gen) this._attempt = 0;
+      }, this.reconnect.resetAfter);
+    }
+    this._scheduleRefresh(data);
     if (this._acks.length) this._flushAcks();
-    for (const sub of this._subs.values()) this._sendSubscribe(sub, sub.confirmed === true);
+    for (const sub of this._subs.values()) if (sub.state === 'subscribing') this._toSub.add(sub);
+    this._flushSubs();
+    this._drain();
     this._settleWaiting(null, data);
   }
 
@@ -389,38 +554,56 @@ export class Herald {
   }
 
   _teardown(error) {
-    clearTimeout(this._refreshTimer);
-    clearTimeout(this._heartbeatTimer);
-    this._refreshTimer = null;
-    this._heartbeatTimer = null;
+    for (const timer of ['_refreshTimer', '_heartbeatTimer', '_stableTimer', '_drainTimer']) {
+      clearTimeout(this[timer]);
+      this[timer] = null;
+    }
     this._ws = null;
     this.session = null;
-    for (const [ref, pending] of this._pending) {
+    this._toSub.clear();
+    for (const pending of this._pending.values()) {
       clearTimeout(pending.timer);
-      pending.reject(error);
-      this._pending.delete(ref);
+      pending.reject?.(error);
+    }
+    this._pending.clear();
+  }
+
+  // Subscribed topics go back to `subscribing`: they are resubscribed on the next connection.
+  _suspend(reason) {
+    for (const sub of this._subs.values()) {
+      if (sub.state === 'subscribed') sub._setState('subscribing', { topic: sub.topic, reason });
+    }
+  }
+
+  // The client gives up for good: everything still waiting is told why.
+  _final(error) {
+    this._settleWaiting(error);
+    for (const sub of this._subs.values()) sub._settle(error);
+    for (const item of this._queue.splice(0)) {
+      clearTimeout(item.timer);
+      item.reject(error);
     }
   }
 
   _closed(gen, { code, reason }) {
     if (gen !== this._gen) return;
-    const serverError = this._lastError;
-    this._teardown(new HeraldError('disconnected', `connection closed (${code}${reason ? ` ${reason}` : ''})`));
-    let reconnect = this._wanted && this.reconnect !== false;
-    // 1000 from the server is a deliberate kick ("disconnected by the server"): stay away.
-    if (code === 1000) reconnect = false;
-    // A refused or expired token only gets better with a new one from getToken().
-    if (code === 1008 && !this._getToken) reconnect = false;
+    const error = this._lastError && now() - this._lastAt < 2000 ? this._lastError : undefined;
+    this._lastError = null;
+    reason ||= code === 1006 ? 'connection lost' : `closed with code ${code}`;
+    const text = `connection closed (${code} ${reason})`;
+    this._teardown(new HeraldError('disconnected', text));
+    // 1000 from the server is a deliberate kick ("disconnected by the server"): stay away. A
+    // refused or expired token only gets better with a new one from getToken(); any other close
+    // (1008 "too many errors" included) is retried with backoff.
+    let reconnect = this._wanted && this.reconnect !== false && code !== 1000;
+    if (!this._getToken && (TOKEN_FAILURES.includes(reason) || TOKEN_FAILURES.includes(error?.code))) reconnect = false;
+    this._suspend(reason);
     const data = { code, reason, reconnect };
-    if (serverError) data.error = serverError;
+    if (error) data.error = error;
     if (!reconnect) {
       this._wanted = false;
       this._setState('disconnected', data);
-      const err = serverError
-        ? new HeraldError(serverError.code, serverError.message ?? '', { code, reason })
-        : new HeraldError('disconnected', `connection closed (${code}${reason ? ` ${reason}` : ''})`, { code, reason });
-      this._settleWaiting(err);
-      this._rejectSubscribeWaiters(err);
+      this._final(error ? new HeraldError(error.code, error.message ?? '', { code, reason }) : new HeraldError('disconnected', text, { code, reason }));
       return;
     }
     data.delay = backoff(this._attempt++, this.reconnect);
@@ -431,40 +614,47 @@ export class Herald {
   }
 
   _emitError(code, message) {
-    this._emit('error', { type: 'error', data: { code, message }, timestamp: new Date().toISOString(), local: true });
+    this._emit('error', local('error', { code, message }));
   }
 
   // ---- token refresh ------------------------------------------------------------------------
 
-  _scheduleRefresh(token) {
+  // Timed from the server's `expires_in` (its own clock), never from the client's clock: a
+  // client clock that is off neither refreshes in a loop nor lets the token lapse.
+  _scheduleRefresh(data) {
     clearTimeout(this._refreshTimer);
     this._refreshTimer = null;
-    if (!this._getToken) return;
-    const expiry = tokenExpiry(token);
-    if (expiry === null) return;
-    const left = expiry - Date.now();
-    const margin = Math.min(this.refreshMargin, left / 2);
+    let left = data.expires_in;
+    if (left === undefined) {
+      // A server older than `expires_in`: the token's `exp` by this client's clock.
+      const expiry = tokenExpiry(this._connToken);
+      left = expiry === null ? null : (expiry - Date.now()) / 1000;
+    }
+    if (!this._getToken || typeof left !== 'number') return;
+    left *= 1000;
+    this._expiresAt = now() + left;
     const gen = this._gen;
+    const delay = Math.max(this.minRefreshDelay, left - Math.min(this.refreshMargin, left / 2));
     this._refreshTimer = setTimeout(() => {
       if (gen === this._gen && this.state === 'connected') this._refresh(gen);
-    }, Math.max(0, left - margin));
+    }, delay);
   }
 
   async _refresh(gen) {
     try {
       const token = await this._currentToken();
       if (gen !== this._gen) return;
+      if (token === null) return this._logout(gen);
       this._connToken = token;
       const reply = await this.request('refresh', { token });
-      if (gen !== this._gen) return;
-      this._scheduleRefresh(token);
-      return reply;
+      if (gen === this._gen) this._scheduleRefresh(reply.data ?? {});
     } catch (error) {
       if (gen !== this._gen) return;
+      if (isLogout(error)) return this._logout(gen);
       this._emitError(error?.code ?? 'refresh_failed', `token refresh failed: ${error?.message ?? error}`);
       // Try again while the old token lasts; if it expires, the server closes (1008) and
       // the reconnection asks getToken() again.
-      const left = (tokenExpiry(this._connToken) ?? 0) - Date.now();
+      const left = this._expiresAt - now();
       if (left > 2000) this._refreshTimer = setTimeout(() => this._refresh(gen), Math.min(5000, left / 2));
     }
   }
@@ -491,70 +681,120 @@ export class Herald {
   }
 
   /**
-   * Subscribes to `topic`; `handler(message)` gets every message delivered through it. Kept
-   * across reconnections: the client resubscribes with `since` (the last offset and epoch seen)
-   * and emits `resubscribed` with `data.recovered`; `false` means messages may be missing and
-   * the app should reload its state. Resolves with `{topic, offset?, epoch?, recovered}`.
+   * The Subscription object of `topic` (made on first use, the same one after). `options.since`
+   * `{offset, epoch}` resumes from a position saved earlier (e.g. across a page reload).
    */
-  subscribe(topic, handler, options = {}) {
-    if (typeof topic !== 'string' || topic === '') return Promise.reject(new TypeError('subscribe(topic, handler): topic must be a non-empty string'));
-    if (typeof handler !== 'function') return Promise.reject(new TypeError('subscribe(topic, handler): handler must be a function'));
-    const since = options.since;
+  subscription(topic, options = {}) {
+    if (typeof topic !== 'string' || topic === '') throw new TypeError('subscription(topic): topic must be a non-empty string');
+    const { since } = options;
     if (since !== undefined && (typeof since?.offset !== 'number' || typeof since?.epoch !== 'string')) {
-      return Promise.reject(new TypeError('subscribe: options.since must be {offset: number, epoch: string}'));
+      throw new TypeError('options.since must be {offset: number, epoch: string}');
     }
-    const existing = this._subs.get(topic);
-    const sub = existing ?? { topic, offset: undefined, epoch: undefined, waiters: [], handlers: new Set() };
-    // Several parts of an app may subscribe to one topic: each handler gets every message.
-    sub.handlers.add(handler);
-    if (options.onSubscribed !== undefined) sub.onSubscribed = options.onSubscribed;
+    let sub = this._subs.get(topic);
+    if (!sub) this._subs.set(topic, (sub = new Subscription(this, topic)));
     if (since) {
       sub.offset = since.offset;
       sub.epoch = since.epoch;
     }
-    this._subs.set(topic, sub);
-    if (existing?.confirmed && this.state === 'connected' && existing.waiters.length === 0) {
-      // Already subscribed here: the new handler joins at once.
-      return Promise.resolve({ topic, offset: sub.offset, epoch: sub.epoch, recovered: false, resumed: false });
-    }
-    const promise = new Promise((resolve, reject) => sub.waiters.push({ resolve, reject }));
-    if (this.state === 'connected' && (!existing || existing.waiters.length === 1)) this._sendSubscribe(sub, false);
-    return promise;
+    return sub;
   }
 
-  async _sendSubscribe(sub, resubscribing) {
-    const fields = { topic: sub.topic };
-    const resumed = sub.offset !== undefined && sub.epoch !== undefined;
-    if (resumed) fields.since = { offset: sub.offset, epoch: sub.epoch };
-    let reply;
-    try {
-      reply = await this.request('subscribe', fields);
-    } catch (error) {
-      if (error.code === 'disconnected' || error.code === 'timeout') return; // retried on the next connection
+  // Queues `sub` for the next batch `subscribe` (sent at once when connected, in a microtask,
+  // so that the subscriptions made in one go share one command).
+  _want(sub) {
+    if (sub.state !== 'subscribing') return;
+    this._toSub.add(sub);
+    if (this.state === 'connected' && !this._subQueued) {
+      this._subQueued = true;
+      queueMicrotask(() => this._flushSubs());
+    }
+  }
+
+  // One `subscribe` command per 100 topics, each from its last position when it has one: the
+  // server counts a batch as one command, so no number of topics trips the rate limit.
+  _flushSubs() {
+    this._subQueued = false;
+    if (this.state !== 'connected') return;
+    const subs = [...this._toSub].filter((sub) => sub.state === 'subscribing');
+    this._toSub.clear();
+    for (let i = 0; i < subs.length; i += BATCH) {
+      const ref = ++this._ref;
+      const pending = { subs: new Map() };
+      const topics = subs.slice(i, i + BATCH).map((sub) => {
+        const resumed = sub.offset !== undefined && sub.epoch !== undefined;
+        pending.subs.set(sub.topic, { sub, attempt: ++sub._try, resumed });
+        return resumed ? { topic: sub.topic, since: { offset: sub.offset, epoch: sub.epoch } } : sub.topic;
+      });
+      this._pending.set(ref, pending);
+      this._send({ type: 'subscribe', topics, ref });
+    }
+  }
+
+  // A batch is answered per topic (`subscribed` or `error` with `data.topic`); an error without
+  // a topic (a refused command) answers all its topics still waiting.
+  _batchReply(ref, pending, message) {
+    const item = pending.subs.get(message.data?.topic);
+    const items = item ? [item] : message.type === 'error' ? [...pending.subs.values()] : [];
+    for (const one of items) {
+      pending.subs.delete(one.sub.topic);
+      this._subReply(one, message);
+    }
+    if (pending.subs.size === 0) this._pending.delete(ref);
+  }
+
+  _subReply({ sub, attempt, resumed }, message) {
+    if (sub._try !== attempt || sub.state !== 'subscribing') return; // unsubscribed meanwhile
+    const { topic } = sub;
+    const data = message.data ?? {};
+    if (message.type === 'error') {
+      const error = new HeraldError(data.code ?? 'error', data.message ?? '', { message });
       if (error.code === 'rate_limited') {
-        // Many topics resubscribed at once can exceed the command rate: try again shortly.
+        // Only when the app itself spends the command rate: try again in a second.
         const gen = this._gen;
-        setTimeout(() => {
-          if (gen === this._gen && this.state === 'connected' && this._subs.get(sub.topic) === sub) this._sendSubscribe(sub, resubscribing);
-        }, 1000);
+        setTimeout(() => gen === this._gen && this._want(sub), 1000);
         return;
       }
-      if (this._subs.get(sub.topic) === sub) this._subs.delete(sub.topic);
-      for (const waiter of sub.waiters.splice(0)) waiter.reject(error);
-      if (resubscribing) this._emit('error', { type: 'error', topic: sub.topic, data: { code: error.code, message: error.message }, timestamp: new Date().toISOString(), local: true });
+      if (sub._confirmed) this._emit('error', local('error', { code: error.code, message: error.message }, { topic }));
+      sub._emit('error', error);
+      sub._end(error.message, error, error.code);
       return;
     }
-    const data = { topic: sub.topic, recovered: false, ...(reply.data ?? {}) };
+    const info = { topic, recovered: false, ...data, resumed };
     // Where to continue from: our own position when the past was replayed, else the server's.
-    if (!data.recovered && typeof data.offset === 'number') {
-      sub.offset = data.offset;
-      sub.epoch = data.epoch;
+    if (!info.recovered && typeof info.offset === 'number') {
+      sub.offset = info.offset;
+      sub.epoch = info.epoch;
     }
-    const info = { ...data, resumed };
-    sub.confirmed = true;
-    for (const waiter of sub.waiters.splice(0)) waiter.resolve(info);
+    const again = sub._confirmed;
+    sub._confirmed = true;
+    sub._info = info;
+    sub._setState('subscribed', info);
+    sub._settle(null, info);
     if (typeof sub.onSubscribed === 'function') sub.onSubscribed(info);
-    if (resubscribing) this._emit('resubscribed', { type: 'resubscribed', topic: sub.topic, data: info, timestamp: new Date().toISOString(), local: true });
+    if (again) this._emit('resubscribed', local('resubscribed', info, { topic }));
+  }
+
+  /**
+   * Sugar over `subscription(topic)`: `handler(message)` gets every message delivered through
+   * the topic (publications, joins, leaves). Kept across reconnections: the client resubscribes
+   * with `since` and emits `resubscribed` with `data.recovered`; `false` means messages may be
+   * missing and the app should reload its state. Resolves with
+   * `{topic, offset?, epoch?, recovered, resumed}`.
+   */
+  subscribe(topic, handler, options = {}) {
+    let sub;
+    try {
+      checkHandler(handler);
+      sub = this.subscription(topic, options);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    // Several parts of an app may subscribe to one topic: each handler gets every message.
+    sub._sugar.add(handler);
+    sub.on('message', handler);
+    if (options.onSubscribed !== undefined) sub.onSubscribed = options.onSubscribed;
+    if (sub.state === 'subscribed') return Promise.resolve({ topic, offset: sub.offset, epoch: sub.epoch, recovered: false, resumed: false });
+    return sub.subscribe().ready();
   }
 
   /**
@@ -564,26 +804,69 @@ export class Herald {
   async unsubscribe(topic, handler) {
     const sub = this._subs.get(topic);
     if (handler !== undefined && sub) {
-      sub.handlers.delete(handler);
-      if (sub.handlers.size > 0) return { topic };
+      sub._sugar.delete(handler);
+      sub.off('message', handler);
+      const listening = ['message', 'publication', 'join', 'leave'].some((type) => sub._handlers.get(type)?.size);
+      if (listening) return { topic };
     }
-    this._subs.delete(topic);
-    for (const waiter of sub?.waiters.splice(0) ?? []) waiter.reject(new HeraldError('unsubscribed', `unsubscribed from ${topic}`));
-    if (this.state !== 'connected') return { topic };
-    const reply = await this.request('unsubscribe', { topic });
-    return reply.data;
+    if (sub) return sub.unsubscribe();
+    return this.state === 'connected' ? (await this.request('unsubscribe', { topic })).data : { topic };
   }
 
-  /** The topics this client keeps subscribed, with the last position seen on each. */
+  /** The topics this client keeps subscribed (or is subscribing to), with the last position seen on each. */
   subscriptions() {
-    return [...this._subs.values()].map(({ topic, offset, epoch }) => ({ topic, offset, epoch }));
+    return [...this._subs.values()].filter((sub) => sub.state !== 'unsubscribed').map(({ topic, offset, epoch }) => ({ topic, offset, epoch }));
   }
 
-  /** Publishes `event` with `data` to `topic` (the namespace must allow client publish). Resolves with `{topic, id, offset?}`. */
+  /**
+   * Publishes `event` with `data` to `topic` (the namespace must allow client publish). Resolves
+   * with `{topic, id, offset?}`. While not connected: rejects at once (`disconnected`), or with
+   * the `offlineQueue` option waits in the queue (rejects with `queue_full` beyond its `max`,
+   * `timeout` after its `timeout`) and is sent on reconnection.
+   */
   async publish(topic, event, data = {}) {
     if (typeof topic !== 'string' || topic === '') throw new TypeError('publish(topic, event, data): topic must be a non-empty string');
     if (typeof event !== 'string' || event === '') throw new TypeError('publish(topic, event, data): event must be a non-empty string');
-    return (await this.request('publish', { topic, event, data })).data;
+    const fields = { topic, event, data };
+    const queue = this.offlineQueue;
+    if (this.state === 'connected' && !this._queue.length) return (await this.request('publish', fields)).data;
+    if (!queue || !this._wanted) throw new HeraldError('disconnected', `cannot publish: not connected${queue ? '' : ' (the offlineQueue option queues publishes)'}`);
+    if (this._queue.length >= queue.max) throw new HeraldError('queue_full', `the offline queue holds ${queue.max} publishes already`);
+    return new Promise((resolve, reject) => {
+      this._enqueue({ fields, resolve, reject, deadline: now() + queue.timeout });
+      this._drain();
+    });
+  }
+
+  _enqueue(item, front) {
+    item.timer = setTimeout(() => {
+      this._queue = this._queue.filter((queued) => queued !== item);
+      item.reject(new HeraldError('timeout', `publish to ${item.fields.topic} not sent within ${this.offlineQueue.timeout} ms`));
+    }, item.deadline - now());
+    if (front) this._queue.unshift(item);
+    else this._queue.push(item);
+  }
+
+  // Sends the offline queue in order, at most 10 a second so that a long queue does not run
+  // into the server's rate limit (default 10/s, burst 20); one refused all the same goes back
+  // to the head of the queue while its time lasts.
+  _drain() {
+    if (this.state !== 'connected' || this._drainTimer || !this._queue.length) return;
+    for (const item of this._queue.splice(0, 10)) {
+      clearTimeout(item.timer);
+      this.request('publish', item.fields).then(
+        (reply) => item.resolve(reply.data),
+        (error) => {
+          if (error.code !== 'rate_limited' || item.deadline <= now()) return item.reject(error);
+          this._enqueue(item, true);
+          this._drain();
+        },
+      );
+    }
+    this._drainTimer = setTimeout(() => {
+      this._drainTimer = null;
+      this._drain();
+    }, 1000);
   }
 
   /** Who is on `topic`: `{topic, users: [{user_id, connections, joined_at}]}`. */

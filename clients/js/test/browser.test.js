@@ -3,7 +3,8 @@
 // and data dir. A screenshot is saved to target/artifacts/console.png (ARTIFACTS_DIR).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, mkdirSync, rmSync, existsSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, rmSync, existsSync, readFileSync } from 'node:fs';
+import { createServer } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -136,4 +137,87 @@ test('the console connects with a pasted token, shows live messages, and recover
   assert.equal(await page.textContent('#count'), '0');
   await page.click('#disconnect');
   await page.waitForSelector('#status[data-state="disconnected"]', { timeout: WAIT });
+});
+
+/** A page server on another loopback port (another origin than herald's): `/` is an empty page,
+ * `/src/herald.js` this checkout's client (the herald binary serves the one it was built with). */
+async function pageServer() {
+  const client = resolve(dirname(fileURLToPath(import.meta.url)), '../src/herald.js');
+  const http = createServer((request, response) => {
+    if (request.url === '/src/herald.js') {
+      response.writeHead(200, { 'content-type': 'text/javascript; charset=utf-8' });
+      response.end(readFileSync(client));
+    } else {
+      response.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+      response.end('<!doctype html><title>an app on another origin</title><p>app</p>');
+    }
+  });
+  await new Promise((r) => http.listen(0, '127.0.0.1', r));
+  return { http, origin: `http://127.0.0.1:${http.address().port}` };
+}
+
+test('a page on another origin imports /herald.js from the herald server, connects and receives', async () => {
+  const { http, origin } = await pageServer();
+  const page = await context.newPage();
+  const problems = [];
+  page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
+  page.on('console', (message) => message.type() === 'error' && problems.push(`console error: ${message.text()}`));
+  const scripts = [];
+  page.on('response', (response) => response.url().endsWith('herald.js') && scripts.push(response));
+  try {
+    await page.goto(`${origin}/`);
+    assert.notEqual(origin, server.http, 'two origins');
+    const token = server.token('remote');
+
+    // The client as the herald server serves it (whatever its version): construct, connect,
+    // subscribe(topic, handler), receive.
+    const session = await page.evaluate(
+      async ({ herald, ws, token }) => {
+        const { Herald } = await import(`${herald}/herald.js`);
+        window.got = [];
+        window.served = new Herald({ url: ws, token });
+        const session = await window.served.connect();
+        await window.served.subscribe('chat:remote', (m) => window.got.push(m.data.text));
+        return session;
+      },
+      { herald: server.http, ws: server.ws, token },
+    );
+    assert.equal(session.user_id, 'remote');
+    const [served] = scripts;
+    assert.equal(served.url(), `${server.http}/herald.js`);
+    assert.equal(served.status(), 200);
+    assert.equal(served.headers()['access-control-allow-origin'], origin, 'CORS allows the page origin');
+    await server.api.publish({ scope: 'topic', target: 'chat:remote', type: 'said', data: { text: 'across origins' } });
+    await page.waitForFunction(() => window.got.includes('across origins'), null, { timeout: WAIT });
+
+    // This checkout's client in the same browser: subscription objects, ready(), once().
+    const running = page.evaluate(
+      async ({ ws, token }) => {
+        const { Herald } = await import('/src/herald.js');
+        const herald = new Herald({ url: ws, token });
+        await herald.connect();
+        const room = herald.subscription('chat:remote');
+        const first = new Promise((resolve) => room.once('publication', (m) => resolve(m.data.text)));
+        await room.subscribe().ready(5000);
+        window.ready = true;
+        const text = await first;
+        const closed = new Promise((resolve) => herald.once('disconnected', (m) => resolve(m.data)));
+        herald.disconnect();
+        return { text, state: room.state, closed: await closed };
+      },
+      { ws: server.ws, token },
+    );
+    await page.waitForFunction(() => window.ready === true, null, { timeout: WAIT });
+    await server.api.publish({ scope: 'topic', target: 'chat:remote', type: 'said', data: { text: 'to the new client' } });
+    const seen = await running;
+    assert.deepEqual(seen, {
+      text: 'to the new client',
+      state: 'subscribing',
+      closed: { code: 1000, reason: 'client disconnect', reconnect: false },
+    });
+  } finally {
+    await page.close();
+    http.close();
+  }
+  assert.deepEqual(problems, []);
 });

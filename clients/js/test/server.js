@@ -204,3 +204,37 @@ export function nextEvent(client, type, filter = () => true, timeout = 10000) {
     });
   });
 }
+
+/**
+ * A subclass of `WebSocket` (the ws package's) that records every frame its instances send and
+ * receive, as sent (strings or bytes), and the URLs they were opened with: `Recording.frames`
+ * `{urls, sent, received}`. The client under test uses it as its `WebSocket` option.
+ */
+export function recordingWebSocket(WebSocket) {
+  const frames = { urls: [], sent: [], received: [] };
+  class Recording extends WebSocket {
+    constructor(url, ...rest) {
+      super(url, ...rest);
+      frames.urls.push(String(url));
+      this.addEventListener('message', (event) => frames.received.push(event.data));
+    }
+
+    send(data, ...rest) {
+      frames.sent.push(data);
+      return super.send(data, ...rest);
+    }
+  }
+  Recording.frames = frames;
+  return Recording;
+}
+
+/** A recorded frame as an object: JSON text, or binary decoded with `decode` (MessagePack). */
+export function parseFrame(frame, decode) {
+  if (typeof frame === 'string') return JSON.parse(frame);
+  const bytes = frame instanceof ArrayBuffer ? new Uint8Array(frame) : frame;
+  if (!decode) return JSON.parse(new TextDecoder().decode(bytes));
+  return decode(bytes);
+}
+
+/** Resolves after `ms` milliseconds (to let time pass, never to assert on it). */
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
