@@ -174,10 +174,15 @@ fn serve(args: ServeArgs) -> Result<ExitCode, Unusable> {
         .enable_all()
         .build()
         .map_err(|e| Unusable(format!("cannot start the runtime: {e}")))?;
-    runtime.block_on(run(config))
+    // SIGHUP reads the settings again, the same way, for their credentials.
+    let reload = move || args.config().map(|loaded| loaded.config);
+    runtime.block_on(run(config, reload))
 }
 
-async fn run(config: herald::Config) -> Result<ExitCode, Unusable> {
+async fn run(
+    config: herald::Config,
+    reload: impl Fn() -> Result<herald::Config, Unusable> + Send + 'static,
+) -> Result<ExitCode, Unusable> {
     let address: SocketAddr = config
         .listen
         .parse()
@@ -234,6 +239,11 @@ async fn run(config: herald::Config) -> Result<ExitCode, Unusable> {
         );
     }
 
+    #[cfg(unix)]
+    reload_on_hangup(node.clone(), reload);
+    #[cfg(not(unix))]
+    drop(reload);
+
     let app = node.router().merge(node.console_router());
     let stopping = node.clone();
     let server = node.serve(listener, app, async move {
@@ -265,6 +275,36 @@ fn listen(address: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(address)?;
     socket.listen(BACKLOG)
+}
+
+/// On SIGHUP: the file, the environment and the flags are read again and their credentials
+/// (JWT keys, API keys) put in force, with no connection dropped. A configuration that does
+/// not load keeps the old credentials, and says why.
+#[cfg(unix)]
+fn reload_on_hangup(
+    node: Herald,
+    reload: impl Fn() -> Result<herald::Config, Unusable> + Send + 'static,
+) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(hangups) => hangups,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP: credentials reload disabled");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            let reloaded =
+                reload().and_then(|config| node.reload_credentials(&config).map_err(Unusable));
+            match reloaded {
+                Ok(()) => tracing::info!("SIGHUP: credentials reloaded"),
+                Err(Unusable(why)) => {
+                    tracing::warn!(error = %why, "SIGHUP: the new settings do not load; the old credentials stay")
+                }
+            }
+        }
+    });
 }
 
 async fn shutdown_signal() {

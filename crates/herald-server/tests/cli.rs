@@ -600,3 +600,91 @@ async fn a_flag_wins_over_the_environment_for_the_jwt_key_too() {
         "an HS256 token is refused: the flag's key verifies"
     );
 }
+
+/// Sends SIGHUP to the server (it keeps running).
+fn hang_up(server: &Server) {
+    let status = Command::new("kill")
+        .args(["-HUP", &server.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn sighup_rotates_the_keys_without_dropping_a_connection() {
+    let sign_as = |secret: &str, sub: &str| {
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::default(),
+            &json!({"sub": sub, "exp": now() + 600}),
+            &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .expect("sign")
+    };
+    let server =
+        Server::start_with("api_key = \"key-one\"\n[jwt]\nsecret = \"secret-one-0123456789\"\n");
+    let config = server.data_dir().with_file_name("herald.toml");
+    let original = std::fs::read_to_string(&config).expect("config");
+    let mut kept = server
+        .connect(&sign_as("secret-one-0123456789", "kept"))
+        .await;
+
+    // Step 1: the new secret and key join the old ones.
+    let both = original
+        .replace(
+            "api_key = \"key-one\"",
+            "api_key = \"key-two\"\napi_keys = [\"key-one\"]",
+        )
+        .replace(
+            "secret = \"secret-one-0123456789\"",
+            "secret = \"secret-two-0123456789\"\n[[jwt.keys]]\nsecret = \"secret-one-0123456789\"",
+        );
+    std::fs::write(&config, both).expect("write");
+    hang_up(&server);
+    let url = |secret: &str| server.ws_url(&format!("token={}", sign_as(secret, "new")));
+    connects_eventually("the new secret", &url("secret-two-0123456789")).await;
+    drop(
+        server
+            .connect(&sign_as("secret-one-0123456789", "old"))
+            .await,
+    );
+    for key in ["key-one", "key-two"] {
+        let (status, _) = server.api("GET", "/api/v1/stats", Some(key), None).await;
+        assert_eq!(status, 200, "{key} during the rotation");
+    }
+
+    // Step 2: the old ones go.
+    let only_new = original
+        .replace("api_key = \"key-one\"", "api_key = \"key-two\"")
+        .replace("secret-one-0123456789", "secret-two-0123456789");
+    std::fs::write(&config, only_new).expect("write");
+    hang_up(&server);
+    eventually("the old key to go", || async {
+        let (status, _) = server
+            .api("GET", "/api/v1/stats", Some("key-one"), None)
+            .await;
+        (status == 401).then_some(())
+    })
+    .await;
+    let (status, _) = refused_status(&url("secret-one-0123456789"), &[]).await;
+    assert_eq!(status, 401, "a token of the old secret is refused");
+    assert!(
+        kept.is_alive().await,
+        "the connection made with the old secret stays"
+    );
+
+    // A file that does not load changes nothing.
+    std::fs::write(&config, "listen = [").expect("write");
+    hang_up(&server);
+    eventually("the refusal to be logged", || async {
+        server
+            .logs()
+            .contains("the old credentials stay")
+            .then_some(())
+    })
+    .await;
+    let (status, _) = server
+        .api("GET", "/api/v1/stats", Some("key-two"), None)
+        .await;
+    assert_eq!(status, 200);
+    assert!(kept.is_alive().await);
+}

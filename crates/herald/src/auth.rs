@@ -83,18 +83,60 @@ fn id_text(value: &serde_json::Value) -> Option<String> {
     }
 }
 
-/// Verifies tokens against one configured key.
-pub struct Verifier {
+/// One key a token may be signed with.
+struct Key {
+    /// Tokens whose header names this `kid` are checked with this key only.
+    kid: Option<String>,
     key: DecodingKey,
+    /// The algorithms this key verifies (its family, narrowed by `jwt.algorithms`).
     allowed: Vec<Algorithm>,
     validation: Validation,
+}
+
+/// Verifies tokens against the configured keys: `jwt.secret` or `jwt.public_key`, then every
+/// `[[jwt.keys]]` in order. A token whose header has a `kid` that a key carries is checked
+/// with those keys only; any other token with every key whose algorithms fit, the first that
+/// verifies the signature winning (so a key can be rotated with no client refused).
+pub struct Verifier {
+    keys: Vec<Key>,
 }
 
 impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Verifier")
-            .field("allowed", &self.allowed)
+            .field("keys", &self.keys.len())
             .finish_non_exhaustive()
+    }
+}
+
+/// A key from a PEM file (RSA: RS256, EC P-256: ES256) or a secret (HS256/384/512).
+fn decoding_key(
+    public_key: Option<&std::path::Path>,
+    secret: Option<&str>,
+) -> Result<(DecodingKey, Vec<Algorithm>), String> {
+    if let Some(path) = public_key {
+        let pem =
+            std::fs::read(path).map_err(|e| format!("jwt public key {}: {e}", path.display()))?;
+        if let Ok(key) = DecodingKey::from_rsa_pem(&pem) {
+            Ok((key, vec![Algorithm::RS256]))
+        } else if let Ok(key) = DecodingKey::from_ec_pem(&pem) {
+            Ok((key, vec![Algorithm::ES256]))
+        } else {
+            Err(format!(
+                "jwt public key {}: not an RSA or EC public key in PEM",
+                path.display()
+            ))
+        }
+    } else if let Some(secret) = secret {
+        if secret.is_empty() {
+            return Err("jwt secret must not be empty".into());
+        }
+        Ok((
+            DecodingKey::from_secret(secret.as_bytes()),
+            vec![Algorithm::HS256, Algorithm::HS384, Algorithm::HS512],
+        ))
+    } else {
+        Err("a jwt key needs a secret or a public_key".into())
     }
 }
 
@@ -102,100 +144,93 @@ impl Verifier {
     /// Builds a verifier from the `[jwt]` config. `secret` overrides the config's secret (the
     /// server passes the development secret here when none is configured).
     pub fn from_config(config: &JwtConfig, secret: Option<&str>) -> Result<Self, String> {
-        let (key, family) = if let Some(path) = &config.public_key {
-            let pem = std::fs::read(path)
-                .map_err(|e| format!("jwt public key {}: {e}", path.display()))?;
-            if let Ok(key) = DecodingKey::from_rsa_pem(&pem) {
-                (key, vec![Algorithm::RS256])
-            } else if let Ok(key) = DecodingKey::from_ec_pem(&pem) {
-                (key, vec![Algorithm::ES256])
-            } else {
-                return Err(format!(
-                    "jwt public key {}: not an RSA or EC public key in PEM",
-                    path.display()
-                ));
-            }
-        } else if let Some(secret) = secret.or(config.secret.as_deref()) {
-            if secret.is_empty() {
-                return Err("jwt secret must not be empty".into());
-            }
-            (
-                DecodingKey::from_secret(secret.as_bytes()),
-                vec![Algorithm::HS256, Algorithm::HS384, Algorithm::HS512],
-            )
-        } else {
+        let mut sources = Vec::new();
+        if config.public_key.is_some() || secret.or(config.secret.as_deref()).is_some() {
+            sources.push((
+                None,
+                decoding_key(
+                    config.public_key.as_deref(),
+                    secret.or(config.secret.as_deref()),
+                )?,
+            ));
+        }
+        for (n, extra) in config.keys.iter().enumerate() {
+            let key = decoding_key(extra.public_key.as_deref(), extra.secret.as_deref())
+                .map_err(|e| format!("jwt.keys[{n}]: {e}"))?;
+            sources.push((extra.kid.clone(), key));
+        }
+        if sources.is_empty() {
             return Err("no jwt secret or public key configured".into());
-        };
-        let allowed = if config.algorithms.is_empty() {
-            family
-        } else {
-            let mut allowed = Vec::new();
-            for name in &config.algorithms {
-                let alg: Algorithm = name
-                    .parse()
-                    .map_err(|_| format!("jwt algorithm `{name}` is not known"))?;
-                if !family.contains(&alg) {
-                    return Err(format!(
-                        "jwt algorithm `{name}` does not fit the configured key"
-                    ));
-                }
-                allowed.push(alg);
-            }
-            allowed
-        };
-        let mut validation = Validation::new(allowed[0]);
-        validation.algorithms = allowed.clone();
-        validation.leeway = config.leeway.as_secs();
-        validation.validate_nbf = true;
-        // A token without `exp` never expires, as in Centrifugo; one with `exp` is checked.
-        validation.required_spec_claims.clear();
-        validation.validate_aud = config.audience.is_some();
-        if let Some(aud) = &config.audience {
-            validation.set_audience(&[aud]);
-            validation.required_spec_claims.insert("aud".into());
         }
-        if let Some(iss) = &config.issuer {
-            validation.set_issuer(&[iss]);
-            validation.required_spec_claims.insert("iss".into());
-        }
-        Ok(Self {
-            key,
-            allowed,
-            validation,
-        })
+        let keys = sources
+            .into_iter()
+            .map(|(kid, (key, family))| {
+                let allowed = narrowed(&family, &config.algorithms)?;
+                Ok(Key {
+                    kid,
+                    key,
+                    validation: validation(config, &allowed),
+                    allowed,
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        Ok(Self { keys })
     }
 
     /// Verifies a token and returns who it names.
     pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| AuthError::Invalid("malformed token".into()))?;
-        if !self.allowed.contains(&header.alg) {
+        let named = header
+            .kid
+            .as_deref()
+            .filter(|kid| self.keys.iter().any(|k| k.kid.as_deref() == Some(*kid)));
+        let candidates: Vec<&Key> = self
+            .keys
+            .iter()
+            .filter(|k| named.is_none_or(|kid| k.kid.as_deref() == Some(kid)))
+            .filter(|k| k.allowed.contains(&header.alg))
+            .collect();
+        if candidates.is_empty() {
             return Err(AuthError::Invalid(format!(
                 "algorithm {:?} is not accepted",
                 header.alg
             )));
         }
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
-            |e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
-                jsonwebtoken::errors::ErrorKind::ImmatureSignature => {
-                    AuthError::Invalid("token is not valid yet (nbf)".into())
-                }
-                jsonwebtoken::errors::ErrorKind::InvalidSignature => {
-                    AuthError::Invalid("bad signature".into())
-                }
-                jsonwebtoken::errors::ErrorKind::InvalidIssuer => {
-                    AuthError::Invalid("wrong issuer".into())
-                }
-                jsonwebtoken::errors::ErrorKind::InvalidAudience => {
-                    AuthError::Invalid("wrong audience".into())
-                }
-                jsonwebtoken::errors::ErrorKind::MissingRequiredClaim(claim) => {
-                    AuthError::Invalid(format!("missing claim {claim}"))
-                }
-                _ => AuthError::Invalid("malformed token".into()),
-            },
-        )?;
+        let mut outcome = None;
+        for key in candidates {
+            let result = jsonwebtoken::decode::<Claims>(token, &key.key, &key.validation);
+            // A bad signature may be another key's token: try the next. Any other verdict
+            // comes from a key that did verify the signature.
+            let bad_signature = matches!(&result, Err(e)
+                if *e.kind() == jsonwebtoken::errors::ErrorKind::InvalidSignature);
+            outcome = Some(result);
+            if !bad_signature {
+                break;
+            }
+        }
+        let Some(outcome) = outcome else {
+            return Err(AuthError::Invalid("no key to check the token with".into()));
+        };
+        let data = outcome.map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+            jsonwebtoken::errors::ErrorKind::ImmatureSignature => {
+                AuthError::Invalid("token is not valid yet (nbf)".into())
+            }
+            jsonwebtoken::errors::ErrorKind::InvalidSignature => {
+                AuthError::Invalid("bad signature".into())
+            }
+            jsonwebtoken::errors::ErrorKind::InvalidIssuer => {
+                AuthError::Invalid("wrong issuer".into())
+            }
+            jsonwebtoken::errors::ErrorKind::InvalidAudience => {
+                AuthError::Invalid("wrong audience".into())
+            }
+            jsonwebtoken::errors::ErrorKind::MissingRequiredClaim(claim) => {
+                AuthError::Invalid(format!("missing claim {claim}"))
+            }
+            _ => AuthError::Invalid("malformed token".into()),
+        })?;
         let claims = data.claims;
         let user_id = id_text(&claims.sub)
             .ok_or_else(|| AuthError::Invalid("sub must be a non-empty string or number".into()))?;
@@ -205,6 +240,49 @@ impl Verifier {
         principal.expires_at = claims.exp;
         Ok(principal)
     }
+}
+
+/// A key family narrowed by `jwt.algorithms` (empty: the whole family).
+fn narrowed(family: &[Algorithm], names: &[String]) -> Result<Vec<Algorithm>, String> {
+    if names.is_empty() {
+        return Ok(family.to_vec());
+    }
+    let mut allowed = Vec::new();
+    for name in names {
+        let alg: Algorithm = name
+            .parse()
+            .map_err(|_| format!("jwt algorithm `{name}` is not known"))?;
+        if family.contains(&alg) {
+            allowed.push(alg);
+        }
+    }
+    if allowed.is_empty() {
+        return Err(format!(
+            "jwt algorithms {names:?} do not fit a configured key (it verifies {family:?})"
+        ));
+    }
+    Ok(allowed)
+}
+
+/// The checks every key applies: `exp` (with the leeway) and `nbf`, and `iss` / `aud` when
+/// configured.
+fn validation(config: &JwtConfig, allowed: &[Algorithm]) -> Validation {
+    let mut validation = Validation::new(allowed.first().copied().unwrap_or(Algorithm::HS256));
+    validation.algorithms = allowed.to_vec();
+    validation.leeway = config.leeway.as_secs();
+    validation.validate_nbf = true;
+    // A token without `exp` never expires, as in Centrifugo; one with `exp` is checked.
+    validation.required_spec_claims.clear();
+    validation.validate_aud = config.audience.is_some();
+    if let Some(aud) = &config.audience {
+        validation.set_audience(&[aud]);
+        validation.required_spec_claims.insert("aud".into());
+    }
+    if let Some(iss) = &config.issuer {
+        validation.set_issuer(&[iss]);
+        validation.required_spec_claims.insert("iss".into());
+    }
+    validation
 }
 
 /// Turns a client's token into a [`Principal`]. Herald's own is [`Verifier`] (JWT); an app
@@ -230,6 +308,49 @@ impl Verifier {
 pub trait Authenticator: Send + Sync + 'static {
     /// Who the token names, or why it is refused.
     async fn authenticate(&self, token: &str) -> Result<Principal, AuthError>;
+}
+
+/// The node's JWT keys, which a reload replaces while connections stay: a token is checked
+/// against the keys in force when it arrives.
+#[derive(Debug)]
+pub struct Keys {
+    current: std::sync::RwLock<Arc<Verifier>>,
+    /// The development secret the keys were built with, if any (kept across reloads).
+    dev_secret: Option<String>,
+}
+
+impl Keys {
+    /// The keys of `config`, or the development secret when it has none.
+    pub fn from_config(config: &JwtConfig, dev_secret: Option<&str>) -> Result<Self, String> {
+        Ok(Self {
+            current: std::sync::RwLock::new(Arc::new(Verifier::from_config(config, dev_secret)?)),
+            dev_secret: dev_secret.map(str::to_string),
+        })
+    }
+
+    /// Puts the keys of `config` in force; on an error the old ones stay.
+    pub fn reload(&self, config: &JwtConfig) -> Result<(), String> {
+        let fresh = Verifier::from_config(config, self.dev_secret.as_deref())?;
+        *self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(fresh);
+        Ok(())
+    }
+
+    fn verifier(&self) -> Arc<Verifier> {
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl Authenticator for Keys {
+    async fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {
+        self.verifier().verify(token)
+    }
 }
 
 #[async_trait::async_trait]
@@ -296,4 +417,78 @@ pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::JwtKey;
+
+    fn signed(secret: &str, kid: Option<&str>) -> String {
+        let header = Header {
+            kid: kid.map(str::to_string),
+            ..Header::default()
+        };
+        let claims = serde_json::json!({"sub": "u", "exp": unix_now() + 60});
+        jsonwebtoken::encode(
+            &header,
+            &claims,
+            &EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .expect("sign")
+    }
+
+    fn key(kid: Option<&str>, secret: &str) -> JwtKey {
+        JwtKey {
+            kid: kid.map(str::to_string),
+            secret: Some(secret.into()),
+            public_key: None,
+        }
+    }
+
+    #[test]
+    fn every_key_is_tried_and_a_kid_picks_its_own() {
+        let config = JwtConfig {
+            secret: Some("main".into()),
+            keys: vec![
+                key(None, "older"),
+                key(Some("a"), "kid-a"),
+                key(Some("b"), "kid-b"),
+            ],
+            ..JwtConfig::default()
+        };
+        let verifier = Verifier::from_config(&config, None).expect("keys");
+        for token in [
+            signed("main", None),
+            signed("older", None),
+            signed("kid-a", Some("a")),
+            signed("kid-b", None),
+            signed("main", Some("unknown-kid")),
+        ] {
+            assert!(verifier.verify(&token).is_ok(), "accepted");
+        }
+        // A kid that a key carries is checked with that key only: another key's signature
+        // under that kid is refused, however valid for the other key.
+        assert!(verifier.verify(&signed("kid-b", Some("a"))).is_err());
+        assert!(verifier.verify(&signed("main", Some("b"))).is_err());
+        assert!(verifier.verify(&signed("stranger", None)).is_err());
+    }
+
+    #[test]
+    fn an_expired_token_of_a_later_key_says_expired() {
+        let config = JwtConfig {
+            secret: Some("main".into()),
+            keys: vec![key(None, "older")],
+            ..JwtConfig::default()
+        };
+        let verifier = Verifier::from_config(&config, None).expect("keys");
+        let claims = serde_json::json!({"sub": "u", "exp": unix_now() - 600});
+        let token = jsonwebtoken::encode(
+            &Header::default(),
+            &claims,
+            &EncodingKey::from_secret(b"older"),
+        )
+        .expect("sign");
+        assert!(matches!(verifier.verify(&token), Err(AuthError::Expired)));
+    }
 }

@@ -19,6 +19,9 @@ pub struct Config {
     pub data_dir: std::path::PathBuf,
     /// Bearer key accepted by the server HTTP API; `None` means only admin JWTs.
     pub api_key: Option<String>,
+    /// More keys the server HTTP API accepts, beside `api_key` (to rotate one without a
+    /// moment when neither works).
+    pub api_keys: Vec<String>,
     /// Offer permessage-deflate when the client asks for it.
     pub compression: bool,
     /// On a deflate connection, messages smaller than this many bytes go uncompressed.
@@ -55,6 +58,7 @@ impl Default for Config {
             listen: "127.0.0.1:8080".into(),
             data_dir: "./herald-data".into(),
             api_key: None,
+            api_keys: Vec::new(),
             compression: false,
             compression_min_size: 256,
             allowed_origins: Vec::new(),
@@ -110,6 +114,21 @@ pub struct JwtConfig {
     /// Clock skew allowed on `exp` and `nbf`.
     #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub leeway: Duration,
+    /// More keys, tried after `secret` / `public_key` (`[[jwt.keys]]`): for rotation, or for
+    /// several issuers' keys told apart by `kid`.
+    pub keys: Vec<JwtKey>,
+}
+
+/// One more key tokens may be signed with.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtKey {
+    /// Tokens whose header carries this `kid` are checked with this key only.
+    pub kid: Option<String>,
+    /// A shared secret (HS256/384/512).
+    pub secret: Option<String>,
+    /// Or a PEM public key (RS256, ES256).
+    pub public_key: Option<std::path::PathBuf>,
 }
 
 /// The limits of docs/PROTOCOL.md, section 8.
@@ -414,12 +433,32 @@ impl Config {
                 )));
             }
         }
+        for (n, key) in self.jwt.keys.iter().enumerate() {
+            if key.secret.is_some() == key.public_key.is_some() {
+                return Err(ConfigError(format!(
+                    "jwt.keys[{n}] needs one of secret or public_key"
+                )));
+            }
+        }
+        if self
+            .api_keys
+            .iter()
+            .chain(&self.api_key)
+            .any(String::is_empty)
+        {
+            return Err(ConfigError("an API key must not be empty".into()));
+        }
         if self.jwt.secret.is_some() && self.jwt.public_key.is_some() {
             return Err(ConfigError(
                 "jwt.secret and jwt.public_key are exclusive: set one".into(),
             ));
         }
         Ok(())
+    }
+
+    /// Every key the server HTTP API accepts: `api_key`, then `api_keys`.
+    pub fn all_api_keys(&self) -> Vec<String> {
+        self.api_key.iter().chain(&self.api_keys).cloned().collect()
     }
 
     /// The configuration of the namespace `name`, if any.

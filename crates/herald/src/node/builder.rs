@@ -9,7 +9,7 @@ use super::cluster::Cluster;
 use super::delivery::LocalDelivery;
 use super::handler::{Handler, HandlerResult, Incoming};
 use super::{Engines, Herald, Parts, StartError};
-use crate::auth::{Authenticator, Verifier};
+use crate::auth::{Authenticator, Keys};
 use crate::config::Config;
 use crate::engine::memory::{MemoryBroker, MemoryPresence};
 use crate::engine::redis::{RedisBroker, RedisOptions, RedisStore};
@@ -128,12 +128,15 @@ impl HeraldBuilder {
                 "a handler cannot take the message type `{kind}`: Herald answers it itself"
             )));
         }
-        let authenticator = match self.authenticator {
-            Some(authenticator) => authenticator,
-            None => Arc::new(
-                Verifier::from_config(&config.jwt, self.jwt_secret.as_deref())
-                    .map_err(StartError)?,
-            ),
+        let (authenticator, keys): (Arc<dyn Authenticator>, _) = match self.authenticator {
+            Some(authenticator) => (authenticator, None),
+            None => {
+                let keys = Arc::new(
+                    Keys::from_config(&config.jwt, self.jwt_secret.as_deref())
+                        .map_err(StartError)?,
+                );
+                (keys.clone(), Some(keys))
+            }
         };
         let redis = config.redis_url.as_ref().map(|url| {
             RedisStore::open(&RedisOptions {
@@ -189,7 +192,7 @@ impl HeraldBuilder {
             presence,
             cluster,
         };
-        let herald = Herald::assemble(config, authenticator, engines, self.handlers, parts);
+        let herald = Herald::assemble(config, authenticator, keys, engines, self.handlers, parts);
         herald.start_cluster().await;
         Ok(herald)
     }

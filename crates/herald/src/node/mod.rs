@@ -128,6 +128,10 @@ pub struct Herald {
 struct Inner {
     config: Config,
     authenticator: Arc<dyn Authenticator>,
+    /// The JWT keys, when the authenticator is Herald's own (reloadable).
+    keys: Option<Arc<crate::auth::Keys>>,
+    /// The server API's keys (`api_key` and `api_keys`; reloadable).
+    api_keys: std::sync::RwLock<Arc<[String]>>,
     handlers: HashMap<String, Handler>,
     hub: Arc<Hub>,
     broker: Arc<dyn Broker>,
@@ -168,6 +172,7 @@ impl Herald {
     fn assemble(
         config: Config,
         authenticator: Arc<dyn Authenticator>,
+        keys: Option<Arc<crate::auth::Keys>>,
         engines: Engines,
         handlers: HashMap<String, Handler>,
         parts: Parts,
@@ -183,8 +188,10 @@ impl Herald {
         Self {
             inner: Arc::new(Inner {
                 slots: ConnectionSlots::new(&config.limits),
+                api_keys: std::sync::RwLock::new(config.all_api_keys().into()),
                 config,
                 authenticator,
+                keys,
                 handlers,
                 hub,
                 broker,
@@ -200,6 +207,32 @@ impl Herald {
                 ),
             }),
         }
+    }
+
+    /// The keys the server HTTP API accepts now.
+    pub(crate) fn api_keys(&self) -> Arc<[String]> {
+        self.inner
+            .api_keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Puts the credentials of `config` in force (the JWT keys, when the node uses Herald's
+    /// own, and the server API's keys) without touching a connection: connections keep the
+    /// principal they authenticated as, and a later token or request is checked with the new
+    /// keys. On an error nothing changes. `herald serve` calls this on SIGHUP.
+    pub fn reload_credentials(&self, config: &Config) -> Result<(), String> {
+        config.validate().map_err(|e| e.0)?;
+        if let Some(keys) = &self.inner.keys {
+            keys.reload(&config.jwt)?;
+        }
+        *self
+            .inner
+            .api_keys
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = config.all_api_keys().into();
+        Ok(())
     }
 
     /// The configuration the node runs with.
