@@ -166,6 +166,13 @@ pub struct ServeArgs {
     /// Bearer key for the server HTTP API.
     #[arg(long, value_name = "K")]
     api_key: Option<String>,
+    /// A private address for the server API, /metrics and the probes (the public one then
+    /// serves /ws, the probes and the console only).
+    #[arg(long, value_name = "ADDR")]
+    internal_listen: Option<String>,
+    /// Do not serve the browser console.
+    #[arg(long)]
+    no_console: bool,
     /// Redis URL: run as one node of a cluster.
     #[arg(long, value_name = "URL")]
     redis_url: Option<String>,
@@ -250,6 +257,12 @@ impl ServeArgs {
         }
         if let Some(key) = &self.api_key {
             config.api_key = Some(key.clone());
+        }
+        if let Some(listen) = &self.internal_listen {
+            config.internal_listen = Some(listen.clone());
+        }
+        if self.no_console {
+            config.console = false;
         }
         if let Some(url) = &self.redis_url {
             config.redis_url = Some(url.clone());

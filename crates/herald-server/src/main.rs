@@ -14,7 +14,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use herald::auth::{mint_hs256, TokenRequest};
-use herald::Herald;
+use herald::{Herald, Part};
 
 use cli::{BackupArgs, Cli, Command, LogFormat, RestoreArgs, ServeArgs, TokenArgs};
 
@@ -114,7 +114,13 @@ fn config_check(mut args: cli::ConfigArgs) -> Result<ExitCode, Unusable> {
         .listen
         .parse::<SocketAddr>()
         .map_err(|e| Unusable(format!("listen address `{}`: {e}", config.listen)))?;
-    if config.jwt.secret.is_some() || config.jwt.public_key.is_some() {
+    if let Some(internal) = &config.internal_listen {
+        internal
+            .parse::<SocketAddr>()
+            .map_err(|e| Unusable(format!("internal listen address `{internal}`: {e}")))?;
+    }
+    if config.jwt.secret.is_some() || config.jwt.public_key.is_some() || !config.jwt.keys.is_empty()
+    {
         herald::auth::Verifier::from_config(&config.jwt, None).map_err(Unusable)?;
     }
     println!("herald: the configuration is usable");
@@ -193,6 +199,21 @@ async fn run(
     let local = listener
         .local_addr()
         .map_err(|e| Unusable(format!("cannot read the bound address: {e}")))?;
+    let internal = match &config.internal_listen {
+        Some(text) => {
+            let address: SocketAddr = text
+                .parse()
+                .map_err(|e| Unusable(format!("internal listen address `{text}`: {e}")))?;
+            let listener = listen(address)
+                .map_err(|e| Unusable(format!("cannot listen on {address}: {e}")))?;
+            let local = listener
+                .local_addr()
+                .map_err(|e| Unusable(format!("cannot read the bound address: {e}")))?;
+            Some((listener, local))
+        }
+        None => None,
+    };
+    let console = config.console;
     let dev_secret = if config.jwt.secret.is_none() && config.jwt.public_key.is_none() {
         let path = config.data_dir.join(dev_secret::FILE_NAME);
         let secret = dev_secret::load_or_create(&config.data_dir).map_err(Unusable)?;
@@ -244,14 +265,40 @@ async fn run(
     #[cfg(not(unix))]
     drop(reload);
 
-    let app = node.router().merge(node.console_router());
+    // With an internal listener the public port serves clients, probes and the console only.
+    let public_parts: &[Part] = match internal {
+        Some(_) => &[Part::Clients, Part::Probes],
+        None => &[Part::Clients, Part::Probes, Part::Internal],
+    };
+    let mut app = node.router_of(public_parts);
+    if console {
+        app = app.merge(node.console_router());
+    }
+    let stop = tokio_util::sync::CancellationToken::new();
     let stopping = node.clone();
-    let server = node.serve(listener, app, async move {
+    let signalled = stop.clone();
+    tokio::spawn(async move {
         shutdown_signal().await;
         tracing::info!("shutting down: closing connections with 1001");
         stopping.begin_shutdown();
+        signalled.cancel();
     });
-    if let Err(e) = server.await {
+    let internal_server = async {
+        match internal {
+            Some((listener, local)) => {
+                println!(
+                    "herald internal API on http://{local} (/api/v1, /metrics, /health, /ready)"
+                );
+                let app = node.router_of(&[Part::Internal, Part::Probes]);
+                node.serve(listener, app, stop.clone().cancelled_owned())
+                    .await
+            }
+            None => Ok(()),
+        }
+    };
+    let public_server = node.serve(listener, app, stop.clone().cancelled_owned());
+    let (public, internal) = tokio::join!(public_server, internal_server);
+    if let Err(e) = public.and(internal) {
         eprintln!("herald: server error: {e}");
         return Ok(ExitCode::FAILURE);
     }

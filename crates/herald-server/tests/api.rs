@@ -760,3 +760,51 @@ async fn every_refusal_is_counted_and_logged_with_its_reason() {
         "{logs}"
     );
 }
+
+#[tokio::test]
+async fn an_internal_listener_takes_the_api_and_metrics_off_the_public_port() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let internal = free.local_addr().expect("addr");
+    drop(free);
+    let server = Server::start_in(
+        tempfile::tempdir().expect("dir"),
+        &format!("api_key = \"{API_KEY}\"\n[jwt]\nsecret = \"{SECRET}\"\n"),
+        &["--internal-listen", &internal.to_string(), "--no-console"],
+    );
+    let get = |url: String| async move {
+        let response = reqwest::Client::new()
+            .get(url)
+            .bearer_auth(API_KEY)
+            .send()
+            .await
+            .expect("request");
+        response.status().as_u16()
+    };
+    // The public port: clients and probes, nothing else.
+    drop(server.user("public").await);
+    for (path, status) in [
+        ("/health", 200),
+        ("/ready", 200),
+        ("/api/v1/stats", 404),
+        ("/metrics", 404),
+        ("/ws/stats", 404),
+        ("/", 404),
+        ("/herald.js", 404),
+    ] {
+        assert_eq!(get(server.http(path)).await, status, "public {path}");
+    }
+    // The internal port: the API, metrics and probes, no WebSocket.
+    for (path, status) in [
+        ("/health", 200),
+        ("/ready", 200),
+        ("/api/v1/stats", 200),
+        ("/metrics", 200),
+        ("/ws", 404),
+    ] {
+        assert_eq!(
+            get(format!("http://{internal}{path}")).await,
+            status,
+            "internal {path}"
+        );
+    }
+}

@@ -15,6 +15,11 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub struct Config {
     /// Address the HTTP and WebSocket server listens on.
     pub listen: String,
+    /// A second, private address for the server API, `/metrics` and the probes; with it,
+    /// `listen` serves only clients (`/ws`), the probes and the console.
+    pub internal_listen: Option<String>,
+    /// Serve the browser console (`/`, `/herald.js`) on `listen`.
+    pub console: bool,
     /// Directory of the embedded SQLite store and the development secret.
     pub data_dir: std::path::PathBuf,
     /// Bearer key accepted by the server HTTP API; `None` means only admin JWTs.
@@ -56,6 +61,8 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8080".into(),
+            internal_listen: None,
+            console: true,
             data_dir: "./herald-data".into(),
             api_key: None,
             api_keys: Vec::new(),

@@ -65,6 +65,7 @@ pub mod topic;
 pub(crate) mod wire;
 
 pub use config::Config;
+pub use http::Part;
 
 /// The git commit this build comes from (12 hex digits), or `unknown`.
 pub const COMMIT: &str = env!("HERALD_COMMIT");

@@ -52,71 +52,111 @@ impl Routes {
     }
 }
 
+/// The parts of Herald's HTTP surface, which `herald serve` puts on one port, or two with
+/// `internal_listen`, and an embedding app picks from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// `/ws` (and its alias `/ws/connect`): what clients connect to.
+    Clients,
+    /// `/health` and `/ready`: probes, no credentials, nothing disclosed.
+    Probes,
+    /// The server HTTP API (`/api/v1/...`, `/ws/stats`, `/ws/broadcast`) and `/metrics`:
+    /// for backends and operators.
+    Internal,
+}
+
+/// Every route (the route table of the OpenAPI test).
+#[cfg(test)]
 fn routes() -> Routes {
-    Routes {
+    routes_of(&[Part::Clients, Part::Probes, Part::Internal])
+}
+
+fn routes_of(parts: &[Part]) -> Routes {
+    let mut routes = Routes {
         router: Router::new(),
         table: Vec::new(),
+    };
+    if parts.contains(&Part::Clients) {
+        routes = routes.add(&["GET"], "/ws", get(ws::upgrade)).add(
+            &["GET"],
+            "/ws/connect",
+            get(ws::upgrade),
+        );
     }
-    .add(&["GET"], "/ws", get(ws::upgrade))
-    .add(&["GET"], "/ws/connect", get(ws::upgrade))
-    .add(&["GET"], "/ws/stats", get(ops::ws_stats))
-    .add(&["POST"], "/ws/broadcast", post(ops::ws_broadcast))
-    .add(&["POST"], "/api/v1/publish", post(api::publish))
-    .add(&["POST"], "/api/v1/publish/batch", post(api::publish_batch))
-    .add(&["GET"], "/api/v1/stats", get(ops::stats))
-    .add(&["GET"], "/api/v1/connections", get(ops::connections))
-    .add(&["GET"], "/api/v1/connections/count", get(ops::count))
-    .add(
-        &["POST"],
-        "/api/v1/users/{id}/disconnect",
-        post(ops::disconnect_user),
-    )
-    .add(
-        &["POST"],
-        "/api/v1/projects/{id}/disconnect",
-        post(ops::disconnect_project),
-    )
-    .add(
-        &["POST"],
-        "/api/v1/users/{id}/message",
-        post(api::user_message),
-    )
-    .add(
-        &["POST"],
-        "/api/v1/projects/{id}/message",
-        post(api::project_message),
-    )
-    .add(
-        &["GET"],
-        "/api/v1/projects/{id}/members",
-        get(members::list),
-    )
-    .add(
-        &["PUT", "DELETE"],
-        "/api/v1/projects/{id}/members/{user_id}",
-        put(members::add).delete(members::remove),
-    )
-    .add(
-        &["GET"],
-        "/api/v1/topics/{topic}/presence",
-        get(topics::presence),
-    )
-    .add(
-        &["GET"],
-        "/api/v1/topics/{topic}/history",
-        get(topics::history),
-    )
-    .add(&["GET"], "/api/v1/openapi.json", get(openapi))
-    .add(&["GET"], "/health", get(health))
-    .add(&["GET"], "/ready", get(ready))
-    .add(&["GET"], "/metrics", get(metrics))
+    if parts.contains(&Part::Probes) {
+        routes = routes
+            .add(&["GET"], "/health", get(health))
+            .add(&["GET"], "/ready", get(ready));
+    }
+    if parts.contains(&Part::Internal) {
+        routes = internal_routes(routes);
+    }
+    routes
+}
+
+fn internal_routes(routes: Routes) -> Routes {
+    routes
+        .add(&["GET"], "/ws/stats", get(ops::ws_stats))
+        .add(&["POST"], "/ws/broadcast", post(ops::ws_broadcast))
+        .add(&["POST"], "/api/v1/publish", post(api::publish))
+        .add(&["POST"], "/api/v1/publish/batch", post(api::publish_batch))
+        .add(&["GET"], "/api/v1/stats", get(ops::stats))
+        .add(&["GET"], "/api/v1/connections", get(ops::connections))
+        .add(&["GET"], "/api/v1/connections/count", get(ops::count))
+        .add(
+            &["POST"],
+            "/api/v1/users/{id}/disconnect",
+            post(ops::disconnect_user),
+        )
+        .add(
+            &["POST"],
+            "/api/v1/projects/{id}/disconnect",
+            post(ops::disconnect_project),
+        )
+        .add(
+            &["POST"],
+            "/api/v1/users/{id}/message",
+            post(api::user_message),
+        )
+        .add(
+            &["POST"],
+            "/api/v1/projects/{id}/message",
+            post(api::project_message),
+        )
+        .add(
+            &["GET"],
+            "/api/v1/projects/{id}/members",
+            get(members::list),
+        )
+        .add(
+            &["PUT", "DELETE"],
+            "/api/v1/projects/{id}/members/{user_id}",
+            put(members::add).delete(members::remove),
+        )
+        .add(
+            &["GET"],
+            "/api/v1/topics/{topic}/presence",
+            get(topics::presence),
+        )
+        .add(
+            &["GET"],
+            "/api/v1/topics/{topic}/history",
+            get(topics::history),
+        )
+        .add(&["GET"], "/api/v1/openapi.json", get(openapi))
+        .add(&["GET"], "/metrics", get(metrics))
 }
 
 /// Every route Herald serves, with the node as state.
 pub fn router(node: Herald) -> Router {
+    router_of(node, &[Part::Clients, Part::Probes, Part::Internal])
+}
+
+/// The routes of `parts`, with the node as state.
+pub fn router_of(node: Herald, parts: &[Part]) -> Router {
     let limit = node.config().limits.max_body_size;
-    let mut router = routes().router;
-    if node.config().test_echo_endpoint {
+    let mut router = routes_of(parts).router;
+    if node.config().test_echo_endpoint && parts.contains(&Part::Clients) {
         // Test-only, so deliberately outside the route table and the OpenAPI document.
         router = router.route("/test/echo", get(ws::echo));
     }
@@ -182,6 +222,12 @@ impl Herald {
     /// limits and remote addresses in logs.
     pub fn router(&self) -> axum::Router {
         router(self.clone())
+    }
+
+    /// Only the routes of `parts`: e.g. [`Part::Clients`] on the public port and
+    /// [`Part::Internal`] with [`Part::Probes`] on a private one (`internal_listen`).
+    pub fn router_of(&self, parts: &[Part]) -> axum::Router {
+        router_of(self.clone(), parts)
     }
 
     /// Serves `app` (this node's [`router`](Self::router), merged with the app's own routes
