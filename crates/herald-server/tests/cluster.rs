@@ -654,3 +654,85 @@ async fn a_user_message_no_connection_took_is_kept_across_nodes() {
     sorted.sort();
     assert_eq!(seen, sorted, "once each");
 }
+
+#[tokio::test]
+async fn a_node_stopped_with_sigterm_leaves_the_cluster_at_once() {
+    let redis = RedisServer::start();
+    // A long node TTL: within this test only a node's own leaving can take it off the list.
+    let slow_reaping = |id: &str| {
+        Server::start(&format!(
+            "redis_url = \"{}\"\nnode_id = \"{id}\"\n[cluster]\nnode_ttl = \"60s\"\n{NAMESPACES}",
+            redis.url()
+        ))
+    };
+    let n1 = slow_reaping("n1");
+    let mut n2 = slow_reaping("n2");
+    ready(&n1).await;
+    ready(&n2).await;
+    let mut alice = n1.connect(&token("alice", "user", &[])).await;
+    alice.subscribe("room:s").await;
+    let mut bob = n2.connect(&token("bob", "user", &[])).await;
+    bob.subscribe("room:s").await;
+    next_event(&mut alice, "user_joined", "bob").await;
+    eventually("both nodes in the stats", || async {
+        let (_, stats) = n1.api("GET", "/api/v1/stats", Some(API_KEY), None).await;
+        (stats["nodes"].as_array().map(Vec::len) == Some(2)).then_some(())
+    })
+    .await;
+    assert_eq!(n2.terminate(), Some(0));
+    next_event(&mut alice, "user_left", "bob").await;
+    let (_, stats) = n1.api("GET", "/api/v1/stats", Some(API_KEY), None).await;
+    assert_eq!(
+        stats["nodes"].as_array().map(Vec::len),
+        Some(1),
+        "gone from the node list well before its 60 s TTL: {stats}"
+    );
+    assert_eq!(stats["total_clients"], 1, "{stats}");
+}
+
+#[tokio::test]
+async fn while_its_pubsub_link_is_down_a_node_counts_no_recipient_of_its_own() {
+    let redis = RedisServer::start();
+    let n1 = node(&redis, "n1");
+    ready(&n1).await;
+    let mut reader = n1.connect(&token("reader", "user", &[])).await;
+    reader.subscribe("chat:down").await;
+    assert_eq!(
+        publish(&n1, "topic", Some("chat:down"), json!({"i": 1})).await["recipients"],
+        1
+    );
+    reader.recv().await;
+    // The link is cut and cannot come back: Redis refuses subscriptions for now.
+    redis
+        .command(&[
+            "ACL",
+            "SETUSER",
+            "default",
+            "-subscribe",
+            "-psubscribe",
+            "-ssubscribe",
+        ])
+        .expect("redis");
+    redis
+        .command(&["CLIENT", "KILL", "TYPE", "pubsub"])
+        .expect("redis");
+    eventually("/ready to answer 503", || async {
+        let status = reqwest::get(n1.http("/ready")).await.ok()?.status();
+        (status == 503).then_some(())
+    })
+    .await;
+    let answer = publish(&n1, "topic", Some("chat:down"), json!({"i": 2})).await;
+    assert_eq!(
+        answer["recipients"], 0,
+        "stored, but it reaches nobody here until the link is back: {answer}"
+    );
+    redis
+        .command(&["ACL", "SETUSER", "default", "+@all"])
+        .expect("redis");
+    ready(&n1).await;
+    assert_eq!(
+        reader.recv().await["data"]["i"],
+        2,
+        "caught up from the stream once the link is back"
+    );
+}

@@ -104,6 +104,12 @@ pub trait Broker: Send + Sync + 'static {
         false
     }
 
+    /// Whether what is published now reaches this node's connections: false while a remote
+    /// broker's link is down (they get it only through recovery, once it is back).
+    fn delivers_here(&self) -> bool {
+        true
+    }
+
     /// Whether the broker is connected (for readiness).
     async fn check(&self) -> Result<(), EngineError> {
         Ok(())

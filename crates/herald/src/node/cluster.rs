@@ -56,6 +56,25 @@ impl Herald {
         ));
     }
 
+    /// A clean shutdown, once the connections are gone: what they left in Redis is cleared
+    /// (their users' `user_left` sent) and the node leaves the node list at once.
+    pub(crate) async fn leave_cluster(&self) {
+        let Some(cluster) = self.cluster() else {
+            return;
+        };
+        let me = cluster.store.node_id().to_string();
+        match cluster.store.reap(&me).await {
+            Ok(left) => self.announce_left(left).await,
+            Err(e) => tracing::warn!(error = %e, "redis: could not clear this node's entries"),
+        }
+        match cluster.store.leave().await {
+            Ok(()) => tracing::info!(node = %me, "left the cluster"),
+            Err(e) => {
+                tracing::warn!(error = %e, "redis: could not leave the node list; peers will reap it")
+            }
+        }
+    }
+
     /// `user_left` for each `(topic, user)` whose last connection went with a dead node.
     async fn announce_left(&self, left: Vec<(String, String)>) {
         for (topic, user) in left {

@@ -289,17 +289,21 @@ impl Herald {
     }
 
     /// Graceful shutdown: every connection is told 1001 `going away` (after what is queued for
-    /// it) and this waits, at most `limits.shutdown_grace`, until every connection task ended.
-    /// Returns false if some were still running at the deadline.
+    /// it) and this waits, at most `limits.shutdown_grace`, until every connection task ended;
+    /// in cluster mode the node then leaves the node list. Returns false if some connections
+    /// were still running at the deadline.
     pub async fn shutdown(&self) -> bool {
         self.begin_shutdown();
         self.inner.connections.close();
-        tokio::time::timeout(
+        let all_gone = tokio::time::timeout(
             self.inner.config.limits.shutdown_grace,
             self.inner.connections.wait(),
         )
         .await
-        .is_ok()
+        .is_ok();
+        // In cluster mode the node leaves the node list now, not when a peer reaps it.
+        self.leave_cluster().await;
+        all_gone
     }
 
     /// How long the node has been running.

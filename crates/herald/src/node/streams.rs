@@ -51,10 +51,12 @@ impl Herald {
     pub async fn publish(&self, publication: Publication) -> Result<Published, EngineError> {
         let id = publication.id.clone();
         let broker = &self.inner.broker;
-        let local = if broker.is_remote() {
-            Some(self.count_in(&publication.scope).await?)
-        } else {
-            None
+        // In cluster mode delivery is asynchronous: the answer counts this node's connections
+        // in the scope, and none while the link that would bring it here is down.
+        let local = match (broker.is_remote(), broker.delivers_here()) {
+            (false, _) => None,
+            (true, true) => Some(self.count_in(&publication.scope).await?),
+            (true, false) => Some(0),
         };
         let (recipients, offset, queued) = match publication.scope.clone() {
             Scope::Topic(topic) => {

@@ -518,6 +518,10 @@ impl Broker for RedisBroker {
         true
     }
 
+    fn delivers_here(&self) -> bool {
+        self.shared.connected.load(Ordering::SeqCst)
+    }
+
     async fn check(&self) -> Result<(), EngineError> {
         if !self.shared.connected.load(Ordering::SeqCst) {
             return Err(EngineError::new("redis: pub/sub link down"));

@@ -79,6 +79,23 @@ impl RedisStore {
             .await
     }
 
+    /// This node leaves the cluster (a clean shutdown): its heartbeat and its place in the
+    /// node list go at once, rather than when a peer reaps it after `node_ttl`.
+    pub(crate) async fn leave(&self) -> Result<(), EngineError> {
+        let me = self.node_id().to_string();
+        let mut conn = self.conn();
+        self.run(async move {
+            redis::pipe()
+                .del(keys::node(&me))
+                .ignore()
+                .srem(keys::nodes(), &me)
+                .ignore()
+                .query_async::<()>(&mut conn)
+                .await
+        })
+        .await
+    }
+
     /// The heartbeat figures of these nodes (JSON), where they are still alive.
     pub(crate) async fn node_figures(&self, nodes: &[String]) -> Result<Vec<String>, EngineError> {
         if nodes.is_empty() {
