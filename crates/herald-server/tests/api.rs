@@ -443,6 +443,16 @@ async fn metrics_move_when_messages_flow() {
         1.0
     );
     assert_eq!(metric(&text, "herald_fanout_seconds_count"), 3.0);
+    assert!(metric(&text, "herald_received_bytes_total") > 0.0, "{text}");
+    assert!(metric(&text, "herald_sent_bytes_total") > 0.0, "{text}");
+    assert_eq!(
+        metric(
+            &text,
+            "herald_engine_seconds_count{store=\"sqlite\",op=\"inbox_read\"}"
+        ),
+        1.0,
+        "the inbox read at connect: {text}"
+    );
     assert_eq!(metric(&text, "herald_publish_api_seconds_count"), 3.0);
     assert!(
         text.contains("herald_fanout_seconds_bucket{le=\"0.001\"}"),

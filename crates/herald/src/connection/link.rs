@@ -315,6 +315,7 @@ impl Direct {
             match self.stream.try_read(&mut chunk) {
                 Ok(0) => self.ended = Some(None),
                 Ok(n) => {
+                    crate::metrics::received(n);
                     self.take(&chunk[..n]);
                     total += n;
                     if n < chunk.len() {

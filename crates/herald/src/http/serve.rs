@@ -209,6 +209,7 @@ impl tokio::io::AsyncRead for Watched {
         let polled = Pin::new(&mut self.stream).poll_read(cx, buf);
         if buf.filled().len() > before {
             self.activity.read_some();
+            crate::metrics::received(buf.filled().len() - before);
         }
         polled
     }
@@ -221,8 +222,11 @@ impl tokio::io::AsyncWrite for Watched {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let polled = Pin::new(&mut self.stream).poll_write(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.wrote_some();
+        if let Poll::Ready(Ok(n)) = polled {
+            if n > 0 {
+                self.activity.wrote_some();
+                crate::metrics::sent(n);
+            }
         }
         polled
     }
@@ -233,8 +237,11 @@ impl tokio::io::AsyncWrite for Watched {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let polled = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.wrote_some();
+        if let Poll::Ready(Ok(n)) = polled {
+            if n > 0 {
+                self.activity.wrote_some();
+                crate::metrics::sent(n);
+            }
         }
         polled
     }

@@ -610,7 +610,10 @@ fn write_out(out: &mut Out) -> Written {
         };
         match result {
             Ok(0) => return Written::Failed,
-            Ok(n) => advance(out, n),
+            Ok(n) => {
+                crate::metrics::sent(n);
+                advance(out, n);
+            }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Written::Blocked,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(_) => return Written::Failed,

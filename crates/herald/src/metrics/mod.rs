@@ -18,6 +18,14 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
+/// The byte counters, resolved once: they are added to on every socket read and write.
+struct Bytes {
+    received: metrics::Counter,
+    sent: metrics::Counter,
+}
+
+static BYTES: OnceLock<Bytes> = OnceLock::new();
+
 /// Latency buckets, in seconds, from 10 µs to 2.5 s.
 const BUCKETS: &[f64] = &[
     0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
@@ -116,6 +124,10 @@ pub fn install() {
             .ok()?;
         describe();
         register_at_zero();
+        let _ = BYTES.set(Bytes {
+            received: counter!("herald_received_bytes_total"),
+            sent: counter!("herald_sent_bytes_total"),
+        });
         Some(handle)
     });
 }
@@ -176,6 +188,21 @@ fn describe() {
         "herald_refusals_total",
         "Connections and requests turned away, by reason."
     );
+    describe_counter!(
+        "herald_received_bytes_total",
+        metrics::Unit::Bytes,
+        "Bytes read from clients' sockets (HTTP and WebSocket)."
+    );
+    describe_counter!(
+        "herald_sent_bytes_total",
+        metrics::Unit::Bytes,
+        "Bytes written to clients' sockets (HTTP and WebSocket)."
+    );
+    describe_histogram!(
+        "herald_engine_seconds",
+        metrics::Unit::Seconds,
+        "Engine calls, by store (sqlite, redis, memory) and operation; a durable write includes its commit."
+    );
 }
 
 /// Every series Herald records, at zero, so each is there from the first scrape.
@@ -210,6 +237,8 @@ fn register_at_zero() {
     for &engine in ENGINES {
         counter!("herald_engine_errors_total", "engine" => engine).increment(0);
     }
+    counter!("herald_received_bytes_total").increment(0);
+    counter!("herald_sent_bytes_total").increment(0);
     // A histogram with no sample yet renders with zero counts.
     let _ = histogram!("herald_fanout_seconds");
     let _ = histogram!("herald_publish_api_seconds");
@@ -306,6 +335,43 @@ pub fn refused(reason: &'static str, remote_addr: impl std::fmt::Display, detail
     };
     drop(last);
     tracing::info!(%remote_addr, reason, detail, unlogged, "refused");
+}
+
+/// `n` bytes read from a client's socket.
+pub fn received(n: usize) {
+    if let Some(bytes) = BYTES.get() {
+        bytes.received.increment(n as u64);
+    }
+}
+
+/// `n` bytes written to a client's socket.
+pub fn sent(n: usize) {
+    if let Some(bytes) = BYTES.get() {
+        bytes.sent.increment(n as u64);
+    }
+}
+
+/// The operations [`engine_call`] times.
+pub const ENGINE_OPS: &[&str] = &[
+    "history_append",
+    "history_read",
+    "inbox_store",
+    "inbox_read",
+    "inbox_ack",
+    "publish",
+];
+
+/// Registers the engine-call histograms of `store` (the node's), so they are there from the
+/// first scrape.
+pub fn register_store(store: &'static str) {
+    for &op in ENGINE_OPS {
+        let _ = histogram!("herald_engine_seconds", "store" => store, "op" => op);
+    }
+}
+
+/// How long one engine call took, on `store`, for `op` (one of [`ENGINE_OPS`]).
+pub fn engine_call(store: &'static str, op: &'static str, took: Duration) {
+    histogram!("herald_engine_seconds", "store" => store, "op" => op).record(took.as_secs_f64());
 }
 
 /// An engine call failed.

@@ -147,6 +147,12 @@ impl HeraldBuilder {
             .map_err(|e| StartError(e.0))
         });
         let redis = redis.transpose()?;
+        // The store engine calls are timed under (an app's own membership source included).
+        let store = match &redis {
+            Some(_) => "redis",
+            None if self.in_memory => "memory",
+            None => "sqlite",
+        };
         let mut engines = match &redis {
             Some(store) => Engines {
                 membership: Arc::new(store.clone()),
@@ -191,6 +197,7 @@ impl HeraldBuilder {
             broker,
             presence,
             cluster,
+            store,
         };
         let herald = Herald::assemble(config, authenticator, keys, engines, self.handlers, parts);
         herald.start_cluster().await;

@@ -117,6 +117,8 @@ pub(crate) struct Parts {
     pub broker: Arc<dyn Broker>,
     pub presence: Arc<dyn Presence>,
     pub cluster: Option<cluster::Cluster>,
+    /// Where the engines keep their state: `sqlite`, `redis` or `memory` (for metrics).
+    pub store: &'static str,
 }
 
 /// A running Herald: cheap to clone, shared by every connection and request.
@@ -140,6 +142,8 @@ struct Inner {
     presence: Arc<dyn Presence>,
     stripes: Arc<Stripes>,
     cluster: Option<cluster::Cluster>,
+    /// `sqlite`, `redis` or `memory`: the `store` label of engine-call timings.
+    store: &'static str,
     shutdown: CancellationToken,
     started_at: Instant,
     /// Open connections per IP, per user and in all, bounded by `[limits]`.
@@ -183,8 +187,10 @@ impl Herald {
             broker,
             presence,
             cluster,
+            store,
         } = parts;
         crate::metrics::install();
+        crate::metrics::register_store(store);
         Self {
             inner: Arc::new(Inner {
                 slots: ConnectionSlots::new(&config.limits),
@@ -199,6 +205,7 @@ impl Herald {
                 presence,
                 stripes,
                 cluster,
+                store,
                 shutdown: CancellationToken::new(),
                 started_at: Instant::now(),
                 connections: TaskTracker::new(),
@@ -313,11 +320,21 @@ impl Herald {
 
     /// Hands a publication to the broker; returns the recipients reached here.
     async fn broadcast(&self, publication: Publication) -> Result<usize, EngineError> {
-        self.inner
-            .broker
-            .publish(Arc::new(publication))
+        self.timed("publish", self.inner.broker.publish(Arc::new(publication)))
             .await
             .inspect_err(|_| crate::metrics::engine_error("broker"))
+    }
+
+    /// Runs an engine call, recording how long it took under `op`.
+    pub(crate) async fn timed<T>(
+        &self,
+        op: &'static str,
+        call: impl std::future::Future<Output = T>,
+    ) -> T {
+        let started = Instant::now();
+        let result = call.await;
+        crate::metrics::engine_call(self.inner.store, op, started.elapsed());
+        result
     }
 
     /// The live connections of this node in a scope (project members resolved).

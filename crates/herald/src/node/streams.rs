@@ -66,6 +66,7 @@ impl Herald {
                 };
                 // The stripe fixes the publication's place in the stream; the commit and
                 // the delivery (in offset order) are awaited without it.
+                let accepted = std::time::Instant::now();
                 let queued = {
                     let _stream = self.inner.stripes.of(&topic).lock().await;
                     let history = self.inner.engines.history.as_ref();
@@ -77,15 +78,19 @@ impl Herald {
                 let (at, recipients) = queued
                     .await
                     .inspect_err(|_| crate::metrics::engine_error("broker"))?;
+                crate::metrics::engine_call(self.inner.store, "history_append", accepted.elapsed());
                 (recipients, Some(at.offset), false)
             }
             Scope::User(user) => {
                 let _user = self.inner.stripes.of_user(&user).lock().await;
-                let live = broker
-                    .publish_to_user(
-                        self.inner.engines.inbox.as_ref(),
-                        self.inbox_limits(),
-                        publication,
+                let live = self
+                    .timed(
+                        "inbox_store",
+                        broker.publish_to_user(
+                            self.inner.engines.inbox.as_ref(),
+                            self.inbox_limits(),
+                            publication,
+                        ),
                     )
                     .await
                     .inspect_err(|_| crate::metrics::engine_error("broker"))?;
@@ -106,21 +111,17 @@ impl Herald {
     pub(crate) async fn attach(&self, conn: &std::sync::Arc<ConnHandle>) -> usize {
         let user = conn.principal().user_id;
         let _user = self.inner.stripes.of_user(&user).lock().await;
-        let pending = self
-            .inner
-            .broker
-            .attach_user(
-                self.inner.engines.inbox.as_ref(),
-                self.inbox_limits(),
-                &user,
-            )
-            .await
-            .unwrap_or_else(|e| {
-                // Unread now, delivered on a later connection: nothing is lost.
-                crate::metrics::engine_error("inbox");
-                tracing::warn!(user = %user, error = %e, "inbox read failed");
-                Vec::new()
-            });
+        let attach = self.inner.broker.attach_user(
+            self.inner.engines.inbox.as_ref(),
+            self.inbox_limits(),
+            &user,
+        );
+        let pending = self.timed("inbox_read", attach).await.unwrap_or_else(|e| {
+            // Unread now, delivered on a later connection: nothing is lost.
+            crate::metrics::engine_error("inbox");
+            tracing::warn!(user = %user, error = %e, "inbox read failed");
+            Vec::new()
+        });
         // Queued before the connection is visible: nothing live comes before them.
         conn.push_uncounted(pending.iter().map(Publication::offline_frame));
         self.inner.hub.attach(conn);
@@ -149,10 +150,7 @@ impl Herald {
 
     /// Removes acknowledged messages from a user's inbox.
     pub async fn ack(&self, user: &str, ids: &[String]) -> Result<usize, EngineError> {
-        self.inner
-            .engines
-            .inbox
-            .ack(user, ids)
+        self.timed("inbox_ack", self.inner.engines.inbox.ack(user, ids))
             .await
             .inspect_err(|_| crate::metrics::engine_error("inbox"))
     }
@@ -178,9 +176,8 @@ impl Herald {
         let history = self.inner.engines.history.as_ref();
         let read = match history.settle().await {
             Ok(()) => {
-                history
-                    .read(topic, after, retention.size.max(1), retention)
-                    .await
+                let read = history.read(topic, after, retention.size.max(1), retention);
+                self.timed("history_read", read).await
             }
             Err(e) => Err(e),
         };
@@ -223,12 +220,14 @@ impl Herald {
             return Ok(None);
         };
         let history = &self.inner.engines.history;
-        let mut page = history
-            .read(topic, since.map_or(0, |s| s.offset), limit, retention)
+        let read = history.read(topic, since.map_or(0, |s| s.offset), limit, retention);
+        let mut page = self
+            .timed("history_read", read)
             .await
             .inspect_err(|_| crate::metrics::engine_error("history"))?;
         if since.is_some_and(|s| s.epoch != page.position.epoch) {
-            page = history.read(topic, 0, limit, retention).await?;
+            let read = history.read(topic, 0, limit, retention);
+            page = self.timed("history_read", read).await?;
         }
         Ok(Some(page))
     }
