@@ -444,6 +444,10 @@ async fn metrics_move_when_messages_flow() {
     );
     assert_eq!(metric(&text, "herald_fanout_seconds_count"), 3.0);
     assert!(metric(&text, "herald_received_bytes_total") > 0.0, "{text}");
+    assert!(
+        metric(&text, "herald_delivery_seconds_count") >= 3.0,
+        "each publication (and each reply) emptied sam's queue: {text}"
+    );
     assert!(metric(&text, "herald_sent_bytes_total") > 0.0, "{text}");
     assert_eq!(
         metric(

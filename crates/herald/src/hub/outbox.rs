@@ -110,6 +110,9 @@ struct Out {
     /// The connection ended: nothing more is queued.
     ended: bool,
     close: Option<CloseReason>,
+    /// When the queue last went from empty to holding frames: the wait of its oldest frame,
+    /// recorded when a write empties it (`herald_delivery_seconds`).
+    waiting_since: Option<std::time::Instant>,
 }
 
 impl Out {
@@ -346,6 +349,9 @@ impl ConnHandle {
             });
         }
         if out.queue.len() > before {
+            if before == 0 {
+                out.waiting_since = Some(std::time::Instant::now());
+            }
             self.notify_writer(out);
         }
         true
@@ -636,6 +642,11 @@ fn advance(out: &mut Out, n: usize) {
         }
     }
     out.front_written = done;
+    if out.queue.is_empty() {
+        if let Some(since) = out.waiting_since.take() {
+            crate::metrics::delivered_after(since.elapsed());
+        }
+    }
     if out.queue.is_empty() && out.queue.capacity() > 0 {
         // Idle connections hold no queue memory (a push allocates it again).
         out.queue = VecDeque::new();

@@ -18,10 +18,12 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
-/// The byte counters, resolved once: they are added to on every socket read and write.
+/// The hot-path series, resolved once: added to on every socket read and write.
 struct Bytes {
     received: metrics::Counter,
     sent: metrics::Counter,
+    /// `herald_delivery_seconds`, recorded once per emptied queue.
+    delivery: metrics::Histogram,
 }
 
 static BYTES: OnceLock<Bytes> = OnceLock::new();
@@ -127,6 +129,7 @@ pub fn install() {
         let _ = BYTES.set(Bytes {
             received: counter!("herald_received_bytes_total"),
             sent: counter!("herald_sent_bytes_total"),
+            delivery: histogram!("herald_delivery_seconds"),
         });
         Some(handle)
     });
@@ -197,6 +200,11 @@ fn describe() {
         "herald_sent_bytes_total",
         metrics::Unit::Bytes,
         "Bytes written to clients' sockets (HTTP and WebSocket)."
+    );
+    describe_histogram!(
+        "herald_delivery_seconds",
+        metrics::Unit::Seconds,
+        "From a frame queued to an idle connection until its queue, grown meanwhile, was all handed to the kernel; once per emptied queue."
     );
     describe_histogram!(
         "herald_engine_seconds",
@@ -335,6 +343,14 @@ pub fn refused(reason: &'static str, remote_addr: impl std::fmt::Display, detail
     };
     drop(last);
     tracing::info!(%remote_addr, reason, detail, unlogged, "refused");
+}
+
+/// A connection's queue was emptied into its socket `waited` after it went from empty to
+/// holding frames.
+pub fn delivered_after(waited: Duration) {
+    if let Some(handles) = BYTES.get() {
+        handles.delivery.record(waited.as_secs_f64());
+    }
 }
 
 /// `n` bytes read from a client's socket.
