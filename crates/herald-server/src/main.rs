@@ -119,8 +119,7 @@ fn config_check(mut args: cli::ConfigArgs) -> Result<ExitCode, Unusable> {
             .parse::<SocketAddr>()
             .map_err(|e| Unusable(format!("internal listen address `{internal}`: {e}")))?;
     }
-    if config.jwt.secret.is_some() || config.jwt.public_key.is_some() || !config.jwt.keys.is_empty()
-    {
+    if config.jwt.has_keys() {
         herald::auth::Verifier::from_config(&config.jwt, None).map_err(Unusable)?;
     }
     println!("herald: the configuration is usable");
@@ -214,7 +213,7 @@ async fn run(
         None => None,
     };
     let console = config.console;
-    let dev_secret = if config.jwt.secret.is_none() && config.jwt.public_key.is_none() {
+    let dev_secret = if !config.jwt.has_keys() {
         let path = config.data_dir.join(dev_secret::FILE_NAME);
         let secret = dev_secret::load_or_create(&config.data_dir).map_err(Unusable)?;
         // A log event (JSON in JSON mode), not a bare line on stderr.

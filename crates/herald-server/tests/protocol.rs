@@ -846,3 +846,102 @@ async fn a_subscribe_batch_is_bounded_and_checked_whole() {
         "nothing was subscribed"
     );
 }
+
+/// An identity provider's key set, served on a loopback port; `keys` can change under it,
+/// and `down` makes it answer 503.
+struct KeySetServer {
+    url: String,
+    keys: std::sync::Arc<std::sync::Mutex<Value>>,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl KeySetServer {
+    async fn start(keys: Value) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let keys = std::sync::Arc::new(std::sync::Mutex::new(keys));
+        let down = std::sync::Arc::new(AtomicBool::new(false));
+        let (served, refused) = (keys.clone(), down.clone());
+        let app = axum::Router::new().route(
+            "/jwks",
+            axum::routing::get(move || {
+                let (served, refused) = (served.clone(), refused.clone());
+                async move {
+                    if refused.load(Ordering::SeqCst) {
+                        return Err(axum::http::StatusCode::SERVICE_UNAVAILABLE);
+                    }
+                    let keys = served.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                    Ok(axum::Json(json!({ "keys": keys })))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}/jwks", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self { url, keys, down }
+    }
+}
+
+fn oct_key(kid: &str, k: &str) -> Value {
+    json!({"kty": "oct", "kid": kid, "alg": "HS256", "k": k})
+}
+
+fn signed_by(secret: &str, kid: &str, iss: &str, sub: &str) -> String {
+    let header = jsonwebtoken::Header {
+        kid: Some(kid.to_string()),
+        ..jsonwebtoken::Header::default()
+    };
+    jsonwebtoken::encode(
+        &header,
+        &json!({"sub": sub, "iss": iss, "exp": now() + 600}),
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("sign")
+}
+
+// Multi-threaded: the key set is served from this test while `Server::start_with` blocks
+// (herald fetches it before it listens).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_come_from_the_issuers_key_set_and_follow_its_changes() {
+    const ISSUER: &str = "https://idp.example";
+    const ONE: &str = "jwks-secret-one-0123456789";
+    const TWO: &str = "jwks-secret-two-0123456789";
+    let idp = KeySetServer::start(json!([oct_key(
+        "k1",
+        "andrcy1zZWNyZXQtb25lLTAxMjM0NTY3ODk"
+    )]))
+    .await;
+    let server = Server::start_with(&format!(
+        "[jwt]\nissuer = \"{ISSUER}\"\njwks_url = \"{}\"\njwks_refresh = \"1s\"\n",
+        idp.url
+    ));
+    let url = |token: String| server.ws_url(&format!("token={token}"));
+    drop(server.connect(&signed_by(ONE, "k1", ISSUER, "alice")).await);
+    let (status, _) = refused_status(
+        &url(signed_by(ONE, "k1", "https://evil.example", "mallory")),
+        &[],
+    )
+    .await;
+    assert_eq!(status, 401, "another issuer's token with a known kid");
+    let (status, _) = refused_status(&url(signed_by(TWO, "k2", ISSUER, "bob")), &[]).await;
+    assert_eq!(status, 401, "a kid the set does not hold yet");
+
+    // The issuer adds a key: it is picked up by the next fetch.
+    idp.keys
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_array_mut()
+        .expect("keys")
+        .push(oct_key("k2", "andrcy1zZWNyZXQtdHdvLTAxMjM0NTY3ODk"));
+    connects_eventually("the new key", &url(signed_by(TWO, "k2", ISSUER, "bob"))).await;
+
+    // The key set cannot be fetched: the keys in force stay.
+    idp.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    eventually("a failed fetch to be logged", || async {
+        server.logs().contains("jwks: fetch failed").then_some(())
+    })
+    .await;
+    drop(server.connect(&signed_by(TWO, "k2", ISSUER, "bob")).await);
+    drop(server.connect(&signed_by(ONE, "k1", ISSUER, "alice")).await);
+}

@@ -144,6 +144,18 @@ impl Verifier {
     /// Builds a verifier from the `[jwt]` config. `secret` overrides the config's secret (the
     /// server passes the development secret here when none is configured).
     pub fn from_config(config: &JwtConfig, secret: Option<&str>) -> Result<Self, String> {
+        Self::with_key_set(config, secret, &[])
+    }
+
+    /// [`from_config`](Self::from_config) plus the keys of the issuer's key set (`jwks_url`),
+    /// each under its `kid`. A key the set holds that cannot verify (an unknown type or
+    /// curve) is left out, not fatal: the set is another party's.
+    pub fn with_key_set(
+        config: &JwtConfig,
+        secret: Option<&str>,
+        set: &[jsonwebtoken::jwk::Jwk],
+    ) -> Result<Self, String> {
+        // (kid, key and its family, whether it came from the key set)
         let mut sources = Vec::new();
         if config.public_key.is_some() || secret.or(config.secret.as_deref()).is_some() {
             sources.push((
@@ -152,29 +164,55 @@ impl Verifier {
                     config.public_key.as_deref(),
                     secret.or(config.secret.as_deref()),
                 )?,
+                false,
             ));
         }
         for (n, extra) in config.keys.iter().enumerate() {
             let key = decoding_key(extra.public_key.as_deref(), extra.secret.as_deref())
                 .map_err(|e| format!("jwt.keys[{n}]: {e}"))?;
-            sources.push((extra.kid.clone(), key));
+            sources.push((extra.kid.clone(), key, false));
         }
-        if sources.is_empty() {
+        for jwk in set {
+            match jwk_key(jwk) {
+                Some(key) => sources.push((jwk.common.key_id.clone(), key, true)),
+                None => tracing::warn!(
+                    kid = jwk.common.key_id.as_deref().unwrap_or("-"),
+                    "jwks: a key of an unsupported type is left out"
+                ),
+            }
+        }
+        if sources.is_empty() && config.jwks_url.is_none() {
             return Err("no jwt secret or public key configured".into());
         }
-        let keys = sources
-            .into_iter()
-            .map(|(kid, (key, family))| {
-                let allowed = narrowed(&family, &config.algorithms)?;
-                Ok(Key {
-                    kid,
-                    key,
-                    validation: validation(config, &allowed),
-                    allowed,
-                })
-            })
-            .collect::<Result<Vec<_>, String>>()?;
+        let mut keys = Vec::new();
+        for (kid, (key, family), from_set) in sources {
+            let allowed = match narrowed(&family, &config.algorithms) {
+                Ok(allowed) => allowed,
+                // A key-set key of a family `algorithms` leaves out is not used.
+                Err(_) if from_set => continue,
+                Err(e) => return Err(e),
+            };
+            keys.push(Key {
+                kid,
+                key,
+                validation: validation(config, &allowed),
+                allowed,
+            });
+        }
         Ok(Self { keys })
+    }
+
+    /// Whether the token's header names a `kid` that no key carries.
+    fn misses_kid(&self, token: &str) -> bool {
+        jsonwebtoken::decode_header(token)
+            .ok()
+            .and_then(|header| header.kid)
+            .is_some_and(|kid| {
+                !self
+                    .keys
+                    .iter()
+                    .any(|k| k.kid.as_deref() == Some(kid.as_str()))
+            })
     }
 
     /// Verifies a token and returns who it names.
@@ -240,6 +278,31 @@ impl Verifier {
         principal.expires_at = claims.exp;
         Ok(principal)
     }
+}
+
+/// A key of a JSON Web Key Set, with the algorithms its type verifies (the JWK's own `alg`
+/// when it names one).
+fn jwk_key(jwk: &jsonwebtoken::jwk::Jwk) -> Option<(DecodingKey, Vec<Algorithm>)> {
+    use jsonwebtoken::jwk::AlgorithmParameters;
+    let family = match &jwk.algorithm {
+        AlgorithmParameters::RSA(_) => vec![Algorithm::RS256, Algorithm::RS384, Algorithm::RS512],
+        AlgorithmParameters::EllipticCurve(_) => vec![Algorithm::ES256, Algorithm::ES384],
+        AlgorithmParameters::OctetKey(_) => {
+            vec![Algorithm::HS256, Algorithm::HS384, Algorithm::HS512]
+        }
+        AlgorithmParameters::OctetKeyPair(_) => vec![Algorithm::EdDSA],
+    };
+    let family = match jwk
+        .common
+        .key_algorithm
+        .and_then(|alg| alg.to_string().parse::<Algorithm>().ok())
+    {
+        Some(alg) if family.contains(&alg) => vec![alg],
+        Some(_) => return None,
+        None => family,
+    };
+    let key = DecodingKey::from_jwk(jwk).ok()?;
+    Some((key, family))
 }
 
 /// A key family narrowed by `jwt.algorithms` (empty: the whole family).
@@ -311,12 +374,17 @@ pub trait Authenticator: Send + Sync + 'static {
 }
 
 /// The node's JWT keys, which a reload replaces while connections stay: a token is checked
-/// against the keys in force when it arrives.
+/// against the keys in force when it arrives. With `jwt.jwks_url`, the issuer's key set is
+/// part of them, fetched again every `jwks_refresh` ([`Keys::refresh_key_set`]).
 #[derive(Debug)]
 pub struct Keys {
     current: std::sync::RwLock<Arc<Verifier>>,
+    /// What the keys are built from: the `[jwt]` config and the last key set fetched.
+    sources: std::sync::Mutex<(JwtConfig, Vec<jsonwebtoken::jwk::Jwk>)>,
     /// The development secret the keys were built with, if any (kept across reloads).
     dev_secret: Option<String>,
+    /// A token named a `kid` no key has: the key set may have changed.
+    missed: tokio::sync::Notify,
 }
 
 impl Keys {
@@ -324,18 +392,77 @@ impl Keys {
     pub fn from_config(config: &JwtConfig, dev_secret: Option<&str>) -> Result<Self, String> {
         Ok(Self {
             current: std::sync::RwLock::new(Arc::new(Verifier::from_config(config, dev_secret)?)),
+            sources: std::sync::Mutex::new((config.clone(), Vec::new())),
             dev_secret: dev_secret.map(str::to_string),
+            missed: tokio::sync::Notify::new(),
         })
     }
 
-    /// Puts the keys of `config` in force; on an error the old ones stay.
+    /// Puts the keys of `config` in force (with the key set last fetched); on an error the
+    /// old ones stay.
     pub fn reload(&self, config: &JwtConfig) -> Result<(), String> {
-        let fresh = Verifier::from_config(config, self.dev_secret.as_deref())?;
+        let mut sources = self
+            .sources
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let fresh = Verifier::with_key_set(config, self.dev_secret.as_deref(), &sources.1)?;
+        sources.0 = config.clone();
+        self.put(fresh);
+        Ok(())
+    }
+
+    /// Fetches `jwt.jwks_url` (when set) and puts its keys in force beside the configured
+    /// ones; on an error the keys in force stay.
+    pub async fn refresh_key_set(&self, client: &reqwest::Client) -> Result<usize, String> {
+        let url = {
+            let sources = self
+                .sources
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match &sources.0.jwks_url {
+                Some(url) => url.clone(),
+                None => return Ok(0),
+            }
+        };
+        let set: jsonwebtoken::jwk::JwkSet = client
+            .get(&url)
+            .send()
+            .await
+            .and_then(reqwest::Response::error_for_status)
+            .map_err(|e| format!("jwks {url}: {e}"))?
+            .json()
+            .await
+            .map_err(|e| format!("jwks {url}: not a JSON Web Key Set: {e}"))?;
+        let mut sources = self
+            .sources
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let fresh = Verifier::with_key_set(&sources.0, self.dev_secret.as_deref(), &set.keys)?;
+        sources.1 = set.keys;
+        self.put(fresh);
+        Ok(sources.1.len())
+    }
+
+    /// The configured key set URL and refresh period, if any.
+    pub fn key_set(&self) -> Option<(String, std::time::Duration)> {
+        let sources = self
+            .sources
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let refresh = sources.0.jwks_refresh;
+        sources.0.jwks_url.clone().map(|url| (url, refresh))
+    }
+
+    /// Resolves when a token named a `kid` that no key carries.
+    pub async fn kid_missed(&self) {
+        self.missed.notified().await;
+    }
+
+    fn put(&self, fresh: Verifier) {
         *self
             .current
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(fresh);
-        Ok(())
     }
 
     fn verifier(&self) -> Arc<Verifier> {
@@ -349,7 +476,12 @@ impl Keys {
 #[async_trait::async_trait]
 impl Authenticator for Keys {
     async fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {
-        self.verifier().verify(token)
+        let verifier = self.verifier();
+        let verdict = verifier.verify(token);
+        if verdict.is_err() && verifier.misses_kid(token) {
+            self.missed.notify_one();
+        }
+        verdict
     }
 }
 
@@ -490,5 +622,20 @@ mod tests {
         )
         .expect("sign");
         assert!(matches!(verifier.verify(&token), Err(AuthError::Expired)));
+    }
+}
+
+#[cfg(test)]
+mod key_set_tests {
+    use super::*;
+
+    #[test]
+    fn an_octet_key_of_a_key_set_verifies_its_kid() {
+        let set: jsonwebtoken::jwk::JwkSet = serde_json::from_value(serde_json::json!({"keys": [
+            {"kty": "oct", "kid": "k1", "alg": "HS256", "k": "andrcy1zZWNyZXQtb25lLTAxMjM0NTY3ODk"}
+        ]}))
+        .expect("a key set");
+        let key = jwk_key(&set.keys[0]);
+        assert!(key.is_some(), "{:?}", set.keys[0]);
     }
 }

@@ -105,7 +105,7 @@ impl Default for ClusterConfig {
 }
 
 /// How client tokens are verified.
-#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct JwtConfig {
     /// Shared secret for HS256/384/512.
@@ -124,6 +124,39 @@ pub struct JwtConfig {
     /// More keys, tried after `secret` / `public_key` (`[[jwt.keys]]`): for rotation, or for
     /// several issuers' keys told apart by `kid`.
     pub keys: Vec<JwtKey>,
+    /// A JSON Web Key Set to fetch the issuer's keys from (needs `issuer`: its keys verify
+    /// that issuer's tokens only).
+    pub jwks_url: Option<String>,
+    /// How often the key set is fetched again (a token with an unknown `kid` also asks for
+    /// an early fetch, at most every 30 s).
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
+    pub jwks_refresh: Duration,
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        Self {
+            secret: None,
+            public_key: None,
+            algorithms: Vec::new(),
+            issuer: None,
+            audience: None,
+            leeway: Duration::ZERO,
+            keys: Vec::new(),
+            jwks_url: None,
+            jwks_refresh: Duration::from_secs(300),
+        }
+    }
+}
+
+impl JwtConfig {
+    /// Whether any key is configured (else the server uses its development secret).
+    pub fn has_keys(&self) -> bool {
+        self.secret.is_some()
+            || self.public_key.is_some()
+            || !self.keys.is_empty()
+            || self.jwks_url.is_some()
+    }
 }
 
 /// One more key tokens may be signed with.
@@ -438,6 +471,22 @@ impl Config {
                     "namespace `{}` is configured twice",
                     ns.name
                 )));
+            }
+        }
+        if let Some(url) = &self.jwt.jwks_url {
+            if !(url.starts_with("https://") || url.starts_with("http://")) {
+                return Err(ConfigError(format!(
+                    "jwt.jwks_url `{url}` must be an http:// or https:// URL"
+                )));
+            }
+            if self.jwt.issuer.is_none() {
+                return Err(ConfigError(
+                    "jwt.jwks_url needs jwt.issuer: a key set's keys verify its issuer's tokens only"
+                        .into(),
+                ));
+            }
+            if self.jwt.jwks_refresh < Duration::from_secs(1) {
+                return Err(ConfigError("jwt.jwks_refresh must be at least 1s".into()));
             }
         }
         for (n, key) in self.jwt.keys.iter().enumerate() {

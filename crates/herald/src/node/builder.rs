@@ -199,8 +199,18 @@ impl HeraldBuilder {
             cluster,
             store,
         };
-        let herald = Herald::assemble(config, authenticator, keys, engines, self.handlers, parts);
+        let herald = Herald::assemble(
+            config,
+            authenticator,
+            keys.clone(),
+            engines,
+            self.handlers,
+            parts,
+        );
         herald.start_cluster().await;
+        if let Some(keys) = keys {
+            herald.start_key_set(keys).await;
+        }
         Ok(herald)
     }
 }

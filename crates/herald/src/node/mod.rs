@@ -8,6 +8,7 @@ mod cluster;
 mod delivery;
 mod handle;
 mod handler;
+mod key_set;
 pub(crate) mod slots;
 mod streams;
 mod topics;
