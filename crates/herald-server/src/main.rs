@@ -136,6 +136,14 @@ fn config_print(mut args: cli::ConfigArgs) -> Result<ExitCode, Unusable> {
     if config.api_key.is_some() {
         config.api_key = Some(REDACTED.into());
     }
+    for key in &mut config.api_keys {
+        *key = REDACTED.into();
+    }
+    for key in &mut config.jwt.keys {
+        if key.secret.is_some() {
+            key.secret = Some(REDACTED.into());
+        }
+    }
     if let Some(url) = &config.redis_url {
         config.redis_url = Some(redact_password(url));
     }

@@ -530,7 +530,7 @@ fn config_print_shows_the_effective_settings_with_secrets_redacted() {
     let file = write(
         dir.path(),
         "herald.toml",
-        "api_key = \"file-key\"\nredis_url = \"redis://:hunter2@127.0.0.1:6390\"\n[limits]\nsend_queue = 5\n[jwt]\nsecret = \"file-secret\"\n",
+        "api_key = \"file-key\"\napi_keys = [\"older-key\"]\nredis_url = \"redis://:hunter2@127.0.0.1:6390\"\n[limits]\nsend_queue = 5\n[jwt]\nsecret = \"file-secret\"\n[[jwt.keys]]\nsecret = \"older-secret\"\n",
     );
     let output = herald(dir.path())
         .args(["config", "print"])
@@ -553,7 +553,13 @@ fn config_print_shows_the_effective_settings_with_secrets_redacted() {
     );
     assert_eq!(config.listen, "127.0.0.1:9999", "the flag over both");
     assert_eq!(config.namespace("chat").map(|ns| ns.history_size), Some(10));
-    for secret in ["file-key", "file-secret", "hunter2"] {
+    for secret in [
+        "file-key",
+        "file-secret",
+        "hunter2",
+        "older-key",
+        "older-secret",
+    ] {
         assert!(!printed.contains(secret), "{secret} leaked: {printed}");
     }
     assert!(printed.contains("REDACTED"), "{printed}");

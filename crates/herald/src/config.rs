@@ -37,6 +37,9 @@ pub struct Config {
     /// headers name the client; from anyone else those headers are ignored.
     #[serde(deserialize_with = "networks", serialize_with = "networks_text")]
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The header a trusted proxy names the client in. Only that one is read: a proxy that
+    /// appends to one header passes the other through from the client unchecked.
+    pub forwarded_header: ForwardedHeader,
     /// Redis URL for cluster mode; `None` runs on the embedded engines.
     pub redis_url: Option<String>,
     /// This node's name in a cluster.
@@ -70,6 +73,7 @@ impl Default for Config {
             compression_min_size: 256,
             allowed_origins: Vec::new(),
             trusted_proxies: Vec::new(),
+            forwarded_header: ForwardedHeader::default(),
             redis_url: None,
             node_id: None,
             jwt: JwtConfig::default(),
@@ -80,6 +84,18 @@ impl Default for Config {
             test_echo_endpoint: false,
         }
     }
+}
+
+/// Which header names the client behind a trusted proxy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For` (what nginx, HAProxy and most load balancers append to).
+    #[default]
+    #[serde(rename = "x-forwarded-for")]
+    XForwardedFor,
+    /// `Forwarded` (RFC 7239), its `for=` parameters.
+    #[serde(rename = "forwarded")]
+    Forwarded,
 }
 
 /// Cluster mode on Redis (docs/CLUSTER.md).

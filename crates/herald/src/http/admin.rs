@@ -31,8 +31,13 @@ impl FromRequestParts<Herald> for Admin {
                 .extensions
                 .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
                 .map(|info| info.0);
-            let trusted = &node.config().trusted_proxies;
-            crate::metrics::Peer(super::forwarded::client(trusted, addr, &parts.headers))
+            let config = node.config();
+            crate::metrics::Peer(super::forwarded::client(
+                &config.trusted_proxies,
+                config.forwarded_header,
+                addr,
+                &parts.headers,
+            ))
         };
         let refused = |why: &str| {
             crate::metrics::refused(

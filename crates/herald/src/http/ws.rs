@@ -46,6 +46,7 @@ pub async fn upgrade(
     let config = node.config();
     let peer = super::forwarded::client(
         &config.trusted_proxies,
+        config.forwarded_header,
         peer.map(|Extension(ConnectInfo(addr))| addr),
         &headers,
     );
