@@ -83,6 +83,10 @@ pub struct Publication {
     pub offset: Option<u64>,
     /// The stream's epoch, with `offset`.
     pub epoch: Option<String>,
+    /// When this node accepted it (set by [`Publication::new`]; not stored, not sent): the
+    /// start of `herald_delivery_seconds`. `None` for one read back from a store or received
+    /// from another node, which then counts from its fan-out here.
+    pub accepted: Option<std::time::Instant>,
 }
 
 impl Publication {
@@ -97,6 +101,7 @@ impl Publication {
             from: None,
             offset: None,
             epoch: None,
+            accepted: Some(std::time::Instant::now()),
         }
     }
 

@@ -210,6 +210,8 @@ impl Hub {
         // A user-scope message a connection never writes goes back to the user's inbox.
         let kept =
             matches!(publication.scope, Scope::User(_)).then(|| Arc::new(publication.clone()));
+        // Where each recipient's wait starts: acceptance on this node, else this fan-out.
+        let accepted = publication.accepted.unwrap_or_else(std::time::Instant::now);
         self.for_each_in(&publication.scope, project_members, offset, |conn| {
             let frame = match conn.encoding {
                 Encoding::Json => json.clone(),
@@ -217,10 +219,7 @@ impl Hub {
                     .get_or_insert_with(|| Encoding::MsgPack.encode(&json))
                     .clone(),
             };
-            let pushed = match &kept {
-                Some(publication) => conn.push_user_message(frame, publication),
-                None => conn.push_encoded(frame),
-            };
+            let pushed = conn.push_published(frame, accepted, kept.as_ref());
             if pushed {
                 reached += 1;
             }

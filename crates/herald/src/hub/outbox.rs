@@ -110,8 +110,9 @@ struct Out {
     /// The connection ended: nothing more is queued.
     ended: bool,
     close: Option<CloseReason>,
-    /// When the queue last went from empty to holding frames: the wait of its oldest frame,
-    /// recorded when a write empties it (`herald_delivery_seconds`).
+    /// When the wait of the queue's oldest frame began (its publication's acceptance on this
+    /// node, or its queueing), recorded when a write empties the queue
+    /// (`herald_delivery_seconds`).
     waiting_since: Option<std::time::Instant>,
 }
 
@@ -251,10 +252,17 @@ impl ConnHandle {
         self.enqueue([frame], true, false, None)
     }
 
-    /// Queues a user-scope publication's frame (already in this connection's encoding), which
-    /// goes back to the user's inbox if the connection ends before it was written.
-    pub(crate) fn push_user_message(&self, frame: Frame, publication: &Arc<Publication>) -> bool {
-        self.enqueue([frame], true, false, Some(publication))
+    /// Queues a publication's frame (already in this connection's encoding); `accepted` is
+    /// when the node took the publication, where `herald_delivery_seconds` starts if the
+    /// queue was empty. A user-scope one (`keep`) goes back to the user's inbox if the
+    /// connection ends before it was written.
+    pub(crate) fn push_published(
+        &self,
+        frame: Frame,
+        accepted: std::time::Instant,
+        keep: Option<&Arc<Publication>>,
+    ) -> bool {
+        self.enqueue_since([frame], true, false, keep, Some(accepted))
     }
 
     /// Queues the connection's one close frame, uncounted, even to a slow consumer that is
@@ -326,6 +334,18 @@ impl ConnHandle {
         close_frame: bool,
         keep: Option<&Arc<Publication>>,
     ) -> bool {
+        self.enqueue_since(frames, counted, close_frame, keep, None)
+    }
+
+    /// [`Self::enqueue`], with when the frames' wait began (now, by default).
+    fn enqueue_since(
+        &self,
+        frames: impl IntoIterator<Item = Frame>,
+        counted: bool,
+        close_frame: bool,
+        keep: Option<&Arc<Publication>>,
+        since: Option<std::time::Instant>,
+    ) -> bool {
         let mut out = self.out();
         if !out.accepts(close_frame) {
             return false;
@@ -350,7 +370,7 @@ impl ConnHandle {
         }
         if out.queue.len() > before {
             if before == 0 {
-                out.waiting_since = Some(std::time::Instant::now());
+                out.waiting_since = Some(since.unwrap_or_else(std::time::Instant::now));
             }
             self.notify_writer(out);
         }

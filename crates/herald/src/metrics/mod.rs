@@ -204,7 +204,7 @@ fn describe() {
     describe_histogram!(
         "herald_delivery_seconds",
         metrics::Unit::Seconds,
-        "From a frame queued to an idle connection until its queue, grown meanwhile, was all handed to the kernel; once per emptied queue."
+        "From the acceptance of a publication (its commit included) until the queue it joined on an idle connection was all handed to the kernel; once per emptied queue."
     );
     describe_histogram!(
         "herald_engine_seconds",
@@ -345,8 +345,8 @@ pub fn refused(reason: &'static str, remote_addr: impl std::fmt::Display, detail
     tracing::info!(%remote_addr, reason, detail, unlogged, "refused");
 }
 
-/// A connection's queue was emptied into its socket `waited` after it went from empty to
-/// holding frames.
+/// A connection's queue was emptied into its socket `waited` after the acceptance of the
+/// oldest publication in it.
 pub fn delivered_after(waited: Duration) {
     if let Some(handles) = BYTES.get() {
         handles.delivery.record(waited.as_secs_f64());

@@ -82,6 +82,7 @@ pub fn decode(
         }),
         offset,
         epoch,
+        accepted: None,
     })
 }
 

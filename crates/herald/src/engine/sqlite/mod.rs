@@ -473,6 +473,7 @@ impl History for SqliteHistory {
                                 .map(|(user_id, client_id)| Sender { user_id, client_id }),
                             offset: Some(row.get::<_, i64>(0)? as u64),
                             epoch: Some(epoch.clone()),
+                            accepted: None,
                         })
                     },
                 )?;
@@ -602,6 +603,7 @@ impl Inbox for SqliteInbox {
                         from: None,
                         offset: None,
                         epoch: None,
+                        accepted: None,
                     })
                 })?;
                 rows.collect::<rusqlite::Result<Vec<_>>>()?
