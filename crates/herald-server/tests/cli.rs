@@ -575,6 +575,12 @@ fn config_print_shows_the_effective_settings_with_secrets_redacted() {
         .output()
         .expect("run");
     assert!(output.status.success(), "{output:?}");
+    let version = herald(dir.path()).arg("--version").output().expect("run");
+    let version = String::from_utf8_lossy(&version.stdout);
+    assert!(
+        version.starts_with(&format!("herald {} (commit ", env!("CARGO_PKG_VERSION"))),
+        "the version says which commit: {version}"
+    );
     let stderr = refuses_to_start(
         herald(dir.path())
             .args(["config", "check"])

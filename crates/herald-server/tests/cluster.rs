@@ -679,6 +679,14 @@ async fn a_node_stopped_with_sigterm_leaves_the_cluster_at_once() {
         (stats["nodes"].as_array().map(Vec::len) == Some(2)).then_some(())
     })
     .await;
+    let (_, text) = n1.api("GET", "/metrics", None, None).await;
+    let text = text.as_str().unwrap_or("").to_string();
+    assert!(
+        text.lines().any(|l| l
+            .starts_with("herald_engine_seconds_count{store=\"redis\",op=\"inbox_read\"}")
+            && !l.ends_with(" 0")),
+        "Redis calls are timed: {text}"
+    );
     assert_eq!(n2.terminate(), Some(0));
     next_event(&mut alice, "user_left", "bob").await;
     let (_, stats) = n1.api("GET", "/api/v1/stats", Some(API_KEY), None).await;
