@@ -8,6 +8,7 @@
 //! start, at zero, for every label value Herald uses (so alerts on absent series never
 //! misfire); only `role` values come from tokens and appear when first seen.
 
+mod delivery;
 mod process;
 
 use std::sync::OnceLock;
@@ -22,11 +23,12 @@ static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 struct Bytes {
     received: metrics::Counter,
     sent: metrics::Counter,
-    /// `herald_delivery_seconds`, recorded once per emptied queue.
-    delivery: metrics::Histogram,
 }
 
 static BYTES: OnceLock<Bytes> = OnceLock::new();
+
+/// How often histogram samples are folded into their buckets when nobody scrapes.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// Latency buckets, in seconds, from 10 µs to 2.5 s.
 const BUCKETS: &[f64] = &[
@@ -126,10 +128,18 @@ pub fn install() {
             .ok()?;
         describe();
         register_at_zero();
+        // Histogram samples wait in the recorder until a scrape or an upkeep folds them in:
+        // without a scraper, a busy node's delivery samples would pile up.
+        let upkeep = handle.clone();
+        let _ = std::thread::Builder::new()
+            .name("herald-metrics".into())
+            .spawn(move || loop {
+                std::thread::sleep(UPKEEP_EVERY);
+                upkeep.run_upkeep();
+            });
         let _ = BYTES.set(Bytes {
             received: counter!("herald_received_bytes_total"),
             sent: counter!("herald_sent_bytes_total"),
-            delivery: histogram!("herald_delivery_seconds"),
         });
         Some(handle)
     });
@@ -202,11 +212,6 @@ fn describe() {
         "Bytes written to clients' sockets (HTTP and WebSocket)."
     );
     describe_histogram!(
-        "herald_delivery_seconds",
-        metrics::Unit::Seconds,
-        "From the acceptance of a publication (its commit included) until the queue it joined on an idle connection was all handed to the kernel; once per emptied queue."
-    );
-    describe_histogram!(
         "herald_engine_seconds",
         metrics::Unit::Seconds,
         "Engine calls, by store (sqlite, redis, memory) and operation; a durable write includes its commit."
@@ -257,6 +262,7 @@ pub fn render() -> String {
     match HANDLE.get() {
         Some(Some(handle)) => {
             let mut text = handle.render();
+            text.push_str(&delivery::render());
             text.push_str(&process::render());
             text
         }
@@ -348,9 +354,7 @@ pub fn refused(reason: &'static str, remote_addr: impl std::fmt::Display, detail
 /// A connection's queue was emptied into its socket `waited` after the acceptance of the
 /// oldest publication in it.
 pub fn delivered_after(waited: Duration) {
-    if let Some(handles) = BYTES.get() {
-        handles.delivery.record(waited.as_secs_f64());
-    }
+    delivery::record(waited);
 }
 
 /// `n` bytes read from a client's socket.
