@@ -1,35 +1,12 @@
 // The JS client against a real `herald` (HERALD_BIN, default target/debug/herald): what an app
 // using the client sees. Each test waits for conditions with bounded timeouts, never for time.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
 import { Herald, HeraldApi, HeraldError, backoff, tokenExpiry, websocketUrl } from '../src/herald.js';
-import { Server, eventually, nextEvent, API_KEY } from './server.js';
+import { serverForFile, eventually, nextEvent, API_KEY } from './server.js';
 
-let server;
-const clients = [];
-
-before(async () => {
-  server = await Server.start();
-});
-
-after(async () => {
-  for (const client of clients) client.disconnect();
-  await server?.stop();
-});
-
-/** A client of `server` for `sub` (options override), disconnected when the file ends. */
-function client(sub, options = {}) {
-  const herald = new Herald({
-    url: server.ws,
-    WebSocket,
-    token: options.getToken ? undefined : server.token(sub),
-    reconnect: { minDelay: 50, maxDelay: 500 },
-    ...options,
-  });
-  clients.push(herald);
-  return herald;
-}
+const { server, client, clients } = serverForFile();
 
 /** Records the messages a handler gets (except the topic's join/leave announcements). */
 function recorder() {

@@ -1,28 +1,12 @@
 // The offline publish queue against a real `herald`: off by default (a publish while offline
 // rejects at once), and with `offlineQueue` bounded, timed, and sent in order on reconnection.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
 import { Herald } from '../src/herald.js';
-import { Server, eventually } from './server.js';
+import { serverForFile, eventually } from './server.js';
 
-let server;
-const clients = [];
-
-before(async () => {
-  server = await Server.start();
-});
-
-after(async () => {
-  for (const client of clients) client.disconnect();
-  await server?.stop();
-});
-
-function client(sub, options = {}) {
-  const herald = new Herald({ url: server.ws, WebSocket, token: server.token(sub), reconnect: { minDelay: 50, maxDelay: 300 }, ...options });
-  clients.push(herald);
-  return herald;
-}
+const { server, client } = serverForFile({ maxDelay: 300 });
 
 test('by default a publish while offline rejects at once, with a clear error', async () => {
   const ida = client('ida');

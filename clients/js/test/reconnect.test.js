@@ -1,29 +1,12 @@
 // Reconnection against a real `herald`: resubscription in batches (no rate_limited, every topic
 // back), backoff that grows until a connection lasts, "too many errors" retried, the reasons of
 // `disconnected`, and what `rate_limited` does to a publish.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import WebSocket from 'ws';
-import { Herald } from '../src/herald.js';
-import { Server, eventually, nextEvent, recordingWebSocket, parseFrame, sleep } from './server.js';
+import { serverForFile, eventually, nextEvent, recordingWebSocket, parseFrame, sleep } from './server.js';
 
-let server;
-const clients = [];
-
-before(async () => {
-  server = await Server.start();
-});
-
-after(async () => {
-  for (const client of clients) client.disconnect();
-  await server?.stop();
-});
-
-function client(sub, options = {}) {
-  const herald = new Herald({ url: server.ws, WebSocket, token: server.token(sub), reconnect: { minDelay: 50, maxDelay: 500 }, ...options });
-  clients.push(herald);
-  return herald;
-}
+const { server, client } = serverForFile();
 
 function recorder() {
   const got = [];

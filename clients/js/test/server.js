@@ -6,7 +6,9 @@ import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createInterface } from 'node:readline';
-import { HeraldApi } from '../src/herald.js';
+import { before, after } from 'node:test';
+import WebSocket from 'ws';
+import { Herald, HeraldApi } from '../src/herald.js';
 
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 export const HERALD_BIN = process.env.HERALD_BIN ? resolve(process.env.HERALD_BIN) : join(repo, 'target/debug/herald');
@@ -176,6 +178,33 @@ export class Server {
     await this.kill();
     rmSync(this.dir, { recursive: true, force: true });
   }
+}
+
+/**
+ * The usual setup of a test file: one server, started before the file's tests and stopped after
+ * them, and `client(sub, options)`: a client of it for `sub` (short reconnect delays, up to
+ * `maxDelay`; `options` override; none with `getToken`), disconnected when the file ends.
+ */
+export function serverForFile({ maxDelay = 500 } = {}) {
+  const server = new Server('');
+  const clients = [];
+  before(() => server.spawn('127.0.0.1:0'));
+  after(async () => {
+    for (const client of clients) client.disconnect();
+    await server.stop();
+  });
+  const client = (sub, options = {}) => {
+    const herald = new Herald({
+      url: server.ws,
+      WebSocket,
+      token: options.getToken ? undefined : server.token(sub),
+      reconnect: { minDelay: 50, maxDelay },
+      ...options,
+    });
+    clients.push(herald);
+    return herald;
+  };
+  return { server, client, clients };
 }
 
 /** Polls `probe` every 20 ms until it returns something truthy, for at most `timeout` ms. */

@@ -1,29 +1,12 @@
 // Subscription objects (`herald.subscription(topic)`) against a real `herald`: states, events,
 // several listeners, ready(), publish/presence/history through the object, reconnection, and
 // the subscribe(topic, handler) sugar on top of them.
-import { test, before, after } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import WebSocket from 'ws';
-import { Herald, HeraldError, Subscription } from '../src/herald.js';
-import { Server, eventually } from './server.js';
+import { HeraldError, Subscription } from '../src/herald.js';
+import { serverForFile, eventually } from './server.js';
 
-let server;
-const clients = [];
-
-before(async () => {
-  server = await Server.start();
-});
-
-after(async () => {
-  for (const client of clients) client.disconnect();
-  await server?.stop();
-});
-
-function client(sub, options = {}) {
-  const herald = new Herald({ url: server.ws, WebSocket, token: server.token(sub), reconnect: { minDelay: 50, maxDelay: 500 }, ...options });
-  clients.push(herald);
-  return herald;
-}
+const { server, client } = serverForFile();
 
 /** Records what a subscription emits, as [event, detail] pairs. */
 function watch(sub, events) {
