@@ -936,10 +936,29 @@ async fn keys_come_from_the_issuers_key_set_and_follow_its_changes() {
         .push(oct_key("k2", "andrcy1zZWNyZXQtdHdvLTAxMjM0NTY3ODk"));
     connects_eventually("the new key", &url(signed_by(TWO, "k2", ISSUER, "bob"))).await;
 
-    // The key set cannot be fetched: the keys in force stay.
+    // A key set over 1 MiB is refused (unread past the bound): the keys in force stay.
+    idp.keys
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_array_mut()
+        .expect("keys")
+        .push(json!({"kty": "oct", "kid": "huge", "k": "A".repeat(2 * 1024 * 1024)}));
+    eventually("the oversized key set to be refused", || async {
+        server
+            .logs()
+            .contains("larger than 1048576 bytes")
+            .then_some(())
+    })
+    .await;
+    drop(server.connect(&signed_by(TWO, "k2", ISSUER, "bob")).await);
+
+    // The key set cannot be fetched at all: the keys in force stay.
     idp.down.store(true, std::sync::atomic::Ordering::SeqCst);
     eventually("a failed fetch to be logged", || async {
-        server.logs().contains("jwks: fetch failed").then_some(())
+        server
+            .logs()
+            .contains("503 Service Unavailable")
+            .then_some(())
     })
     .await;
     drop(server.connect(&signed_by(TWO, "k2", ISSUER, "bob")).await);

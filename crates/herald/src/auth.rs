@@ -373,6 +373,9 @@ pub trait Authenticator: Send + Sync + 'static {
     async fn authenticate(&self, token: &str) -> Result<Principal, AuthError>;
 }
 
+/// The largest key set read from `jwt.jwks_url`.
+const KEY_SET_MAX_BYTES: usize = 1024 * 1024;
+
 /// The node's JWT keys, which a reload replaces while connections stay: a token is checked
 /// against the keys in force when it arrives. With `jwt.jwks_url`, the issuer's key set is
 /// part of them, fetched again every `jwks_refresh` ([`Keys::refresh_key_set`]).
@@ -424,14 +427,27 @@ impl Keys {
                 None => return Ok(0),
             }
         };
-        let set: jsonwebtoken::jwk::JwkSet = client
+        let mut response = client
             .get(&url)
             .send()
             .await
             .and_then(reqwest::Response::error_for_status)
-            .map_err(|e| format!("jwks {url}: {e}"))?
-            .json()
+            .map_err(|e| format!("jwks {url}: {e}"))?;
+        // Read with a bound: a key set is a few KiB, and whatever the endpoint sends is held.
+        let mut body = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
             .await
+            .map_err(|e| format!("jwks {url}: {e}"))?
+        {
+            if body.len() + chunk.len() > KEY_SET_MAX_BYTES {
+                return Err(format!(
+                    "jwks {url}: larger than {KEY_SET_MAX_BYTES} bytes: refused"
+                ));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        let set: jsonwebtoken::jwk::JwkSet = serde_json::from_slice(&body)
             .map_err(|e| format!("jwks {url}: not a JSON Web Key Set: {e}"))?;
         let mut sources = self
             .sources

@@ -14,7 +14,7 @@ use crate::auth::Keys;
 const EARLY_FETCH_GAP: Duration = Duration::from_secs(30);
 /// How long one fetch may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
-/// How soon a failed fetch is tried again.
+/// How soon a failed fetch is tried again (sooner when `jwks_refresh` is shorter).
 const RETRY: Duration = Duration::from_secs(10);
 
 impl Herald {
@@ -43,7 +43,7 @@ impl Herald {
                 };
                 // A deadline, not a fresh sleep: unknown kids arriving meanwhile must not put
                 // the next fetch off.
-                let due = last + if ok { every } else { RETRY };
+                let due = last + if ok { every } else { RETRY.min(every) };
                 tokio::select! {
                     _ = node.shutdown_token().cancelled() => return,
                     _ = tokio::time::sleep_until(due) => {}
