@@ -318,20 +318,39 @@ fn ensure_stream(conn: &Connection, topic: &str) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// The stream's newest offset and epoch, or `None` before it has a row in `streams`. The
+/// newest offset is its newest row's, so an append writes only its row; `streams.top` keeps
+/// it for when trimming leaves no row (`trim` records it before it deletes).
+fn position(conn: &Connection, topic: &str) -> rusqlite::Result<Option<(i64, String)>> {
+    conn.prepare_cached(
+        "SELECT MAX(top, COALESCE((SELECT MAX(pos) FROM history WHERE topic = ?1), 0)), epoch
+         FROM streams WHERE topic = ?1",
+    )?
+    .query_row(params![topic], |row| Ok((row.get(0)?, row.get(1)?)))
+    .optional()
+}
+
 /// Drops what `retention` no longer keeps: every row up to `top - size`, then every row older
 /// than the TTL. Both walk the (topic, pos) key from the oldest row and stop at the first one
 /// kept (rows are stored in offset order, so their times only grow), so an append costs what it
-/// trims, not the whole stream.
+/// trims, not the whole stream. When rows go, `top` is recorded: it outlives them (and a trim
+/// that drops nothing writes nothing, so reads work on a full disk).
 fn trim(conn: &Connection, topic: &str, top: u64, retention: Retention) -> rusqlite::Result<()> {
     let keep_from = top.saturating_sub(retention.size as u64);
-    conn.prepare_cached("DELETE FROM history WHERE topic = ?1 AND pos <= ?2")?
+    let mut dropped = conn
+        .prepare_cached("DELETE FROM history WHERE topic = ?1 AND pos <= ?2")?
         .execute(params![topic, keep_from as i64])?;
-    conn.prepare_cached(
-        "DELETE FROM history WHERE topic = ?1 AND pos < COALESCE(
-             (SELECT pos FROM history WHERE topic = ?1 AND stored_ms >= ?2 ORDER BY pos LIMIT 1),
-             ?3)",
-    )?
-    .execute(params![topic, cutoff_ms(retention.ttl), top as i64 + 1])?;
+    dropped += conn
+        .prepare_cached(
+            "DELETE FROM history WHERE topic = ?1 AND pos < COALESCE(
+                 (SELECT pos FROM history WHERE topic = ?1 AND stored_ms >= ?2 ORDER BY pos LIMIT 1),
+                 ?3)",
+        )?
+        .execute(params![topic, cutoff_ms(retention.ttl), top as i64 + 1])?;
+    if dropped > 0 {
+        conn.prepare_cached("UPDATE streams SET top = ?2 WHERE topic = ?1 AND top < ?2")?
+            .execute(params![topic, top as i64])?;
+    }
     Ok(())
 }
 
@@ -346,19 +365,15 @@ fn append_row(
     p: &Publication,
     retention: Retention,
 ) -> rusqlite::Result<StreamPosition> {
-    let next = |tx: &Connection| {
-        tx.prepare_cached("UPDATE streams SET top = top + 1 WHERE topic = ?1 RETURNING top, epoch")?
-            .query_row(params![topic], |row| Ok((row.get(0)?, row.get(1)?)))
-            .optional()
-    };
     // The stream's row exists but for its first append: created (with its epoch) only then.
-    let (top, epoch): (i64, String) = match next(tx)? {
+    let (newest, epoch) = match position(tx, topic)? {
         Some(at) => at,
         None => {
             ensure_stream(tx, topic)?;
-            next(tx)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?
+            position(tx, topic)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?
         }
     };
+    let top = newest + 1;
     tx.prepare_cached(
         "INSERT INTO history (topic, pos, id, event, data, ts, from_user, from_client, stored_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -438,11 +453,8 @@ impl History for SqliteHistory {
         blocking(self.db.clone(), move |conn| {
             let tx = conn.transaction()?;
             ensure_stream(&tx, &topic)?;
-            let (top, epoch): (i64, String) = tx.query_row(
-                "SELECT top, epoch FROM streams WHERE topic = ?1",
-                params![topic],
-                |row| Ok((row.get(0)?, row.get(1)?)),
-            )?;
+            let (top, epoch) =
+                position(&tx, &topic)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
             trim(&tx, &topic, top as u64, retention)?;
             let first: Option<i64> = tx
                 .query_row(
