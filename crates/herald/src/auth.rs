@@ -373,6 +373,36 @@ pub trait Authenticator: Send + Sync + 'static {
     async fn authenticate(&self, token: &str) -> Result<Principal, AuthError>;
 }
 
+/// Who may call the server API (`Herald::api_router`) besides a configured API key, as the
+/// embedding app decides: e.g. its own admin session cookie. Without one, a node with an
+/// app's own [`Authenticator`] takes API keys only; Herald's JWT authenticator also takes a
+/// token whose role is `admin` or `superadmin` (what `herald serve` does).
+///
+/// A closure over the request's headers is one:
+///
+/// ```
+/// let check = |headers: &axum::http::HeaderMap| {
+///     headers.get("x-ops-secret").is_some_and(|v| v == "from-the-vault")
+/// };
+/// # fn takes(_: impl herald::auth::AdminCheck) {}
+/// # takes(check);
+/// ```
+#[async_trait::async_trait]
+pub trait AdminCheck: Send + Sync + 'static {
+    /// Whether the request with these headers comes from an administrator.
+    async fn is_admin(&self, headers: &axum::http::HeaderMap) -> bool;
+}
+
+#[async_trait::async_trait]
+impl<F> AdminCheck for F
+where
+    F: Fn(&axum::http::HeaderMap) -> bool + Send + Sync + 'static,
+{
+    async fn is_admin(&self, headers: &axum::http::HeaderMap) -> bool {
+        self(headers)
+    }
+}
+
 /// The largest key set read from `jwt.jwks_url`.
 const KEY_SET_MAX_BYTES: usize = 1024 * 1024;
 

@@ -364,6 +364,75 @@ pub struct Namespace {
     pub history_ttl: Duration,
 }
 
+/// A namespace in code, as a `[[namespaces]]` entry reads in TOML:
+///
+/// ```
+/// use herald::config::{Namespace, SubscribeRule};
+/// let board = Namespace::new("board")
+///     .subscribe(SubscribeRule::Members)
+///     .publish(true)
+///     .presence(true)
+///     .history(100, std::time::Duration::from_secs(3600));
+/// assert_eq!(board.history_size, 100);
+/// assert!(!board.join_leave);
+/// ```
+impl Namespace {
+    /// Topics `<name>:...` with the defaults of a TOML entry that names only `name`: any
+    /// authenticated connection subscribes; no client publishing, presence or history.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            subscribe: SubscribeRule::default(),
+            publish: false,
+            presence: false,
+            join_leave: false,
+            history_size: 0,
+            history_ttl: default_history_ttl(),
+        }
+    }
+
+    /// Who may subscribe.
+    pub fn subscribe(self, rule: SubscribeRule) -> Self {
+        Self {
+            subscribe: rule,
+            ..self
+        }
+    }
+
+    /// Whether clients may publish to its topics.
+    pub fn publish(self, allowed: bool) -> Self {
+        Self {
+            publish: allowed,
+            ..self
+        }
+    }
+
+    /// Whether it keeps presence.
+    pub fn presence(self, kept: bool) -> Self {
+        Self {
+            presence: kept,
+            ..self
+        }
+    }
+
+    /// Whether subscribers get `user_joined` / `user_left`.
+    pub fn join_leave(self, sent: bool) -> Self {
+        Self {
+            join_leave: sent,
+            ..self
+        }
+    }
+
+    /// Keeps the newest `size` messages per topic, each for at most `ttl`.
+    pub fn history(self, size: usize, ttl: Duration) -> Self {
+        Self {
+            history_size: size,
+            history_ttl: ttl,
+            ..self
+        }
+    }
+}
+
 fn default_history_ttl() -> Duration {
     Duration::from_secs(24 * 3600)
 }

@@ -76,6 +76,11 @@ pub const LONG_VERSION: &str = concat!(
     env!("HERALD_COMMIT"),
     ")"
 );
-pub use node::{Engines, Herald, HeraldBuilder, Published, Recovery, StartError, Stats};
+/// The attribute the [`auth::Authenticator`], [`auth::AdminCheck`] and
+/// [`engine::Membership`] impls of an app need (re-exported so its version always matches).
+pub use async_trait::async_trait;
+pub use node::{
+    Engines, Herald, HeraldBuilder, PublishError, Published, Recovery, StartError, Stats,
+};
 pub use node::{HandlerError, HandlerResult, Incoming};
 pub use publication::{Publication, Scope};

@@ -240,3 +240,245 @@ async fn a_handler_cannot_take_a_built_in_type() {
         .await;
     assert!(built.is_err());
 }
+
+/// Tokens are `session:<user>:<role>`: the app gives some of its users the role `admin`.
+struct RoleSessions;
+
+#[async_trait::async_trait]
+impl Authenticator for RoleSessions {
+    async fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {
+        let session = token.strip_prefix("session:");
+        match session.and_then(|s| s.split_once(':')) {
+            Some((user, role)) if !user.is_empty() => Ok(Principal::new(user, role, vec![])),
+            _ => Err(AuthError::Invalid("no such session".into())),
+        }
+    }
+}
+
+/// An HTTP call on the app's port: status and body.
+async fn call(
+    addr: SocketAddr,
+    method: reqwest::Method,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
+    let mut request = reqwest::Client::new().request(method, format!("http://{addr}{path}"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    if path.ends_with("/publish") {
+        request = request.json(&json!({"scope": "all", "type": "news", "data": {}}));
+    }
+    let response = request.send().await.expect("answered");
+    let status = response.status().as_u16();
+    (status, response.text().await.expect("body"))
+}
+
+#[tokio::test]
+async fn an_app_mounts_the_routers_apart_and_its_own_check_guards_the_server_api() {
+    let herald = Herald::builder()
+        .in_memory()
+        .authenticator(RoleSessions)
+        .admin_check(|headers: &axum::http::HeaderMap| {
+            headers.get("x-ops-secret").is_some_and(|v| v == "vault")
+        })
+        .build()
+        .await
+        .expect("build");
+    // The app's own /health beside Herald's WebSocket: no overlap, no panic.
+    let app = axum::Router::new()
+        .route(
+            "/health",
+            axum::routing::get(|| async { "the app is fine" }),
+        )
+        .merge(herald.ws_router())
+        .nest("/herald", herald.api_router())
+        .nest("/ops", herald.ops_router());
+    let addr = serve(app).await;
+
+    let (status, body) = call(addr, reqwest::Method::GET, "/health", &[]).await;
+    assert_eq!((status, body.as_str()), (200, "the app is fine"));
+    let (status, _) = call(addr, reqwest::Method::GET, "/metrics", &[]).await;
+    assert_eq!(status, 404, "metrics only where the app mounts them");
+    let (status, body) = call(addr, reqwest::Method::GET, "/ops/metrics", &[]).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("herald_connections"), "{body}");
+    let (status, _) = call(addr, reqwest::Method::GET, "/api/v1/stats", &[]).await;
+    assert_eq!(status, 404, "the server API only under the app's prefix");
+
+    let mut reader = connect(addr, "session:ann:user").await;
+    // A client the app made an admin is still only a client to the server API.
+    let boss = [("authorization", "Bearer session:boss:admin")];
+    let (status, body) = call(addr, reqwest::Method::POST, "/herald/api/v1/publish", &boss).await;
+    assert_eq!(status, 403, "{body}");
+    let (status, _) = call(addr, reqwest::Method::POST, "/herald/api/v1/publish", &[]).await;
+    assert_eq!(status, 403, "no credentials: the app's check says no");
+    let ops = [("x-ops-secret", "vault")];
+    let (status, body) = call(addr, reqwest::Method::POST, "/herald/api/v1/publish", &ops).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(recv(&mut reader).await["type"], "news");
+}
+
+#[tokio::test]
+async fn with_the_apps_authenticator_and_no_check_only_api_keys_open_the_server_api() {
+    let config = Config {
+        api_key: Some("backend-key".into()),
+        ..Config::default()
+    };
+    let herald = Herald::builder()
+        .config(config)
+        .in_memory()
+        .authenticator(RoleSessions)
+        .build()
+        .await
+        .expect("build");
+    let addr = serve(herald.router()).await;
+    let boss = [("authorization", "Bearer session:boss:admin")];
+    let (status, body) = call(addr, reqwest::Method::POST, "/api/v1/publish", &boss).await;
+    assert_eq!(status, 401, "{body}");
+    let key = [("authorization", "Bearer backend-key")];
+    let (status, body) = call(addr, reqwest::Method::POST, "/api/v1/publish", &key).await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// Membership the app owns and changes in its own store (Herald only reads it).
+#[derive(Clone, Default)]
+struct LiveMembers(std::sync::Arc<std::sync::Mutex<HashSet<(String, String)>>>);
+
+impl LiveMembers {
+    fn set(&self, project: &str, user: &str, member: bool) {
+        let mut members = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let key = (project.to_string(), user.to_string());
+        if member {
+            members.insert(key);
+        } else {
+            members.remove(&key);
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Membership for LiveMembers {
+    async fn add(&self, _: &str, _: &str) -> Result<bool, EngineError> {
+        Err(EngineError("membership is managed by the app".into()))
+    }
+    async fn remove(&self, _: &str, _: &str) -> Result<bool, EngineError> {
+        Err(EngineError("membership is managed by the app".into()))
+    }
+    async fn members(&self, project: &str) -> Result<Vec<String>, EngineError> {
+        let members = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut users: Vec<String> = members
+            .iter()
+            .filter(|(p, _)| p == project)
+            .map(|(_, u)| u.clone())
+            .collect();
+        users.sort();
+        Ok(users)
+    }
+    async fn is_member(&self, project: &str, user: &str) -> Result<bool, EngineError> {
+        let members = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(members.contains(&(project.to_string(), user.to_string())))
+    }
+}
+
+#[tokio::test]
+async fn a_member_the_app_removes_stops_receiving_after_a_recheck() {
+    let members = LiveMembers::default();
+    members.set("p1", "mia", true);
+    members.set("p1", "ned", true);
+    members.set("p2", "mia", true);
+    let herald = Herald::builder()
+        .in_memory()
+        .authenticator(Sessions)
+        .membership(members.clone())
+        .build()
+        .await
+        .expect("build");
+    let addr = serve(herald.ws_router()).await;
+    let mut mia = connect(addr, "session:mia").await;
+    let mut ned = connect(addr, "session:ned").await;
+    for topic in ["project:p1", "project:p2"] {
+        let reply = request(&mut mia, json!({"type": "subscribe", "topic": topic})).await;
+        assert_eq!(reply["type"], "subscribed", "{reply}");
+    }
+    let reply = request(
+        &mut ned,
+        json!({"type": "subscribe", "topic": "project:p1"}),
+    )
+    .await;
+    assert_eq!(reply["type"], "subscribed", "{reply}");
+
+    // The app removes mia from p1 in its own store and asks Herald to re-check the project.
+    members.set("p1", "mia", false);
+    assert_eq!(herald.recheck_project("p1").await.expect("recheck"), 1);
+    let notice = recv(&mut mia).await;
+    assert_eq!(notice["type"], "unsubscribed", "{notice}");
+    assert_eq!(notice["data"]["topic"], "project:p1");
+    assert_eq!(notice["data"]["reason"], "permission revoked");
+    // The very next publication to p1 reaches ned only; mia still gets p2.
+    let published = herald
+        .broadcast_to_topic("project:p1", "task.moved", json!({"n": 1}))
+        .await
+        .expect("publish");
+    assert_eq!(published.recipients, 1);
+    assert_eq!(recv(&mut ned).await["type"], "task.moved");
+    herald
+        .broadcast_to_topic("project:p2", "task.added", json!({}))
+        .await
+        .expect("publish");
+    assert_eq!(
+        recv(&mut mia).await["type"],
+        "task.added",
+        "nothing of p1 before it"
+    );
+
+    // recheck(user) does the same for one user, whatever changed.
+    members.set("p2", "mia", false);
+    assert_eq!(herald.recheck("mia").await.expect("recheck"), 1);
+    assert_eq!(recv(&mut mia).await["data"]["topic"], "project:p2");
+    assert_eq!(
+        herald.recheck("mia").await.expect("recheck"),
+        0,
+        "nothing left"
+    );
+}
+
+#[tokio::test]
+async fn errors_are_typed_and_a_handler_passes_them_on_with_a_question_mark() {
+    let herald = Herald::builder()
+        .in_memory()
+        .authenticator(Sessions)
+        .on("relay", |msg| async move {
+            let topic = msg.data()["topic"].as_str().unwrap_or_default().to_string();
+            msg.herald()
+                .broadcast_to_topic(&topic, "relayed", json!({}))
+                .await?;
+            msg.reply("relay.done", json!({}));
+            Ok(())
+        })
+        .build()
+        .await
+        .expect("build");
+    let refused = herald
+        .broadcast_to_topic("no spaces allowed", "x", json!({}))
+        .await;
+    assert!(
+        matches!(refused, Err(herald::PublishError::InvalidTopic(_))),
+        "{refused:?}"
+    );
+    let addr = serve(herald.ws_router()).await;
+    let mut ann = connect(addr, "session:ann").await;
+    let reply = request(
+        &mut ann,
+        json!({"type": "relay", "data": {"topic": "bad topic"}}),
+    )
+    .await;
+    assert_eq!(reply["type"], "error", "{reply}");
+    assert_eq!(reply["data"]["code"], "invalid_message", "{reply}");
+    let reply = request(
+        &mut ann,
+        json!({"type": "relay", "data": {"topic": "news"}}),
+    )
+    .await;
+    assert_eq!(reply["type"], "relay.done", "{reply}");
+}

@@ -171,14 +171,23 @@ pub trait Membership: Send + Sync + 'static {
 }
 
 /// One user on a topic.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct PresenceEntry {
     /// The user.
     pub user_id: String,
     /// How many of the user's connections are subscribed.
     pub connections: usize,
-    /// When the user's first current connection subscribed.
+    /// When the user's first current connection subscribed (serialized as on the wire:
+    /// RFC 3339, milliseconds).
+    #[serde(serialize_with = "rfc3339_millis")]
     pub joined_at: std::time::SystemTime,
+}
+
+fn rfc3339_millis<S: serde::Serializer>(
+    at: &std::time::SystemTime,
+    to: S,
+) -> Result<S::Ok, S::Error> {
+    to.collect_str(&humantime::format_rfc3339_millis(*at))
 }
 
 /// Who is on which topic. Costs are per topic, never per server: `join` and `leave` touch one

@@ -1,4 +1,5 @@
-//! Who may call the server API: the configured API key, or a JWT whose role is admin.
+//! Who may call the server API: a configured API key, or what the node's [`AdminAccess`]
+//! takes besides (the app's check, or a JWT whose role is admin).
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
@@ -6,7 +7,7 @@ use axum::http::request::Parts;
 use axum::http::HeaderMap;
 
 use super::error::ApiError;
-use crate::node::Herald;
+use crate::node::{AdminAccess, Herald};
 
 /// Proof that the caller is an administrator; extracting it answers 401 or 403 otherwise.
 #[derive(Debug)]
@@ -46,34 +47,51 @@ impl FromRequestParts<Herald> for Admin {
                 &format!("{why}: {}", parts.uri.path()),
             );
         };
-        let Some(token) = bearer(&parts.headers) else {
-            refused("missing");
-            crate::metrics::auth_failure("missing");
-            return Err(ApiError::unauthorized(
-                "missing Authorization: Bearer credentials",
-            ));
-        };
+        let token = bearer(&parts.headers);
         // Every key is compared (no early exit), so the time says nothing of which matched.
-        let matched = node.api_keys().iter().fold(false, |found, key| {
-            constant_time_eq(token.as_bytes(), key.as_bytes()) | found
+        let matched = token.is_some_and(|token| {
+            node.api_keys().iter().fold(false, |found, key| {
+                constant_time_eq(token.as_bytes(), key.as_bytes()) | found
+            })
         });
         if matched {
             return Ok(Admin);
         }
-        match node.authenticate(token).await {
-            Ok(principal) if principal.is_admin() => Ok(Admin),
-            Ok(_) => {
+        let missing = || {
+            refused("missing");
+            crate::metrics::auth_failure("missing");
+            ApiError::unauthorized("missing Authorization: Bearer credentials")
+        };
+        match node.admin_check() {
+            AdminAccess::App(check) if check.is_admin(&parts.headers).await => Ok(Admin),
+            AdminAccess::App(_) => {
                 refused("not_admin");
                 crate::metrics::auth_failure("not_admin");
                 Err(ApiError::forbidden(
-                    "the server API needs an admin or superadmin role",
+                    "the app's admin check refused these credentials",
                 ))
             }
-            Err(e) => {
-                refused(e.reason());
-                crate::metrics::auth_failure(e.reason());
-                Err(ApiError::unauthorized(format!("bad credentials: {e}")))
+            AdminAccess::ApiKeysOnly if token.is_none() => Err(missing()),
+            AdminAccess::ApiKeysOnly => {
+                refused("invalid");
+                crate::metrics::auth_failure("invalid");
+                Err(ApiError::unauthorized("the server API takes an API key"))
             }
+            AdminAccess::AdminJwt => match node.authenticate(token.ok_or_else(missing)?).await {
+                Ok(principal) if principal.is_admin() => Ok(Admin),
+                Ok(_) => {
+                    refused("not_admin");
+                    crate::metrics::auth_failure("not_admin");
+                    Err(ApiError::forbidden(
+                        "the server API needs an admin or superadmin role",
+                    ))
+                }
+                Err(e) => {
+                    refused(e.reason());
+                    crate::metrics::auth_failure(e.reason());
+                    Err(ApiError::unauthorized(format!("bad credentials: {e}")))
+                }
+            },
         }
     }
 }

@@ -61,8 +61,13 @@ pub enum Part {
     /// `/health` and `/ready`: probes, no credentials, nothing disclosed.
     Probes,
     /// The server HTTP API (`/api/v1/...`, `/ws/stats`, `/ws/broadcast`) and `/metrics`:
-    /// for backends and operators.
+    /// for backends and operators ([`Part::Api`] and [`Part::Metrics`] together).
     Internal,
+    /// The server HTTP API alone, for backends: every call needs an API key or what the
+    /// node's admin check takes ([`crate::auth::AdminCheck`]).
+    Api,
+    /// `/metrics` (Prometheus text), for operators: no credentials.
+    Metrics,
 }
 
 /// Every route (the route table of the OpenAPI test).
@@ -88,13 +93,16 @@ fn routes_of(parts: &[Part]) -> Routes {
             .add(&["GET"], "/health", get(health))
             .add(&["GET"], "/ready", get(ready));
     }
-    if parts.contains(&Part::Internal) {
-        routes = internal_routes(routes);
+    if parts.contains(&Part::Internal) || parts.contains(&Part::Api) {
+        routes = api_routes(routes);
+    }
+    if parts.contains(&Part::Internal) || parts.contains(&Part::Metrics) {
+        routes = routes.add(&["GET"], "/metrics", get(metrics));
     }
     routes
 }
 
-fn internal_routes(routes: Routes) -> Routes {
+fn api_routes(routes: Routes) -> Routes {
     routes
         .add(&["GET"], "/ws/stats", get(ops::ws_stats))
         .add(&["POST"], "/ws/broadcast", post(ops::ws_broadcast))
@@ -144,7 +152,6 @@ fn internal_routes(routes: Routes) -> Routes {
             get(topics::history),
         )
         .add(&["GET"], "/api/v1/openapi.json", get(openapi))
-        .add(&["GET"], "/metrics", get(metrics))
 }
 
 /// Every route Herald serves, with the node as state.
@@ -216,12 +223,35 @@ async fn metrics() -> impl IntoResponse {
 /// The HTTP face of a node, for an embedding app (kept here, beside what it serves, so that
 /// `node` never reaches up into `http`).
 impl Herald {
-    /// Every route Herald serves (`/ws`, `/api/v1/...`, health, metrics), to merge into the
-    /// app's own axum router. Serve it with [`serve`](Self::serve) for the fastest fan-out;
+    /// Every route Herald serves (`/ws`, `/api/v1/...`, health, metrics): the sum of
+    /// [`ws_router`](Self::ws_router), [`api_router`](Self::api_router) and
+    /// [`ops_router`](Self::ops_router), as `herald serve` serves it. An app with routes of
+    /// its own usually wants those three apart. Serve it with [`serve`](Self::serve) for the fastest fan-out;
     /// with `axum::serve`, use `into_make_service_with_connect_info::<SocketAddr>()` for per-IP
     /// limits and remote addresses in logs.
     pub fn router(&self) -> axum::Router {
         router(self.clone())
+    }
+
+    /// Only what clients connect to: `/ws` and `/ws/connect`. Mount it beside the app's own
+    /// routes (they cannot collide with its `/health`), or under a prefix with
+    /// `Router::nest("/realtime", herald.ws_router())`.
+    pub fn ws_router(&self) -> axum::Router {
+        router_of(self.clone(), &[Part::Clients])
+    }
+
+    /// Only the server API (`/api/v1/...`, `/ws/stats`, `/ws/broadcast`), for the app's
+    /// backends. A caller needs an API key (`api_key`, `api_keys`) or to pass the app's
+    /// [`admin_check`](crate::HeraldBuilder::admin_check); with the app's own authenticator
+    /// and no check, a client's role never opens it.
+    pub fn api_router(&self) -> axum::Router {
+        router_of(self.clone(), &[Part::Api])
+    }
+
+    /// Only the operators' routes: `/health`, `/ready` and `/metrics` (no credentials: keep
+    /// it off a public port, or merge only what the app does not serve itself).
+    pub fn ops_router(&self) -> axum::Router {
+        router_of(self.clone(), &[Part::Probes, Part::Metrics])
     }
 
     /// Only the routes of `parts`: e.g. [`Part::Clients`] on the public port and

@@ -9,7 +9,7 @@ use super::cluster::Cluster;
 use super::delivery::LocalDelivery;
 use super::handler::{Handler, HandlerResult, Incoming};
 use super::{Engines, Herald, Parts, StartError};
-use crate::auth::{Authenticator, Keys};
+use crate::auth::{AdminCheck, Authenticator, Keys};
 use crate::config::Config;
 use crate::engine::memory::{MemoryBroker, MemoryPresence};
 use crate::engine::redis::{RedisBroker, RedisOptions, RedisStore};
@@ -62,6 +62,7 @@ pub struct HeraldBuilder {
     config: Config,
     jwt_secret: Option<String>,
     authenticator: Option<Arc<dyn Authenticator>>,
+    admin_check: Option<Arc<dyn AdminCheck>>,
     membership: Option<Arc<dyn Membership>>,
     in_memory: bool,
     handlers: HashMap<String, Handler>,
@@ -84,6 +85,15 @@ impl HeraldBuilder {
     /// Authenticates clients with the app's own check instead of JWTs.
     pub fn authenticator(mut self, authenticator: impl Authenticator) -> Self {
         self.authenticator = Some(Arc::new(authenticator));
+        self
+    }
+
+    /// Who may call the server API ([`Herald::api_router`]) besides an API key: the app's
+    /// own check, instead of a JWT with an admin role. With an app's own
+    /// [`authenticator`](Self::authenticator) and no check, only API keys pass: a role the
+    /// app gives its clients never opens the server API.
+    pub fn admin_check(mut self, check: impl AdminCheck) -> Self {
+        self.admin_check = Some(Arc::new(check));
         self
     }
 
@@ -203,6 +213,7 @@ impl HeraldBuilder {
             config,
             authenticator,
             keys.clone(),
+            self.admin_check,
             engines,
             self.handlers,
             parts,

@@ -131,13 +131,14 @@ impl Herald {
         Ok(())
     }
 
-    /// Has every node of the cluster re-check `user`'s subscriptions; `None` without Redis.
+    /// Has every node of the cluster re-check the subscriptions of `scope` (a user, or a
+    /// project's subscribers); `None` without Redis.
     pub(super) async fn recheck_everywhere(
         &self,
-        user: &str,
+        scope: &Scope,
     ) -> Option<Result<usize, EngineError>> {
         let cluster = self.cluster()?;
-        Some(cluster.broker.recheck_user(user).await)
+        Some(cluster.broker.recheck(scope).await)
     }
 
     /// The node's figures, and in cluster mode every live node's, summed, with a `nodes` list.
@@ -215,8 +216,8 @@ async fn reassert_on_reconnect(node: Herald, mut generations: tokio::sync::watch
     }
 }
 
-/// Runs the re-checks other nodes (or this one) ask for: a user's live connections here lose
-/// the topics they may no longer receive.
+/// Runs the re-checks other nodes (or this one) ask for: the live connections here lose the
+/// topics they may no longer receive.
 async fn recheck_on_request(
     node: Herald,
     mut rechecks: tokio::sync::mpsc::UnboundedReceiver<crate::engine::redis::Recheck>,
@@ -229,7 +230,7 @@ async fn recheck_on_request(
                 None => return,
             },
         };
-        let revoked = node.revoke_lost_topics_of(&recheck.user).await;
+        let revoked = node.revoke_lost_topics_in(&recheck.scope).await;
         let _ = recheck.done.send(revoked);
     }
 }

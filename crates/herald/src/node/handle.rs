@@ -8,8 +8,22 @@ use super::{Herald, Published};
 use crate::engine::EngineError;
 use crate::publication::{Publication, Scope};
 
-fn to_value(data: impl Serialize) -> Result<serde_json::Value, EngineError> {
-    serde_json::to_value(data).map_err(|e| EngineError(format!("data is not JSON: {e}")))
+/// Why a `broadcast_to_*` call did not publish.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PublishError {
+    /// The topic's name breaks the rules of docs/PROTOCOL.md (the text says which).
+    #[error("invalid topic: {0}")]
+    InvalidTopic(String),
+    /// The data did not serialize to JSON.
+    #[error("data is not JSON: {0}")]
+    Encode(String),
+    /// An engine failed (the store, Redis): nothing was published.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+fn to_value(data: impl Serialize) -> Result<serde_json::Value, PublishError> {
+    serde_json::to_value(data).map_err(|e| PublishError::Encode(e.to_string()))
 }
 
 impl Herald {
@@ -18,9 +32,10 @@ impl Herald {
         scope: Scope,
         event: &str,
         data: impl Serialize,
-    ) -> Result<Published, EngineError> {
-        self.publish(Publication::new(scope, event, to_value(data)?))
-            .await
+    ) -> Result<Published, PublishError> {
+        Ok(self
+            .publish(Publication::new(scope, event, to_value(data)?))
+            .await?)
     }
 
     /// Sends `event` with `data` to every authenticated connection.
@@ -28,7 +43,7 @@ impl Herald {
         &self,
         event: &str,
         data: impl Serialize,
-    ) -> Result<Published, EngineError> {
+    ) -> Result<Published, PublishError> {
         self.publish_to(Scope::All, event, data).await
     }
 
@@ -39,7 +54,7 @@ impl Herald {
         user: &str,
         event: &str,
         data: impl Serialize,
-    ) -> Result<Published, EngineError> {
+    ) -> Result<Published, PublishError> {
         self.publish_to(Scope::User(user.into()), event, data).await
     }
 
@@ -49,7 +64,7 @@ impl Herald {
         role: &str,
         event: &str,
         data: impl Serialize,
-    ) -> Result<Published, EngineError> {
+    ) -> Result<Published, PublishError> {
         self.publish_to(Scope::Role(role.into()), event, data).await
     }
 
@@ -60,7 +75,7 @@ impl Herald {
         project: &str,
         event: &str,
         data: impl Serialize,
-    ) -> Result<Published, EngineError> {
+    ) -> Result<Published, PublishError> {
         self.publish_to(Scope::Project(project.into()), event, data)
             .await
     }
@@ -71,8 +86,8 @@ impl Herald {
         topic: &str,
         event: &str,
         data: impl Serialize,
-    ) -> Result<Published, EngineError> {
-        crate::topic::validate(topic).map_err(EngineError)?;
+    ) -> Result<Published, PublishError> {
+        crate::topic::validate(topic).map_err(PublishError::InvalidTopic)?;
         self.publish_to(Scope::Topic(topic.into()), event, data)
             .await
     }

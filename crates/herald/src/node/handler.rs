@@ -81,6 +81,25 @@ impl HandlerError {
     }
 }
 
+/// An engine's failure in a handler (`?` on a Herald call): `processing_error`.
+impl From<crate::engine::EngineError> for HandlerError {
+    fn from(e: crate::engine::EngineError) -> Self {
+        Self::processing(e.to_string())
+    }
+}
+
+/// A failed publish in a handler: `invalid_message` for a bad topic or data, else
+/// `processing_error`.
+impl From<super::handle::PublishError> for HandlerError {
+    fn from(e: super::handle::PublishError) -> Self {
+        use super::handle::PublishError;
+        match e {
+            PublishError::InvalidTopic(_) | PublishError::Encode(_) => Self::invalid(e.to_string()),
+            PublishError::Engine(e) => e.into(),
+        }
+    }
+}
+
 /// What a handler returns.
 pub type HandlerResult = Result<(), HandlerError>;
 

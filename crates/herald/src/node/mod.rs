@@ -14,6 +14,7 @@ mod streams;
 mod topics;
 
 pub use builder::HeraldBuilder;
+pub use handle::PublishError;
 pub use handler::{HandlerError, HandlerResult, Incoming};
 pub use streams::Recovery;
 
@@ -25,7 +26,7 @@ use tokio_util::task::TaskTracker;
 
 use std::collections::HashMap;
 
-use crate::auth::{AuthError, Authenticator, Principal};
+use crate::auth::{AdminCheck, AuthError, Authenticator, Principal};
 use crate::config::Config;
 use handler::Handler;
 use slots::ConnectionSlots;
@@ -41,7 +42,7 @@ use crate::publication::{Publication, Scope};
 pub struct StartError(pub String);
 
 /// What a publication reached.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Published {
     /// The publication's id (UUID v7).
     pub id: String,
@@ -122,6 +123,16 @@ pub(crate) struct Parts {
     pub store: &'static str,
 }
 
+/// Who passes the server API's check besides an API key ([`Herald::admin_check`]).
+pub(crate) enum AdminAccess<'a> {
+    /// The embedding app's check.
+    App(&'a dyn AdminCheck),
+    /// A JWT (Herald's own authenticator) whose role is admin or superadmin.
+    AdminJwt,
+    /// Nobody: the app's authenticator speaks for clients, not for administrators.
+    ApiKeysOnly,
+}
+
 /// A running Herald: cheap to clone, shared by every connection and request.
 #[derive(Clone)]
 pub struct Herald {
@@ -135,6 +146,8 @@ struct Inner {
     keys: Option<Arc<crate::auth::Keys>>,
     /// The server API's keys (`api_key` and `api_keys`; reloadable).
     api_keys: std::sync::RwLock<Arc<[String]>>,
+    /// The embedding app's own check of the server API's callers.
+    admin_check: Option<Arc<dyn AdminCheck>>,
     handlers: HashMap<String, Handler>,
     hub: Arc<Hub>,
     broker: Arc<dyn Broker>,
@@ -178,6 +191,7 @@ impl Herald {
         config: Config,
         authenticator: Arc<dyn Authenticator>,
         keys: Option<Arc<crate::auth::Keys>>,
+        admin_check: Option<Arc<dyn AdminCheck>>,
         engines: Engines,
         handlers: HashMap<String, Handler>,
         parts: Parts,
@@ -199,6 +213,7 @@ impl Herald {
                 config,
                 authenticator,
                 keys,
+                admin_check,
                 handlers,
                 hub,
                 broker,
@@ -224,6 +239,16 @@ impl Herald {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
+    }
+
+    /// How the server API checks a caller that shows no API key: the app's [`AdminCheck`],
+    /// else an admin JWT when the node verifies Herald's JWTs, else nothing passes.
+    pub(crate) fn admin_check(&self) -> AdminAccess<'_> {
+        match (&self.inner.admin_check, &self.inner.keys) {
+            (Some(check), _) => AdminAccess::App(check.as_ref()),
+            (None, Some(_)) => AdminAccess::AdminJwt,
+            (None, None) => AdminAccess::ApiKeysOnly,
+        }
     }
 
     /// Puts the credentials of `config` in force (the JWT keys, when the node uses Herald's

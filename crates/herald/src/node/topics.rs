@@ -174,13 +174,58 @@ impl Herald {
         revoked
     }
 
-    /// [`Self::revoke_lost_topics`] for every connection of `user` on this node.
-    pub(crate) async fn revoke_lost_topics_of(&self, user: &str) -> usize {
+    /// [`Self::revoke_lost_topics`] on this node: for every connection of a user
+    /// ([`Scope::User`]), or every one subscribed to a topic that needs membership of a project
+    /// ([`Scope::Project`]).
+    pub(crate) async fn revoke_lost_topics_in(&self, scope: &Scope) -> usize {
+        let conns = match scope {
+            Scope::User(_) => self.inner.hub.select(scope, &[]),
+            Scope::Project(project) => {
+                let config = &self.inner.config;
+                let needs = SubscribeCheck::MemberOf(project.clone());
+                self.inner
+                    .hub
+                    .select(&Scope::All, &[])
+                    .into_iter()
+                    .filter(|conn| {
+                        let who = conn.principal();
+                        conn.topics()
+                            .iter()
+                            .any(|topic| topic::subscribe_check(config, &who, topic) == needs)
+                    })
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
         let mut revoked = 0;
-        for conn in self.inner.hub.select(&Scope::User(user.to_string()), &[]) {
+        for conn in conns {
             revoked += self.revoke_lost_topics(&conn).await;
         }
         revoked
+    }
+
+    /// Re-checks `user`'s live subscriptions against the rules and the membership source as
+    /// they are now, on every node: each topic the user may no longer receive is revoked
+    /// (`unsubscribed` with `reason: "permission revoked"`) before this returns. Call it when
+    /// the app's own data about the user changed (membership it owns, a role). Returns how
+    /// many subscriptions were revoked.
+    pub async fn recheck(&self, user: &str) -> Result<usize, EngineError> {
+        let scope = Scope::User(user.to_string());
+        match self.recheck_everywhere(&scope).await {
+            Some(rechecked) => rechecked,
+            None => Ok(self.revoke_lost_topics_in(&scope).await),
+        }
+    }
+
+    /// [`recheck`](Self::recheck) for every connection subscribed to a topic of `project`
+    /// (`project:<id>`, or a `subscribe = "members"` namespace's `<ns>:<id>`): call it when
+    /// the app removed members of the project in its own store.
+    pub async fn recheck_project(&self, project: &str) -> Result<usize, EngineError> {
+        let scope = Scope::Project(project.to_string());
+        match self.recheck_everywhere(&scope).await {
+            Some(rechecked) => rechecked,
+            None => Ok(self.revoke_lost_topics_in(&scope).await),
+        }
     }
 
     /// Removes `user` from `project` in the membership store, then revokes the project's
@@ -188,14 +233,7 @@ impl Herald {
     /// this returns (at most the Redis timeout).
     pub async fn remove_member(&self, project: &str, user: &str) -> Result<bool, EngineError> {
         let removed = self.inner.engines.membership.remove(project, user).await?;
-        match self.recheck_everywhere(user).await {
-            Some(rechecked) => {
-                rechecked?;
-            }
-            None => {
-                self.revoke_lost_topics_of(user).await;
-            }
-        }
+        self.recheck(user).await?;
         Ok(removed)
     }
 }

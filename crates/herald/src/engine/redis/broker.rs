@@ -65,11 +65,12 @@ struct Shared {
     ),
 }
 
-/// A request to re-check a user's subscriptions on this node; `done` gets how many topics
-/// were revoked.
+/// A request to re-check subscriptions on this node; `done` gets how many topics were
+/// revoked.
 pub struct Recheck {
-    /// The user whose access changed.
-    pub user: String,
+    /// Whose access changed: a user's ([`Scope::User`]) or a project's members'
+    /// ([`Scope::Project`]).
+    pub scope: Scope,
     /// Answered when the node has revoked what the user lost.
     pub done: tokio::sync::oneshot::Sender<usize>,
 }
@@ -126,9 +127,8 @@ impl RedisBroker {
     /// Has every node re-check what `user`'s connections may still receive (a membership was
     /// removed); returns how many topics were revoked. Waits (at most the Redis timeout) for
     /// every node's answer.
-    pub async fn recheck_user(&self, user: &str) -> Result<usize, EngineError> {
-        self.ask_every_node("recheck", &Scope::User(user.to_string()))
-            .await
+    pub async fn recheck(&self, scope: &Scope) -> Result<usize, EngineError> {
+        self.ask_every_node("recheck", scope).await
     }
 
     /// The re-checks this node is asked for; the node takes them once and answers each.
@@ -318,9 +318,9 @@ impl Shared {
         let mut recheck = None;
         let count = match (control.op.as_str(), scope) {
             ("disconnect", Ok(scope)) => self.local.disconnect(&scope).await.unwrap_or(0),
-            ("recheck", Ok(Scope::User(user))) => {
+            ("recheck", Ok(scope @ (Scope::User(_) | Scope::Project(_)))) => {
                 let (done, answer) = tokio::sync::oneshot::channel();
-                if self.rechecks.0.send(Recheck { user, done }).is_ok() {
+                if self.rechecks.0.send(Recheck { scope, done }).is_ok() {
                     recheck = Some(answer);
                 }
                 0
