@@ -484,7 +484,8 @@ fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
 pub struct ConfigError(pub String);
 
 impl Config {
-    /// Parses TOML text; unknown keys and malformed values are errors.
+    /// Parses TOML text; unknown keys and malformed values are errors (feature `config-file`).
+    #[cfg(feature = "config-file")]
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
         toml_parse(text)
     }
@@ -608,6 +609,7 @@ impl Config {
     }
 }
 
+#[cfg(feature = "config-file")]
 fn toml_parse(text: &str) -> Result<Config, ConfigError> {
     toml::from_str(text).map_err(|e| {
         // toml's own message spans several lines with a source excerpt; start-up errors are one line.

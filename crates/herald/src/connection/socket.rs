@@ -3,13 +3,19 @@
 //! axum's [`Message`], so the connection code is one, and a publication's encoded frame is
 //! shared by every plain recipient and compressed per deflate recipient.
 
-use axum::body::Bytes;
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
-use futures_util::{Sink, SinkExt};
+use axum::extract::ws::{Message, WebSocket};
+use futures_util::SinkExt;
+#[cfg(feature = "compression")]
+use {
+    axum::body::Bytes,
+    axum::extract::ws::{CloseFrame, Utf8Bytes},
+    futures_util::Sink,
+};
 
 pub use crate::wire::ReadError;
 
 /// A deflate connection's socket, as yawc hands it over after the upgrade.
+#[cfg(feature = "compression")]
 pub type DeflateSocket = yawc::HttpWebSocket;
 
 /// Writing failed; the connection ends.
@@ -26,16 +32,19 @@ pub enum Socket {
     /// No extension: tungstenite through axum.
     Plain(Box<WebSocket>),
     /// permessage-deflate negotiated: yawc.
+    #[cfg(feature = "compression")]
     Deflate(Box<Deflated>),
 }
 
 /// A yawc socket, and whether yawc already sent its close frame (it answers a client's close
 /// and fails a bad stream with one of its own; a second close frame would break RFC 6455).
+#[cfg(feature = "compression")]
 pub struct Deflated {
     ws: DeflateSocket,
     close_sent: bool,
 }
 
+#[cfg(feature = "compression")]
 impl Socket {
     /// A socket on which permessage-deflate was negotiated.
     pub fn deflate(ws: DeflateSocket) -> Self {
@@ -46,6 +55,7 @@ impl Socket {
     }
 }
 
+#[cfg(feature = "compression")]
 impl Deflated {
     /// Writes the frames yawc owes the peer (a pong, its close frame): `poll_ready` sends them.
     async fn send_owed(&mut self) {
@@ -60,6 +70,7 @@ impl Socket {
     pub async fn recv(&mut self) -> Option<Result<Message, ReadError>> {
         match self {
             Self::Plain(ws) => Some(ws.recv().await?.map_err(plain_read_error)),
+            #[cfg(feature = "compression")]
             Self::Deflate(socket) => loop {
                 let frame = match socket.ws.next_frame().await {
                     Ok(frame) => frame,
@@ -94,6 +105,7 @@ impl Socket {
     pub async fn feed(&mut self, message: Message) -> Result<(), WriteError> {
         match self {
             Self::Plain(ws) => ws.feed(message).await.map_err(|_| WriteError::Failed),
+            #[cfg(feature = "compression")]
             Self::Deflate(socket) => {
                 if matches!(message, Message::Close(_)) {
                     if socket.close_sent {
@@ -114,6 +126,7 @@ impl Socket {
     pub async fn flush(&mut self) -> Result<(), WriteError> {
         match self {
             Self::Plain(ws) => ws.flush().await.map_err(|_| WriteError::Failed),
+            #[cfg(feature = "compression")]
             Self::Deflate(socket) => socket.ws.flush().await.map_err(|_| WriteError::Failed),
         }
     }
@@ -138,6 +151,7 @@ fn plain_read_error(error: axum::Error) -> ReadError {
     }
 }
 
+#[cfg(feature = "compression")]
 fn deflate_read_error(error: &yawc::WebSocketError) -> ReadError {
     use yawc::WebSocketError as E;
     match error {
@@ -148,6 +162,7 @@ fn deflate_read_error(error: &yawc::WebSocketError) -> ReadError {
     }
 }
 
+#[cfg(feature = "compression")]
 /// A yawc frame as a message: `None` for what the connection never sees (continuations are
 /// reassembled by yawc).
 fn from_yawc(frame: yawc::Frame) -> Option<Result<Message, ReadError>> {
@@ -182,6 +197,7 @@ fn from_yawc(frame: yawc::Frame) -> Option<Result<Message, ReadError>> {
     }))
 }
 
+#[cfg(feature = "compression")]
 fn to_yawc(message: Message) -> yawc::Frame {
     match message {
         Message::Text(text) => yawc::Frame::text(Bytes::from(text)),

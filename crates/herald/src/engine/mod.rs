@@ -11,9 +11,12 @@
 //!
 //! Every implementation passes one conformance suite per trait (the `herald-testkit` crate).
 
+#[cfg(any(feature = "sqlite", feature = "redis"))]
 pub(crate) use crate::sync::lock;
 pub mod memory;
+#[cfg(feature = "redis")]
 pub mod redis;
+#[cfg(feature = "sqlite")]
 pub mod sqlite;
 
 use std::future::Future;

@@ -96,6 +96,7 @@ fn routes_of(parts: &[Part]) -> Routes {
     if parts.contains(&Part::Internal) || parts.contains(&Part::Api) {
         routes = api_routes(routes);
     }
+    #[cfg(feature = "prometheus")]
     if parts.contains(&Part::Internal) || parts.contains(&Part::Metrics) {
         routes = routes.add(&["GET"], "/metrics", get(metrics));
     }
@@ -213,6 +214,7 @@ async fn ready(State(node): State<Herald>) -> impl IntoResponse {
     }
 }
 
+#[cfg(feature = "prometheus")]
 async fn metrics() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
+#[cfg(feature = "compression")]
+use std::sync::LazyLock;
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, FromRequestParts, Query, Request, State};
@@ -33,6 +35,7 @@ const WRITE_BUFFER: usize = 4096;
 /// permessage-deflate state shared by every deflate connection: with no context takeover
 /// imposed both ways, a connection holds a compressor only while it compresses a message, so
 /// an idle deflate connection costs what a plain one does (docs/BENCHMARKS.md).
+#[cfg(feature = "compression")]
 static DEFLATE_POOL: LazyLock<yawc::DeflatePool> = LazyLock::new(|| yawc::DeflatePool::new(32));
 
 pub async fn upgrade(
@@ -66,6 +69,7 @@ pub async fn upgrade(
     }
     let encoding = match query.get("encoding").map(String::as_str) {
         None | Some("json") => Encoding::Json,
+        #[cfg(feature = "msgpack")]
         Some("msgpack") => Encoding::MsgPack,
         Some(other) => {
             crate::metrics::refused("encoding", shown(), other);
@@ -201,41 +205,14 @@ pub async fn echo(
 /// `compression` is on and the client offers it, else plain (tungstenite).
 async fn accept(node: Herald, request: Request, start: Start) -> Response {
     let (mut parts, _body) = request.into_parts();
-    let offer = node
+    #[cfg(feature = "compression")]
+    if let Some(offer) = node
         .config()
         .compression
         .then(|| usable_deflate_offer(&parts.headers))
-        .flatten();
-    if let Some(offer) = offer {
-        // yawc reads one offer: hand it the first one Herald can honour.
-        parts
-            .headers
-            .insert(axum::http::header::SEC_WEBSOCKET_EXTENSIONS, offer);
-        let upgrade = match yawc::IncomingUpgrade::from_request_parts(&mut parts, &()).await {
-            Ok(upgrade) => upgrade,
-            Err(status) => return not_a_websocket(status),
-        };
-        let (response, socket) = match upgrade.upgrade(deflate_options(&node)) {
-            Ok(pair) => pair,
-            Err(e) => {
-                return ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    ErrorCode::InvalidMessage,
-                    e.to_string(),
-                )
-                .into_response()
-            }
-        };
-        let tasks = node.connection_tasks().clone();
-        tokio::spawn(tasks.track_future(async move {
-            match socket.await {
-                Ok(socket) => {
-                    connection::serve(Link::Socket(Socket::deflate(socket)), node, start).await
-                }
-                Err(e) => tracing::debug!(error = %e, "deflate upgrade did not complete"),
-            }
-        }));
-        return response.map(axum::body::Body::new);
+        .flatten()
+    {
+        return accept_deflate(node, parts, offer, start).await;
     }
     if parts.extensions.get::<super::serve::Direct>().is_some() {
         return direct_upgrade(node, parts, start);
@@ -325,9 +302,49 @@ fn not_a_websocket(status: StatusCode) -> Response {
     .into_response()
 }
 
+/// The upgrade with permessage-deflate (yawc), for a client whose `offer` Herald honours.
+#[cfg(feature = "compression")]
+async fn accept_deflate(
+    node: Herald,
+    mut parts: axum::http::request::Parts,
+    offer: axum::http::HeaderValue,
+    start: Start,
+) -> Response {
+    // yawc reads one offer: hand it the first one Herald can honour.
+    parts
+        .headers
+        .insert(axum::http::header::SEC_WEBSOCKET_EXTENSIONS, offer);
+    let upgrade = match yawc::IncomingUpgrade::from_request_parts(&mut parts, &()).await {
+        Ok(upgrade) => upgrade,
+        Err(status) => return not_a_websocket(status),
+    };
+    let (response, socket) = match upgrade.upgrade(deflate_options(&node)) {
+        Ok(pair) => pair,
+        Err(e) => {
+            return ApiError::new(
+                StatusCode::BAD_REQUEST,
+                ErrorCode::InvalidMessage,
+                e.to_string(),
+            )
+            .into_response()
+        }
+    };
+    let tasks = node.connection_tasks().clone();
+    tokio::spawn(tasks.track_future(async move {
+        match socket.await {
+            Ok(socket) => {
+                connection::serve(Link::Socket(Socket::deflate(socket)), node, start).await
+            }
+            Err(e) => tracing::debug!(error = %e, "deflate upgrade did not complete"),
+        }
+    }));
+    response.map(axum::body::Body::new)
+}
+
 /// The first permessage-deflate offer (RFC 7692) in `Sec-WebSocket-Extensions` that Herald can
 /// honour: any, except one that limits the server's window below 9 bits (the smallest window
 /// the deflate backend writes).
+#[cfg_attr(not(feature = "compression"), allow(dead_code))]
 fn usable_deflate_offer(headers: &HeaderMap) -> Option<axum::http::HeaderValue> {
     headers
         .get_all(axum::http::header::SEC_WEBSOCKET_EXTENSIONS)
@@ -352,6 +369,7 @@ fn usable_deflate_offer(headers: &HeaderMap) -> Option<axum::http::HeaderValue> 
 /// A deflate connection's settings: the same limits and buffers as a plain one, no context
 /// takeover either way (RFC 7692 lets the server impose it) so compressors come from the
 /// shared pool, and small messages uncompressed.
+#[cfg(feature = "compression")]
 fn deflate_options(node: &Herald) -> yawc::Options {
     let max = node.config().limits.max_message_size;
     yawc::Options::default()

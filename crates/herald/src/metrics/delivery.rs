@@ -3,6 +3,7 @@
 //! recorder histogram keeps each sample until the next scrape or upkeep. Fixed buckets of
 //! atomics cost one add per sample and no memory.
 
+#[cfg(feature = "prometheus")]
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -26,6 +27,7 @@ pub fn record(waited: Duration) {
 }
 
 /// The histogram in Prometheus text, with its HELP.
+#[cfg(feature = "prometheus")]
 pub fn render() -> String {
     let name = "herald_delivery_seconds";
     let mut text = format!(

@@ -9,14 +9,17 @@
 //! misfire); only `role` values come from tokens and appear when first seen.
 
 mod delivery;
+#[cfg(feature = "prometheus")]
 mod process;
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+#[cfg(feature = "prometheus")]
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+#[cfg(feature = "prometheus")]
 static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
 
 /// The hot-path series, resolved once: added to on every socket read and write.
@@ -28,6 +31,7 @@ struct Bytes {
 static BYTES: OnceLock<Bytes> = OnceLock::new();
 
 /// How often histogram samples are folded into their buckets when nobody scrapes.
+#[cfg(feature = "prometheus")]
 const UPKEEP_EVERY: Duration = Duration::from_secs(5);
 
 /// Latency buckets, in seconds, from 10 µs to 2.5 s.
@@ -117,8 +121,24 @@ pub const ENGINES: &[&str] = &[
 /// The publication scopes (`Scope::name`).
 pub const SCOPES: &[&str] = &["all", "user", "role", "project", "topic"];
 
+/// Without the `prometheus` feature Herald installs no recorder: its metrics go to the app's
+/// own `metrics` recorder, if it installed one.
+#[cfg(not(feature = "prometheus"))]
+pub fn install() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        describe();
+        register_at_zero();
+        let _ = BYTES.set(Bytes {
+            received: counter!("herald_received_bytes_total"),
+            sent: counter!("herald_sent_bytes_total"),
+        });
+    });
+}
+
 /// Installs the Prometheus recorder once per process (later calls do nothing), describes
 /// every series and registers each at zero.
+#[cfg(feature = "prometheus")]
 pub fn install() {
     HANDLE.get_or_init(|| {
         let handle = PrometheusBuilder::new()
@@ -258,6 +278,7 @@ fn register_at_zero() {
 }
 
 /// The Prometheus text exposition of every metric, the process's own included.
+#[cfg(feature = "prometheus")]
 pub fn render() -> String {
     match HANDLE.get() {
         Some(Some(handle)) => {

@@ -3,16 +3,21 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use super::cluster::Cluster;
 use super::delivery::LocalDelivery;
 use super::handler::{Handler, HandlerResult, Incoming};
+use super::JwtKeys;
 use super::{Engines, Herald, Parts, StartError};
-use crate::auth::{AdminCheck, Authenticator, Keys};
+#[cfg(feature = "jwt")]
+use crate::auth::Keys;
+use crate::auth::{AdminCheck, Authenticator};
 use crate::config::Config;
 use crate::engine::memory::{MemoryBroker, MemoryPresence};
+#[cfg(feature = "redis")]
 use crate::engine::redis::{RedisBroker, RedisOptions, RedisStore};
+#[cfg(feature = "sqlite")]
 use crate::engine::sqlite::{self, SqliteHistory, SqliteInbox, SqliteMembership};
 use crate::engine::{Broker, Delivery, Membership, Presence, Stripes};
 use crate::hub::Hub;
@@ -138,25 +143,17 @@ impl HeraldBuilder {
                 "a handler cannot take the message type `{kind}`: Herald answers it itself"
             )));
         }
-        let (authenticator, keys): (Arc<dyn Authenticator>, _) = match self.authenticator {
+        #[cfg(not(feature = "compression"))]
+        if config.compression {
+            return Err(StartError(
+                "compression needs the `compression` feature of the herald crate".into(),
+            ));
+        }
+        let (authenticator, keys) = match self.authenticator {
             Some(authenticator) => (authenticator, None),
-            None => {
-                let keys = Arc::new(
-                    Keys::from_config(&config.jwt, self.jwt_secret.as_deref())
-                        .map_err(StartError)?,
-                );
-                (keys.clone(), Some(keys))
-            }
+            None => jwt_authenticator(&config, self.jwt_secret.as_deref())?,
         };
-        let redis = config.redis_url.as_ref().map(|url| {
-            RedisStore::open(&RedisOptions {
-                url: url.clone(),
-                node_id: config.node_id.clone().unwrap_or_else(random_node_id),
-                timeout: config.cluster.redis_timeout,
-            })
-            .map_err(|e| StartError(e.0))
-        });
-        let redis = redis.transpose()?;
+        let redis = open_redis(&config)?;
         // The store engine calls are timed under (an app's own membership source included).
         let store = match &redis {
             Some(_) => "redis",
@@ -164,11 +161,7 @@ impl HeraldBuilder {
             None => "sqlite",
         };
         let mut engines = match &redis {
-            Some(store) => Engines {
-                membership: Arc::new(store.clone()),
-                history: Arc::new(store.clone()),
-                inbox: Arc::new(store.clone()),
-            },
+            Some(store) => redis_engines(store),
             None if self.in_memory => Engines::memory(),
             None => open_sqlite(&config).await?,
         };
@@ -182,22 +175,11 @@ impl HeraldBuilder {
             membership: engines.membership.clone(),
             stripes: stripes.clone(),
         });
-        let (broker, presence, cluster): (Arc<dyn Broker>, Arc<dyn Presence>, _) = match redis {
-            Some(store) => {
-                let broker = Arc::new(RedisBroker::start(
-                    store.clone(),
-                    local,
-                    Arc::new(config.clone()),
-                ));
-                let cluster = Cluster {
-                    store: store.clone(),
-                    broker: broker.clone(),
-                };
-                (broker, Arc::new(store), Some(cluster))
-            }
+        let (broker, presence, cluster) = match redis {
+            Some(store) => redis_broker(store, local, &config),
             None => (
-                Arc::new(MemoryBroker::new(local)),
-                Arc::new(MemoryPresence::new()),
+                Arc::new(MemoryBroker::new(local)) as Arc<dyn Broker>,
+                Arc::new(MemoryPresence::new()) as Arc<dyn Presence>,
                 None,
             ),
         };
@@ -219,6 +201,7 @@ impl HeraldBuilder {
             parts,
         );
         herald.start_cluster().await;
+        #[cfg(feature = "jwt")]
         if let Some(keys) = keys {
             herald.start_key_set(keys).await;
         }
@@ -226,19 +209,122 @@ impl HeraldBuilder {
     }
 }
 
+/// A node's authenticator, and its JWT keys when it is Herald's own.
+type NodeAuth = (Arc<dyn Authenticator>, Option<Arc<JwtKeys>>);
+
+/// Herald's JWT authenticator from `[jwt]` (or the development secret), and its keys.
+#[cfg(feature = "jwt")]
+fn jwt_authenticator(
+    config: &Config,
+    dev_secret: Option<&str>,
+) -> Result<NodeAuth, StartError> {
+    let keys = Arc::new(Keys::from_config(&config.jwt, dev_secret).map_err(StartError)?);
+    Ok((keys.clone(), Some(keys)))
+}
+
+#[cfg(not(feature = "jwt"))]
+fn jwt_authenticator(
+    _: &Config,
+    _: Option<&str>,
+) -> Result<NodeAuth, StartError> {
+    Err(StartError(
+        "no authenticator: give one with .authenticator(...), or enable the `jwt` feature of \
+         the herald crate for JWTs"
+            .into(),
+    ))
+}
+
+/// The Redis of `redis_url` (cluster mode), when one is set.
+#[cfg(feature = "redis")]
+fn open_redis(config: &Config) -> Result<Option<RedisStore>, StartError> {
+    let Some(url) = &config.redis_url else {
+        return Ok(None);
+    };
+    RedisStore::open(&RedisOptions {
+        url: url.clone(),
+        node_id: config.node_id.clone().unwrap_or_else(random_node_id),
+        timeout: config.cluster.redis_timeout,
+    })
+    .map(Some)
+    .map_err(|e| StartError(e.0))
+}
+
+#[cfg(feature = "redis")]
+fn redis_engines(store: &RedisStore) -> Engines {
+    Engines {
+        membership: Arc::new(store.clone()),
+        history: Arc::new(store.clone()),
+        inbox: Arc::new(store.clone()),
+    }
+}
+
+/// The cluster's broker and presence, and the node's link to the cluster.
+#[cfg(feature = "redis")]
+fn redis_broker(store: RedisStore, local: Arc<dyn Delivery>, config: &Config) -> ClusterParts {
+    let broker = Arc::new(RedisBroker::start(
+        store.clone(),
+        local,
+        Arc::new(config.clone()),
+    ));
+    let cluster = Cluster {
+        store: store.clone(),
+        broker: broker.clone(),
+    };
+    (broker, Arc::new(store), Some(cluster))
+}
+
+/// Without the `redis` feature there is no Redis to open: `redis_url` is refused.
+#[cfg(not(feature = "redis"))]
+type RedisStore = std::convert::Infallible;
+
+#[cfg(not(feature = "redis"))]
+fn open_redis(config: &Config) -> Result<Option<RedisStore>, StartError> {
+    match config.redis_url {
+        Some(_) => Err(StartError(
+            "redis_url needs the `redis` feature of the herald crate".into(),
+        )),
+        None => Ok(None),
+    }
+}
+
+#[cfg(not(feature = "redis"))]
+fn redis_engines(store: &RedisStore) -> Engines {
+    match *store {}
+}
+
+#[cfg(not(feature = "redis"))]
+fn redis_broker(store: RedisStore, _: Arc<dyn Delivery>, _: &Config) -> ClusterParts {
+    match store {}
+}
+
+/// A node's broker, presence and cluster link.
+type ClusterParts = (Arc<dyn Broker>, Arc<dyn Presence>, Option<Cluster>);
+
+#[cfg(feature = "redis")]
 /// A node id for a node started without one: unique, and new on every start (the old one's
 /// entries are reaped once its heartbeat expires).
 fn random_node_id() -> String {
     format!("node-{:08x}", rand::random::<u32>())
 }
 
+/// Without the `sqlite` feature there is no embedded store.
+#[cfg(not(feature = "sqlite"))]
+async fn open_sqlite(_: &Config) -> Result<Engines, StartError> {
+    Err(StartError(
+        "the embedded store needs the `sqlite` feature of the herald crate: enable it, or \
+         build with .in_memory()"
+            .into(),
+    ))
+}
+
 /// The embedded engines on one SQLite file in the data dir.
+#[cfg(feature = "sqlite")]
 async fn open_sqlite(config: &Config) -> Result<Engines, StartError> {
     sqlite::create_private(&config.data_dir).map_err(|e| StartError(e.0))?;
     // Two servers on one file would interleave a stream's offsets: the second one stops here.
     let lock = sqlite::DirLock::take(&config.data_dir).map_err(|e| StartError(e.0))?;
     let db = sqlite::open(&config.data_dir.join("herald.db")).map_err(|e| StartError(e.0))?;
-    let db = Arc::new(Mutex::new(db));
+    let db = Arc::new(std::sync::Mutex::new(db));
     let membership = SqliteMembership::load(db.clone())
         .await
         .map_err(|e| StartError(e.0))?;

@@ -4,10 +4,15 @@
 //! `streams.rs` holds what keeps messages: topic history, recovery, the offline inbox.
 
 mod builder;
+#[cfg(feature = "redis")]
+mod cluster;
+#[cfg(not(feature = "redis"))]
+#[path = "no_cluster.rs"]
 mod cluster;
 mod delivery;
 mod handle;
 mod handler;
+#[cfg(feature = "jwt")]
 mod key_set;
 pub(crate) mod slots;
 mod streams;
@@ -35,6 +40,12 @@ use crate::engine::{Broker, EngineError, History, Inbox, Membership, Presence, S
 use crate::hub::flusher::Flushers;
 use crate::hub::{CloseReason, ConnHandle, Hub};
 use crate::publication::{Publication, Scope};
+
+/// Herald's own JWT keys (feature `jwt`); without it a node has none.
+#[cfg(feature = "jwt")]
+type JwtKeys = crate::auth::Keys;
+#[cfg(not(feature = "jwt"))]
+type JwtKeys = std::convert::Infallible;
 
 /// Why Herald could not start; the text is one line for the operator.
 #[derive(Debug, thiserror::Error)]
@@ -143,7 +154,7 @@ struct Inner {
     config: Config,
     authenticator: Arc<dyn Authenticator>,
     /// The JWT keys, when the authenticator is Herald's own (reloadable).
-    keys: Option<Arc<crate::auth::Keys>>,
+    keys: Option<Arc<JwtKeys>>,
     /// The server API's keys (`api_key` and `api_keys`; reloadable).
     api_keys: std::sync::RwLock<Arc<[String]>>,
     /// The embedding app's own check of the server API's callers.
@@ -155,6 +166,7 @@ struct Inner {
     engines: Engines,
     presence: Arc<dyn Presence>,
     stripes: Arc<Stripes>,
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     cluster: Option<cluster::Cluster>,
     /// `sqlite`, `redis` or `memory`: the `store` label of engine-call timings.
     store: &'static str,
@@ -190,7 +202,7 @@ impl Herald {
     fn assemble(
         config: Config,
         authenticator: Arc<dyn Authenticator>,
-        keys: Option<Arc<crate::auth::Keys>>,
+        keys: Option<Arc<JwtKeys>>,
         admin_check: Option<Arc<dyn AdminCheck>>,
         engines: Engines,
         handlers: HashMap<String, Handler>,
@@ -257,6 +269,7 @@ impl Herald {
     /// keys. On an error nothing changes. `herald serve` calls this on SIGHUP.
     pub fn reload_credentials(&self, config: &Config) -> Result<(), String> {
         config.validate().map_err(|e| e.0)?;
+        #[cfg(feature = "jwt")]
         if let Some(keys) = &self.inner.keys {
             keys.reload(&config.jwt)?;
         }

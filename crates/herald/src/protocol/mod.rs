@@ -47,6 +47,7 @@ impl Encoding {
     /// control frames pass unchanged.
     pub fn encode(self, frame: &Frame) -> Frame {
         match (self, frame) {
+            #[cfg(feature = "msgpack")]
             (Self::MsgPack, Message::Text(text)) => {
                 match serde_json::from_str::<Value>(text.as_str())
                     .ok()
@@ -66,6 +67,12 @@ impl Encoding {
     pub fn decode_binary(self, bytes: &[u8]) -> Option<String> {
         match self {
             Self::Json => None,
+            #[cfg(not(feature = "msgpack"))]
+            Self::MsgPack => {
+                let _ = bytes;
+                None
+            }
+            #[cfg(feature = "msgpack")]
             Self::MsgPack => {
                 let mut decoder = rmp_serde::Deserializer::from_read_ref(bytes);
                 // As deep as JSON commands may nest (serde_json's limit), not rmp's 1024.

@@ -1,67 +1,16 @@
-//! Token to [`Principal`]: JWT verification (docs/PROTOCOL.md, section 2).
+//! Herald's own authenticator: JWTs verified against the configured keys (feature `jwt`).
 //!
-//! Knows nothing of sockets or topics. The accepted algorithms follow the key: a shared
-//! secret accepts only HS256/384/512, a public key only RS256 (RSA) or ES256 (EC), so a token
-//! signed with the public key as an HMAC secret (HS/RS confusion) is refused by construction.
+//! The accepted algorithms follow the key: a shared secret accepts only HS256/384/512, a
+//! public key only RS256 (RSA) or ES256 (EC), so a token signed with the public key as an HMAC
+//! secret (HS/RS confusion) is refused by construction.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+use super::{unix_now, AuthError, Authenticator, Principal};
 use crate::config::JwtConfig;
-
-/// Who a connection or an API caller is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
-    /// The user id (`sub`), kept as text.
-    pub user_id: Arc<str>,
-    /// The role (`role`, default `user`).
-    pub role: Arc<str>,
-    /// Project ids granted by the token's `projects` claim.
-    pub projects: Arc<[String]>,
-    /// The token's `exp` as Unix seconds, if it has one.
-    pub expires_at: Option<u64>,
-}
-
-impl Principal {
-    /// A principal with no expiry.
-    pub fn new(user_id: &str, role: &str, projects: Vec<String>) -> Self {
-        Self {
-            user_id: user_id.into(),
-            role: role.into(),
-            projects: projects.into(),
-            expires_at: None,
-        }
-    }
-
-    /// Admins may call the server HTTP API.
-    pub fn is_admin(&self) -> bool {
-        matches!(&*self.role, "admin" | "superadmin")
-    }
-}
-
-/// Why a token was refused; the text is safe to show the client.
-#[derive(Debug, thiserror::Error)]
-pub enum AuthError {
-    /// The token's `exp` has passed.
-    #[error("token has expired")]
-    Expired,
-    /// Anything else wrong: signature, algorithm, claims, shape.
-    #[error("invalid token: {0}")]
-    Invalid(String),
-}
-
-impl AuthError {
-    /// A short label for metrics and logs.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Self::Expired => "expired",
-            Self::Invalid(_) => "invalid",
-        }
-    }
-}
 
 /// The claims Herald reads. `sub` may be a string or a number; ids in `projects` too.
 #[derive(Debug, Deserialize)]
@@ -348,61 +297,6 @@ fn validation(config: &JwtConfig, allowed: &[Algorithm]) -> Validation {
     validation
 }
 
-/// Turns a client's token into a [`Principal`]. Herald's own is [`Verifier`] (JWT); an app
-/// that does not use JWTs plugs its own in with [`crate::HeraldBuilder::authenticator`].
-///
-/// ```
-/// use herald::auth::{AuthError, Authenticator, Principal};
-///
-/// /// Accepts tokens of the form `user:<id>`; a real app would look the session up.
-/// struct SessionTokens;
-///
-/// #[async_trait::async_trait]
-/// impl Authenticator for SessionTokens {
-///     async fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {
-///         match token.strip_prefix("user:") {
-///             Some(id) if !id.is_empty() => Ok(Principal::new(id, "user", vec![])),
-///             _ => Err(AuthError::Invalid("unknown session".into())),
-///         }
-///     }
-/// }
-/// ```
-#[async_trait::async_trait]
-pub trait Authenticator: Send + Sync + 'static {
-    /// Who the token names, or why it is refused.
-    async fn authenticate(&self, token: &str) -> Result<Principal, AuthError>;
-}
-
-/// Who may call the server API (`Herald::api_router`) besides a configured API key, as the
-/// embedding app decides: e.g. its own admin session cookie. Without one, a node with an
-/// app's own [`Authenticator`] takes API keys only; Herald's JWT authenticator also takes a
-/// token whose role is `admin` or `superadmin` (what `herald serve` does).
-///
-/// A closure over the request's headers is one:
-///
-/// ```
-/// let check = |headers: &axum::http::HeaderMap| {
-///     headers.get("x-ops-secret").is_some_and(|v| v == "from-the-vault")
-/// };
-/// # fn takes(_: impl herald::auth::AdminCheck) {}
-/// # takes(check);
-/// ```
-#[async_trait::async_trait]
-pub trait AdminCheck: Send + Sync + 'static {
-    /// Whether the request with these headers comes from an administrator.
-    async fn is_admin(&self, headers: &axum::http::HeaderMap) -> bool;
-}
-
-#[async_trait::async_trait]
-impl<F> AdminCheck for F
-where
-    F: Fn(&axum::http::HeaderMap) -> bool + Send + Sync + 'static,
-{
-    async fn is_admin(&self, headers: &axum::http::HeaderMap) -> bool {
-        self(headers)
-    }
-}
-
 /// The largest key set read from `jwt.jwks_url`.
 const KEY_SET_MAX_BYTES: usize = 1024 * 1024;
 
@@ -588,13 +482,6 @@ pub fn mint_hs256(secret: &str, req: &TokenRequest<'_>) -> Result<String, String
         &EncodingKey::from_secret(secret.as_bytes()),
     )
     .map_err(|e| format!("cannot sign token: {e}"))
-}
-
-/// Seconds since the Unix epoch.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]
