@@ -482,3 +482,140 @@ async fn errors_are_typed_and_a_handler_passes_them_on_with_a_question_mark() {
     .await;
     assert_eq!(reply["type"], "relay.done", "{reply}");
 }
+
+/// Reads the app's session cookie (`sid=<user>`) at the upgrade, no token needed, and attaches
+/// what the app knows of the user and of the request.
+struct CookieSessions;
+
+#[async_trait::async_trait]
+impl Authenticator for CookieSessions {
+    async fn authenticate(&self, _: &str) -> Result<Principal, AuthError> {
+        Err(AuthError::Invalid(
+            "this app signs in with its cookie".into(),
+        ))
+    }
+
+    async fn authenticate_request(
+        &self,
+        _token: Option<&str>,
+        request: &herald::auth::ConnectRequest,
+    ) -> Result<Option<Principal>, AuthError> {
+        let cookie = request
+            .headers
+            .get("cookie")
+            .and_then(|c| c.to_str().ok())
+            .unwrap_or_default();
+        let Some(user) = cookie.split("; ").find_map(|c| c.strip_prefix("sid=")) else {
+            return Err(AuthError::Invalid("no session cookie".into()));
+        };
+        let from = request.remote_addr.map(|a| a.ip().to_string());
+        let meta = json!({"plan": "pro", "from": from, "lang": request.query.get("lang")});
+        Ok(Some(Principal::new(user, "user", vec![]).with_meta(meta)))
+    }
+}
+
+async fn connect_with_cookie(addr: SocketAddr, user: &str) -> Socket {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = format!("ws://{addr}/ws?lang=fr")
+        .into_client_request()
+        .expect("request");
+    let cookie = format!("theme=dark; sid={user}").parse().expect("header");
+    request.headers_mut().insert("cookie", cookie);
+    let (mut ws, _) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("connect");
+    let hello = recv(&mut ws).await;
+    assert_eq!(hello["type"], "connection.established", "{hello}");
+    ws
+}
+
+#[tokio::test]
+async fn the_authenticator_sees_the_request_and_a_handler_acts_on_the_sender_only() {
+    let herald = Herald::builder()
+        .in_memory()
+        .authenticator(CookieSessions)
+        .on("whoami", |msg| async move {
+            let meta = msg.principal.meta.clone().unwrap_or_default();
+            msg.reply("whoami.result", &*meta);
+            Ok(())
+        })
+        .on("join", |msg| async move {
+            let room = msg.data()["room"].as_str().unwrap_or_default().to_string();
+            msg.reply("join.ok", json!({}));
+            msg.subscribe(&format!("room:{room}"));
+            Ok(())
+        })
+        .on("leave", |msg| async move {
+            let room = msg.data()["room"].as_str().unwrap_or_default().to_string();
+            msg.unsubscribe(&format!("room:{room}"));
+            Ok(())
+        })
+        .on("bye", |msg| async move {
+            msg.reply("bye.ok", json!({}));
+            msg.close();
+            Ok(())
+        })
+        .build()
+        .await
+        .expect("build");
+    let addr = serve(herald.ws_router()).await;
+    let refused = tokio_tungstenite::connect_async(format!("ws://{addr}/ws")).await;
+    assert!(refused.is_err(), "no cookie, no connection");
+
+    let mut tab = connect_with_cookie(addr, "zoe").await;
+    let mut other_tab = connect_with_cookie(addr, "zoe").await;
+    let me = request(&mut tab, json!({"type": "whoami"})).await;
+    assert_eq!(
+        me["data"],
+        json!({"plan": "pro", "from": "127.0.0.1", "lang": "fr"})
+    );
+
+    assert_eq!(
+        request(&mut tab, json!({"type": "join", "data": {"room": "a"}})).await["type"],
+        "join.ok"
+    );
+    let subscribed = recv(&mut tab).await;
+    assert_eq!(
+        (
+            subscribed["type"].as_str(),
+            subscribed["data"]["topic"].as_str()
+        ),
+        (Some("subscribed"), Some("room:a"))
+    );
+    let reached = herald
+        .broadcast_to_topic("room:a", "said", json!({}))
+        .await
+        .expect("publish");
+    assert_eq!(reached.recipients, 1, "only the tab that asked");
+    assert_eq!(recv(&mut tab).await["type"], "said");
+
+    let left = request(&mut tab, json!({"type": "leave", "data": {"room": "a"}})).await;
+    assert_eq!(left["type"], "unsubscribed", "{left}");
+    let reached = herald
+        .broadcast_to_topic("room:a", "said", json!({}))
+        .await
+        .expect("publish");
+    assert_eq!(reached.recipients, 0);
+
+    assert_eq!(
+        request(&mut other_tab, json!({"type": "bye"})).await["type"],
+        "bye.ok"
+    );
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match other_tab.next().await {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                _ => return None,
+            }
+        }
+    })
+    .await
+    .expect("closed in time");
+    assert_eq!(closed, Some(1000));
+    assert_eq!(
+        request(&mut tab, json!({"type": "whoami"})).await["type"],
+        "whoami.result",
+        "the other tab stays"
+    );
+}

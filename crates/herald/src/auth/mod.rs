@@ -18,6 +18,9 @@ pub struct Principal {
     pub projects: Arc<[String]>,
     /// The token's `exp` as Unix seconds, if it has one.
     pub expires_at: Option<u64>,
+    /// What the app's authenticator attached (its session, its own user record): handlers
+    /// read it from [`crate::Incoming::principal`]. Herald never reads or sends it.
+    pub meta: Option<Arc<serde_json::Value>>,
 }
 
 impl Principal {
@@ -28,6 +31,15 @@ impl Principal {
             role: role.into(),
             projects: projects.into(),
             expires_at: None,
+            meta: None,
+        }
+    }
+
+    /// This principal with the app's own data attached ([`Principal::meta`]).
+    pub fn with_meta(self, meta: serde_json::Value) -> Self {
+        Self {
+            meta: Some(Arc::new(meta)),
+            ..self
         }
     }
 
@@ -81,6 +93,36 @@ impl AuthError {
 pub trait Authenticator: Send + Sync + 'static {
     /// Who the token names, or why it is refused.
     async fn authenticate(&self, token: &str) -> Result<Principal, AuthError>;
+
+    /// A client connecting to `/ws`, at the upgrade: `token` is its `?token=` or
+    /// `Authorization: Bearer` token, if any, and `request` the rest of what it sent (cookies,
+    /// headers, address, query). `Ok(None)` leaves the connection to authenticate with its
+    /// first message (`auth`, which goes to [`authenticate`](Self::authenticate)); an error
+    /// refuses the upgrade with 401. The default checks the token with `authenticate` and
+    /// returns `Ok(None)` without one; override it to take a session cookie instead.
+    async fn authenticate_request(
+        &self,
+        token: Option<&str>,
+        request: &ConnectRequest,
+    ) -> Result<Option<Principal>, AuthError> {
+        let _ = request;
+        match token {
+            Some(token) => self.authenticate(token).await.map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+/// What a connecting client's HTTP request showed, for an authenticator that reads more than
+/// a token ([`Authenticator::authenticate_request`]).
+#[derive(Debug, Clone, Default)]
+pub struct ConnectRequest {
+    /// The request's headers, cookies included.
+    pub headers: axum::http::HeaderMap,
+    /// The client's address (behind `trusted_proxies`, the one they forwarded), when known.
+    pub remote_addr: Option<std::net::SocketAddr>,
+    /// The query parameters (`token` among them when the client sent it there).
+    pub query: std::collections::HashMap<String, String>,
 }
 
 /// Who may call the server API (`Herald::api_router`) besides a configured API key, as the

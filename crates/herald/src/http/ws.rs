@@ -86,14 +86,14 @@ pub async fn upgrade(
         .map(String::as_str)
         .filter(|t| !t.is_empty())
         .or_else(|| bearer(&headers));
-    let verdict = match token {
-        Some(token) => Some(node.authenticate(token).await),
-        None => None,
+    let connecting = crate::auth::ConnectRequest {
+        headers: headers.clone(),
+        remote_addr: peer,
+        query: query.clone(),
     };
-    let principal = match verdict {
-        None => None,
-        Some(Ok(principal)) => Some(principal),
-        Some(Err(e)) => {
+    let principal = match node.authenticate_request(token, &connecting).await {
+        Ok(principal) => principal,
+        Err(e) => {
             crate::metrics::auth_failure(e.reason());
             let detail = format!("{} token, {}", e.reason(), redact_token(&uri));
             crate::metrics::refused("bad_token", shown(), &detail);

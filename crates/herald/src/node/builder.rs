@@ -214,19 +214,13 @@ type NodeAuth = (Arc<dyn Authenticator>, Option<Arc<JwtKeys>>);
 
 /// Herald's JWT authenticator from `[jwt]` (or the development secret), and its keys.
 #[cfg(feature = "jwt")]
-fn jwt_authenticator(
-    config: &Config,
-    dev_secret: Option<&str>,
-) -> Result<NodeAuth, StartError> {
+fn jwt_authenticator(config: &Config, dev_secret: Option<&str>) -> Result<NodeAuth, StartError> {
     let keys = Arc::new(Keys::from_config(&config.jwt, dev_secret).map_err(StartError)?);
     Ok((keys.clone(), Some(keys)))
 }
 
 #[cfg(not(feature = "jwt"))]
-fn jwt_authenticator(
-    _: &Config,
-    _: Option<&str>,
-) -> Result<NodeAuth, StartError> {
+fn jwt_authenticator(_: &Config, _: Option<&str>) -> Result<NodeAuth, StartError> {
     Err(StartError(
         "no authenticator: give one with .authenticator(...), or enable the `jwt` feature of \
          the herald crate for JWTs"

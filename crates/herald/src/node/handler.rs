@@ -26,6 +26,16 @@ pub struct Incoming {
     pub(crate) reference: Option<Value>,
     pub(crate) conn: Arc<ConnHandle>,
     pub(crate) herald: Herald,
+    /// What the handler asked of the sender's connection, done when it returns.
+    pub(crate) actions: Arc<std::sync::Mutex<Vec<ConnAction>>>,
+}
+
+/// A change to the sender's connection that a handler asks for ([`Incoming::subscribe`],
+/// [`Incoming::unsubscribe`]); the connection makes it once the handler returned, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ConnAction {
+    Subscribe(String),
+    Unsubscribe(String),
 }
 
 impl Incoming {
@@ -43,6 +53,25 @@ impl Incoming {
     /// The node, to publish, broadcast or look things up.
     pub fn herald(&self) -> &Herald {
         &self.herald
+    }
+
+    /// Subscribes the sending connection (only it, not the user's other tabs) to `topic`
+    /// once the handler returns, as if the client had sent `subscribe`: the same rules
+    /// apply, and the client gets `subscribed` or an `error` naming the topic.
+    pub fn subscribe(&self, topic: &str) {
+        crate::sync::lock(&self.actions).push(ConnAction::Subscribe(topic.to_string()));
+    }
+
+    /// Unsubscribes the sending connection from `topic` once the handler returns, as if the
+    /// client had sent `unsubscribe` (it gets `unsubscribed`).
+    pub fn unsubscribe(&self, topic: &str) {
+        crate::sync::lock(&self.actions).push(ConnAction::Unsubscribe(topic.to_string()));
+    }
+
+    /// Closes the sending connection only (close 1000 `disconnected by the server`), after
+    /// what is queued for it, the handler's reply included.
+    pub fn close(&self) {
+        self.conn.close(crate::hub::CloseReason::DISCONNECTED);
     }
 }
 

@@ -20,6 +20,7 @@ mod topics;
 
 pub use builder::HeraldBuilder;
 pub use handle::PublishError;
+pub(crate) use handler::ConnAction;
 pub use handler::{HandlerError, HandlerResult, Incoming};
 pub use streams::Recovery;
 
@@ -289,6 +290,19 @@ impl Herald {
     /// Who a token names, by the node's authenticator (JWT unless the app plugged its own).
     pub async fn authenticate(&self, token: &str) -> Result<Principal, AuthError> {
         self.inner.authenticator.authenticate(token).await
+    }
+
+    /// Who a connecting client is, from its token and request, by the node's authenticator;
+    /// `None` when it is to authenticate with its first message.
+    pub(crate) async fn authenticate_request(
+        &self,
+        token: Option<&str>,
+        request: &crate::auth::ConnectRequest,
+    ) -> Result<Option<Principal>, AuthError> {
+        self.inner
+            .authenticator
+            .authenticate_request(token, request)
+            .await
     }
 
     /// The app's handler for a custom message type.

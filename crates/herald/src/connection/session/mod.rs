@@ -17,7 +17,7 @@ use serde_json::Value;
 use super::limits::{ErrorWindow, TokenBucket};
 use super::Next;
 use crate::hub::ConnHandle;
-use crate::node::Herald;
+use crate::node::{ConnAction, Herald};
 use crate::protocol::replies::{Echo, Pong, Reply, Status};
 use crate::protocol::{
     error_frame, topic_error_frame, Command, Encoding, ErrorCode, Frame, Request,
@@ -231,6 +231,7 @@ impl Session {
             self.error(ErrorCode::UnknownType, &text, reference);
             return;
         };
+        let actions = Arc::default();
         let incoming = crate::Incoming {
             kind,
             message,
@@ -239,9 +240,23 @@ impl Session {
             reference: reference.cloned(),
             conn: self.conn.clone(),
             herald: self.node.clone(),
+            actions: Arc::clone(&actions),
         };
         if let Err(e) = handler.call(incoming).await {
             self.error(e.code, &e.message, reference);
+        }
+        let asked = std::mem::take(&mut *crate::sync::lock(&actions));
+        for action in asked {
+            match action {
+                ConnAction::Subscribe(topic) => {
+                    self.subscribe(&topic, None, crate::protocol::ReplyStyle::Canonical, None)
+                        .await;
+                }
+                ConnAction::Unsubscribe(topic) => {
+                    self.unsubscribe(&topic, crate::protocol::ReplyStyle::Canonical, None)
+                        .await;
+                }
+            }
         }
     }
 
