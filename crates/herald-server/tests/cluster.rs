@@ -744,3 +744,87 @@ async fn while_its_pubsub_link_is_down_a_node_counts_no_recipient_of_its_own() {
         "caught up from the stream once the link is back"
     );
 }
+
+/// An embedding app's own membership table, which both of its nodes read (its database).
+#[derive(Clone, Default)]
+struct AppMembers(std::sync::Arc<std::sync::Mutex<std::collections::HashSet<String>>>);
+
+impl AppMembers {
+    fn set(&self, key: &str, member: bool) {
+        let mut members = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if member {
+            members.insert(key.to_string());
+        } else {
+            members.remove(key);
+        }
+    }
+    fn has(&self, key: &str) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(key)
+    }
+}
+
+#[herald::async_trait]
+impl herald::engine::Membership for AppMembers {
+    async fn add(&self, _: &str, _: &str) -> Result<bool, herald::engine::EngineError> {
+        Err(herald::engine::EngineError("managed by the app".into()))
+    }
+    async fn remove(&self, _: &str, _: &str) -> Result<bool, herald::engine::EngineError> {
+        Err(herald::engine::EngineError("managed by the app".into()))
+    }
+    async fn members(&self, _: &str) -> Result<Vec<String>, herald::engine::EngineError> {
+        Ok(Vec::new())
+    }
+    async fn is_member(
+        &self,
+        project: &str,
+        user: &str,
+    ) -> Result<bool, herald::engine::EngineError> {
+        Ok(self.has(&format!("{project}/{user}")))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_embedding_apps_recheck_reaches_the_connections_of_every_node() {
+    let redis = RedisServer::start();
+    let members = AppMembers::default();
+    members.set("p1/mia", true);
+    let node = |id: &str| {
+        let mut config = herald::Config::default();
+        config.redis_url = Some(redis.url());
+        config.node_id = Some(id.into());
+        herald::Herald::builder()
+            .config(config)
+            .jwt_secret(SECRET)
+            .membership(members.clone())
+            .build()
+    };
+    let a = node("app-a").await.expect("node a");
+    let b = node("app-b").await.expect("node b");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let app = b.ws_router();
+    tokio::spawn(async move {
+        let service = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+        let _ = axum::serve(listener, service).await;
+    });
+    let url = format!("ws://{addr}/ws?token={}", token("mia", "user", &[]));
+    let mut mia = Client::connect(&url).await;
+    assert_eq!(mia.recv().await["type"], "connection.established");
+    mia.send(json!({"type": "subscribe", "topic": "project:p1"}))
+        .await;
+    assert_eq!(mia.recv().await["type"], "subscribed");
+
+    // The app removes mia in its own table and asks the node it talks to; she is on the other.
+    members.set("p1/mia", false);
+    assert_eq!(a.recheck_project("p1").await.expect("recheck"), 1);
+    let notice = mia.recv().await;
+    assert_eq!(notice["type"], "unsubscribed", "{notice}");
+    assert_eq!(notice["data"]["topic"], "project:p1");
+    a.shutdown().await;
+    b.shutdown().await;
+}
