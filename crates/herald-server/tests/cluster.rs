@@ -792,9 +792,11 @@ async fn an_embedding_apps_recheck_reaches_the_connections_of_every_node() {
     let members = AppMembers::default();
     members.set("p1/mia", true);
     let node = |id: &str| {
-        let mut config = herald::Config::default();
-        config.redis_url = Some(redis.url());
-        config.node_id = Some(id.into());
+        let config = herald::Config {
+            redis_url: Some(redis.url()),
+            node_id: Some(id.into()),
+            ..Default::default()
+        };
         herald::Herald::builder()
             .config(config)
             .jwt_secret(SECRET)

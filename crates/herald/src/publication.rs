@@ -4,8 +4,10 @@ use serde_json::Value;
 
 use crate::protocol::{now_timestamp, Envelope, Frame, Sender};
 
-/// Who receives a publication (docs/PROTOCOL.md, section 5).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Who receives a publication (docs/PROTOCOL.md, section 5). Serialized as the HTTP API
+/// names it: `{"scope": "user", "target": "alice"}`, `{"scope": "all"}`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "scope", content = "target", rename_all = "lowercase")]
 pub enum Scope {
     /// Every authenticated connection.
     All,
@@ -65,11 +67,12 @@ impl Scope {
 }
 
 /// One event on its way to a scope. Built once; its frame is encoded once.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Publication {
     /// UUID v7, the same on every copy.
     pub id: String,
     /// Who receives it.
+    #[serde(flatten)]
     pub scope: Scope,
     /// The event name clients receive as `type`.
     pub event: String,
@@ -78,14 +81,18 @@ pub struct Publication {
     /// When the server accepted it (RFC 3339, milliseconds).
     pub timestamp: String,
     /// Set when a client published it.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub from: Option<Sender>,
     /// Position in the topic's stream, set by the `History` engine for topics with history.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub offset: Option<u64>,
     /// The stream's epoch, with `offset`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub epoch: Option<String>,
     /// When this node accepted it (set by [`Publication::new`]; not stored, not sent): the
     /// start of `herald_delivery_seconds`. `None` for one read back from a store or received
     /// from another node, which then counts from its fan-out here.
+    #[serde(skip)]
     pub accepted: Option<std::time::Instant>,
 }
 

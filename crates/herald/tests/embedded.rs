@@ -619,3 +619,24 @@ async fn the_authenticator_sees_the_request_and_a_handler_acts_on_the_sender_onl
         "the other tab stays"
     );
 }
+
+#[test]
+fn the_public_data_types_serialize_as_the_http_api_spells_them() {
+    let publication =
+        herald::Publication::new(herald::Scope::User("ann".into()), "note", json!({"n": 1}));
+    let value = serde_json::to_value(&publication).expect("serialize");
+    assert_eq!(value["scope"], "user");
+    assert_eq!(value["target"], "ann");
+    assert_eq!(value["data"], json!({"n": 1}));
+    assert!(
+        value.get("accepted").is_none() && value.get("offset").is_none(),
+        "{value}"
+    );
+    let all = serde_json::to_value(herald::Scope::All).expect("serialize");
+    assert_eq!(all, json!({"scope": "all"}));
+    let who = Principal::new("ann", "user", vec!["p1".into()]).with_meta(json!({"plan": "pro"}));
+    assert_eq!(
+        serde_json::to_value(&who).expect("serialize"),
+        json!({"user_id": "ann", "role": "user", "projects": ["p1"], "meta": {"plan": "pro"}})
+    );
+}

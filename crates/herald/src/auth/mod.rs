@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Who a connection or an API caller is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Principal {
     /// The user id (`sub`), kept as text.
     pub user_id: Arc<str>,
@@ -17,9 +17,11 @@ pub struct Principal {
     /// Project ids granted by the token's `projects` claim.
     pub projects: Arc<[String]>,
     /// The token's `exp` as Unix seconds, if it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<u64>,
     /// What the app's authenticator attached (its session, its own user record): handlers
     /// read it from [`crate::Incoming::principal`]. Herald never reads or sends it.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub meta: Option<Arc<serde_json::Value>>,
 }
 

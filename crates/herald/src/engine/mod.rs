@@ -206,7 +206,7 @@ pub trait Presence: Send + Sync + 'static {
 }
 
 /// A position in a topic's stream: the newest offset (0 when empty) within an epoch.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct StreamPosition {
     /// The newest offset (0 for an empty stream).
     pub offset: u64,
@@ -215,7 +215,7 @@ pub struct StreamPosition {
 }
 
 /// A slice of a stream.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct HistoryPage {
     /// The stream's newest offset and its epoch.
     pub position: StreamPosition,
