@@ -38,6 +38,13 @@ const WRITE_BUFFER: usize = 4096;
 #[cfg(feature = "compression")]
 static DEFLATE_POOL: LazyLock<yawc::DeflatePool> = LazyLock::new(|| yawc::DeflatePool::new(32));
 
+/// The `?encoding=` values this build takes (MessagePack with the `msgpack` feature).
+const SUPPORTED_ENCODINGS: &str = if cfg!(feature = "msgpack") {
+    "json or msgpack"
+} else {
+    "json"
+};
+
 pub async fn upgrade(
     State(node): State<Herald>,
     Query(query): Query<HashMap<String, String>>,
@@ -76,7 +83,7 @@ pub async fn upgrade(
             return ApiError::new(
                 StatusCode::BAD_REQUEST,
                 ErrorCode::InvalidMessage,
-                format!("encoding `{other}` is not supported: use json or msgpack"),
+                format!("encoding `{other}` is not supported: use {SUPPORTED_ENCODINGS}"),
             )
             .into_response();
         }
