@@ -32,16 +32,18 @@ pub async fn app(config: Config) -> Result<(Router, Herald), StartError> {
                     "chat.message",
                     json!({ "from": from, "text": text }),
                 )
-                .await
-                .map_err(|e| HandlerError::processing(e.to_string()))?;
+                .await?;
             msg.reply("chat.sent", json!({ "room": room }));
             Ok(())
         })
         .build()
         .await?;
+    // The app's routes, Herald's WebSocket, and its server API under a prefix (API key or an
+    // admin JWT); /health, /ready and /metrics stay off this port (`herald.ops_router()`).
     let router = Router::new()
         .route("/hello", get(|| async { "hello from the app" }))
-        .merge(herald.router());
+        .merge(herald.ws_router())
+        .nest("/herald", herald.api_router());
     Ok((router, herald))
 }
 
