@@ -11,6 +11,12 @@ import WebSocket from 'ws';
 import { Herald, HeraldApi } from '../src/herald.js';
 
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
+/** The environment a test server runs in: this process's, less the harness's own variable. */
+function serverEnv() {
+  const { HERALD_BIN: _, ...env } = process.env;
+  return env;
+}
+
 export const HERALD_BIN = process.env.HERALD_BIN ? resolve(process.env.HERALD_BIN) : join(repo, 'target/debug/herald');
 export const API_KEY = 'js-test-api-key';
 const SECRET = 'js-test-secret-0123456789';
@@ -75,7 +81,8 @@ export class Server {
     const log = openSync(this.log, 'a');
     const child = spawn(HERALD_BIN, ['serve', '--config', this.config, '--listen', listen], {
       stdio: ['ignore', 'pipe', log],
-      env: { ...process.env, RUST_LOG: 'info' },
+      // HERALD_BIN is this harness's setting, not the server's (it would warn about it).
+      env: { ...serverEnv(), RUST_LOG: 'info' },
     });
     closeSync(log);
     live.add(child);
@@ -117,7 +124,7 @@ export class Server {
     if (role) args.push('--role', role);
     if (projects) args.push('--projects', projects.join(','));
     if (ttl) args.push('--ttl', ttl);
-    return execFileSync(HERALD_BIN, args, { encoding: 'utf8' }).trim();
+    return execFileSync(HERALD_BIN, args, { encoding: 'utf8', env: serverEnv() }).trim();
   }
 
   /** SIGKILL: no goodbye to the clients, nothing flushed but what was committed. */
