@@ -5,7 +5,7 @@
 #[allow(dead_code)]
 mod example;
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -170,33 +170,10 @@ impl Authenticator for Sessions {
     }
 }
 
-/// The app's own membership table.
-struct AppMembers(HashMap<String, HashSet<String>>);
-
-#[async_trait::async_trait]
-impl Membership for AppMembers {
-    async fn add(&self, _: &str, _: &str) -> Result<bool, EngineError> {
-        Err(EngineError("membership is managed by the app".into()))
-    }
-    async fn remove(&self, _: &str, _: &str) -> Result<bool, EngineError> {
-        Err(EngineError("membership is managed by the app".into()))
-    }
-    async fn members(&self, project: &str) -> Result<Vec<String>, EngineError> {
-        let mut members: Vec<String> = self.0.get(project).into_iter().flatten().cloned().collect();
-        members.sort();
-        Ok(members)
-    }
-    async fn is_member(&self, project: &str, user: &str) -> Result<bool, EngineError> {
-        Ok(self.0.get(project).is_some_and(|m| m.contains(user)))
-    }
-}
-
 #[tokio::test]
 async fn an_app_plugs_in_its_own_authentication_and_membership() {
-    let members = AppMembers(HashMap::from([(
-        "p1".to_string(),
-        HashSet::from(["mia".to_string()]),
-    )]));
+    let members = LiveMembers::default();
+    members.set("p1", "mia", true);
     let herald = Herald::builder()
         .in_memory()
         .authenticator(Sessions)
@@ -341,7 +318,7 @@ async fn with_the_apps_authenticator_and_no_check_only_api_keys_open_the_server_
     assert_eq!(status, 200, "{body}");
 }
 
-/// Membership the app owns and changes in its own store (Herald only reads it).
+/// The app's own membership table, which it changes in its own store (Herald only reads it).
 #[derive(Clone, Default)]
 struct LiveMembers(std::sync::Arc<std::sync::Mutex<HashSet<(String, String)>>>);
 

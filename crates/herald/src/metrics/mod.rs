@@ -126,13 +126,17 @@ pub const SCOPES: &[&str] = &["all", "user", "role", "project", "topic"];
 #[cfg(not(feature = "prometheus"))]
 pub fn install() {
     static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        describe();
-        register_at_zero();
-        let _ = BYTES.set(Bytes {
-            received: counter!("herald_received_bytes_total"),
-            sent: counter!("herald_sent_bytes_total"),
-        });
+    ONCE.call_once(start_series);
+}
+
+/// Describes every series, registers each at zero and keeps the byte counters' handles: what
+/// `install` does once the recorder (Herald's or the app's) is in place.
+fn start_series() {
+    describe();
+    register_at_zero();
+    let _ = BYTES.set(Bytes {
+        received: counter!("herald_received_bytes_total"),
+        sent: counter!("herald_sent_bytes_total"),
     });
 }
 
@@ -146,8 +150,7 @@ pub fn install() {
             .ok()?
             .install_recorder()
             .ok()?;
-        describe();
-        register_at_zero();
+        start_series();
         // Histogram samples wait in the recorder until a scrape or an upkeep folds them in:
         // without a scraper, a busy node's delivery samples would pile up.
         let upkeep = handle.clone();
@@ -157,10 +160,6 @@ pub fn install() {
                 std::thread::sleep(UPKEEP_EVERY);
                 upkeep.run_upkeep();
             });
-        let _ = BYTES.set(Bytes {
-            received: counter!("herald_received_bytes_total"),
-            sent: counter!("herald_sent_bytes_total"),
-        });
         Some(handle)
     });
 }

@@ -210,21 +210,22 @@ impl Herald {
     /// the app's own data about the user changed (membership it owns, a role). Returns how
     /// many subscriptions were revoked.
     pub async fn recheck(&self, user: &str) -> Result<usize, EngineError> {
-        let scope = Scope::User(user.to_string());
-        match self.recheck_everywhere(&scope).await {
-            Some(rechecked) => rechecked,
-            None => Ok(self.revoke_lost_topics_in(&scope).await),
-        }
+        self.recheck_scope(&Scope::User(user.to_string())).await
     }
 
     /// [`recheck`](Self::recheck) for every connection subscribed to a topic of `project`
     /// (`project:<id>`, or a `subscribe = "members"` namespace's `<ns>:<id>`): call it when
     /// the app removed members of the project in its own store.
     pub async fn recheck_project(&self, project: &str) -> Result<usize, EngineError> {
-        let scope = Scope::Project(project.to_string());
-        match self.recheck_everywhere(&scope).await {
+        self.recheck_scope(&Scope::Project(project.to_string()))
+            .await
+    }
+
+    /// Every node's re-check of `scope` in a cluster, this node's alone otherwise.
+    async fn recheck_scope(&self, scope: &Scope) -> Result<usize, EngineError> {
+        match self.recheck_everywhere(scope).await {
             Some(rechecked) => rechecked,
-            None => Ok(self.revoke_lost_topics_in(&scope).await),
+            None => Ok(self.revoke_lost_topics_in(scope).await),
         }
     }
 
