@@ -541,6 +541,9 @@ async fn a_full_disk_answers_503_keeps_the_node_up_and_loses_nothing_acknowledge
         return;
     }
     let _unmount = Mounted(data.clone());
+    // Room held back, given back once the disk has refused a write.
+    let filler = data.join("filler");
+    std::fs::write(&filler, vec![0u8; 512 * 1024]).expect("filler");
     let config = format!(
         "api_key = \"{API_KEY}\"\n[jwt]\nsecret = \"{SECRET}\"\n\
          [[namespaces]]\nname = \"log\"\nhistory_size = 100000\n"
@@ -601,4 +604,19 @@ async fn a_full_disk_answers_503_keeps_the_node_up_and_loses_nothing_acknowledge
         seqs, acknowledged,
         "every 2xx kept, nothing half-kept: {page}"
     );
+    // With room again the node takes writes again: the next publication gets the offset
+    // right after the last acknowledged one (the refused ones took none), and `/ready` is 200.
+    std::fs::remove_file(&filler).expect("free the room");
+    let (status, answer) = server
+        .publish(json!({"scope": "topic", "target": "log:full", "type": "line", "data": {"seq": 1000, "pad": "after"}}))
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let last = page["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .map(offset)
+        .expect("an acknowledged message");
+    assert_eq!(offset(&answer), last + 1, "no gap, no reuse: {answer}");
+    let (status, ready) = server.api("GET", "/ready", None, None).await;
+    assert_eq!(status, 200, "{ready}");
 }

@@ -50,14 +50,14 @@ async fn queued_appends_run_their_steps_in_order_and_settle_waits_for_them(engin
     let mut queued = Vec::new();
     for n in 1..=20u64 {
         let ran = ran.clone();
-        let then: herald::engine::AfterAppend = Box::new(move |at| {
+        let then: herald::engine::AfterAppend = Box::new(move |_, at| {
             ran.lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .push(at.offset);
             n as usize
         });
         let append = engine
-            .queue_append(&topic, &message(&topic, n), KEEP_ALL, then)
+            .queue_append(&topic, message(&topic, n), KEEP_ALL, then)
             .await
             .expect("queue");
         queued.push(append);

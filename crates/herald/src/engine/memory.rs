@@ -36,22 +36,21 @@ impl Broker for MemoryBroker {
     async fn publish_to_stream(
         &self,
         history: &dyn History,
-        mut publication: Publication,
+        publication: Publication,
         retention: Retention,
     ) -> Result<QueuedAppend, EngineError> {
         let crate::publication::Scope::Topic(topic) = &publication.scope else {
             return Err(EngineError::new("a stream publication needs a topic"));
         };
         let topic = topic.clone();
-        let stored = publication.clone();
         let local = self.local.clone();
-        let deliver: AfterAppend = Box::new(move |at: &StreamPosition| {
+        let deliver: AfterAppend = Box::new(move |mut publication, at: &StreamPosition| {
             publication.offset = Some(at.offset);
             publication.epoch = Some(at.epoch.clone());
             local.deliver_to_topic(&publication)
         });
         history
-            .queue_append(&topic, &stored, retention, deliver)
+            .queue_append(&topic, publication, retention, deliver)
             .await
             .inspect_err(|_| crate::metrics::engine_error("history"))
     }

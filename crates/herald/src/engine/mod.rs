@@ -302,12 +302,12 @@ pub trait History: Send + Sync + 'static {
     async fn queue_append(
         &self,
         topic: &str,
-        publication: &Publication,
+        publication: Publication,
         retention: Retention,
         then: AfterAppend,
     ) -> Result<QueuedAppend, EngineError> {
-        let at = self.append(topic, publication, retention).await?;
-        let reached = then(&at);
+        let at = self.append(topic, &publication, retention).await?;
+        let reached = then(publication, &at);
         Ok(done(at, reached))
     }
 
@@ -320,8 +320,8 @@ pub trait History: Send + Sync + 'static {
 }
 
 /// What runs once an appended publication is durable, in the stream's order: its local
-/// delivery, given its position; returns the recipients reached.
-pub type AfterAppend = Box<dyn FnOnce(&StreamPosition) -> usize + Send>;
+/// delivery, given the publication back and its position; returns the recipients reached.
+pub type AfterAppend = Box<dyn FnOnce(Publication, &StreamPosition) -> usize + Send>;
 
 /// An append whose place in its stream is fixed: resolves to its position and what its
 /// [`AfterAppend`] returned, once it is durable and that ran.

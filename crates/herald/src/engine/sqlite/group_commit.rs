@@ -11,6 +11,7 @@
 //! stripe), and the after-commit steps (deliveries) run in the same order.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
@@ -32,23 +33,26 @@ trait Write: Send {
     fn answer(self: Box<Self>, commit_failed: Option<&EngineError>);
 }
 
-/// A write with the step that runs after its commit and the caller's answer.
-struct Queued<T, U, W, C> {
+/// A write with what it writes (`item`, handed on to the after-commit step, so it is never
+/// copied), the step that runs after its commit, and the caller's answer.
+struct Queued<P, T, U, W, C> {
+    item: P,
     work: W,
     committed: Option<C>,
     outcome: Option<Result<T, EngineError>>,
     answer: tokio::sync::oneshot::Sender<Result<U, EngineError>>,
 }
 
-impl<T, U, W, C> Write for Queued<T, U, W, C>
+impl<P, T, U, W, C> Write for Queued<P, T, U, W, C>
 where
+    P: Send,
     T: Send,
     U: Send,
-    W: FnMut(&Connection) -> rusqlite::Result<T> + Send,
-    C: FnOnce(T) -> U + Send,
+    W: FnMut(&Connection, &P) -> rusqlite::Result<T> + Send,
+    C: FnOnce(P, T) -> U + Send,
 {
     fn run(&mut self, conn: &Connection) -> bool {
-        let outcome = (self.work)(conn).map_err(EngineError::new);
+        let outcome = (self.work)(conn, &self.item).map_err(EngineError::new);
         let ok = outcome.is_ok();
         self.outcome = Some(outcome);
         ok
@@ -60,6 +64,7 @@ where
 
     fn answer(self: Box<Self>, commit_failed: Option<&EngineError>) {
         let Queued {
+            item,
             committed,
             outcome,
             answer,
@@ -68,7 +73,7 @@ where
         let outcome = outcome.unwrap_or_else(|| Err(EngineError::new("the write did not run")));
         let result = match (outcome, commit_failed, committed) {
             (_, Some(e), _) => Err(e.clone()),
-            (Ok(value), None, Some(committed)) => Ok(committed(value)),
+            (Ok(value), None, Some(committed)) => Ok(committed(item, value)),
             (Ok(_), None, None) => Err(EngineError::new("the write was answered twice")),
             (Err(e), None, _) => Err(e),
         };
@@ -87,6 +92,8 @@ pub struct GroupCommit {
     jobs: mpsc::Sender<Job>,
     /// Why the last commit failed, until one succeeds again (for readiness).
     failing: Arc<Mutex<Option<String>>>,
+    /// How many times a batch's writes were undone (see [`GroupCommit::rollbacks`]).
+    rollbacks: Arc<AtomicU64>,
 }
 
 impl GroupCommit {
@@ -99,9 +106,11 @@ impl GroupCommit {
         let (answered, mut answers) = tokio::sync::mpsc::unbounded_channel::<Answered>();
         let failing = Arc::new(Mutex::new(None));
         let status = failing.clone();
+        let rollbacks = Arc::new(AtomicU64::new(0));
+        let undone = rollbacks.clone();
         std::thread::Builder::new()
             .name("herald-sqlite-writer".into())
-            .spawn(move || write_batches(&db, &queue, &status, &answered))
+            .spawn(move || write_batches(&db, &queue, &status, &undone, &answered))
             .map_err(|e| EngineError(format!("the SQLite writer thread: {e}")))?;
         runtime.spawn(async move {
             while let Some((batch, failed)) = answers.recv().await {
@@ -110,7 +119,18 @@ impl GroupCommit {
                 }
             }
         });
-        Ok(Self { jobs, failing })
+        Ok(Self {
+            jobs,
+            failing,
+            rollbacks,
+        })
+    }
+
+    /// A count that grows, before the next write runs, whenever writes that already ran were
+    /// undone (a batch rolled back to be rerun, a failed commit): state a write keeps beside
+    /// the file (a cache of what it wrote) is stale once this moved.
+    pub fn rollbacks(&self) -> Arc<AtomicU64> {
+        self.rollbacks.clone()
     }
 
     /// An error saying why, while the last commit failed (a full disk, a failing fsync).
@@ -123,18 +143,21 @@ impl GroupCommit {
         }
     }
 
-    /// Queues `work` for the next batch, now (writes run in the order they are queued), and
-    /// returns what resolves once the batch is on disk: `committed`'s value, or the error of
-    /// the write or of the commit. `committed` runs after the commit, on the runtime, in
-    /// queue order, before the answer (for state that must change only after the write it
-    /// follows, and for deliveries that must keep the writes' order).
-    pub fn queue<T: Send + 'static, U: Send + 'static>(
+    /// Queues `work` on `item` for the next batch, now (writes run in the order they are
+    /// queued), and returns what resolves once the batch is on disk: `committed`'s value, or
+    /// the error of the write or of the commit. `committed` gets the item back and runs after
+    /// the commit, on the runtime, in queue order, before the answer (for state that must
+    /// change only after the write it follows, and for deliveries that must keep the writes'
+    /// order).
+    pub fn queue<P: Send + 'static, T: Send + 'static, U: Send + 'static>(
         &self,
-        work: impl FnMut(&Connection) -> rusqlite::Result<T> + Send + 'static,
-        committed: impl FnOnce(T) -> U + Send + 'static,
+        item: P,
+        work: impl FnMut(&Connection, &P) -> rusqlite::Result<T> + Send + 'static,
+        committed: impl FnOnce(P, T) -> U + Send + 'static,
     ) -> impl Future<Output = Result<U, EngineError>> + Send + 'static {
         let (answer, answered) = tokio::sync::oneshot::channel::<Result<U, EngineError>>();
         let job: Job = Box::new(Queued {
+            item,
             work,
             committed: Some(committed),
             outcome: None,
@@ -151,28 +174,39 @@ impl GroupCommit {
     /// Resolves once every write queued before it is committed and its `committed` ran.
     pub async fn settle(&self) -> Result<(), EngineError> {
         // A write of nothing: answered after the batch that carries it, behind the others.
-        self.queue(|_| Ok(()), |()| ()).await
+        self.queue((), |_, ()| Ok(()), |(), ()| ()).await
     }
 }
 
-/// Runs one write in its own savepoint: on failure only its changes are undone.
-fn in_savepoint(tx: &mut Transaction<'_>, job: &mut Job) {
+/// Runs one write in its own savepoint: on failure only its changes are undone (counted in
+/// `rollbacks`).
+fn in_savepoint(tx: &mut Transaction<'_>, job: &mut Job, rollbacks: &AtomicU64) {
     let mut savepoint = match tx.savepoint() {
         Ok(savepoint) => savepoint,
         Err(e) => return job.refuse(EngineError::new(e)),
     };
     if job.run(&savepoint) {
         if let Err(e) = savepoint.commit() {
+            rollbacks.fetch_add(1, Ordering::SeqCst);
             job.refuse(EngineError::new(e));
         }
     } else {
         let _ = savepoint.rollback();
+        rollbacks.fetch_add(1, Ordering::SeqCst);
     }
 }
 
 /// Writes `batch` in one transaction and commits it: first all together; when a write fails,
-/// rolled back and again with each write in its own savepoint.
-fn commit(conn: &mut Connection, batch: &mut [Job]) -> Result<(), EngineError> {
+/// rolled back and again with each write in its own savepoint. Every undo of writes that ran
+/// counts in `rollbacks` before the next write runs.
+fn commit(
+    conn: &mut Connection,
+    batch: &mut [Job],
+    rollbacks: &AtomicU64,
+) -> Result<(), EngineError> {
+    let undone = || {
+        rollbacks.fetch_add(1, Ordering::SeqCst);
+    };
     let refuse_all = |batch: &mut [Job], e: &EngineError| {
         for job in batch.iter_mut() {
             job.refuse(e.clone());
@@ -181,9 +215,14 @@ fn commit(conn: &mut Connection, batch: &mut [Job]) -> Result<(), EngineError> {
     match conn.transaction() {
         Ok(tx) => {
             if batch.iter_mut().all(|job| job.run(&tx)) {
-                return tx.commit().map_err(EngineError::new);
+                return tx
+                    .commit()
+                    .map_err(EngineError::new)
+                    .inspect_err(|_| undone());
             }
             // Dropping the transaction rolls it back.
+            drop(tx);
+            undone();
         }
         Err(e) => {
             let e = EngineError::new(e);
@@ -194,9 +233,11 @@ fn commit(conn: &mut Connection, batch: &mut [Job]) -> Result<(), EngineError> {
     match conn.transaction() {
         Ok(mut tx) => {
             for job in batch.iter_mut() {
-                in_savepoint(&mut tx, job);
+                in_savepoint(&mut tx, job, rollbacks);
             }
-            tx.commit().map_err(EngineError::new)
+            tx.commit()
+                .map_err(EngineError::new)
+                .inspect_err(|_| undone())
         }
         Err(e) => {
             let e = EngineError::new(e);
@@ -211,6 +252,7 @@ fn write_batches(
     db: &Mutex<Connection>,
     queue: &mpsc::Receiver<Job>,
     failing: &Mutex<Option<String>>,
+    rollbacks: &AtomicU64,
     answered: &tokio::sync::mpsc::UnboundedSender<Answered>,
 ) {
     while let Ok(first) = queue.recv() {
@@ -232,7 +274,7 @@ fn write_batches(
                 break;
             }
         }
-        let committed = commit(&mut crate::sync::lock(db), &mut batch);
+        let committed = commit(&mut crate::sync::lock(db), &mut batch, rollbacks);
         if let Err(e) = &committed {
             crate::metrics::engine_error("sqlite");
             tracing::error!(error = %e, writes = batch.len(), "SQLite commit failed: its writes are refused");
@@ -247,11 +289,9 @@ fn write_batches(
 mod tests {
     use super::*;
 
-    fn insert(x: i64) -> impl FnMut(&Connection) -> rusqlite::Result<()> + Send + 'static {
-        move |conn| {
-            conn.execute("INSERT INTO t (x) VALUES (?1)", [x])
-                .map(|_| ())
-        }
+    fn insert(conn: &Connection, x: &i64) -> rusqlite::Result<()> {
+        conn.execute("INSERT INTO t (x) VALUES (?1)", [x])
+            .map(|_| ())
     }
 
     /// A write that fails in a batch fails alone: the batch is written again without it, and
@@ -265,23 +305,33 @@ mod tests {
         let writer = GroupCommit::start(db.clone())?;
         // The first write holds the writer a moment, so the next ones share one batch.
         let first = writer.queue(
-            |conn: &Connection| {
+            1,
+            |conn: &Connection, x: &i64| {
                 std::thread::sleep(std::time::Duration::from_millis(100));
-                insert(1)(conn)
+                insert(conn, x)
             },
-            |()| (),
+            |_, ()| (),
         );
-        let ok = writer.queue(insert(2), |()| "two");
-        let duplicate = writer.queue(insert(2), |()| "again");
-        let after = writer.queue(insert(3), |()| "three");
+        let rollbacks = writer.rollbacks();
+        let ok = writer.queue(2, insert, |x, ()| (x, "two"));
+        let duplicate = writer.queue(2, insert, |_, ()| "again");
+        let after = writer.queue(3, insert, |_, ()| "three");
         first.await?;
-        assert_eq!(ok.await?, "two");
+        assert_eq!(
+            ok.await?,
+            (2, "two"),
+            "the item comes back after the commit"
+        );
         let refused = duplicate
             .await
             .expect_err("a duplicate key must be refused");
         assert!(refused.0.contains("UNIQUE"), "{refused}");
         assert_eq!(after.await?, "three");
         writer.settle().await?;
+        assert!(
+            rollbacks.load(Ordering::SeqCst) >= 2,
+            "the batch's first run and the failing write's savepoint were undone"
+        );
         let rows: Vec<i64> = crate::sync::lock(&db)
             .prepare("SELECT x FROM t ORDER BY x")?
             .query_map([], |row| row.get(0))?

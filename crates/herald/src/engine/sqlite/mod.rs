@@ -19,9 +19,11 @@ use rusqlite::{params, OptionalExtension};
 
 mod data_dir;
 mod group_commit;
+mod positions;
 
 pub use data_dir::{create_private, DirLock};
 pub use group_commit::GroupCommit;
+use positions::Positions;
 
 use super::memory::MemoryMembership;
 use super::{
@@ -287,6 +289,8 @@ fn data_of(text: &str) -> rusqlite::Result<serde_json::Value> {
 pub struct SqliteHistory {
     db: Arc<Mutex<Connection>>,
     writer: Arc<GroupCommit>,
+    /// The streams' newest positions, as the appends left them.
+    positions: Arc<Positions>,
     /// The data dir's lock, held as long as the streams are.
     _lock: Option<DirLock>,
 }
@@ -297,6 +301,7 @@ impl SqliteHistory {
     pub fn new(db: Arc<Mutex<Connection>>, writer: Arc<GroupCommit>) -> Self {
         Self {
             db,
+            positions: Arc::new(Positions::new(writer.rollbacks())),
             writer,
             _lock: None,
         }
@@ -358,15 +363,21 @@ fn trim(conn: &Connection, topic: &str, top: u64, retention: Retention) -> rusql
 /// retention stay on disk, never in a read).
 const TRIM_EVERY: u64 = 32;
 
-/// The write of one append: the stream's next offset, its row, and the trim.
+/// The write of one append: the stream's next offset (remembered, or read), its row, and the
+/// trim.
 fn append_row(
     tx: &Connection,
+    positions: &Positions,
     topic: &str,
     p: &Publication,
     retention: Retention,
 ) -> rusqlite::Result<StreamPosition> {
     // The stream's row exists but for its first append: created (with its epoch) only then.
-    let (newest, epoch) = match position(tx, topic)? {
+    let known = match positions.get(topic) {
+        Some(at) => Some(at),
+        None => position(tx, topic)?,
+    };
+    let (newest, epoch) = match known {
         Some(at) => at,
         None => {
             ensure_stream(tx, topic)?;
@@ -394,6 +405,7 @@ fn append_row(
     if (top as u64).is_multiple_of(TRIM_EVERY) {
         trim(tx, topic, top as u64, retention)?;
     }
+    positions.set(topic, top, &epoch);
     Ok(StreamPosition {
         offset: top as u64,
         epoch,
@@ -409,9 +421,13 @@ impl History for SqliteHistory {
         retention: Retention,
     ) -> Result<StreamPosition, EngineError> {
         let topic = topic.to_string();
-        let p = publication.clone();
-        let append = move |tx: &Connection| append_row(tx, &topic, &p, retention);
-        self.writer.queue(append, |at| at).await
+        let positions = self.positions.clone();
+        let append = move |tx: &Connection, p: &Publication| {
+            append_row(tx, &positions, &topic, p, retention)
+        };
+        self.writer
+            .queue(publication.clone(), append, |_, at| at)
+            .await
     }
 
     /// Queued on the writer now; `then` (the delivery) runs after the commit, in queue order,
@@ -420,15 +436,17 @@ impl History for SqliteHistory {
     async fn queue_append(
         &self,
         topic: &str,
-        publication: &Publication,
+        publication: Publication,
         retention: Retention,
         then: AfterAppend,
     ) -> Result<QueuedAppend, EngineError> {
         let topic = topic.to_string();
-        let p = publication.clone();
-        let append = move |tx: &Connection| append_row(tx, &topic, &p, retention);
-        let queued = self.writer.queue(append, move |at| {
-            let reached = then(&at);
+        let positions = self.positions.clone();
+        let append = move |tx: &Connection, p: &Publication| {
+            append_row(tx, &positions, &topic, p, retention)
+        };
+        let queued = self.writer.queue(publication, append, move |p, at| {
+            let reached = then(p, &at);
             (at, reached)
         });
         Ok(Box::pin(queued))
@@ -568,10 +586,9 @@ impl Inbox for SqliteInbox {
         limits: InboxLimits,
     ) -> Result<(), EngineError> {
         let user = user.to_string();
-        let p = publication.clone();
         let holders = self.holders.clone();
         let holder = user.clone();
-        let store = move |tx: &Connection| {
+        let store = move |tx: &Connection, p: &Publication| {
             tx.prepare_cached(
                 "INSERT INTO inbox (user_id, id, event, data, ts, stored_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
@@ -580,12 +597,14 @@ impl Inbox for SqliteInbox {
         };
         // The user may hold messages from the commit on (recorded before the caller, who
         // holds the user's stripe as every inbox reader does, is answered).
-        let committed = move |()| {
+        let committed = move |_, ()| {
             if let Some(holders) = lock(&holders).as_mut() {
                 holders.insert(holder);
             }
         };
-        self.writer.queue(store, committed).await
+        self.writer
+            .queue(publication.clone(), store, committed)
+            .await
     }
 
     async fn pending(
