@@ -119,6 +119,10 @@ enum Mode {
         /// Spread the publishes over this many topics (connection i publishes to topic i % n).
         #[arg(long, default_value_t = 1)]
         topics: usize,
+        /// Publish at this many publishes a second in all instead of as fast as answers come
+        /// (answer latency then counts from when each request was due).
+        #[arg(long)]
+        rate: Option<u64>,
     },
     /// A fan-out beyond what the clients read (10,000 x 100 msg/s by default): `/health` is
     /// polled throughout, and the server's slow-consumer count read after.
@@ -499,7 +503,8 @@ async fn main() -> Result<(), Failure> {
             size,
             history,
             topics,
-        } => publish_run(&args, conns, secs, size, history, topics).await?,
+            rate,
+        } => publish_run(&args, conns, secs, size, history, topics, rate).await?,
         Mode::Overload {
             n,
             rate,
@@ -518,6 +523,7 @@ async fn publish_run(
     size: usize,
     history: bool,
     topics: usize,
+    rate: Option<u64>,
 ) -> Result<(), Failure> {
     let jwt = token(&args.secret, "bench")?;
     let namespace = if history { "durable" } else { "bench" };
@@ -542,7 +548,7 @@ async fn publish_run(
         })
         .collect();
     let before = Cpu::now(args);
-    let outcome = publish::run(&args.addr, &args.api_key, &bodies, conns, secs, sub).await?;
+    let outcome = publish::run(&args.addr, &args.api_key, &bodies, conns, secs, rate, sub).await?;
     let cpu = Cpu::since(args, &before);
     let per_sec = outcome.answered as f64 / outcome.took.as_secs_f64();
     let per_publish = cpu.server.map(|s| s * 1e6 / outcome.answered.max(1) as f64);
@@ -559,6 +565,7 @@ async fn publish_run(
     );
     emit(
         json!({"mode": "publish", "conns": conns, "history": history, "topics": topics,
+                "rate": rate,
                 "secs": outcome.took.as_secs_f64(),
                 "p50_ms": outcome.p50_ms, "p99_ms": outcome.p99_ms,
                 "answered": outcome.answered, "failed": outcome.failed, "per_sec": per_sec,

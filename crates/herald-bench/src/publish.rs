@@ -22,14 +22,15 @@ pub struct Outcome {
     pub p99_ms: f64,
 }
 
-/// `conns` keep-alive connections publish as fast as the server answers for `secs`;
-/// connection i sends `bodies[i % bodies.len()]`.
+/// `conns` keep-alive connections publish for `secs`: as fast as the server answers, or at
+/// `rate` publishes a second in all when given; connection i sends `bodies[i % bodies.len()]`.
 pub async fn run(
     addr: &str,
     api_key: &str,
     bodies: &[String],
     conns: usize,
     secs: u64,
+    rate: Option<u64>,
     mut subscriber: crate::Conn,
 ) -> Result<Outcome, Failure> {
     let requests: Vec<Arc<[u8]>> = bodies
@@ -62,10 +63,18 @@ pub async fn run(
     let started = Instant::now();
     let deadline = started + Duration::from_secs(secs);
     let mut publishers = Vec::new();
-    for i in 0..conns.max(1) {
+    let conns = conns.max(1);
+    // At a fixed rate each connection sends every `conns / rate` seconds, the connections'
+    // schedules spread evenly over one interval.
+    let interval = rate.map(|r| Duration::from_secs_f64(conns as f64 / r.max(1) as f64));
+    for i in 0..conns {
         let (addr, request) = (addr.to_string(), requests[i % requests.len()].clone());
+        let pace = interval.map(|every| Pace {
+            next: started + every.mul_f64(i as f64 / conns as f64),
+            every,
+        });
         publishers.push(tokio::spawn(async move {
-            publisher(&addr, &request, deadline).await
+            publisher(&addr, &request, deadline, pace).await
         }));
     }
     let (mut answered, mut failed) = (0, 0);
@@ -94,19 +103,44 @@ pub async fn run(
     })
 }
 
+/// A connection's schedule at a fixed rate: when its next request is due.
+struct Pace {
+    next: Instant,
+    every: Duration,
+}
+
 /// One connection publishing until `deadline`: (2xx answers, other answers, answer latencies
-/// in µs).
+/// in µs). Paced, a request that is late because an earlier answer was slow counts its
+/// latency from when it was due, so slow answers are not hidden (coordinated omission).
 async fn publisher(
     addr: &str,
     request: &[u8],
     deadline: Instant,
+    mut pace: Option<Pace>,
 ) -> Result<(u64, u64, hdrhistogram::Histogram<u64>), Failure> {
     let mut tcp = crate::raw::tcp_to(addr, None).await?;
     let mut buf = vec![0u8; 8192];
     let (mut ok, mut bad) = (0, 0);
     let mut latencies = hdrhistogram::Histogram::<u64>::new(3)?;
     while Instant::now() < deadline {
-        let sent = Instant::now();
+        let sent = match pace.as_mut() {
+            Some(pace) => {
+                let due = pace.next;
+                pace.next += pace.every;
+                if due >= deadline {
+                    break;
+                }
+                if due > Instant::now() {
+                    // On time: the timer's millisecond grain is the tool's, not the server's.
+                    tokio::time::sleep_until(due.into()).await;
+                    Instant::now()
+                } else {
+                    // Behind because an answer was slow: that wait counts.
+                    due
+                }
+            }
+            None => Instant::now(),
+        };
         tcp.write_all(request).await?;
         let mut have = 0;
         loop {
