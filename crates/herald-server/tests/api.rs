@@ -822,3 +822,112 @@ async fn an_internal_listener_takes_the_api_and_metrics_off_the_public_port() {
         );
     }
 }
+
+/// `POST /api/v1/publish` with the API key and an `Idempotency-Key` header.
+async fn publish_with_key_header(server: &Server, key: &str, body: Value) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(server.http("/api/v1/publish"))
+        .bearer_auth(API_KEY)
+        .header("Idempotency-Key", key)
+        .json(&body)
+        .send()
+        .await
+        .expect("http request");
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_repeated_idempotency_key_gets_the_first_answer_and_delivers_once() {
+    let server = Server::start("[recovery]\nidempotency_window = \"1s\"");
+    let mut reader = server.user("reader").await;
+    reader.subscribe("news").await;
+    let body =
+        |n: u64| json!({"scope": "topic", "target": "news", "type": "note", "data": {"n": n}});
+
+    // The field, then the header, then ten at once: one publication, one answer.
+    let keyed = keyed_body(&body(1), "order-17");
+    let (status, first) = server.publish(keyed.clone()).await;
+    assert_eq!(status, 200, "{first}");
+    let (status, again) = publish_with_key_header(&server, "order-17", body(2)).await;
+    assert_eq!(
+        (status, &again),
+        (200, &first),
+        "the first answer, whatever the body"
+    );
+    let repeats = (0..10).map(|_| server.publish(keyed.clone()));
+    for (status, answer) in futures_util::future::join_all(repeats).await {
+        assert_eq!((status, &answer), (200, &first));
+    }
+    // Ten concurrent first claims of a fresh key: one publication too.
+    let fresh = keyed_body(&body(3), "order-18");
+    let racing = (0..10).map(|_| server.publish(fresh.clone()));
+    let answers: BTreeSet<String> = futures_util::future::join_all(racing)
+        .await
+        .into_iter()
+        .map(|(status, answer)| {
+            assert_eq!(status, 200, "{answer}");
+            answer["id"].as_str().expect("id").to_string()
+        })
+        .collect();
+    assert_eq!(answers.len(), 1, "one id for one key: {answers:?}");
+    server.publish(body(4)).await;
+    let seen: Vec<Value> = [
+        reader.recv().await,
+        reader.recv().await,
+        reader.recv().await,
+    ]
+    .iter()
+    .map(|m| m["data"]["n"].clone())
+    .collect();
+    assert_eq!(
+        seen,
+        [json!(1), json!(3), json!(4)],
+        "each key delivered once"
+    );
+    reader.expect_silence().await;
+
+    // A batch: the key of an earlier publish, and the same key twice within the batch.
+    let item = keyed_body(&body(5), "order-19");
+    let (status, batch) = server
+        .api(
+            "POST",
+            "/api/v1/publish/batch",
+            Some(API_KEY),
+            Some(json!({"messages": [keyed, item.clone(), item]})),
+        )
+        .await;
+    assert_eq!(status, 200, "{batch}");
+    assert_eq!(batch["results"][0], first);
+    assert_eq!(batch["results"][1], batch["results"][2]);
+    assert_eq!(reader.recv().await["data"]["n"], 5);
+    reader.expect_silence().await;
+
+    // Bad keys change nothing.
+    for bad in [
+        json!(""),
+        json!("k".repeat(256)),
+        json!("a\nb"),
+        json!(["k"]),
+    ] {
+        let mut wrong = body(6);
+        wrong["idempotency_key"] = bad.clone();
+        let (status, answer) = server.publish(wrong).await;
+        assert_eq!(status, 400, "{bad}: {answer}");
+        assert_eq!(answer["error"]["code"], "invalid_message", "{answer}");
+    }
+    reader.expect_silence().await;
+
+    // Past the window the key is free again: a new publication, a new id.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let (status, later) = server.publish(keyed_body(&body(7), "order-17")).await;
+    assert_eq!(status, 200, "{later}");
+    assert_ne!(later["id"], first["id"]);
+    assert_eq!(reader.recv().await["data"]["n"], 7);
+}
+
+fn keyed_body(body: &Value, key: &str) -> Value {
+    let mut keyed = body.clone();
+    keyed["idempotency_key"] = json!(key);
+    keyed
+}

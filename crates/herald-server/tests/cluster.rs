@@ -175,6 +175,35 @@ async fn every_scope_reaches_the_right_connections_on_every_node_exactly_once() 
 }
 
 #[tokio::test]
+async fn an_idempotency_key_sent_through_two_nodes_publishes_once() {
+    let redis = RedisServer::start();
+    let (n1, n2) = (node(&redis, "n1"), node(&redis, "n2"));
+    ready(&n1).await;
+    ready(&n2).await;
+    let mut reader = n2.user("reader").await;
+    reader.subscribe("news").await;
+    let body = |key: &str, n: u64| json!({"scope": "all", "type": "event", "data": {"n": n}, "idempotency_key": key});
+    let (status, first) = n1.publish(body("deploy-1", 1)).await;
+    assert_eq!(status, 200, "{first}");
+    let (status, again) = n2.publish(body("deploy-1", 2)).await;
+    assert_eq!(
+        (status, &again),
+        (200, &first),
+        "the first answer, from the other node"
+    );
+    // Both nodes at once with a fresh key: one publication, one id.
+    let (a, b) = tokio::join!(
+        n1.publish(body("deploy-2", 3)),
+        n2.publish(body("deploy-2", 3))
+    );
+    assert_eq!((a.0, b.0), (200, 200), "{a:?} {b:?}");
+    assert_eq!(a.1["id"], b.1["id"]);
+    assert_eq!(reader.recv().await["data"]["n"], 1);
+    assert_eq!(reader.recv().await["data"]["n"], 3);
+    reader.expect_silence().await;
+}
+
+#[tokio::test]
 async fn offsets_are_cluster_wide_and_recovery_works_on_any_node() {
     let redis = RedisServer::start();
     let nodes = three_nodes(&redis);

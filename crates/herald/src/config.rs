@@ -50,6 +50,8 @@ pub struct Config {
     pub limits: Limits,
     /// The offline inbox (`[inbox]`).
     pub inbox: InboxConfig,
+    /// Recovery after a reconnect and idempotent publishing (`[recovery]`).
+    pub recovery: RecoveryConfig,
     /// Topic namespaces (`[[namespaces]]`).
     pub namespaces: Vec<Namespace>,
     /// Cluster mode on Redis (`[cluster]`; in force with `redis_url`).
@@ -79,6 +81,7 @@ impl Default for Config {
             jwt: JwtConfig::default(),
             limits: Limits::default(),
             inbox: InboxConfig::default(),
+            recovery: RecoveryConfig::default(),
             namespaces: Vec::new(),
             cluster: ClusterConfig::default(),
             test_echo_endpoint: false,
@@ -280,6 +283,24 @@ impl Default for InboxConfig {
         Self {
             max_messages: 1000,
             ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// Recovery and idempotent publishing, docs/PROTOCOL.md section 15 (`[recovery]`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RecoveryConfig {
+    /// How long a publish's `idempotency_key` is remembered: a repeat within it gets the first
+    /// answer and delivers nothing (`"0s"`: keys are ignored).
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
+    pub idempotency_window: Duration,
+}
+
+impl Default for RecoveryConfig {
+    fn default() -> Self {
+        Self {
+            idempotency_window: Duration::from_secs(120),
         }
     }
 }

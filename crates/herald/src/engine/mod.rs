@@ -8,11 +8,13 @@
 //! - [`Presence`] knows who is on a topic, per user, with their connection count.
 //! - [`History`] keeps a topic's stream: offsets 1, 2, 3... within an epoch.
 //! - [`Inbox`] keeps user-scoped events for a user with no live connection.
+//! - [`Idempotency`] remembers the answers of publishes sent with an idempotency key.
 //!
 //! Every implementation passes one conformance suite per trait (the `herald-testkit` crate).
 
 #[cfg(any(feature = "sqlite", feature = "redis"))]
 pub(crate) use crate::sync::lock;
+mod idempotency;
 pub mod memory;
 #[cfg(feature = "redis")]
 pub mod redis;
@@ -28,6 +30,7 @@ use async_trait::async_trait;
 pub use crate::config::InboxLimits;
 use crate::publication::{Publication, Scope};
 pub use crate::topic::Retention;
+pub use idempotency::{Claim, Idempotency, MemoryIdempotency, MAX_KEY_LEN};
 
 /// A failure of an engine (storage or network); reported as `processing_error` / 5xx.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -1,6 +1,7 @@
 //! Publishing over HTTP: publish, batch publish, and the direct user and project messages.
 
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use axum::Json;
 use serde_json::{Map, Value};
 
@@ -23,14 +24,46 @@ fn publication(map: &Map<String, Value>) -> Result<Publication, ApiError> {
     Ok(Publication::new(scope, event_type(map)?, data_field(map)))
 }
 
+/// The publish's `idempotency_key` field, else (for a single publish) its `Idempotency-Key`
+/// header.
+fn idempotency_key(
+    map: &Map<String, Value>,
+    headers: Option<&HeaderMap>,
+) -> Result<Option<String>, ApiError> {
+    if let Some(key) = text_field(map, "idempotency_key")? {
+        return Ok(Some(key));
+    }
+    match headers.and_then(|h| h.get("idempotency-key")) {
+        None => Ok(None),
+        Some(value) => value
+            .to_str()
+            .map(|key| Some(key.to_string()))
+            .map_err(|_| ApiError::bad_request("the Idempotency-Key header is not text")),
+    }
+}
+
+/// Publishes one message of a publish or a batch: once per idempotency key when it has one.
+async fn publish_one(
+    node: &Herald,
+    map: &Map<String, Value>,
+    headers: Option<&HeaderMap>,
+) -> Result<crate::Published, ApiError> {
+    let publication = publication(map)?;
+    match idempotency_key(map, headers)? {
+        Some(key) => Ok(node.publish_idempotent(&key, publication).await?),
+        None => Ok(node.publish(publication).await?),
+    }
+}
+
 /// `POST /api/v1/publish` → `{id, recipients}`.
 pub async fn publish(
     _: Admin,
     State(node): State<Herald>,
+    headers: HeaderMap,
     JsonObject(map): JsonObject,
 ) -> Result<Json<Value>, ApiError> {
     let started = std::time::Instant::now();
-    let published = node.publish(publication(&map)?).await?;
+    let published = publish_one(&node, &map, Some(&headers)).await?;
     crate::metrics::publish_api(started.elapsed());
     Ok(Json(publish_answer(&published)))
 }
@@ -54,10 +87,7 @@ pub async fn publish_batch(
     let mut results = Vec::with_capacity(messages.len());
     for message in messages {
         let outcome = match message {
-            Value::Object(item) => match publication(item) {
-                Ok(p) => node.publish(p).await.map_err(ApiError::from),
-                Err(e) => Err(e),
-            },
+            Value::Object(item) => publish_one(&node, item, None).await,
             _ => Err(ApiError::bad_request("each message must be a JSON object")),
         };
         results.push(match outcome {

@@ -48,6 +48,15 @@ impl From<EngineError> for ApiError {
     }
 }
 
+impl From<crate::PublishError> for ApiError {
+    fn from(e: crate::PublishError) -> Self {
+        match e {
+            crate::PublishError::Engine(e) => e.into(),
+            other => Self::bad_request(other.to_string()),
+        }
+    }
+}
+
 impl ApiError {
     /// `{"error": {"code", "message"}}`, the body of every API error.
     pub fn body(&self) -> serde_json::Value {

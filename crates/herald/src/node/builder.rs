@@ -19,7 +19,9 @@ use crate::engine::memory::{MemoryBroker, MemoryPresence};
 use crate::engine::redis::{RedisBroker, RedisOptions, RedisStore};
 #[cfg(feature = "sqlite")]
 use crate::engine::sqlite::{self, SqliteHistory, SqliteInbox, SqliteMembership};
-use crate::engine::{Broker, Delivery, Membership, Presence, Stripes};
+use crate::engine::{
+    Broker, Delivery, Idempotency, Membership, MemoryIdempotency, Presence, Stripes,
+};
 use crate::hub::Hub;
 
 /// Client commands Herald answers itself: a custom handler cannot take these names.
@@ -168,6 +170,10 @@ impl HeraldBuilder {
         if let Some(membership) = self.membership {
             engines.membership = membership;
         }
+        let idempotency = match &redis {
+            Some(store) => redis_idempotency(store),
+            None => Arc::new(MemoryIdempotency::new()) as Arc<dyn Idempotency>,
+        };
         let hub = Arc::new(Hub::new());
         let stripes = Arc::new(Stripes::new());
         let local: Arc<dyn Delivery> = Arc::new(LocalDelivery {
@@ -189,6 +195,7 @@ impl HeraldBuilder {
             broker,
             presence,
             cluster,
+            idempotency,
             store,
         };
         let herald = Herald::assemble(
@@ -283,6 +290,17 @@ fn open_redis(config: &Config) -> Result<Option<RedisStore>, StartError> {
 
 #[cfg(not(feature = "redis"))]
 fn redis_engines(store: &RedisStore) -> Engines {
+    match *store {}
+}
+
+/// Idempotency keys in Redis: a repeat sent to any node finds the first answer.
+#[cfg(feature = "redis")]
+fn redis_idempotency(store: &RedisStore) -> Arc<dyn Idempotency> {
+    Arc::new(store.clone())
+}
+
+#[cfg(not(feature = "redis"))]
+fn redis_idempotency(store: &RedisStore) -> Arc<dyn Idempotency> {
     match *store {}
 }
 

@@ -17,6 +17,9 @@ pub enum PublishError {
     /// The data did not serialize to JSON.
     #[error("data is not JSON: {0}")]
     Encode(String),
+    /// The idempotency key is empty, too long or has control characters (the text says which).
+    #[error("invalid idempotency key: {0}")]
+    InvalidKey(String),
     /// An engine failed (the store, Redis): nothing was published.
     #[error(transparent)]
     Engine(#[from] EngineError),

@@ -123,7 +123,9 @@ impl From<super::handle::PublishError> for HandlerError {
     fn from(e: super::handle::PublishError) -> Self {
         use super::handle::PublishError;
         match e {
-            PublishError::InvalidTopic(_) | PublishError::Encode(_) => Self::invalid(e.to_string()),
+            PublishError::InvalidTopic(_)
+            | PublishError::Encode(_)
+            | PublishError::InvalidKey(_) => Self::invalid(e.to_string()),
             PublishError::Engine(e) => e.into(),
         }
     }

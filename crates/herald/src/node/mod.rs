@@ -12,6 +12,7 @@ mod cluster;
 mod delivery;
 mod handle;
 mod handler;
+mod idempotent;
 #[cfg(feature = "jwt")]
 mod key_set;
 pub(crate) mod slots;
@@ -37,7 +38,9 @@ use crate::config::Config;
 use handler::Handler;
 use slots::ConnectionSlots;
 
-use crate::engine::{Broker, EngineError, History, Inbox, Membership, Presence, Stripes};
+use crate::engine::{
+    Broker, EngineError, History, Idempotency, Inbox, Membership, Presence, Stripes,
+};
 use crate::hub::flusher::Flushers;
 use crate::hub::{CloseReason, ConnHandle, Hub};
 use crate::publication::{Publication, Scope};
@@ -54,7 +57,7 @@ type JwtKeys = std::convert::Infallible;
 pub struct StartError(pub String);
 
 /// What a publication reached.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Published {
     /// The publication's id (UUID v7).
     pub id: String,
@@ -131,6 +134,8 @@ pub(crate) struct Parts {
     pub broker: Arc<dyn Broker>,
     pub presence: Arc<dyn Presence>,
     pub cluster: Option<cluster::Cluster>,
+    /// Idempotency keys: in memory on one node, in Redis in a cluster.
+    pub idempotency: Arc<dyn Idempotency>,
     /// Where the engines keep their state: `sqlite`, `redis` or `memory` (for metrics).
     pub store: &'static str,
 }
@@ -169,6 +174,7 @@ struct Inner {
     stripes: Arc<Stripes>,
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     cluster: Option<cluster::Cluster>,
+    idempotency: Arc<dyn Idempotency>,
     /// `sqlite`, `redis` or `memory`: the `store` label of engine-call timings.
     store: &'static str,
     shutdown: CancellationToken,
@@ -215,6 +221,7 @@ impl Herald {
             broker,
             presence,
             cluster,
+            idempotency,
             store,
         } = parts;
         crate::metrics::install();
@@ -234,6 +241,7 @@ impl Herald {
                 presence,
                 stripes,
                 cluster,
+                idempotency,
                 store,
                 shutdown: CancellationToken::new(),
                 started_at: Instant::now(),

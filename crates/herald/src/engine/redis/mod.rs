@@ -21,8 +21,8 @@ use redis::{AsyncCommands, Value};
 pub use broker::{Recheck, RedisBroker};
 
 use super::{
-    EngineError, History, HistoryPage, Inbox, InboxLimits, Membership, Presence, PresenceEntry,
-    Retention, StreamPosition,
+    Claim, EngineError, History, HistoryPage, Idempotency, Inbox, InboxLimits, Membership,
+    Presence, PresenceEntry, Retention, StreamPosition,
 };
 use crate::publication::Publication;
 
@@ -80,6 +80,11 @@ pub mod keys {
     /// SET: every node id seen, live or not yet reaped.
     pub fn nodes() -> String {
         format!("{PREFIX}nodes")
+    }
+    /// STRING with an expiry (the idempotency window): empty while the publish that claimed
+    /// the key is in flight, then its answer (JSON).
+    pub fn idempotency(key: &str) -> String {
+        format!("{PREFIX}idempotency:{key}")
     }
     /// STRING with an expiry: a lock so one node reaps a dead one.
     pub fn reaping(node: &str) -> String {
@@ -542,5 +547,56 @@ impl Presence for RedisStore {
             .collect();
         entries.sort_by(|a, b| a.user_id.cmp(&b.user_id));
         Ok(entries)
+    }
+}
+
+#[async_trait]
+impl Idempotency for RedisStore {
+    async fn claim(&self, key: &str, in_flight: Duration) -> Result<Claim, EngineError> {
+        let mut invocation = scripts::IDEMPOTENCY_CLAIM.prepare_invoke();
+        invocation
+            .key(keys::idempotency(key))
+            .arg(in_flight.as_millis().max(1) as u64);
+        match self.invoke::<Value>(invocation).await? {
+            Value::Int(1) => Ok(Claim::First),
+            Value::BulkString(held) if held.is_empty() => Ok(Claim::InFlight),
+            Value::BulkString(held) => String::from_utf8(held)
+                .map(Claim::Answered)
+                .map_err(|_| EngineError::new("an idempotency answer in Redis is not UTF-8")),
+            other => Err(EngineError(format!(
+                "unexpected idempotency claim from Redis: {other:?}"
+            ))),
+        }
+    }
+
+    async fn settle(
+        &self,
+        key: &str,
+        answer: Option<&str>,
+        window: Duration,
+    ) -> Result<(), EngineError> {
+        let key = keys::idempotency(key);
+        let mut conn = self.conn();
+        match answer {
+            Some(answer) => {
+                let answer = answer.to_string();
+                self.run(async move {
+                    redis::cmd("SET")
+                        .arg(&key)
+                        .arg(answer)
+                        .arg("XX")
+                        .arg("PX")
+                        .arg(window.as_millis().max(1) as u64)
+                        .query_async::<Value>(&mut conn)
+                        .await
+                })
+                .await?;
+            }
+            None => {
+                self.run(async move { conn.del::<_, ()>(&key).await })
+                    .await?;
+            }
+        }
+        Ok(())
     }
 }

@@ -106,6 +106,17 @@ return out
     )
 });
 
+/// Claims an idempotency key. KEYS: the key's string. ARGV: in-flight hold ms. Returns 1 when this
+/// call claimed it, else what it holds: empty while its publish is in flight, else the answer.
+pub static IDEMPOTENCY_CLAIM: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+if redis.call('SET', KEYS[1], '', 'NX', 'PX', ARGV[1]) then return 1 end
+return redis.call('GET', KEYS[1])
+"#,
+    )
+});
+
 /// Keeps a message in an inbox. KEYS: inbox. ARGV: max, ttl ms, id, body.
 pub static INBOX_STORE: LazyLock<Script> =
     LazyLock::new(|| script("inbox_store(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4])\nreturn 1"));
