@@ -193,7 +193,9 @@ mod tests {
             Some("7"),
             "a number where text is wanted"
         );
-        assert!(config.namespace("chat").is_some_and(|ns| ns.publish));
+        assert!(config
+            .namespace("chat")
+            .is_some_and(|ns| ns.publish == herald::config::PublishRule::Allowed));
         assert_eq!(config.inbox.ttl, std::time::Duration::from_secs(3600));
     }
 

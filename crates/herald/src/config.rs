@@ -52,6 +52,8 @@ pub struct Config {
     pub inbox: InboxConfig,
     /// Recovery after a reconnect and idempotent publishing (`[recovery]`).
     pub recovery: RecoveryConfig,
+    /// The backend hooks' proxy (`[proxy]`, docs/HOOKS.md).
+    pub proxy: ProxyConfig,
     /// Topic namespaces (`[[namespaces]]`).
     pub namespaces: Vec<Namespace>,
     /// Cluster mode on Redis (`[cluster]`; in force with `redis_url`).
@@ -82,6 +84,7 @@ impl Default for Config {
             limits: Limits::default(),
             inbox: InboxConfig::default(),
             recovery: RecoveryConfig::default(),
+            proxy: ProxyConfig::default(),
             namespaces: Vec::new(),
             cluster: ClusterConfig::default(),
             test_echo_endpoint: false,
@@ -305,6 +308,59 @@ impl Default for RecoveryConfig {
     }
 }
 
+/// The backend hooks' proxy: where the backend decides (docs/HOOKS.md).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProxyConfig {
+    /// Authenticates connections without a valid JWT.
+    pub connect: Option<String>,
+    /// Decides subscriptions to namespaces with `subscribe = "proxy"`.
+    pub subscribe: Option<String>,
+    /// Decides client publishes to namespaces with `publish = "proxy"`.
+    pub publish: Option<String>,
+    /// Answers client messages whose `type` is no command.
+    pub rpc: Option<String>,
+    /// Signs every call (`X-Herald-Signature`); unsigned without it.
+    pub secret: Option<String>,
+    /// The longest a call may take; past it the backend has failed.
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
+    pub timeout: Duration,
+    /// The connecting request's headers shown to `connect`.
+    pub forward_headers: Vec<String>,
+}
+
+impl Default for ProxyConfig {
+    fn default() -> Self {
+        Self {
+            connect: None,
+            subscribe: None,
+            publish: None,
+            rpc: None,
+            secret: None,
+            timeout: Duration::from_secs(1),
+            forward_headers: vec![
+                "Cookie".into(),
+                "Authorization".into(),
+                "X-Request-Id".into(),
+            ],
+        }
+    }
+}
+
+impl ProxyConfig {
+    /// The URL of `hook`, when the backend decides it.
+    pub(crate) fn url(&self, hook: crate::hooks::Hook) -> Option<&str> {
+        use crate::hooks::Hook;
+        match hook {
+            Hook::Connect => self.connect.as_deref(),
+            Hook::Subscribe => self.subscribe.as_deref(),
+            Hook::Publish => self.publish.as_deref(),
+            Hook::Rpc => self.rpc.as_deref(),
+        }
+        .filter(|url| !url.is_empty())
+    }
+}
+
 /// How much an inbox keeps: the newest `max_messages`, none older than `ttl`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InboxLimits {
@@ -336,6 +392,8 @@ pub enum SubscribeRule {
     Role(String),
     /// Nobody: server-side publish only, to scopes other than `topic`.
     None,
+    /// The backend decides, through the `subscribe` hook (`[proxy] subscribe`).
+    Proxy,
 }
 
 impl<'de> Deserialize<'de> for SubscribeRule {
@@ -345,12 +403,54 @@ impl<'de> Deserialize<'de> for SubscribeRule {
             "authenticated" => Ok(Self::Authenticated),
             "members" => Ok(Self::Members),
             "none" => Ok(Self::None),
+            "proxy" => Ok(Self::Proxy),
             other => match other.strip_prefix("role:") {
                 Some(role) if !role.is_empty() => Ok(Self::Role(role.to_string())),
                 _ => Err(serde::de::Error::custom(format!(
-                    "subscribe rule `{other}`: expected authenticated, members, role:<name> or none"
+                    "subscribe rule `{other}`: expected authenticated, members, role:<name>, none or proxy"
                 ))),
             },
+        }
+    }
+}
+
+/// Whether clients may publish to a namespace's topics (`publish = true | false | "proxy"`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PublishRule {
+    /// No client publishes (`false`, the default).
+    #[default]
+    Denied,
+    /// Any client that may subscribe may publish (`true`).
+    Allowed,
+    /// The backend decides each publish (`"proxy"`).
+    Proxy,
+}
+
+impl<'de> Deserialize<'de> for PublishRule {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Flag(bool),
+            Text(String),
+        }
+        match Written::deserialize(d)? {
+            Written::Flag(true) => Ok(Self::Allowed),
+            Written::Flag(false) => Ok(Self::Denied),
+            Written::Text(text) if text == "proxy" => Ok(Self::Proxy),
+            Written::Text(other) => Err(serde::de::Error::custom(format!(
+                "publish `{other}`: expected true, false or \"proxy\""
+            ))),
+        }
+    }
+}
+
+impl Serialize for PublishRule {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Denied => s.serialize_bool(false),
+            Self::Allowed => s.serialize_bool(true),
+            Self::Proxy => s.serialize_str("proxy"),
         }
     }
 }
@@ -364,9 +464,10 @@ pub struct Namespace {
     /// Who may subscribe.
     #[serde(default)]
     pub subscribe: SubscribeRule,
-    /// Clients may publish to its topics.
+    /// Whether clients may publish to its topics: `true`, `false`, or `"proxy"` (the backend
+    /// decides each publish, through the `publish` hook).
     #[serde(default)]
-    pub publish: bool,
+    pub publish: PublishRule,
     /// Keep presence (the `presence` command and API).
     #[serde(default)]
     pub presence: bool,
@@ -404,7 +505,7 @@ impl Namespace {
         Self {
             name: name.into(),
             subscribe: SubscribeRule::default(),
-            publish: false,
+            publish: PublishRule::Denied,
             presence: false,
             join_leave: false,
             history_size: 0,
@@ -423,7 +524,19 @@ impl Namespace {
     /// Whether clients may publish to its topics.
     pub fn publish(self, allowed: bool) -> Self {
         Self {
-            publish: allowed,
+            publish: if allowed {
+                PublishRule::Allowed
+            } else {
+                PublishRule::Denied
+            },
+            ..self
+        }
+    }
+
+    /// Who decides whether clients may publish to its topics.
+    pub fn publish_rule(self, rule: PublishRule) -> Self {
+        Self {
+            publish: rule,
             ..self
         }
     }
@@ -488,6 +601,7 @@ impl Serialize for SubscribeRule {
             Self::Authenticated => s.serialize_str("authenticated"),
             Self::Members => s.serialize_str("members"),
             Self::None => s.serialize_str("none"),
+            Self::Proxy => s.serialize_str("proxy"),
             Self::Role(role) => s.serialize_str(&format!("role:{role}")),
         }
     }

@@ -54,6 +54,7 @@ pub mod bench_support;
 pub mod config;
 pub(crate) mod connection;
 pub mod engine;
+pub(crate) mod hooks;
 pub(crate) mod http;
 pub(crate) mod hub;
 pub(crate) mod metrics;

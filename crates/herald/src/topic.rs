@@ -5,7 +5,7 @@
 //! who may subscribe to those three.
 
 use crate::auth::Principal;
-use crate::config::{Config, Namespace, SubscribeRule};
+use crate::config::{Config, PublishRule, SubscribeRule};
 
 pub use crate::protocol::{is_topic_byte, MAX_TOPIC_LEN};
 
@@ -54,6 +54,8 @@ pub enum SubscribeCheck {
     Denied,
     /// Allowed when the principal is a member of this project (store or token claim).
     MemberOf(String),
+    /// Allowed when the backend's `subscribe` hook says so.
+    Proxy,
 }
 
 /// How much of the topic's stream is kept, or `None` when its namespace keeps no history.
@@ -79,16 +81,20 @@ pub fn subscribe_check(config: &Config, who: &Principal, topic: &str) -> Subscri
             Some(SubscribeRule::Members) => member_of(rest),
             Some(SubscribeRule::Role(role)) => allow_if(role.as_str() == &*who.role),
             Some(SubscribeRule::None) => SubscribeCheck::Denied,
+            Some(SubscribeRule::Proxy) => SubscribeCheck::Proxy,
         },
     }
 }
 
 /// Whether clients may publish to `topic`: never to `user:` and `role:`, otherwise as the
-/// namespace's `publish` says (default no). Publishing also requires being allowed to subscribe.
-pub fn client_may_publish(config: &Config, topic: &str) -> bool {
+/// namespace's `publish` says (default no; `"proxy"`: the backend decides). Publishing also
+/// requires being allowed to subscribe.
+pub fn client_publish_rule(config: &Config, topic: &str) -> PublishRule {
     match namespace(topic) {
-        "user" | "role" => false,
-        ns => config.namespace(ns).is_some_and(|n: &Namespace| n.publish),
+        "user" | "role" => PublishRule::Denied,
+        ns => config
+            .namespace(ns)
+            .map_or(PublishRule::Denied, |n| n.publish),
     }
 }
 
@@ -153,7 +159,10 @@ mod tests {
             subscribe_check(&config, &who, "news"),
             SubscribeCheck::Allowed
         );
-        assert!(!client_may_publish(&config, "chat:x"));
-        assert!(!client_may_publish(&config, "user:alice"));
+        assert_eq!(client_publish_rule(&config, "chat:x"), PublishRule::Denied);
+        assert_eq!(
+            client_publish_rule(&config, "user:alice"),
+            PublishRule::Denied
+        );
     }
 }

@@ -60,6 +60,10 @@ pub enum AuthError {
     /// Anything else wrong: signature, algorithm, claims, shape.
     #[error("invalid token: {0}")]
     Invalid(String),
+    /// Whoever decides could not (the backend's `connect` hook failed): not a refusal, so
+    /// the client is told to retry (HTTP 503, or `processing_error` and close 1011).
+    #[error("authentication unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl AuthError {
@@ -68,6 +72,7 @@ impl AuthError {
         match self {
             Self::Expired => "expired",
             Self::Invalid(_) => "invalid",
+            Self::Unavailable(_) => "unavailable",
         }
     }
 }

@@ -6,7 +6,7 @@ use axum::extract::ws::Message;
 use serde_json::Value;
 
 use super::Link;
-use crate::auth::Principal;
+use crate::auth::{AuthError, Principal};
 use crate::hub::{CloseReason, ConnHandle};
 use crate::metrics::Peer;
 use crate::node::slots::Holds;
@@ -127,11 +127,16 @@ pub(super) async fn await_auth(
                         crate::metrics::auth_failure(e.reason());
                         let detail = format!("{} token in an auth message", e.reason());
                         crate::metrics::refused("auth_failed", Peer(conn.remote_addr), &detail);
-                        let frame =
-                            error_frame(ErrorCode::AuthFailed, &e.to_string(), reference.as_ref());
+                        // A backend that could not decide is no refusal: the client retries.
+                        let (code, close) = match e {
+                            AuthError::Unavailable(_) => {
+                                (ErrorCode::ProcessingError, CloseReason::AUTH_UNAVAILABLE)
+                            }
+                            _ => (ErrorCode::AuthFailed, CloseReason::AUTH_FAILED),
+                        };
+                        let frame = error_frame(code, &e.to_string(), reference.as_ref());
                         let _ = send(link, conn, frame, limits.write_timeout).await;
-                        link.close_with(conn, CloseReason::AUTH_FAILED, limits.write_timeout)
-                            .await;
+                        link.close_with(conn, close, limits.write_timeout).await;
                         return None;
                     }
                 },

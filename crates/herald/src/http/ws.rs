@@ -104,6 +104,14 @@ pub async fn upgrade(
             crate::metrics::auth_failure(e.reason());
             let detail = format!("{} token, {}", e.reason(), redact_token(&uri));
             crate::metrics::refused("bad_token", shown(), &detail);
+            if let crate::auth::AuthError::Unavailable(_) = e {
+                return ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorCode::ProcessingError,
+                    e.to_string(),
+                )
+                .into_response();
+            }
             return ApiError::unauthorized(e.to_string()).into_response();
         }
     };

@@ -191,6 +191,15 @@ fn describe() {
         "Publications fanned out on this node, by scope."
     );
     describe_counter!(
+        "herald_hook_requests_total",
+        "Calls to the backend's hooks, by hook and outcome (ok, refused, failed)."
+    );
+    describe_histogram!(
+        "herald_hook_seconds",
+        metrics::Unit::Seconds,
+        "How long the backend's hooks took to answer, by hook."
+    );
+    describe_counter!(
         "herald_deliveries_total",
         "Frames queued to recipients by publications."
     );
@@ -323,6 +332,13 @@ pub fn dropped(reason: &'static str) {
 /// A credential was refused: `expired`, `invalid`, `timeout`, `missing`, `not_admin`.
 pub fn auth_failure(reason: &'static str) {
     counter!("herald_auth_failures_total", "reason" => reason).increment(1);
+}
+
+/// One call to a backend hook: its outcome (`ok`, `refused`, `failed`) and how long it took.
+#[cfg(feature = "hooks")]
+pub fn hook_call(hook: &'static str, outcome: &'static str, elapsed: Duration) {
+    counter!("herald_hook_requests_total", "hook" => hook, "outcome" => outcome).increment(1);
+    histogram!("herald_hook_seconds", "hook" => hook).record(elapsed.as_secs_f64());
 }
 
 /// How long a publish API request took, from parse to answer.

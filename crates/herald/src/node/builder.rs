@@ -155,6 +155,11 @@ impl HeraldBuilder {
             Some(authenticator) => (authenticator, None),
             None => jwt_authenticator(&config, self.jwt_secret.as_deref())?,
         };
+        let proxy = crate::hooks::Proxy::start(&config.proxy)
+            .map_err(StartError)?
+            .map(Arc::new);
+        super::proxy::check_rules(&config, proxy.as_deref()).map_err(StartError)?;
+        let authenticator = super::proxy::with_connect_hook(authenticator, proxy.clone());
         let redis = open_redis(&config)?;
         // The store engine calls are timed under (an app's own membership source included).
         let store = match &redis {
@@ -196,6 +201,7 @@ impl HeraldBuilder {
             presence,
             cluster,
             idempotency,
+            proxy,
             store,
         };
         let herald = Herald::assemble(

@@ -15,6 +15,7 @@ mod handler;
 mod idempotent;
 #[cfg(feature = "jwt")]
 mod key_set;
+mod proxy;
 pub(crate) mod slots;
 mod streams;
 mod topics;
@@ -23,6 +24,7 @@ pub use builder::HeraldBuilder;
 pub use handle::PublishError;
 pub(crate) use handler::ConnAction;
 pub use handler::{HandlerError, HandlerResult, Incoming};
+pub(crate) use proxy::{PublishVerdict, RpcVerdict};
 pub use streams::Recovery;
 
 use std::sync::Arc;
@@ -136,6 +138,8 @@ pub(crate) struct Parts {
     pub cluster: Option<cluster::Cluster>,
     /// Idempotency keys: in memory on one node, in Redis in a cluster.
     pub idempotency: Arc<dyn Idempotency>,
+    /// The backend hooks' proxy, when `[proxy]` names a hook.
+    pub proxy: Option<Arc<crate::hooks::Proxy>>,
     /// Where the engines keep their state: `sqlite`, `redis` or `memory` (for metrics).
     pub store: &'static str,
 }
@@ -175,6 +179,7 @@ struct Inner {
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     cluster: Option<cluster::Cluster>,
     idempotency: Arc<dyn Idempotency>,
+    proxy: Option<Arc<crate::hooks::Proxy>>,
     /// `sqlite`, `redis` or `memory`: the `store` label of engine-call timings.
     store: &'static str,
     shutdown: CancellationToken,
@@ -222,6 +227,7 @@ impl Herald {
             presence,
             cluster,
             idempotency,
+            proxy,
             store,
         } = parts;
         crate::metrics::install();
@@ -242,6 +248,7 @@ impl Herald {
                 stripes,
                 cluster,
                 idempotency,
+                proxy,
                 store,
                 shutdown: CancellationToken::new(),
                 started_at: Instant::now(),
@@ -437,6 +444,10 @@ impl Herald {
     pub async fn check_engines(&self) -> Result<(), EngineError> {
         self.inner.engines.membership.check().await?;
         self.inner.engines.history.check().await?;
-        self.inner.broker.check().await
+        self.inner.broker.check().await?;
+        match &self.inner.proxy {
+            Some(proxy) => proxy.check().map_err(EngineError),
+            None => Ok(()),
+        }
     }
 }

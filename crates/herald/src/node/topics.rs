@@ -29,10 +29,22 @@ impl Herald {
     /// Whether `who` may subscribe to `topic` (a valid name): the namespace rules, with the
     /// membership store and the token's claims for project rules.
     pub async fn may_subscribe(&self, who: &Principal, topic: &str) -> Result<bool, EngineError> {
+        self.may_subscribe_as(None, who, topic).await
+    }
+
+    /// [`may_subscribe`](Self::may_subscribe) for connection `client_id` (named to the
+    /// backend when its `subscribe` hook decides).
+    pub(crate) async fn may_subscribe_as(
+        &self,
+        client_id: Option<&str>,
+        who: &Principal,
+        topic: &str,
+    ) -> Result<bool, EngineError> {
         match topic::subscribe_check(&self.inner.config, who, topic) {
             SubscribeCheck::Allowed => Ok(true),
             SubscribeCheck::Denied => Ok(false),
             SubscribeCheck::MemberOf(project) => self.is_member(who, &project).await,
+            SubscribeCheck::Proxy => self.proxy_subscribe(client_id, who, topic).await,
         }
     }
 

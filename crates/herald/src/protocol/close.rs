@@ -60,6 +60,11 @@ impl CloseReason {
         code: 1008,
         reason: "authentication failed",
     };
+    /// The backend's `connect` hook failed while deciding who the connection is.
+    pub const AUTH_UNAVAILABLE: Self = Self {
+        code: 1011,
+        reason: "authentication unavailable",
+    };
     /// More than 16 KiB of frames before authenticating.
     pub const TOO_MUCH_UNAUTHENTICATED: Self = Self {
         code: 1008,

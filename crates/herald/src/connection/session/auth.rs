@@ -68,6 +68,10 @@ impl Session {
                 self.error(ErrorCode::AuthFailed, &e.to_string(), reference);
                 return Next::Continue;
             }
+            Err(e @ AuthError::Unavailable(_)) => {
+                self.error(ErrorCode::ProcessingError, &e.to_string(), reference);
+                return Next::Continue;
+            }
         };
         let current = self.conn.principal();
         if principal.user_id != current.user_id {

@@ -17,7 +17,7 @@ use serde_json::Value;
 use super::limits::{ErrorWindow, TokenBucket};
 use super::Next;
 use crate::hub::ConnHandle;
-use crate::node::{ConnAction, Herald};
+use crate::node::{ConnAction, Herald, RpcVerdict};
 use crate::protocol::replies::{Echo, Pong, Reply, Status};
 use crate::protocol::{
     error_frame, topic_error_frame, Command, Encoding, ErrorCode, Frame, Request,
@@ -227,6 +227,9 @@ impl Session {
     /// A custom message type: the app's handler for it, or `unknown_type`.
     async fn custom(&mut self, kind: String, message: Value, reference: Option<&Value>) {
         let Some(handler) = self.node.handler(&kind) else {
+            if self.node.has_rpc() {
+                return self.rpc(&kind, &message, reference).await;
+            }
             let text = format!("unknown message type `{kind}`");
             self.error(ErrorCode::UnknownType, &text, reference);
             return;
@@ -257,6 +260,30 @@ impl Session {
                         .await;
                 }
             }
+        }
+    }
+
+    /// A message type for the backend's `rpc` hook: its answer goes back as
+    /// `<type>.result`, nothing, or the backend's `error`.
+    async fn rpc(&mut self, kind: &str, message: &Value, reference: Option<&Value>) {
+        let who = self.conn.principal();
+        let data = message.get("data").cloned().unwrap_or(Value::Null);
+        match self
+            .node
+            .proxy_rpc(&self.conn.client_id, &who, kind, &data)
+            .await
+        {
+            Ok(RpcVerdict::Result(data)) => {
+                let frame =
+                    crate::protocol::reply_frame(&format!("{kind}.result"), data, reference);
+                self.queue(frame);
+            }
+            Ok(RpcVerdict::Nothing) => {}
+            Ok(RpcVerdict::Error { code, message }) => {
+                let error = serde_json::json!({"code": code, "message": message});
+                self.queue(crate::protocol::reply_frame("error", error, reference));
+            }
+            Err(e) => self.error(ErrorCode::ProcessingError, &e.to_string(), reference),
         }
     }
 

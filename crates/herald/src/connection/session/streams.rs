@@ -4,6 +4,8 @@
 use serde_json::Value;
 
 use super::Session;
+use crate::config::PublishRule;
+use crate::node::PublishVerdict;
 use crate::protocol::replies::Published;
 use crate::protocol::{ErrorCode, Sender, Since};
 use crate::publication::{Publication, Scope};
@@ -28,15 +30,28 @@ impl Session {
             );
             return;
         }
-        if !topic::client_may_publish(self.node.config(), &topic) {
-            self.error(
-                ErrorCode::Forbidden,
-                &format!("clients may not publish to `{topic}`"),
-                reference,
-            );
-            return;
-        }
         let who = self.conn.principal();
+        let forbidden = format!("clients may not publish to `{topic}`");
+        let data = match topic::client_publish_rule(self.node.config(), &topic) {
+            PublishRule::Allowed => data,
+            PublishRule::Denied => return self.error(ErrorCode::Forbidden, &forbidden, reference),
+            PublishRule::Proxy => {
+                let client = &self.conn.client_id;
+                match self
+                    .node
+                    .proxy_publish(client, &who, &topic, &event, &data)
+                    .await
+                {
+                    Ok(PublishVerdict::Allowed(replaced)) => replaced.unwrap_or(data),
+                    Ok(PublishVerdict::Forbidden) => {
+                        return self.error(ErrorCode::Forbidden, &forbidden, reference)
+                    }
+                    Err(e) => {
+                        return self.error(ErrorCode::ProcessingError, &e.to_string(), reference)
+                    }
+                }
+            }
+        };
         let mut publication = Publication::new(Scope::Topic(topic.clone()), event, data);
         publication.from = Some(Sender {
             user_id: who.user_id.to_string(),

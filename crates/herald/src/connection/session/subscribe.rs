@@ -18,7 +18,8 @@ impl Session {
             return false;
         }
         let who = self.conn.principal();
-        let allowed = match self.node.may_subscribe(&who, topic).await {
+        let client_id = Some(self.conn.client_id.as_str());
+        let allowed = match self.node.may_subscribe_as(client_id, &who, topic).await {
             Ok(allowed) => allowed,
             Err(e) => {
                 let message = e.to_string();

@@ -1,0 +1,312 @@
+//! Backend hooks (docs/HOOKS.md): the proxy's `connect`, `subscribe`, `publish` and `rpc`
+//! calls against a real HTTP backend on loopback, which checks every request's signature.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use common::*;
+use hmac::{Hmac, Mac};
+use serde_json::{json, Value};
+use sha2::Sha256;
+
+const HOOK_SECRET: &str = "hook-secret";
+
+/// One request the backend got: the hook, its body, whether its signature was right.
+#[derive(Debug, Clone)]
+struct Call {
+    hook: String,
+    body: Value,
+    signed: bool,
+}
+
+#[derive(Clone, Default)]
+struct Backend {
+    calls: Arc<Mutex<Vec<Call>>>,
+}
+
+impl Backend {
+    fn calls(&self, hook: &str) -> Vec<Call> {
+        let calls = self.calls.lock().unwrap_or_else(|e| e.into_inner());
+        calls.iter().filter(|c| c.hook == hook).cloned().collect()
+    }
+}
+
+fn signed(headers: &HeaderMap, body: &[u8]) -> bool {
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(HOOK_SECRET.as_bytes()) else {
+        return false;
+    };
+    mac.update(body);
+    let hex: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    headers
+        .get("x-herald-signature")
+        .and_then(|v| v.to_str().ok())
+        == Some(format!("sha256={hex}").as_str())
+}
+
+/// What the backend decides, by hook and by what it was sent.
+async fn decide(hook: &str, body: &Value, headers: &HeaderMap) -> Response {
+    let answer = |status: u16, body: Value| {
+        (
+            StatusCode::from_u16(status).unwrap_or(StatusCode::OK),
+            Json(body),
+        )
+            .into_response()
+    };
+    match hook {
+        "connect" => {
+            let cookie = body["headers"]["cookie"].as_str().unwrap_or("");
+            let _ = headers;
+            match cookie {
+                "session=good" => answer(
+                    200,
+                    json!({"user_id": "cookie-user", "role": "editor", "projects": ["p1"]}),
+                ),
+                "session=broken" => answer(500, json!({})),
+                "session=slow" => {
+                    tokio::time::sleep(Duration::from_secs(3)).await;
+                    answer(200, json!({"user_id": "too-late"}))
+                }
+                _ => answer(401, json!({})),
+            }
+        }
+        "subscribe" => match body["topic"].as_str() {
+            Some("vip:open") => answer(200, json!({})),
+            Some("vip:broken") => answer(502, json!({})),
+            _ => answer(403, json!({})),
+        },
+        "publish" => {
+            if body["data"]["deny"] == true {
+                answer(403, json!({}))
+            } else if body["data"]["replace"] == true {
+                answer(200, json!({"data": {"replaced": true, "by": "backend"}}))
+            } else {
+                answer(200, json!({}))
+            }
+        }
+        "rpc" => match body["type"].as_str() {
+            Some("chat") => answer(
+                200,
+                json!({"data": {"echo": body["data"].clone(), "user": body["user_id"].clone()}}),
+            ),
+            Some("quiet") => StatusCode::NO_CONTENT.into_response(),
+            Some("bad") => answer(
+                422,
+                json!({"error": {"code": "invalid_room", "message": "no such room"}}),
+            ),
+            _ => answer(503, json!({})),
+        },
+        _ => answer(404, json!({})),
+    }
+}
+
+/// Starts the backend on a loopback port; returns it and its base URL.
+async fn backend() -> (Backend, String) {
+    let backend = Backend::default();
+    let handler = |hook: &'static str| {
+        move |State(b): State<Backend>, headers: HeaderMap, bytes: axum::body::Bytes| async move {
+            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+            let call = Call {
+                hook: hook.to_string(),
+                body: body.clone(),
+                signed: signed(&headers, &bytes),
+            };
+            b.calls.lock().unwrap_or_else(|e| e.into_inner()).push(call);
+            decide(hook, &body, &headers).await
+        }
+    };
+    let app = axum::Router::new()
+        .route("/connect", axum::routing::post(handler("connect")))
+        .route("/subscribe", axum::routing::post(handler("subscribe")))
+        .route("/publish", axum::routing::post(handler("publish")))
+        .route("/rpc", axum::routing::post(handler("rpc")))
+        .with_state(backend.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (backend, format!("http://{addr}"))
+}
+
+fn server_with_hooks(base: &str) -> Server {
+    Server::start(&format!(
+        "[proxy]\nconnect = \"{base}/connect\"\nsubscribe = \"{base}/subscribe\"\n\
+         publish = \"{base}/publish\"\nrpc = \"{base}/rpc\"\nsecret = \"{HOOK_SECRET}\"\n\
+         timeout = \"500ms\"\n\
+         [[namespaces]]\nname = \"vip\"\nsubscribe = \"proxy\"\npublish = \"proxy\"\n"
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connect_authenticates_from_the_cookie_when_there_is_no_valid_jwt() {
+    let (backend, base) = backend().await;
+    let server = server_with_hooks(&base);
+    let url = server.ws_url("");
+
+    // A session cookie and no token: the backend says who it is.
+    let mut client = Client::connect_with(&url, &[("Cookie", "session=good")]).await;
+    let welcome = client.recv().await;
+    assert_eq!(welcome["type"], "connection.established", "{welcome}");
+    assert_eq!(welcome["data"]["user_id"], "cookie-user");
+    assert_eq!(welcome["data"]["role"], "editor");
+    client.subscribe("project:p1").await;
+    let calls = backend.calls("connect");
+    assert_eq!(calls.len(), 1);
+    assert!(calls[0].signed, "{calls:?}");
+    assert_eq!(calls[0].body["headers"]["cookie"], "session=good");
+    assert!(calls[0].body.get("token").is_none(), "{calls:?}");
+
+    // A valid JWT never reaches the backend.
+    let _jwt_client = server.user("jwt-user").await;
+    assert_eq!(backend.calls("connect").len(), 1);
+
+    // A bad JWT with a good cookie: the backend decides, and sees the token.
+    let bad = format!("{url}?token=not-a-jwt");
+    let mut rescued = Client::connect_with(&bad, &[("Cookie", "session=good")]).await;
+    assert_eq!(rescued.recv().await["data"]["user_id"], "cookie-user");
+    assert_eq!(backend.calls("connect")[1].body["token"], "not-a-jwt");
+
+    // Refused: 401. Failing (a 500, or no answer within the timeout): 503, never a yes.
+    let (status, body) = refused_status(&url, &[("Cookie", "session=nobody")]).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (401, &json!("unauthorized")),
+        "{body}"
+    );
+    for cookie in ["session=broken", "session=slow"] {
+        let (status, body) = refused_status(&url, &[("Cookie", cookie)]).await;
+        assert_eq!(status, 503, "{cookie}: {body}");
+        assert_eq!(body["error"]["code"], "processing_error", "{body}");
+    }
+    // While the backend fails, /ready says so.
+    let (status, ready) = server.api("GET", "/ready", None, None).await;
+    assert_eq!(status, 503, "{ready}");
+    assert!(
+        ready["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("connect hook")),
+        "{ready}"
+    );
+    let (_, metrics) = server.api("GET", "/metrics", None, None).await;
+    let metrics = metrics.as_str().unwrap_or_default().to_string();
+    assert!(
+        metrics.contains("herald_hook_requests_total{hook=\"connect\",outcome=\"failed\"} 2"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn subscribe_and_publish_are_decided_by_the_backend() {
+    let (backend, base) = backend().await;
+    let server = server_with_hooks(&base);
+    let mut alice = server.user("alice").await;
+    alice.subscribe("vip:open").await;
+    let call = backend.calls("subscribe").pop().expect("a subscribe call");
+    assert!(call.signed);
+    assert_eq!(call.body["user_id"], "alice");
+    assert_eq!(call.body["topic"], "vip:open");
+    assert!(call.body["client_id"].is_string(), "{call:?}");
+    for (topic, code) in [
+        ("vip:closed", "forbidden"),
+        ("vip:broken", "processing_error"),
+    ] {
+        let reply = alice
+            .request(json!({"type": "subscribe", "topic": topic, "ref": 1}))
+            .await;
+        assert_eq!(reply["type"], "error", "{reply}");
+        assert_eq!(reply["data"]["code"], code, "{topic}: {reply}");
+    }
+
+    let publish = |data: Value| json!({"type": "publish", "topic": "vip:open", "event": "note", "data": data, "ref": 2});
+    // The publisher is a subscriber too: its delivery and its reply, in either order.
+    for (sent, delivered) in [
+        (json!({"text": "as sent"}), json!({"text": "as sent"})),
+        (
+            json!({"replace": true}),
+            json!({"replaced": true, "by": "backend"}),
+        ),
+    ] {
+        alice.send(publish(sent)).await;
+        let two = [alice.recv().await, alice.recv().await];
+        let reply = two.iter().find(|m| m["type"] == "published");
+        let note = two.iter().find(|m| m["type"] == "note");
+        assert!(reply.is_some(), "{two:?}");
+        assert_eq!(note.map(|n| &n["data"]), Some(&delivered), "{two:?}");
+    }
+    let reply = alice.request(publish(json!({"deny": true}))).await;
+    assert_eq!(reply["data"]["code"], "forbidden", "{reply}");
+    alice.expect_silence().await;
+    let calls = backend.calls("publish");
+    assert_eq!(calls.len(), 3);
+    assert!(calls.iter().all(|c| c.signed));
+    assert_eq!(calls[0].body["type"], "note");
+    assert_eq!(calls[0].body["topic"], "vip:open");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn message_types_that_are_no_command_go_to_the_rpc_hook() {
+    let (backend, base) = backend().await;
+    let server = server_with_hooks(&base);
+    let mut bob = server.user("bob").await;
+    let reply = bob
+        .request(json!({"type": "chat", "data": {"room": "r1", "text": "hi"}, "ref": "c1"}))
+        .await;
+    assert_eq!(reply["type"], "chat.result", "{reply}");
+    assert_eq!(reply["ref"], "c1");
+    assert_eq!(
+        reply["data"],
+        json!({"echo": {"room": "r1", "text": "hi"}, "user": "bob"})
+    );
+    bob.send(json!({"type": "quiet", "data": {}})).await;
+    bob.expect_silence().await;
+    let reply = bob.request(json!({"type": "bad", "ref": 3})).await;
+    assert_eq!(reply["type"], "error", "{reply}");
+    assert_eq!(reply["data"]["code"], "invalid_room");
+    assert_eq!(reply["data"]["message"], "no such room");
+    let reply = bob.request(json!({"type": "down", "ref": 4})).await;
+    assert_eq!(reply["data"]["code"], "processing_error", "{reply}");
+    let calls = backend.calls("rpc");
+    assert_eq!(calls.len(), 4);
+    assert!(calls.iter().all(|c| c.signed));
+    assert_eq!(calls[0].body["role"], "user");
+    // Commands never reach it.
+    bob.request(json!({"type": "ping", "ref": 5})).await;
+    assert_eq!(backend.calls("rpc").len(), 4);
+}
+
+#[tokio::test]
+async fn a_proxy_rule_without_its_hook_refuses_to_start() {
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("herald.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "api_key = \"{API_KEY}\"\n[jwt]\nsecret = \"{SECRET}\"\n\
+             [[namespaces]]\nname = \"vip\"\nsubscribe = \"proxy\"\n"
+        ),
+    )
+    .expect("config");
+    let out = std::process::Command::new(herald_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("[proxy] subscribe"), "{stderr}");
+}

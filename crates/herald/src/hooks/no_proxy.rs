@@ -1,0 +1,40 @@
+//! Without the `hooks` feature there is no proxy: a config that names a hook is refused at
+//! start (see `Proxy::start`).
+
+use super::{Answer, Hook, HookFailure};
+use crate::config::ProxyConfig;
+
+/// No proxy in this build.
+pub struct Proxy;
+
+impl Proxy {
+    /// `Ok(None)` when no hook is configured; an error naming the feature otherwise.
+    pub fn start(config: &ProxyConfig) -> Result<Option<Self>, String> {
+        if Hook::ALL.into_iter().any(|hook| config.url(hook).is_some()) {
+            return Err("[proxy] needs the `hooks` feature of the herald crate".into());
+        }
+        Ok(None)
+    }
+
+    pub fn has(&self, _: Hook) -> bool {
+        false
+    }
+
+    pub async fn call(&self, hook: Hook, _: &serde_json::Value) -> Result<Answer, HookFailure> {
+        Err(HookFailure {
+            hook: hook.name(),
+            why: "no proxy in this build".into(),
+        })
+    }
+
+    pub fn forwarded(
+        &self,
+        _: &axum::http::HeaderMap,
+    ) -> serde_json::Map<String, serde_json::Value> {
+        serde_json::Map::new()
+    }
+
+    pub fn check(&self) -> Result<(), String> {
+        Ok(())
+    }
+}
