@@ -347,20 +347,6 @@ impl Default for ProxyConfig {
     }
 }
 
-impl ProxyConfig {
-    /// The URL of `hook`, when the backend decides it.
-    pub(crate) fn url(&self, hook: crate::hooks::Hook) -> Option<&str> {
-        use crate::hooks::Hook;
-        match hook {
-            Hook::Connect => self.connect.as_deref(),
-            Hook::Subscribe => self.subscribe.as_deref(),
-            Hook::Publish => self.publish.as_deref(),
-            Hook::Rpc => self.rpc.as_deref(),
-        }
-        .filter(|url| !url.is_empty())
-    }
-}
-
 /// How much an inbox keeps: the newest `max_messages`, none older than `ttl`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InboxLimits {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 const LAYERS: &[&[&str]] = &[
     &["sync", "metrics", "wire", "protocol"],
     &["config"],
-    &["auth"],
+    &["auth", "hooks"],
     &["topic"],
     &["publication"],
     &["hub", "engine"],

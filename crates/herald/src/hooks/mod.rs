@@ -57,8 +57,13 @@ pub struct HookFailure {
     pub why: String,
 }
 
-impl From<HookFailure> for crate::engine::EngineError {
-    fn from(e: HookFailure) -> Self {
-        crate::engine::EngineError(e.to_string())
+/// The URL of `hook` in `[proxy]`, when the backend decides it.
+pub fn url(config: &crate::config::ProxyConfig, hook: Hook) -> Option<&str> {
+    match hook {
+        Hook::Connect => config.connect.as_deref(),
+        Hook::Subscribe => config.subscribe.as_deref(),
+        Hook::Publish => config.publish.as_deref(),
+        Hook::Rpc => config.rpc.as_deref(),
     }
+    .filter(|url| !url.is_empty())
 }

@@ -10,7 +10,10 @@ pub struct Proxy;
 impl Proxy {
     /// `Ok(None)` when no hook is configured; an error naming the feature otherwise.
     pub fn start(config: &ProxyConfig) -> Result<Option<Self>, String> {
-        if Hook::ALL.into_iter().any(|hook| config.url(hook).is_some()) {
+        if Hook::ALL
+            .into_iter()
+            .any(|hook| super::url(config, hook).is_some())
+        {
             return Err("[proxy] needs the `hooks` feature of the herald crate".into());
         }
         Ok(None)
@@ -20,18 +23,18 @@ impl Proxy {
         false
     }
 
-    pub async fn call(&self, hook: Hook, _: &serde_json::Value) -> Result<Answer, HookFailure> {
+    pub async fn call(&self, hook: Hook, _: &impl serde::Serialize) -> Result<Answer, HookFailure> {
         Err(HookFailure {
             hook: hook.name(),
             why: "no proxy in this build".into(),
         })
     }
 
-    pub fn forwarded(
-        &self,
-        _: &axum::http::HeaderMap,
-    ) -> serde_json::Map<String, serde_json::Value> {
-        serde_json::Map::new()
+    pub fn forwarded<'a>(
+        &'a self,
+        _: &'a axum::http::HeaderMap,
+    ) -> std::collections::BTreeMap<&'a str, &'a str> {
+        std::collections::BTreeMap::new()
     }
 
     pub fn check(&self) -> Result<(), String> {

@@ -4,9 +4,12 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use std::collections::BTreeMap;
+
 use axum::http::{HeaderMap, HeaderName};
 use hmac::{Hmac, Mac};
-use serde_json::{Map, Value};
+use serde::Serialize;
+use serde_json::Value;
 use sha2::Sha256;
 
 use super::{Answer, Hook, HookFailure};
@@ -32,7 +35,7 @@ impl Proxy {
     pub fn start(config: &ProxyConfig) -> Result<Option<Self>, String> {
         let urls: HashMap<Hook, String> = Hook::ALL
             .into_iter()
-            .filter_map(|hook| config.url(hook).map(|url| (hook, url.to_string())))
+            .filter_map(|hook| super::url(config, hook).map(|url| (hook, url.to_string())))
             .collect();
         if urls.is_empty() {
             return Ok(None);
@@ -71,7 +74,7 @@ impl Proxy {
     }
 
     /// Calls `hook` with `body`: the backend's answer, or why it failed.
-    pub async fn call(&self, hook: Hook, body: &Value) -> Result<Answer, HookFailure> {
+    pub async fn call(&self, hook: Hook, body: &impl Serialize) -> Result<Answer, HookFailure> {
         let started = Instant::now();
         let outcome = self.send(hook, body).await;
         let label = match &outcome {
@@ -93,7 +96,7 @@ impl Proxy {
         outcome
     }
 
-    async fn send(&self, hook: Hook, body: &Value) -> Result<Answer, HookFailure> {
+    async fn send(&self, hook: Hook, body: &impl Serialize) -> Result<Answer, HookFailure> {
         let failed = |why: String| HookFailure {
             hook: hook.name(),
             why,
@@ -131,13 +134,10 @@ impl Proxy {
     }
 
     /// The request headers the backend is shown (`[proxy] forward_headers`), by name.
-    pub fn forwarded(&self, headers: &HeaderMap) -> Map<String, Value> {
+    pub fn forwarded<'a>(&'a self, headers: &'a HeaderMap) -> BTreeMap<&'a str, &'a str> {
         self.forward
             .iter()
-            .filter_map(|name| {
-                let value = headers.get(name)?.to_str().ok()?;
-                Some((name.as_str().to_string(), Value::String(value.to_string())))
-            })
+            .filter_map(|name| Some((name.as_str(), headers.get(name)?.to_str().ok()?)))
             .collect()
     }
 

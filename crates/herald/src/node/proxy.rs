@@ -5,13 +5,20 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 
 use super::Herald;
 use crate::auth::{AuthError, Authenticator, ConnectRequest, Principal};
 use crate::config::{Config, PublishRule, SubscribeRule};
 use crate::engine::EngineError;
-use crate::hooks::{Answer, Hook, Proxy};
+use crate::hooks::{Answer, Hook, HookFailure, Proxy};
+use crate::protocol::hooks::{ConnectCall, PublishCall, RpcCall, SubscribeCall};
+
+impl From<HookFailure> for EngineError {
+    fn from(e: HookFailure) -> Self {
+        EngineError(e.to_string())
+    }
+}
 
 /// A namespace that leaves a decision to the backend needs that hook configured.
 pub(super) fn check_rules(config: &Config, proxy: Option<&Proxy>) -> Result<(), String> {
@@ -60,33 +67,22 @@ impl ConnectHook {
         request: Option<&ConnectRequest>,
         token: Option<&str>,
     ) -> Result<Principal, AuthError> {
-        let mut body = Map::new();
-        body.insert("client_id".into(), Value::Null);
-        body.insert(
-            "remote_addr".into(),
-            request
-                .and_then(|r| r.remote_addr)
-                .map_or(Value::Null, |a| Value::String(a.to_string())),
-        );
-        body.insert(
-            "headers".into(),
-            Value::Object(request.map_or_else(Map::new, |r| self.proxy.forwarded(&r.headers))),
-        );
-        body.insert(
-            "query".into(),
-            json!(request.map(|r| {
+        let body = ConnectCall {
+            client_id: None,
+            remote_addr: request.and_then(|r| r.remote_addr).map(|a| a.to_string()),
+            headers: request.map_or_else(Default::default, |r| self.proxy.forwarded(&r.headers)),
+            query: request.map_or_else(Default::default, |r| {
                 r.query
                     .iter()
                     .filter(|(k, _)| k.as_str() != "token")
-                    .collect::<std::collections::BTreeMap<_, _>>()
-            })),
-        );
-        if let Some(token) = token {
-            body.insert("token".into(), Value::String(token.to_string()));
-        }
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect()
+            }),
+            token,
+        };
         let answer = self
             .proxy
-            .call(Hook::Connect, &Value::Object(body))
+            .call(Hook::Connect, &body)
             .await
             .map_err(|e| AuthError::Unavailable(e.to_string()))?;
         principal_of(&answer)
@@ -198,8 +194,12 @@ impl Herald {
         who: &Principal,
         topic: &str,
     ) -> Result<bool, EngineError> {
-        let body = json!({"client_id": client_id, "user_id": &*who.user_id,
-                          "role": &*who.role, "topic": topic});
+        let body = SubscribeCall {
+            client_id,
+            user_id: &who.user_id,
+            role: &who.role,
+            topic,
+        };
         let answer = self
             .hook(Hook::Subscribe)?
             .call(Hook::Subscribe, &body)
@@ -217,8 +217,14 @@ impl Herald {
         event: &str,
         data: &Value,
     ) -> Result<PublishVerdict, EngineError> {
-        let body = json!({"client_id": client_id, "user_id": &*who.user_id, "role": &*who.role,
-                          "topic": topic, "type": event, "data": data});
+        let body = PublishCall {
+            client_id,
+            user_id: &who.user_id,
+            role: &who.role,
+            topic,
+            event,
+            data,
+        };
         let answer = self.hook(Hook::Publish)?.call(Hook::Publish, &body).await?;
         if answer.status != 200 {
             return Ok(PublishVerdict::Forbidden);
@@ -239,8 +245,13 @@ impl Herald {
         kind: &str,
         data: &Value,
     ) -> Result<RpcVerdict, EngineError> {
-        let body = json!({"client_id": client_id, "user_id": &*who.user_id, "role": &*who.role,
-                          "type": kind, "data": data});
+        let body = RpcCall {
+            client_id,
+            user_id: &who.user_id,
+            role: &who.role,
+            kind,
+            data,
+        };
         let answer = self.hook(Hook::Rpc)?.call(Hook::Rpc, &body).await?;
         Ok(match answer.status {
             204 => RpcVerdict::Nothing,

@@ -6,6 +6,7 @@
 pub mod answers;
 mod close;
 pub mod command;
+pub(crate) mod hooks;
 pub mod replies;
 
 pub use close::CloseReason;

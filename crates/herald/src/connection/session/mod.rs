@@ -280,7 +280,10 @@ impl Session {
             }
             Ok(RpcVerdict::Nothing) => {}
             Ok(RpcVerdict::Error { code, message }) => {
-                let error = serde_json::json!({"code": code, "message": message});
+                let error = crate::protocol::hooks::BackendError {
+                    code: &code,
+                    message: &message,
+                };
                 self.queue(crate::protocol::reply_frame("error", error, reference));
             }
             Err(e) => self.error(ErrorCode::ProcessingError, &e.to_string(), reference),
