@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -104,6 +105,10 @@ async fn decide(hook: &str, body: &Value, headers: &HeaderMap) -> Response {
                 422,
                 json!({"error": {"code": "invalid_room", "message": "no such room"}}),
             ),
+            Some("slow") => {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                answer(200, json!({"data": "too late"}))
+            }
             _ => answer(503, json!({})),
         },
         _ => answer(404, json!({})),
@@ -278,13 +283,17 @@ async fn message_types_that_are_no_command_go_to_the_rpc_hook() {
     assert_eq!(reply["data"]["message"], "no such room");
     let reply = bob.request(json!({"type": "down", "ref": 4})).await;
     assert_eq!(reply["data"]["code"], "processing_error", "{reply}");
+    // No answer within the proxy's 500 ms: a failure, never a result.
+    let reply = bob.request(json!({"type": "slow", "ref": 5})).await;
+    assert_eq!(reply["data"]["code"], "processing_error", "{reply}");
+    assert_eq!(reply["ref"], 5);
     let calls = backend.calls("rpc");
-    assert_eq!(calls.len(), 4);
+    assert_eq!(calls.len(), 5);
     assert!(calls.iter().all(|c| c.signed));
     assert_eq!(calls[0].body["role"], "user");
     // Commands never reach it.
-    bob.request(json!({"type": "ping", "ref": 5})).await;
-    assert_eq!(backend.calls("rpc").len(), 4);
+    bob.request(json!({"type": "ping", "ref": 6})).await;
+    assert_eq!(backend.calls("rpc").len(), 5);
 }
 
 #[tokio::test]
@@ -309,4 +318,230 @@ async fn a_proxy_rule_without_its_hook_refuses_to_start() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("[proxy] subscribe"), "{stderr}");
+}
+
+/// One request the receiver got: what it answered, whether it was signed, its events.
+type Batch = (u16, bool, Vec<Value>);
+
+/// A webhook receiver: records every request (its events, whether it was signed, what it
+/// answered) and answers as `mode` says: 0 ok, 1 a 500, 2 a 500 after 1.5 s (past the
+/// server's 500 ms timeout).
+#[derive(Clone, Default)]
+struct Receiver {
+    mode: Arc<std::sync::atomic::AtomicU8>,
+    batches: Arc<Mutex<Vec<Batch>>>,
+}
+
+impl Receiver {
+    fn set(&self, mode: u8) {
+        self.mode.store(mode, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// The events of the batches it acknowledged, in order.
+    fn acknowledged(&self) -> Vec<Value> {
+        let batches = self.batches.lock().unwrap_or_else(|e| e.into_inner());
+        batches
+            .iter()
+            .filter(|(status, ..)| *status == 200)
+            .flat_map(|(_, _, events)| events.clone())
+            .collect()
+    }
+
+    fn all(&self) -> Vec<Batch> {
+        self.batches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+async fn receiver() -> (Receiver, String) {
+    let receiver = Receiver::default();
+    let app = axum::Router::new()
+        .route(
+            "/events",
+            axum::routing::post(
+                |State(r): State<Receiver>, headers: HeaderMap, bytes: axum::body::Bytes| async move {
+                    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+                    let events = body["events"].as_array().cloned().unwrap_or_default();
+                    let status = match r.mode.load(std::sync::atomic::Ordering::SeqCst) {
+                        0 => 200,
+                        1 => 500,
+                        _ => {
+                            tokio::time::sleep(Duration::from_millis(1500)).await;
+                            500
+                        }
+                    };
+                    r.batches
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((status, signed(&headers, &bytes), events));
+                    StatusCode::from_u16(status).unwrap_or(StatusCode::OK)
+                },
+            ),
+        )
+        .with_state(receiver.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (receiver, format!("http://{addr}/events"))
+}
+
+fn server_with_webhooks(url: &str) -> Server {
+    Server::start(&format!(
+        "[webhooks]\nurl = \"{url}\"\nsecret = \"{HOOK_SECRET}\"\nbatch_wait = \"50ms\"\n\
+         timeout = \"500ms\"\n\
+         [[namespaces]]\nname = \"room\"\npublish = true\n"
+    ))
+}
+
+/// Waits until the receiver acknowledged events named as `names`, in this order.
+async fn acknowledged_names(receiver: &Receiver, count: usize) -> Vec<Value> {
+    eventually("the webhook events", || async {
+        let got = receiver.acknowledged();
+        (got.len() >= count).then_some(got)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_webhook_event_reaches_the_backend_signed_and_in_order() {
+    let (receiver, url) = receiver().await;
+    let server = server_with_webhooks(&url);
+    let mut alice = server.user("alice").await;
+    alice.subscribe("room:1").await;
+    let mut bob = server.user("bob").await;
+    bob.subscribe("room:1").await;
+    alice
+        .send(json!({"type": "publish", "topic": "room:1", "event": "note", "data": {"n": 1}, "ref": 1}))
+        .await;
+    // Her reply and her own copy, in either order; bob's copy.
+    alice.recv().await;
+    alice.recv().await;
+    bob.recv().await;
+    let left = alice
+        .request(json!({"type": "unsubscribe", "topic": "room:1"}))
+        .await;
+    assert_eq!(left["type"], "unsubscribed", "{left}");
+    drop(bob);
+    let events = acknowledged_names(&receiver, 13).await;
+    let names: Vec<&str> = events.iter().filter_map(|e| e["name"].as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "connection.opened",
+            "user.online",
+            "topic.occupied",
+            "topic.subscribed",
+            "connection.opened",
+            "user.online",
+            "topic.subscribed",
+            "client.published",
+            "topic.unsubscribed",
+            "connection.closed",
+            "topic.unsubscribed",
+            "topic.vacated",
+            "user.offline",
+        ],
+        "{events:?}"
+    );
+    assert!(receiver.all().iter().all(|(_, signed, _)| *signed));
+    let ids: BTreeSet<&str> = events.iter().filter_map(|e| e["id"].as_str()).collect();
+    assert_eq!(ids.len(), events.len(), "every event has its own id");
+    assert_eq!(events[0]["data"]["user_id"], "alice");
+    assert!(events[0]["data"]["client_id"].is_string());
+    assert!(events[0]["time"].is_string() && events[0]["node"].is_string());
+    assert_eq!(events[2]["data"], json!({"topic": "room:1"}));
+    assert_eq!(events[7]["data"]["data"], json!({"n": 1}));
+    assert_eq!(events[7]["data"]["type"], "note");
+    assert_eq!(events[9]["data"]["user_id"], "bob");
+    assert!(events[9]["data"]["reason"].is_string(), "{}", events[9]);
+    drop(alice);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn webhook_batches_are_retried_after_500s_and_timeouts_with_the_same_ids() {
+    let (receiver, url) = receiver().await;
+    receiver.set(1);
+    let server = server_with_webhooks(&url);
+    let _carol = server.user("carol").await;
+    eventually("a refused batch", || async {
+        (receiver.all().len() >= 2).then_some(())
+    })
+    .await;
+    receiver.set(2);
+    eventually("a timed-out batch", || async {
+        receiver
+            .all()
+            .iter()
+            .any(|(status, ..)| *status == 500)
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    receiver.set(0);
+    let events = acknowledged_names(&receiver, 2).await;
+    let names: Vec<&str> = events.iter().filter_map(|e| e["name"].as_str()).collect();
+    assert_eq!(
+        names,
+        ["connection.opened", "user.online"],
+        "once each: {events:?}"
+    );
+    // Every try carried the same events, with the same ids.
+    let tries = receiver.all();
+    assert!(tries.len() >= 3, "{tries:?}");
+    for (_, signed, events) in &tries {
+        assert!(signed);
+        let ids: Vec<&Value> = events.iter().map(|e| &e["id"]).collect();
+        let first: Vec<&Value> = tries[0].2.iter().map(|e| &e["id"]).collect();
+        assert_eq!(ids, first);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn webhook_events_pending_while_the_backend_is_down_survive_a_restart() {
+    let (receiver, url) = receiver().await;
+    receiver.set(1);
+    let mut server = server_with_webhooks(&url);
+    let dave = server.user("dave").await;
+    drop(dave);
+    eventually("dave's events tried", || async {
+        receiver
+            .all()
+            .iter()
+            .any(|(_, _, events)| events.iter().any(|e| e["name"] == "user.offline"))
+            .then_some(())
+    })
+    .await;
+    let tried: Vec<Value> = receiver
+        .all()
+        .iter()
+        .flat_map(|(_, _, events)| events.clone())
+        .map(|e| e["id"].clone())
+        .collect();
+    assert_eq!(server.terminate(), Some(0));
+    receiver.set(0);
+    server.restart();
+    let events = acknowledged_names(&receiver, 4).await;
+    let names: Vec<&str> = events.iter().filter_map(|e| e["name"].as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "connection.opened",
+            "user.online",
+            "connection.closed",
+            "user.offline"
+        ],
+        "{events:?}"
+    );
+    for event in &events {
+        assert!(
+            tried.contains(&event["id"]),
+            "the same ids after the restart: {event}"
+        );
+    }
 }

@@ -54,6 +54,8 @@ pub struct Config {
     pub recovery: RecoveryConfig,
     /// The backend hooks' proxy (`[proxy]`, docs/HOOKS.md).
     pub proxy: ProxyConfig,
+    /// Webhooks: what happened, sent to the backend (`[webhooks]`, docs/HOOKS.md).
+    pub webhooks: WebhooksConfig,
     /// Topic namespaces (`[[namespaces]]`).
     pub namespaces: Vec<Namespace>,
     /// Cluster mode on Redis (`[cluster]`; in force with `redis_url`).
@@ -85,6 +87,7 @@ impl Default for Config {
             inbox: InboxConfig::default(),
             recovery: RecoveryConfig::default(),
             proxy: ProxyConfig::default(),
+            webhooks: WebhooksConfig::default(),
             namespaces: Vec::new(),
             cluster: ClusterConfig::default(),
             test_echo_endpoint: false,
@@ -343,6 +346,59 @@ impl Default for ProxyConfig {
                 "Authorization".into(),
                 "X-Request-Id".into(),
             ],
+        }
+    }
+}
+
+/// Every webhook event, in the order docs/HOOKS.md lists them.
+pub const WEBHOOK_EVENTS: [&str; 9] = [
+    "connection.opened",
+    "connection.closed",
+    "user.online",
+    "user.offline",
+    "topic.subscribed",
+    "topic.unsubscribed",
+    "topic.occupied",
+    "topic.vacated",
+    "client.published",
+];
+
+/// Webhooks: events sent to the backend, batched, signed and retried (docs/HOOKS.md).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// Where events are `POST`ed; none: no webhooks.
+    pub url: Option<String>,
+    /// Signs every request (`X-Herald-Signature`); unsigned without it.
+    pub secret: Option<String>,
+    /// The events sent (default: all of [`WEBHOOK_EVENTS`]).
+    pub events: Vec<String>,
+    /// Events per request.
+    pub batch_max: usize,
+    /// The longest an event waits to fill a batch.
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
+    pub batch_wait: Duration,
+    /// The longest one request may take; past it, it is retried.
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
+    pub timeout: Duration,
+    /// How long an event is retried; then it is dropped, counted and logged.
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
+    pub retry_for: Duration,
+    /// Events kept unsent at most; beyond, the oldest are dropped, counted and logged.
+    pub max_pending: usize,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            secret: None,
+            events: WEBHOOK_EVENTS.iter().map(|e| e.to_string()).collect(),
+            batch_max: 100,
+            batch_wait: Duration::from_millis(100),
+            timeout: Duration::from_secs(5),
+            retry_for: Duration::from_secs(24 * 3600),
+            max_pending: 1_000_000,
         }
     }
 }

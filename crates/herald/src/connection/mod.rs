@@ -178,6 +178,19 @@ async fn open(
 
 /// Leaves the hub, records how the connection ended, and says goodbye.
 async fn close(mut link: Link, conn: &ConnHandle, node: &Herald, ending: Ending, role: &str) {
+    let who = conn.principal();
+    let code = match &ending {
+        Ending::Close(reason) => Some(reason.code),
+        Ending::Gone(_) => None,
+    };
+    let closed = crate::protocol::hooks::ConnectionClosed {
+        client_id: &conn.client_id,
+        user_id: &who.user_id,
+        role: &who.role,
+        reason: ending.label(),
+        code,
+    };
+    node.webhook("connection.closed", closed);
     node.detach(conn).await;
     // A slow consumer's unwritten user messages go to the inbox before its goodbye (which may
     // take a while), so they come before what is published to the user from now on.

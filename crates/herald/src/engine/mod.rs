@@ -16,6 +16,7 @@
 pub(crate) use crate::sync::lock;
 mod idempotency;
 pub mod memory;
+pub mod outbox;
 #[cfg(feature = "redis")]
 pub mod redis;
 #[cfg(feature = "sqlite")]

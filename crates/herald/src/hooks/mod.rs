@@ -11,12 +11,16 @@
 #[cfg(feature = "hooks")]
 mod proxy;
 #[cfg(feature = "hooks")]
-pub use proxy::Proxy;
+pub use proxy::{signature, Proxy};
+#[cfg(feature = "hooks")]
+mod webhooks;
+#[cfg(feature = "hooks")]
+pub use webhooks::WebhookClient;
 
 #[cfg(not(feature = "hooks"))]
 mod no_proxy;
 #[cfg(not(feature = "hooks"))]
-pub use no_proxy::Proxy;
+pub use no_proxy::{Proxy, WebhookClient};
 
 /// The proxy's calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -41,3 +41,23 @@ impl Proxy {
         Ok(())
     }
 }
+
+/// No webhooks in this build.
+pub struct WebhookClient;
+
+impl WebhookClient {
+    /// `Ok(None)` without `[webhooks] url`; an error naming the feature with one.
+    pub fn start(config: &crate::config::WebhooksConfig) -> Result<Option<Self>, String> {
+        if config.url.as_deref().is_some_and(|u| !u.is_empty()) {
+            return Err("[webhooks] needs the `hooks` feature of the herald crate".into());
+        }
+        Ok(None)
+    }
+
+    pub async fn post(&self, _: Vec<u8>) -> Result<(), HookFailure> {
+        Err(HookFailure {
+            hook: "webhook",
+            why: "no webhooks in this build".into(),
+        })
+    }
+}

@@ -80,6 +80,35 @@ impl Indexes {
     }
 }
 
+/// What a subscription changed.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Joined {
+    /// The connection was not subscribed before.
+    pub fresh: bool,
+    /// It is the topic's first subscriber on this node.
+    pub first: bool,
+}
+
+/// What an unsubscription changed.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Left {
+    /// The connection was subscribed.
+    pub was: bool,
+    /// It was the topic's last subscriber on this node.
+    pub last: bool,
+}
+
+/// What a connection leaving the hub changed.
+#[derive(Debug, Default)]
+pub struct Detached {
+    /// The topics it was on.
+    pub topics: Vec<Arc<str>>,
+    /// Those it was the last subscriber of on this node.
+    pub vacated: Vec<Arc<str>>,
+    /// It was its user's last connection on this node.
+    pub last_of_user: bool,
+}
+
 /// Counters the hub keeps as it works.
 #[derive(Debug, Default)]
 pub struct HubCounters {
@@ -119,30 +148,43 @@ impl Hub {
         self.indexes.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Adds an authenticated connection to the indexes.
-    pub fn attach(&self, conn: &Arc<ConnHandle>) {
+    /// Adds an authenticated connection to the indexes; true when it is its user's first
+    /// connection here.
+    pub fn attach(&self, conn: &Arc<ConnHandle>) -> bool {
         let who = conn.principal();
         let mut ix = self.write();
         ix.conns.insert(conn.id, conn.clone());
+        let first = !ix.by_user.contains_key(&*who.user_id);
         ix.index_principal(conn, &who);
+        first
     }
 
-    /// Removes a connection and all its subscriptions; returns the topics it was on.
-    pub fn detach(&self, conn: &ConnHandle) -> Vec<Arc<str>> {
+    /// Removes a connection and all its subscriptions: the topics it was on, which of them
+    /// it was the last subscriber of here, and whether it was its user's last connection.
+    pub fn detach(&self, conn: &ConnHandle) -> Detached {
         let who = conn.principal();
         let mut ix = self.write();
         ix.conns.remove(&conn.id);
         ix.unindex_principal(conn.id, &who);
+        let last_of_user = !ix.by_user.contains_key(&*who.user_id);
         let topics: Vec<Arc<str>> = conn
             .topics
             .lock()
             .map(|mut t| t.drain().collect())
             .unwrap_or_default();
+        let mut vacated = Vec::new();
         for topic in &topics {
             Indexes::remove(&mut ix.by_topic, topic, conn.id);
             ix.drop_floor(topic, conn.id);
+            if !ix.by_topic.contains_key(&**topic) {
+                vacated.push(topic.clone());
+            }
         }
-        topics
+        Detached {
+            topics,
+            vacated,
+            last_of_user,
+        }
     }
 
     /// Replaces a live connection's principal (after a token refresh) and re-indexes it.
@@ -156,23 +198,31 @@ impl Hub {
         }
     }
 
-    /// Subscribes a connection to a topic; false if it already was.
+    /// Subscribes a connection to a topic; false if it already was (the benchmarks'
+    /// shorthand).
+    #[cfg(feature = "bench-internals")]
     pub fn subscribe(&self, conn: &Arc<ConnHandle>, topic: &str) -> bool {
-        self.subscribe_after(conn, topic, None)
+        self.subscribe_after(conn, topic, None).fresh
     }
 
     /// Subscribes a connection to a topic, skipping publications whose stream offset is at
-    /// most `floor` (it got them by replay); false if it already was subscribed.
-    pub fn subscribe_after(&self, conn: &Arc<ConnHandle>, topic: &str, floor: Option<u64>) -> bool {
+    /// most `floor` (it got them by replay).
+    pub fn subscribe_after(
+        &self,
+        conn: &Arc<ConnHandle>,
+        topic: &str,
+        floor: Option<u64>,
+    ) -> Joined {
         let mut ix = self.write();
         if !ix.conns.contains_key(&conn.id) {
-            return false;
+            return Joined::default();
         }
         let fresh = conn
             .topics
             .lock()
             .map(|mut t| t.insert(Arc::from(topic)))
             .unwrap_or(false);
+        let first = fresh && !ix.by_topic.contains_key(topic);
         if fresh {
             Indexes::insert(&mut ix.by_topic, topic, conn);
             if let Some(floor) = floor {
@@ -182,11 +232,12 @@ impl Hub {
                     .insert(conn.id, floor);
             }
         }
-        fresh
+        Joined { fresh, first }
     }
 
-    /// Unsubscribes a connection from a topic; false if it was not subscribed.
-    pub fn unsubscribe(&self, conn: &ConnHandle, topic: &str) -> bool {
+    /// Unsubscribes a connection from a topic: whether it was subscribed, and whether it was
+    /// the topic's last subscriber here.
+    pub fn unsubscribe(&self, conn: &ConnHandle, topic: &str) -> Left {
         let mut ix = self.write();
         let was = conn
             .topics
@@ -195,7 +246,10 @@ impl Hub {
             .unwrap_or(false);
         Indexes::remove(&mut ix.by_topic, topic, conn.id);
         ix.drop_floor(topic, conn.id);
-        was
+        Left {
+            was,
+            last: was && !ix.by_topic.contains_key(topic),
+        }
     }
 
     /// Queues a publication to every local connection in its scope, once each, and returns

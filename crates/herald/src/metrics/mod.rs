@@ -199,6 +199,14 @@ fn describe() {
         metrics::Unit::Seconds,
         "How long the backend's hooks took to answer, by hook."
     );
+    describe_gauge!(
+        "herald_webhook_pending",
+        "Webhook events not yet acknowledged by the backend."
+    );
+    describe_counter!(
+        "herald_webhook_dropped_total",
+        "Webhook events given up, by reason (full: over max_pending; expired: past retry_for)."
+    );
     describe_counter!(
         "herald_deliveries_total",
         "Frames queued to recipients by publications."
@@ -278,6 +286,17 @@ fn register_at_zero() {
     for &engine in ENGINES {
         counter!("herald_engine_errors_total", "engine" => engine).increment(0);
     }
+    for hook in ["connect", "subscribe", "publish", "rpc", "webhook"] {
+        for outcome in ["ok", "refused", "failed"] {
+            counter!("herald_hook_requests_total", "hook" => hook, "outcome" => outcome)
+                .increment(0);
+        }
+        let _ = histogram!("herald_hook_seconds", "hook" => hook);
+    }
+    gauge!("herald_webhook_pending").set(0.0);
+    for reason in ["full", "expired"] {
+        counter!("herald_webhook_dropped_total", "reason" => reason).increment(0);
+    }
     counter!("herald_received_bytes_total").increment(0);
     counter!("herald_sent_bytes_total").increment(0);
     // A histogram with no sample yet renders with zero counts.
@@ -339,6 +358,16 @@ pub fn auth_failure(reason: &'static str) {
 pub fn hook_call(hook: &'static str, outcome: &'static str, elapsed: Duration) {
     counter!("herald_hook_requests_total", "hook" => hook, "outcome" => outcome).increment(1);
     histogram!("herald_hook_seconds", "hook" => hook).record(elapsed.as_secs_f64());
+}
+
+/// Webhook events waiting for the backend's acknowledgement.
+pub fn webhook_pending(count: usize) {
+    gauge!("herald_webhook_pending").set(count as f64);
+}
+
+/// Webhook events given up: `full` (over `max_pending`) or `expired` (past `retry_for`).
+pub fn webhook_dropped(reason: &'static str, count: usize) {
+    counter!("herald_webhook_dropped_total", "reason" => reason).increment(count as u64);
 }
 
 /// How long a publish API request took, from parse to answer.

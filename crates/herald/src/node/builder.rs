@@ -175,6 +175,25 @@ impl HeraldBuilder {
         if let Some(membership) = self.membership {
             engines.membership = membership;
         }
+        let webhooks =
+            match crate::hooks::WebhookClient::start(&config.webhooks).map_err(StartError)? {
+                None => None,
+                Some(_) if redis.is_some() => return Err(StartError(
+                    "[webhooks] in cluster mode (redis_url) is not built yet: run webhooks on a \
+                     single node for now (docs/HOOKS.md)"
+                        .into(),
+                )),
+                Some(client) => {
+                    check_webhook_events(&config.webhooks.events).map_err(StartError)?;
+                    let node = config.node_id.clone().unwrap_or_else(|| "herald".into());
+                    Some(super::webhooks::Webhooks::start(
+                        &config.webhooks,
+                        client,
+                        engines.outbox.clone(),
+                        node,
+                    ))
+                }
+            };
         let idempotency = match &redis {
             Some(store) => redis_idempotency(store),
             None => Arc::new(MemoryIdempotency::new()) as Arc<dyn Idempotency>,
@@ -202,6 +221,7 @@ impl HeraldBuilder {
             cluster,
             idempotency,
             proxy,
+            webhooks,
             store,
         };
         let herald = Herald::assemble(
@@ -219,6 +239,20 @@ impl HeraldBuilder {
             herald.start_key_set(keys).await;
         }
         Ok(herald)
+    }
+}
+
+/// Every `[webhooks] events` entry names an event Herald sends.
+fn check_webhook_events(events: &[String]) -> Result<(), String> {
+    match events
+        .iter()
+        .find(|e| !crate::config::WEBHOOK_EVENTS.contains(&e.as_str()))
+    {
+        Some(unknown) => Err(format!(
+            "[webhooks] events: `{unknown}` is no event (expected some of {})",
+            crate::config::WEBHOOK_EVENTS.join(", ")
+        )),
+        None => Ok(()),
     }
 }
 
@@ -262,6 +296,7 @@ fn redis_engines(store: &RedisStore) -> Engines {
         membership: Arc::new(store.clone()),
         history: Arc::new(store.clone()),
         inbox: Arc::new(store.clone()),
+        outbox: Arc::new(crate::engine::outbox::MemoryOutbox),
     }
 }
 
@@ -350,6 +385,7 @@ async fn open_sqlite(config: &Config) -> Result<Engines, StartError> {
     Ok(Engines {
         membership: Arc::new(membership),
         history: Arc::new(SqliteHistory::new(db.clone(), writer.clone()).holding(lock)),
-        inbox: Arc::new(SqliteInbox::new(db, writer)),
+        inbox: Arc::new(SqliteInbox::new(db.clone(), writer.clone())),
+        outbox: Arc::new(sqlite::SqliteOutbox::new(db, writer)),
     })
 }

@@ -19,6 +19,7 @@ mod proxy;
 pub(crate) mod slots;
 mod streams;
 mod topics;
+mod webhooks;
 
 pub use builder::HeraldBuilder;
 pub use handle::PublishError;
@@ -115,6 +116,8 @@ pub struct Engines {
     pub history: Arc<dyn History>,
     /// Offline inboxes.
     pub inbox: Arc<dyn Inbox>,
+    /// Unsent webhook events.
+    pub outbox: Arc<dyn crate::engine::outbox::Outbox>,
 }
 
 impl Engines {
@@ -123,6 +126,7 @@ impl Engines {
         Self {
             membership: Arc::new(crate::engine::memory::MemoryMembership::new()),
             history: Arc::new(crate::engine::memory::MemoryHistory::new()),
+            outbox: Arc::new(crate::engine::outbox::MemoryOutbox),
             inbox: Arc::new(crate::engine::memory::MemoryInbox::new()),
         }
     }
@@ -140,6 +144,8 @@ pub(crate) struct Parts {
     pub idempotency: Arc<dyn Idempotency>,
     /// The backend hooks' proxy, when `[proxy]` names a hook.
     pub proxy: Option<Arc<crate::hooks::Proxy>>,
+    /// The webhook emitter, when `[webhooks]` names a URL.
+    pub webhooks: Option<webhooks::Webhooks>,
     /// Where the engines keep their state: `sqlite`, `redis` or `memory` (for metrics).
     pub store: &'static str,
 }
@@ -180,6 +186,7 @@ struct Inner {
     cluster: Option<cluster::Cluster>,
     idempotency: Arc<dyn Idempotency>,
     proxy: Option<Arc<crate::hooks::Proxy>>,
+    webhooks: Option<webhooks::Webhooks>,
     /// `sqlite`, `redis` or `memory`: the `store` label of engine-call timings.
     store: &'static str,
     shutdown: CancellationToken,
@@ -228,6 +235,7 @@ impl Herald {
             cluster,
             idempotency,
             proxy,
+            webhooks,
             store,
         } = parts;
         crate::metrics::install();
@@ -249,6 +257,7 @@ impl Herald {
                 cluster,
                 idempotency,
                 proxy,
+                webhooks,
                 store,
                 shutdown: CancellationToken::new(),
                 started_at: Instant::now(),
@@ -320,6 +329,21 @@ impl Herald {
             .await
     }
 
+    /// Whether webhook event `name` is sent (webhooks on, and the event among `events`).
+    pub(crate) fn wants_webhook(&self, name: &str) -> bool {
+        self.inner
+            .webhooks
+            .as_ref()
+            .is_some_and(|webhooks| webhooks.wants(name))
+    }
+
+    /// Queues webhook event `name` (docs/HOOKS.md) when webhooks are on; never waits.
+    pub(crate) fn webhook(&self, name: &'static str, data: impl serde::Serialize) {
+        if let Some(webhooks) = &self.inner.webhooks {
+            webhooks.emit(name, data);
+        }
+    }
+
     /// The app's handler for a custom message type.
     pub(crate) fn handler(&self, kind: &str) -> Option<Handler> {
         self.inner.handlers.get(kind).cloned()
@@ -378,6 +402,10 @@ impl Herald {
         .is_ok();
         // In cluster mode the node leaves the node list now, not when a peer reaps it.
         self.leave_cluster().await;
+        // The closed connections' events are in the outbox before the process ends.
+        if let Some(webhooks) = &self.inner.webhooks {
+            webhooks.flush().await;
+        }
         all_gone
     }
 

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use super::{Herald, Published};
 use crate::engine::{EngineError, HistoryPage, InboxLimits, Retention, StreamPosition};
 use crate::hub::ConnHandle;
+use crate::protocol::hooks;
 use crate::protocol::Since;
 use crate::publication::{Publication, Scope};
 
@@ -124,7 +125,21 @@ impl Herald {
         });
         // Queued before the connection is visible: nothing live comes before them.
         conn.push_uncounted(pending.iter().map(Publication::offline_frame));
-        self.inner.hub.attach(conn);
+        let first = self.inner.hub.attach(conn);
+        let who = conn.principal();
+        self.webhook(
+            "connection.opened",
+            hooks::ConnectionOpened {
+                client_id: &conn.client_id,
+                user_id: &who.user_id,
+                role: &who.role,
+                remote_addr: conn.remote_addr.map(|a| a.to_string()),
+            },
+        );
+        if first {
+            let user_id = &who.user_id;
+            self.webhook("user.online", hooks::UserPresence { user_id });
+        }
         pending.len()
     }
 
@@ -194,7 +209,9 @@ impl Herald {
         // this subscriber skips offsets up to the stream's newest at the read (the replay ends
         // there too).
         let floor = broker.is_remote().then_some(page.position.offset);
-        let fresh = self.inner.hub.subscribe_after(conn, topic, floor);
+        let joined = self.inner.hub.subscribe_after(conn, topic, floor);
+        self.joined_webhooks(conn, topic, joined);
+        let fresh = joined.fresh;
         if fresh {
             broker.subscribed_at(topic, &page.position);
         } else {

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use super::Herald;
 use crate::auth::Principal;
 use crate::engine::{EngineError, PresenceEntry};
-use crate::hub::ConnHandle;
+use crate::hub::{ConnHandle, Joined};
+use crate::protocol::hooks;
 use crate::protocol::replies::{PresenceChange, Reply, Unsubscribed};
 use crate::publication::{Publication, Scope};
 use crate::topic::{self, SubscribeCheck};
@@ -85,7 +86,9 @@ impl Herald {
         topic: &str,
     ) -> Result<bool, EngineError> {
         self.inner.broker.watch(topic).await?;
-        let fresh = self.inner.hub.subscribe(conn, topic);
+        let joined = self.inner.hub.subscribe_after(conn, topic, None);
+        self.joined_webhooks(conn, topic, joined);
+        let fresh = joined.fresh;
         if !fresh {
             self.inner.broker.unwatch(topic).await;
         }
@@ -95,19 +98,57 @@ impl Herald {
     /// Unsubscribes a connection from a topic, updating presence and announcing `user_left`
     /// when it was the user's last connection there. False if it was not subscribed.
     pub(crate) async fn leave_topic(&self, conn: &ConnHandle, topic: &str) -> bool {
-        let was = self.inner.hub.unsubscribe(conn, topic);
-        if was {
+        let left = self.inner.hub.unsubscribe(conn, topic);
+        if left.was {
+            self.left_webhooks(conn, topic, left.last);
             self.inner.broker.unwatch(topic).await;
             self.left(conn, topic).await;
         }
-        was
+        left.was
+    }
+
+    /// `topic.occupied` (its first subscriber here) and `topic.subscribed`.
+    pub(super) fn joined_webhooks(&self, conn: &ConnHandle, topic: &str, joined: Joined) {
+        if joined.first {
+            self.webhook("topic.occupied", hooks::TopicOccupancy { topic });
+        }
+        if joined.fresh {
+            let who = conn.principal();
+            let subscribed = hooks::TopicSubscription {
+                client_id: &conn.client_id,
+                user_id: &who.user_id,
+                topic,
+            };
+            self.webhook("topic.subscribed", subscribed);
+        }
+    }
+
+    /// `topic.unsubscribed` and, for its last subscriber here, `topic.vacated`.
+    fn left_webhooks(&self, conn: &ConnHandle, topic: &str, last: bool) {
+        let who = conn.principal();
+        let unsubscribed = hooks::TopicSubscription {
+            client_id: &conn.client_id,
+            user_id: &who.user_id,
+            topic,
+        };
+        self.webhook("topic.unsubscribed", unsubscribed);
+        if last {
+            self.webhook("topic.vacated", hooks::TopicOccupancy { topic });
+        }
     }
 
     /// Removes a connection that ended from the hub and from every topic it was on.
     pub(crate) async fn detach(&self, conn: &ConnHandle) {
-        for topic in self.inner.hub.detach(conn) {
-            self.inner.broker.unwatch(&topic).await;
-            self.left(conn, &topic).await;
+        let detached = self.inner.hub.detach(conn);
+        for topic in &detached.topics {
+            let last = detached.vacated.contains(topic);
+            self.left_webhooks(conn, topic, last);
+            self.inner.broker.unwatch(topic).await;
+            self.left(conn, topic).await;
+        }
+        if detached.last_of_user {
+            let user_id = &conn.principal().user_id;
+            self.webhook("user.offline", hooks::UserPresence { user_id });
         }
         // Every connection that gets here was attached (`Herald::attach`).
         self.inner

@@ -59,3 +59,78 @@ pub struct BackendError<'a> {
     pub code: &'a str,
     pub message: &'a str,
 }
+
+/// One webhook event: `{id, name, time, node, data}`, the same `id` on every retry.
+#[derive(Debug, Serialize)]
+pub struct WebhookEvent<'a, D: Serialize> {
+    pub id: &'a str,
+    pub name: &'a str,
+    pub time: &'a str,
+    pub node: &'a str,
+    pub data: D,
+}
+
+/// `connection.opened`.
+#[derive(Debug, Serialize)]
+pub struct ConnectionOpened<'a> {
+    pub client_id: &'a str,
+    pub user_id: &'a str,
+    pub role: &'a str,
+    pub remote_addr: Option<String>,
+}
+
+/// `connection.closed`.
+#[derive(Debug, Serialize)]
+pub struct ConnectionClosed<'a> {
+    pub client_id: &'a str,
+    pub user_id: &'a str,
+    pub role: &'a str,
+    pub reason: &'a str,
+    /// The close code sent, when the server closed it (none when the client left first).
+    pub code: Option<u16>,
+}
+
+/// `user.online` / `user.offline`.
+#[derive(Debug, Serialize)]
+pub struct UserPresence<'a> {
+    pub user_id: &'a str,
+}
+
+/// `topic.subscribed` / `topic.unsubscribed`.
+#[derive(Debug, Serialize)]
+pub struct TopicSubscription<'a> {
+    pub client_id: &'a str,
+    pub user_id: &'a str,
+    pub topic: &'a str,
+}
+
+/// `topic.occupied` / `topic.vacated`.
+#[derive(Debug, Serialize)]
+pub struct TopicOccupancy<'a> {
+    pub topic: &'a str,
+}
+
+/// `client.published`.
+#[derive(Debug, Serialize)]
+pub struct ClientPublished<'a> {
+    pub client_id: &'a str,
+    pub user_id: &'a str,
+    pub topic: &'a str,
+    #[serde(rename = "type")]
+    pub event: &'a str,
+    pub id: &'a str,
+    pub data: &'a Value,
+}
+
+/// A webhook request's body, `{"events": [...]}`, from events already encoded one by one.
+pub fn webhook_batch<'a>(events: impl Iterator<Item = &'a str>) -> Vec<u8> {
+    let mut body = b"{\"events\":[".to_vec();
+    for (n, event) in events.enumerate() {
+        if n > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(event.as_bytes());
+    }
+    body.extend_from_slice(b"]}");
+    body
+}

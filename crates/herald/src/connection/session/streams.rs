@@ -57,15 +57,33 @@ impl Session {
             user_id: who.user_id.to_string(),
             client_id: self.conn.client_id.clone(),
         });
+        // Copied for the webhook only when it is sent.
+        let told = self
+            .node
+            .wants_webhook("client.published")
+            .then(|| (publication.event.clone(), publication.data.clone()));
         match self.node.publish(publication).await {
-            Ok(published) => self.reply(
-                &Published {
-                    topic: &topic,
-                    id: &published.id,
-                    offset: published.offset,
-                },
-                reference,
-            ),
+            Ok(published) => {
+                if let Some((event, data)) = &told {
+                    let sent = crate::protocol::hooks::ClientPublished {
+                        client_id: &self.conn.client_id,
+                        user_id: &who.user_id,
+                        topic: &topic,
+                        event,
+                        id: &published.id,
+                        data,
+                    };
+                    self.node.webhook("client.published", sent);
+                }
+                self.reply(
+                    &Published {
+                        topic: &topic,
+                        id: &published.id,
+                        offset: published.offset,
+                    },
+                    reference,
+                );
+            }
             Err(e) => self.error(ErrorCode::ProcessingError, &e.to_string(), reference),
         }
     }

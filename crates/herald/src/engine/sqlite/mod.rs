@@ -26,6 +26,7 @@ pub use group_commit::GroupCommit;
 use positions::Positions;
 
 use super::memory::MemoryMembership;
+use super::outbox::{Outbox, OutboxEvent};
 use super::{
     lock, AfterAppend, EngineError, History, HistoryPage, Inbox, InboxLimits, Membership,
     QueuedAppend, Retention, StreamPosition,
@@ -38,7 +39,8 @@ use crate::publication::{Publication, Scope};
 pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
 
 /// `MIGRATIONS[i]` takes a file from schema version `i` to `i + 1`, in one transaction.
-const MIGRATIONS: &[&str] = &["CREATE TABLE IF NOT EXISTS project_members (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS project_members (
          project TEXT NOT NULL,
          user_id TEXT NOT NULL,
          PRIMARY KEY (project, user_id)
@@ -69,7 +71,15 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE IF NOT EXISTS project_members (
          ts TEXT NOT NULL,
          stored_ms INTEGER NOT NULL
      );
-     CREATE INDEX IF NOT EXISTS inbox_by_user ON inbox (user_id, seq);"];
+     CREATE INDEX IF NOT EXISTS inbox_by_user ON inbox (user_id, seq);",
+    // 2: unsent webhook events (docs/HOOKS.md), in the order they happened.
+    "CREATE TABLE IF NOT EXISTS webhook_outbox (
+         seq INTEGER PRIMARY KEY AUTOINCREMENT,
+         id TEXT NOT NULL,
+         body TEXT NOT NULL
+     );
+     CREATE INDEX IF NOT EXISTS webhook_outbox_by_id ON webhook_outbox (id);",
+];
 
 /// Opens (creating if needed, readable by its owner only) the SQLite file and brings its
 /// schema up to [`SCHEMA_VERSION`]; a file from a newer Herald is refused, untouched.
@@ -664,6 +674,60 @@ impl Inbox for SqliteInbox {
             }
             tx.commit()?;
             Ok(removed)
+        })
+        .await
+    }
+}
+
+/// Unsent webhook events in the SQLite file: kept and forgotten through the writer (group
+/// commit), so they survive a restart and cost no fsync of their own.
+pub struct SqliteOutbox {
+    db: Arc<Mutex<Connection>>,
+    writer: Arc<GroupCommit>,
+}
+
+impl SqliteOutbox {
+    /// The outbox in the database `db`, written through `writer`.
+    pub fn new(db: Arc<Mutex<Connection>>, writer: Arc<GroupCommit>) -> Self {
+        Self { db, writer }
+    }
+}
+
+#[async_trait]
+impl Outbox for SqliteOutbox {
+    async fn keep(&self, events: Vec<OutboxEvent>) -> Result<(), EngineError> {
+        let keep = |tx: &Connection, events: &Vec<OutboxEvent>| {
+            let mut insert =
+                tx.prepare_cached("INSERT INTO webhook_outbox (id, body) VALUES (?1, ?2)")?;
+            for event in events {
+                insert.execute(params![event.id, event.body])?;
+            }
+            Ok(())
+        };
+        self.writer.queue(events, keep, |_, ()| ()).await
+    }
+
+    async fn forget(&self, ids: Vec<String>) -> Result<(), EngineError> {
+        let forget = |tx: &Connection, ids: &Vec<String>| {
+            let mut delete = tx.prepare_cached("DELETE FROM webhook_outbox WHERE id = ?1")?;
+            for id in ids {
+                delete.execute(params![id])?;
+            }
+            Ok(())
+        };
+        self.writer.queue(ids, forget, |_, ()| ()).await
+    }
+
+    async fn load(&self) -> Result<Vec<OutboxEvent>, EngineError> {
+        blocking(self.db.clone(), |conn| {
+            let mut stmt = conn.prepare("SELECT id, body FROM webhook_outbox ORDER BY seq")?;
+            let rows = stmt.query_map([], |row| {
+                Ok(OutboxEvent {
+                    id: row.get(0)?,
+                    body: row.get(1)?,
+                })
+            })?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
         })
         .await
     }
