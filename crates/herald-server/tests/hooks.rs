@@ -136,6 +136,11 @@ async fn backend() -> (Backend, String) {
         .route("/publish", axum::routing::post(handler("publish")))
         .route("/rpc", axum::routing::post(handler("rpc")))
         .with_state(backend.clone());
+    (backend, format!("http://{}", serve_on_loopback(app).await))
+}
+
+/// Serves `app` on a free loopback port for the rest of the test; returns its address.
+async fn serve_on_loopback(app: axum::Router) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -143,7 +148,7 @@ async fn backend() -> (Backend, String) {
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
-    (backend, format!("http://{addr}"))
+    addr
 }
 
 fn server_with_hooks(base: &str) -> Server {
@@ -381,13 +386,7 @@ async fn receiver() -> (Receiver, String) {
             ),
         )
         .with_state(receiver.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
+    let addr = serve_on_loopback(app).await;
     (receiver, format!("http://{addr}/events"))
 }
 

@@ -22,6 +22,18 @@ mod no_proxy;
 #[cfg(not(feature = "hooks"))]
 pub use no_proxy::{Proxy, WebhookClient};
 
+/// The one kind of HTTP client the hooks use: keep-alive, every call (connecting included)
+/// bounded by `timeout`, redirects not followed (a 3xx is the backend failing).
+#[cfg(feature = "hooks")]
+fn http_client(timeout: std::time::Duration) -> reqwest::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .pool_idle_timeout(std::time::Duration::from_secs(90))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+}
+
 /// The proxy's calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Hook {

@@ -52,13 +52,7 @@ impl Proxy {
                     .map_err(|_| format!("[proxy] forward_headers: `{name}` is no header name"))
             })
             .collect::<Result<_, _>>()?;
-        let client = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| format!("[proxy]: {e}"))?;
+        let client = super::http_client(config.timeout).map_err(|e| format!("[proxy]: {e}"))?;
         Ok(Some(Self {
             client,
             urls,

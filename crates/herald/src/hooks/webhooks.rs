@@ -1,7 +1,7 @@
 //! The webhooks' HTTP side: one signed `POST` of a batch to `[webhooks] url`, on a pooled
 //! keep-alive client, bounded by `[webhooks] timeout`. Only a 2xx acknowledges the batch.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::HookFailure;
 use crate::config::WebhooksConfig;
@@ -20,13 +20,7 @@ impl WebhookClient {
             return Ok(None);
         };
         reqwest::Url::parse(url).map_err(|e| format!("[webhooks] url = \"{url}\": {e}"))?;
-        let client = reqwest::Client::builder()
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| format!("[webhooks]: {e}"))?;
+        let client = super::http_client(config.timeout).map_err(|e| format!("[webhooks]: {e}"))?;
         Ok(Some(Self {
             client,
             url: url.to_string(),
