@@ -83,7 +83,13 @@ impl Proxy {
                 failing.remove(&hook);
             }
             Err(e) => {
-                tracing::warn!(hook = hook.name(), error = %e.why, "backend hook failed");
+                // One line a second per hook at most: clients can make calls fail in a flood.
+                let quiet = failing
+                    .get(&hook)
+                    .is_some_and(|(at, _)| at.elapsed() < Duration::from_secs(1));
+                if !quiet {
+                    tracing::warn!(hook = hook.name(), error = %e.why, "backend hook failed");
+                }
                 failing.insert(hook, (Instant::now(), e.why.clone()));
             }
         }
