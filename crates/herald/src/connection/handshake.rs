@@ -124,15 +124,19 @@ pub(super) async fn await_auth(
                         return Some((principal, reference));
                     }
                     Err(e) => {
-                        crate::metrics::auth_failure(e.reason());
-                        let detail = format!("{} token in an auth message", e.reason());
-                        crate::metrics::refused("auth_failed", Peer(conn.remote_addr), &detail);
-                        // A backend that could not decide is no refusal: the client retries.
+                        // A backend that could not decide is no refusal: the client retries,
+                        // and the hook's own metric and log count it.
                         let (code, close) = match e {
                             AuthError::Unavailable(_) => {
                                 (ErrorCode::ProcessingError, CloseReason::AUTH_UNAVAILABLE)
                             }
-                            _ => (ErrorCode::AuthFailed, CloseReason::AUTH_FAILED),
+                            _ => {
+                                crate::metrics::auth_failure(e.reason());
+                                let detail = format!("{} token in an auth message", e.reason());
+                                let peer = Peer(conn.remote_addr);
+                                crate::metrics::refused("auth_failed", peer, &detail);
+                                (ErrorCode::AuthFailed, CloseReason::AUTH_FAILED)
+                            }
                         };
                         let frame = error_frame(code, &e.to_string(), reference.as_ref());
                         let _ = send(link, conn, frame, limits.write_timeout).await;

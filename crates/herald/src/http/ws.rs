@@ -101,9 +101,8 @@ pub async fn upgrade(
     let principal = match node.authenticate_request(token, &connecting).await {
         Ok(principal) => principal,
         Err(e) => {
-            crate::metrics::auth_failure(e.reason());
-            let detail = format!("{} token, {}", e.reason(), redact_token(&uri));
-            crate::metrics::refused("bad_token", shown(), &detail);
+            // A backend that could not decide is no bad token: the hook's own metric and log
+            // count it (herald_hook_requests_total{outcome="failed"}).
             if let crate::auth::AuthError::Unavailable(_) = e {
                 return ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
@@ -112,6 +111,9 @@ pub async fn upgrade(
                 )
                 .into_response();
             }
+            crate::metrics::auth_failure(e.reason());
+            let detail = format!("{} token, {}", e.reason(), redact_token(&uri));
+            crate::metrics::refused("bad_token", shown(), &detail);
             return ApiError::unauthorized(e.to_string()).into_response();
         }
     };

@@ -127,15 +127,16 @@ impl Herald {
         conn.push_uncounted(pending.iter().map(Publication::offline_frame));
         let first = self.inner.hub.attach(conn);
         let who = conn.principal();
-        self.webhook(
-            "connection.opened",
-            hooks::ConnectionOpened {
+        // Built only for a node that sends it: a connect without webhooks allocates nothing.
+        if self.wants_webhook("connection.opened") {
+            let opened = hooks::ConnectionOpened {
                 client_id: &conn.client_id,
                 user_id: &who.user_id,
                 role: &who.role,
                 remote_addr: conn.remote_addr.map(|a| a.to_string()),
-            },
-        );
+            };
+            self.webhook("connection.opened", opened);
+        }
         if first {
             let user_id = &who.user_id;
             self.webhook("user.online", hooks::UserPresence { user_id });

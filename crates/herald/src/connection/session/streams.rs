@@ -31,10 +31,12 @@ impl Session {
             return;
         }
         let who = self.conn.principal();
-        let forbidden = format!("clients may not publish to `{topic}`");
+        let forbidden = || format!("clients may not publish to `{topic}`");
         let data = match topic::client_publish_rule(self.node.config(), &topic) {
             PublishRule::Allowed => data,
-            PublishRule::Denied => return self.error(ErrorCode::Forbidden, &forbidden, reference),
+            PublishRule::Denied => {
+                return self.error(ErrorCode::Forbidden, &forbidden(), reference)
+            }
             PublishRule::Proxy => {
                 let client = &self.conn.client_id;
                 match self
@@ -44,7 +46,7 @@ impl Session {
                 {
                     Ok(PublishVerdict::Allowed(replaced)) => replaced.unwrap_or(data),
                     Ok(PublishVerdict::Forbidden) => {
-                        return self.error(ErrorCode::Forbidden, &forbidden, reference)
+                        return self.error(ErrorCode::Forbidden, &forbidden(), reference)
                     }
                     Err(e) => {
                         return self.error(ErrorCode::ProcessingError, &e.to_string(), reference)
