@@ -147,6 +147,10 @@ enum Mode {
         /// Payload padding in bytes.
         #[arg(long, default_value_t = 100)]
         size: usize,
+        /// Publish to the subscribers' topic (`topic`) or to every connection (`all`, through
+        /// the `all` scope stream when the server keeps scope streams).
+        #[arg(long, default_value = "topic", value_parser = ["topic", "all"])]
+        scope: String,
     },
 }
 
@@ -459,8 +463,10 @@ async fn main() -> Result<(), Failure> {
             rate,
             secs,
             size,
+            ref scope,
         } => {
-            let report = fanout(&args, &args.addr, n, rate, secs, size).await?;
+            let to_all = scope == "all";
+            let report = fanout(&args, &args.addr, n, rate, secs, size, to_all).await?;
             println!("{report}");
             emit(report.json);
         }
@@ -471,9 +477,9 @@ async fn main() -> Result<(), Failure> {
             secs,
             size,
         } => {
-            let same = fanout(&args, &args.addr, n, rate, secs, size).await?;
+            let same = fanout(&args, &args.addr, n, rate, secs, size, false).await?;
             println!("published through the subscribers' node:\n{same}");
-            let across = fanout(&args, other, n, rate, secs, size).await?;
+            let across = fanout(&args, other, n, rate, secs, size, false).await?;
             println!("published through {other}:\n{across}");
             let (p50, p99) = (across.p50_ms - same.p50_ms, across.p99_ms - same.p99_ms);
             println!(
@@ -609,7 +615,7 @@ async fn overload(args: &Args, n: usize, rate: u64, secs: u64, size: usize) -> R
             (ok, failed, slowest)
         })
     };
-    let report = fanout(args, &args.addr, n, rate, secs, size).await?;
+    let report = fanout(args, &args.addr, n, rate, secs, size, false).await?;
     polling.store(false, Ordering::Relaxed);
     let (ok, failed, slowest) = poller.join().map_err(|_| "the health poller panicked")?;
     let metrics = reqwest::Client::new()
@@ -644,7 +650,7 @@ async fn max_rate(args: &Args, n: usize, from: u64, secs: u64, size: usize) -> R
     let mut held = None;
     let mut steps = Vec::new();
     loop {
-        let report = fanout(args, &args.addr, n, rate, secs, size).await?;
+        let report = fanout(args, &args.addr, n, rate, secs, size, false).await?;
         println!("{report}");
         let failed = report.p99_ms > 100.0 || report.lost > 0;
         steps.push(report.json);
@@ -696,7 +702,7 @@ async fn churn_run(args: &Args, n: usize, rate: u64, secs: u64, churn: u64) -> R
             }
         })
     };
-    let report = fanout(args, &args.addr, n, rate, secs, 100).await?;
+    let report = fanout(args, &args.addr, n, rate, secs, 100, false).await?;
     stop.store(true, Ordering::Relaxed);
     let _ = churner.await;
     let (cycles, failed) = (
@@ -728,7 +734,8 @@ impl std::fmt::Display for Report {
     }
 }
 
-/// Subscribers on `args.addr`, publications through `publish_addr`.
+/// Subscribers on `args.addr`, publications through `publish_addr` (to their topic, or to
+/// every connection with `to_all`).
 async fn fanout(
     args: &Args,
     publish_addr: &str,
@@ -736,6 +743,7 @@ async fn fanout(
     rate: u64,
     secs: u64,
     size: usize,
+    to_all: bool,
 ) -> Result<Report, Failure> {
     let (sockets, failures, _) = open(args, n, "bench:fanout").await?;
     let histogram = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
@@ -790,8 +798,12 @@ async fn fanout(
     let mut in_flight = Vec::with_capacity(total as usize);
     for seq in 0..total {
         tick.tick().await;
-        let body = json!({"scope": "topic", "target": "bench:fanout", "type": "bench",
-                          "data": {"seq": seq, "sent_us": now_us(), "pad": pad}});
+        let data = json!({"seq": seq, "sent_us": now_us(), "pad": pad});
+        let body = match to_all {
+            true => json!({"scope": "all", "type": "bench", "data": data}),
+            false => json!({"scope": "topic", "target": "bench:fanout", "type": "bench",
+                            "data": data}),
+        };
         let request = http.post(&url).bearer_auth(&args.api_key).json(&body);
         let refused = refused.clone();
         in_flight.push(tokio::spawn(async move {
@@ -862,7 +874,8 @@ async fn fanout(
         wire.map_or("n/a".into(), |b| format!("{b:.0} B")),
         if args.deflate { " (deflate)" } else { "" }
     );
-    let json = json!({"mode": "fanout", "subscribers": n - failures, "failed": failures,
+    let json = json!({"mode": "fanout", "scope": if to_all { "all" } else { "topic" },
+        "subscribers": n - failures, "failed": failures,
         "rate": rate, "offered_rate": offered_rate, "refused": refused, "secs": secs, "size": size, "deflate": args.deflate,
         "p50_ms": ms(0.5), "p90_ms": ms(0.9), "p99_ms": ms(0.99), "p999_ms": ms(0.999),
         "max_ms": h.max() as f64 / 1000.0, "delivered": got, "expected": expected, "lost": lost,

@@ -450,15 +450,27 @@ async fn a_lost_pubsub_link_is_caught_up_from_the_stream() {
     reader.subscribe("chat:blip").await;
     publish(&nodes[1], "topic", Some("chat:blip"), json!({"i": 1})).await;
     assert_eq!(reader.recv().await["offset"], 1);
+    publish(&nodes[1], "all", None, json!({"i": 1})).await;
+    assert_eq!(reader.recv().await["stream"], "all");
     // Every node's Pub/Sub link is cut (Redis keeps its data); a publication made before the
-    // links are back still reaches the reader, once, in order.
+    // links are back still reaches the reader, once, in order: on a topic with history and
+    // through a scope stream.
     let killed = redis
         .command(&["CLIENT", "KILL", "TYPE", "pubsub"])
         .expect("redis");
     assert!(killed.starts_with(':'), "{killed}");
     publish(&nodes[1], "topic", Some("chat:blip"), json!({"i": 2})).await;
-    assert_eq!(reader.recv().await["offset"], 2);
+    publish(&nodes[1], "all", None, json!({"i": 2})).await;
+    let mut got: Vec<(Value, Value)> = Vec::new();
+    for _ in 0..2 {
+        let message = reader.recv().await;
+        got.push((message["stream"].clone(), message["offset"].clone()));
+    }
+    got.sort_by_key(|(stream, _)| stream.to_string());
+    assert_eq!(got, [(json!("all"), json!(2)), (Value::Null, json!(2))]);
     publish(&nodes[2], "topic", Some("chat:blip"), json!({"i": 3})).await;
+    assert_eq!(reader.recv().await["offset"], 3);
+    publish(&nodes[2], "all", None, json!({"i": 3})).await;
     assert_eq!(reader.recv().await["offset"], 3);
     reader.expect_silence().await;
 }
@@ -858,4 +870,113 @@ async fn an_embedding_apps_recheck_reaches_the_connections_of_every_node() {
     assert_eq!(notice["data"]["topic"], "project:p1");
     a.shutdown().await;
     b.shutdown().await;
+}
+
+// ---- Scope streams across nodes (docs/PROTOCOL.md section 15) ----
+
+/// A node of the cluster with `[recovery]` settings of its own.
+fn node_recovering(redis: &RedisServer, id: &str, recovery: &str) -> Server {
+    Server::start(&format!(
+        "redis_url = \"{}\"\nnode_id = \"{id}\"\n[limits]\nrate_per_sec = 0\n[cluster]\nnode_ttl = \"1s\"\nredis_timeout = \"500ms\"\n[recovery]\n{recovery}\n",
+        redis.url()
+    ))
+}
+
+/// `n` events to each scope `ana` (role editor, project p1) receives, numbered from `from`.
+async fn publish_to_every_scope(server: &Server, from: u64, n: u64) {
+    for seq in from..from + n {
+        for (scope, target) in [
+            ("all", None),
+            ("role", Some("editor")),
+            ("project", Some("p1")),
+            ("user", Some("ana")),
+        ] {
+            publish(server, scope, target, json!({"seq": seq})).await;
+        }
+    }
+}
+
+/// Reads `per_stream` deliveries of each of ana's four streams, in order per stream.
+async fn read_every_stream(client: &mut Client, at: &mut Positions, per_stream: usize) {
+    let mut counts = std::collections::BTreeMap::<String, usize>::new();
+    while counts.len() < 4 || counts.values().any(|n| *n < per_stream) {
+        let got = client.recv().await;
+        assert_eq!(got["type"], "event", "{got}");
+        *counts.entry(at.advance(&got)).or_default() += 1;
+    }
+    assert!(counts.values().all(|n| *n == per_stream), "{counts:?}");
+}
+
+#[tokio::test]
+async fn a_tab_away_30s_resumes_every_scope_on_another_node_after_its_node_was_killed() {
+    let redis = RedisServer::start();
+    let window = "window = \"2m\"";
+    let mut n1 = node_recovering(&redis, "n1", window);
+    let n2 = std::sync::Arc::new(node_recovering(&redis, "n2", window));
+    let n3 = node_recovering(&redis, "n3", window);
+    for n in [&n1, &n2, &n3] {
+        ready(n).await;
+    }
+    let ana = token("ana", "editor", &["p1"]);
+    let mut away = Client::connect(&n1.ws_url(&format!("token={ana}"))).await;
+    let mut at = Positions::from_welcome(&away.recv().await);
+    assert_eq!(at.0.len(), 4, "{at:?}");
+    // Another tab of the same user stays online on another node.
+    let _other_tab = n3.connect(&ana).await;
+    publish_to_every_scope(&n2, 0, 1).await;
+    read_every_stream(&mut away, &mut at, 1).await;
+    // The node the tab was on dies with it.
+    let gone = Instant::now();
+    n1.signal("KILL");
+    drop(away);
+    publish_to_every_scope(&n2, 1, 100).await;
+    tokio::time::sleep(Duration::from_secs(30).saturating_sub(gone.elapsed())).await;
+    // Back on another node, while publishing goes on through a third.
+    let publisher = {
+        let n2 = n2.clone();
+        tokio::spawn(async move { publish_to_every_scope(&n2, 101, 25).await })
+    };
+    let mut back = Client::connect(&n3.ws_url(&at.query(&ana))).await;
+    let welcome = back.recv().await;
+    for stream in ["all", "project:p1", "role:editor", "user:ana"] {
+        assert_eq!(
+            welcome["data"]["resumed"][stream]["recovered"], true,
+            "{stream}: {welcome}"
+        );
+    }
+    read_every_stream(&mut back, &mut at, 125).await;
+    publisher.await.expect("publisher");
+    back.expect_silence().await;
+}
+
+#[tokio::test]
+async fn a_resume_past_the_window_on_another_node_says_recovered_false() {
+    let redis = RedisServer::start();
+    let n1 = node_recovering(&redis, "n1", "window = \"1s\"");
+    let n2 = node_recovering(&redis, "n2", "window = \"1s\"");
+    for n in [&n1, &n2] {
+        ready(n).await;
+    }
+    let ana = token("ana", "editor", &["p1"]);
+    let mut client = Client::connect(&n1.ws_url(&format!("token={ana}"))).await;
+    let mut at = Positions::from_welcome(&client.recv().await);
+    publish_to_every_scope(&n2, 0, 2).await;
+    read_every_stream(&mut client, &mut at, 2).await;
+    drop(client);
+    publish_to_every_scope(&n2, 2, 3).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut client = Client::connect(&n2.ws_url(&at.query(&ana))).await;
+    let welcome = client.recv().await;
+    for stream in ["all", "project:p1", "role:editor"] {
+        let resumed = &welcome["data"]["resumed"][stream];
+        assert_eq!(resumed["recovered"], false, "{stream}: {welcome}");
+        assert_eq!(resumed["offset"], 5, "{stream}: {welcome}");
+    }
+    // Ana was offline: her three user events waited in the inbox, which delivers them.
+    for seq in 2..5 {
+        let got = client.recv().await;
+        assert_eq!(got["offline"], true, "{got}");
+        assert_eq!(got["data"]["seq"], seq, "{got}");
+    }
+    client.expect_silence().await;
 }

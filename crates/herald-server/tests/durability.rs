@@ -620,3 +620,190 @@ async fn a_full_disk_answers_503_keeps_the_node_up_and_loses_nothing_acknowledge
     let (status, ready) = server.api("GET", "/ready", None, None).await;
     assert_eq!(status, 200, "{ready}");
 }
+
+// ---- Scope streams: every scope recoverable (docs/PROTOCOL.md section 15) ----
+
+const SCOPES: [(&str, Option<&str>); 4] = [
+    ("all", None),
+    ("role", Some("editor")),
+    ("project", Some("p1")),
+    ("user", Some("ana")),
+];
+
+/// Publishes `n` events to each of the four scopes that `ana` (role editor, project p1)
+/// receives, numbering them from `from`, the scopes interleaved.
+async fn publish_to_every_scope(server: &Server, from: u64, n: u64) {
+    for seq in from..from + n {
+        for (scope, target) in SCOPES {
+            let mut body = json!({"scope": scope, "type": "evt", "data": {"seq": seq}});
+            if let Some(target) = target {
+                body["target"] = json!(target);
+            }
+            let (status, answer) = server.publish(body).await;
+            assert_eq!(status, 200, "{answer}");
+        }
+    }
+}
+
+fn ana() -> String {
+    token("ana", "editor", &["p1"])
+}
+
+/// Reads `per_stream` deliveries of each of the four streams, checking order per stream.
+async fn read_every_stream(client: &mut Client, at: &mut Positions, per_stream: usize) {
+    let mut counts = std::collections::BTreeMap::<String, usize>::new();
+    while counts.len() < 4 || counts.values().any(|n| *n < per_stream) {
+        let got = client.recv().await;
+        assert_eq!(got["type"], "evt", "{got}");
+        *counts.entry(at.advance(&got)).or_default() += 1;
+    }
+    assert!(counts.values().all(|n| *n == per_stream), "{counts:?}");
+}
+
+#[tokio::test]
+async fn every_scope_resumes_with_no_gap_and_no_duplicate_while_publishing_goes_on() {
+    let server = Arc::new(Server::start("[limits]\nrate_per_sec = 0\n"));
+    let mut away = Client::connect(&server.ws_url(&format!("token={}", ana()))).await;
+    let welcome = away.recv().await;
+    let mut at = Positions::from_welcome(&welcome);
+    let names: Vec<&str> = at.0.keys().map(String::as_str).collect();
+    assert_eq!(names, ["all", "project:p1", "role:editor", "user:ana"]);
+    assert!(at.0.values().all(|(offset, _)| *offset == 0), "{welcome}");
+    // Another tab of the same user stays online: user events go live, not to the inbox.
+    let mut other_tab = server.connect(&ana()).await;
+    publish_to_every_scope(&server, 0, 1).await;
+    read_every_stream(&mut away, &mut at, 1).await;
+    drop(away);
+    publish_to_every_scope(&server, 1, 100).await;
+    // More come while the client resumes and reads its replay.
+    let publisher = {
+        let server = server.clone();
+        tokio::spawn(async move { publish_to_every_scope(&server, 101, 50).await })
+    };
+    let mut back = Client::connect(&server.ws_url(&at.query(&ana()))).await;
+    let welcome = back.recv().await;
+    assert_eq!(welcome["type"], "connection.established");
+    for stream in ["all", "project:p1", "role:editor", "user:ana"] {
+        assert_eq!(
+            welcome["data"]["resumed"][stream]["recovered"], true,
+            "{stream}: {welcome}"
+        );
+    }
+    read_every_stream(&mut back, &mut at, 150).await;
+    publisher.await.expect("publisher");
+    back.expect_silence().await;
+    // The other tab got every user event live, once.
+    let mut user_events = 0;
+    while let Some(got) = other_tab.next_json_within(Duration::from_millis(300)).await {
+        if got["stream"] == "user:ana" {
+            user_events += 1;
+        }
+    }
+    assert_eq!(user_events, 151);
+}
+
+#[tokio::test]
+async fn a_resume_past_the_window_or_from_another_epoch_says_recovered_false() {
+    let server = Server::start("[limits]\nrate_per_sec = 0\n[recovery]\nwindow = \"1s\"\n");
+    let mut client = Client::connect(&server.ws_url(&format!("token={}", ana()))).await;
+    let mut at = Positions::from_welcome(&client.recv().await);
+    publish_to_every_scope(&server, 0, 2).await;
+    read_every_stream(&mut client, &mut at, 2).await;
+    drop(client);
+    // Within the window, from a position it never had in another epoch: not recovered.
+    let mut wrong = at.clone();
+    wrong.0.insert("all".into(), (1, "another-epoch".into()));
+    // A stream this connection does not receive resumes nothing.
+    wrong.0.insert("role:admin".into(), (0, "e".into()));
+    let mut client = Client::connect(&server.ws_url(&wrong.query(&ana()))).await;
+    let welcome = client.recv().await;
+    let resumed = &welcome["data"]["resumed"];
+    assert_eq!(resumed["all"]["recovered"], false, "{welcome}");
+    assert_eq!(
+        resumed["all"]["offset"], 2,
+        "where the stream stands: {welcome}"
+    );
+    assert_eq!(resumed["role:admin"]["recovered"], false, "{welcome}");
+    assert!(resumed["role:admin"].get("offset").is_none(), "{welcome}");
+    assert_eq!(resumed["user:ana"]["recovered"], true, "{welcome}");
+    client.expect_silence().await;
+    drop(client);
+    // Past the window: what was missed is gone, and the welcome says so.
+    publish_to_every_scope(&server, 2, 3).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut client = Client::connect(&server.ws_url(&at.query(&ana()))).await;
+    let welcome = client.recv().await;
+    for stream in ["all", "project:p1", "role:editor"] {
+        assert_eq!(
+            welcome["data"]["resumed"][stream]["recovered"], false,
+            "{welcome}"
+        );
+        assert_eq!(welcome["data"]["resumed"][stream]["offset"], 5, "{welcome}");
+    }
+    // The user was offline: those three went to the inbox, which delivers them.
+    assert_eq!(
+        welcome["data"]["resumed"]["user:ana"]["recovered"], true,
+        "{welcome}"
+    );
+    for seq in 2..5 {
+        let got = client.recv().await;
+        assert_eq!(
+            (got["offline"].clone(), got["data"]["seq"].clone()),
+            (json!(true), json!(seq))
+        );
+    }
+    client.expect_silence().await;
+}
+
+#[tokio::test]
+async fn a_resume_by_auth_message_and_a_malformed_resume() {
+    let server = Server::start("[limits]\nrate_per_sec = 0\n");
+    let mut client = Client::connect(&server.ws_url(&format!("token={}", ana()))).await;
+    let mut at = Positions::from_welcome(&client.recv().await);
+    publish_to_every_scope(&server, 0, 1).await;
+    read_every_stream(&mut client, &mut at, 1).await;
+    drop(client);
+    let other_tab = server.connect(&ana()).await;
+    publish_to_every_scope(&server, 1, 3).await;
+    let mut client = Client::connect(&server.ws_url("")).await;
+    assert_eq!(client.recv().await["type"], "auth_required");
+    let auth = json!({"type": "auth", "token": ana(), "resume": at.resume()});
+    let welcome = client.request(auth).await;
+    assert_eq!(welcome["type"], "auth_success", "{welcome}");
+    assert_eq!(
+        welcome["data"]["resumed"]["all"]["recovered"], true,
+        "{welcome}"
+    );
+    read_every_stream(&mut client, &mut at, 3).await;
+    client.expect_silence().await;
+    drop(other_tab);
+    // A malformed resume changes nothing and says what is wrong.
+    let (status, body) =
+        refused_status(&server.ws_url("token=x&resume=%7B%22all%22%3A3%7D"), &[]).await;
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_message", "{body}");
+    let mut client = Client::connect(&server.ws_url("")).await;
+    client.recv().await;
+    let reply = client
+        .request(json!({"type": "auth", "token": ana(), "resume": {"all": {"offset": "x"}}}))
+        .await;
+    assert_eq!(reply["type"], "error", "{reply}");
+    assert_eq!(reply["data"]["code"], "invalid_message", "{reply}");
+}
+
+#[tokio::test]
+async fn with_the_window_at_zero_there_are_no_scope_streams() {
+    let server = Server::start("[recovery]\nwindow = \"0s\"\n");
+    let mut client = Client::connect(&server.ws_url(&format!("token={}", ana()))).await;
+    let welcome = client.recv().await;
+    assert!(welcome["data"].get("streams").is_none(), "{welcome}");
+    let (status, _) = server
+        .publish(json!({"scope": "all", "type": "evt", "data": {}}))
+        .await;
+    assert_eq!(status, 200);
+    let got = client.recv().await;
+    assert!(
+        got.get("stream").is_none() && got.get("offset").is_none(),
+        "{got}"
+    );
+}

@@ -80,8 +80,10 @@ impl Delivery for Recorder {
         Ok(0)
     }
 
-    fn close_subscribers(&self, topic: &str, _reason: CloseReason) {
-        lock(&self.closed).push(topic.to_string());
+    async fn close_scope(&self, scope: &Scope, _reason: CloseReason) {
+        if let Scope::Topic(topic) = scope {
+            lock(&self.closed).push(topic.to_string());
+        }
     }
 }
 
@@ -193,7 +195,7 @@ async fn a_user_message_is_delivered_or_kept(
     let note = Publication::new(Scope::User(away.clone()), "note", json!({}));
     let id = note.id.clone();
     let live = broker
-        .publish_to_user(inbox, INBOX, note)
+        .publish_to_user(inbox, INBOX, None, note)
         .await
         .expect("publish to user");
     assert_eq!(live, None, "nobody attached: kept");
@@ -209,7 +211,7 @@ async fn a_user_message_is_delivered_or_kept(
     recorder.attach(&away);
     let note = Publication::new(Scope::User(away.clone()), "note", json!({"live": true}));
     let live = broker
-        .publish_to_user(inbox, INBOX, note)
+        .publish_to_user(inbox, INBOX, None, note)
         .await
         .expect("publish to user");
     assert!(live.is_some(), "attached: delivered live");

@@ -297,6 +297,12 @@ impl Default for InboxConfig {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RecoveryConfig {
+    /// How long the scope streams (`all`, `role:<name>`, `project:<id>`, `user:<id>`) keep a
+    /// publication for a resuming client (`"0s"`: no scope streams).
+    #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
+    pub window: Duration,
+    /// The most publications each scope stream keeps.
+    pub max_messages: usize,
     /// How long a publish's `idempotency_key` is remembered: a repeat within it gets the first
     /// answer and delivers nothing (`"0s"`: keys are ignored).
     #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
@@ -306,6 +312,8 @@ pub struct RecoveryConfig {
 impl Default for RecoveryConfig {
     fn default() -> Self {
         Self {
+            window: Duration::from_secs(120),
+            max_messages: 1000,
             idempotency_window: Duration::from_secs(120),
         }
     }
@@ -672,6 +680,11 @@ impl Config {
         if self.cluster.node_ttl < Duration::from_millis(300) {
             return Err(ConfigError(
                 "cluster.node_ttl must be at least 300ms".into(),
+            ));
+        }
+        if !self.recovery.window.is_zero() && self.recovery.max_messages == 0 {
+            return Err(ConfigError(
+                "recovery.max_messages must be at least 1 (or recovery.window \"0s\")".into(),
             ));
         }
         if self.cluster.redis_timeout.is_zero() {

@@ -54,6 +54,45 @@ impl Scope {
         }
     }
 
+    /// The scope's stream (docs/PROTOCOL.md section 15): `all`, `role:<name>`,
+    /// `project:<id>` or `user:<id>`; `None` for a topic (its own stream is its history).
+    ///
+    /// ```
+    /// use herald::Scope;
+    /// assert_eq!(Scope::Role("admin".into()).stream().as_deref(), Some("role:admin"));
+    /// assert_eq!(Scope::Topic("chat".into()).stream(), None);
+    /// ```
+    pub fn stream(&self) -> Option<String> {
+        match self {
+            Self::All => Some("all".into()),
+            Self::User(id) => Some(format!("user:{id}")),
+            Self::Role(name) => Some(format!("role:{name}")),
+            Self::Project(id) => Some(format!("project:{id}")),
+            Self::Topic(_) => None,
+        }
+    }
+
+    /// The scope whose stream is named `stream` ([`Scope::stream`] read back).
+    ///
+    /// ```
+    /// use herald::Scope;
+    /// assert_eq!(Scope::of_stream("project:p1"), Some(Scope::Project("p1".into())));
+    /// assert_eq!(Scope::of_stream("topic:x"), None);
+    /// ```
+    pub fn of_stream(stream: &str) -> Option<Self> {
+        if stream == "all" {
+            return Some(Self::All);
+        }
+        let (kind, target) = stream.split_once(':')?;
+        let target = target.to_string();
+        match kind {
+            "user" => Some(Self::User(target)),
+            "role" => Some(Self::Role(target)),
+            "project" => Some(Self::Project(target)),
+            _ => None,
+        }
+    }
+
     /// The scope's wire name (`all`, `user`, ...).
     pub fn name(&self) -> &'static str {
         match self {
@@ -83,7 +122,8 @@ pub struct Publication {
     /// Set when a client published it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub from: Option<Sender>,
-    /// Position in the topic's stream, set by the `History` engine for topics with history.
+    /// Position in its stream: the topic's history, or the scope's stream (set by the engine
+    /// that appended it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub offset: Option<u64>,
     /// The stream's epoch, with `offset`.
@@ -123,15 +163,22 @@ impl Publication {
     }
 
     fn envelope_frame(&self, offline: bool) -> Frame {
-        self.envelope(offline).encode()
+        let stream = self.stream();
+        self.envelope(offline, stream.as_deref()).encode()
     }
 
     /// The message as a JSON value, as it appears in a `history` reply.
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::to_value(self.envelope(false)).unwrap_or(serde_json::Value::Null)
+        serde_json::to_value(self.envelope(false, None)).unwrap_or(serde_json::Value::Null)
     }
 
-    fn envelope(&self, offline: bool) -> Envelope<'_, &Value> {
+    /// The scope stream this publication has a position in, if any: a scope publication
+    /// appended to its stream (a topic's position belongs to the topic).
+    pub fn stream(&self) -> Option<String> {
+        self.offset.and_then(|_| self.scope.stream())
+    }
+
+    fn envelope<'a>(&'a self, offline: bool, stream: Option<&'a str>) -> Envelope<'a, &'a Value> {
         let topic = match &self.scope {
             Scope::Topic(topic) => Some(topic.as_str()),
             _ => None,
@@ -142,6 +189,7 @@ impl Publication {
             timestamp: &self.timestamp,
             id: Some(&self.id),
             topic,
+            stream,
             from: self.from.as_ref(),
             offset: self.offset,
             epoch: self.epoch.as_deref(),

@@ -571,3 +571,69 @@ impl Client {
         reply["type"] == "pong" && reply["ref"] == "alive?"
     }
 }
+
+/// A client's positions in its scope streams (docs/PROTOCOL.md section 15): taken from the
+/// welcome's `data.streams`, moved on by each delivery that carries `stream`.
+#[derive(Debug, Default, Clone)]
+pub struct Positions(pub std::collections::BTreeMap<String, (u64, String)>);
+
+impl Positions {
+    /// The positions a welcome frame lists.
+    pub fn from_welcome(welcome: &Value) -> Positions {
+        let streams = welcome["data"]["streams"]
+            .as_object()
+            .unwrap_or_else(|| panic!("a welcome with streams: {welcome}"));
+        Positions(
+            streams
+                .iter()
+                .map(|(name, at)| {
+                    let offset = at["offset"].as_u64().expect("offset");
+                    let epoch = at["epoch"].as_str().expect("epoch").to_string();
+                    (name.clone(), (offset, epoch))
+                })
+                .collect(),
+        )
+    }
+
+    /// Moves the position of the delivery's stream on; panics on a gap, a repeat or a
+    /// message out of order. Returns the stream's name.
+    pub fn advance(&mut self, delivery: &Value) -> String {
+        let stream = delivery["stream"]
+            .as_str()
+            .unwrap_or_else(|| panic!("a delivery with a stream: {delivery}"))
+            .to_string();
+        let offset = delivery["offset"].as_u64().expect("offset");
+        let epoch = delivery["epoch"].as_str().expect("epoch").to_string();
+        let at = self.0.entry(stream.clone()).or_insert((0, epoch.clone()));
+        assert_eq!(at.1, epoch, "the same epoch in {stream}");
+        assert_eq!(
+            offset,
+            at.0 + 1,
+            "{stream}: no gap, no repeat, in order: {delivery}"
+        );
+        at.0 = offset;
+        stream
+    }
+
+    /// The `resume` value for these positions.
+    pub fn resume(&self) -> Value {
+        let streams: serde_json::Map<String, Value> = self
+            .0
+            .iter()
+            .map(|(name, (offset, epoch))| {
+                (name.clone(), json!({"offset": offset, "epoch": epoch}))
+            })
+            .collect();
+        Value::Object(streams)
+    }
+
+    /// The query of a connection with `token` that resumes from these positions.
+    pub fn query(&self, token: &str) -> String {
+        let url = reqwest::Url::parse_with_params(
+            "ws://x/ws",
+            &[("token", token), ("resume", &self.resume().to_string())],
+        )
+        .expect("url");
+        url.query().unwrap_or_default().to_string()
+    }
+}

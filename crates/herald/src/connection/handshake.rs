@@ -12,7 +12,7 @@ use crate::metrics::Peer;
 use crate::node::slots::Holds;
 use crate::node::Herald;
 use crate::protocol::replies::{AuthRequired, Reply};
-use crate::protocol::{error_frame, Command, ErrorCode, Request};
+use crate::protocol::{error_frame, Command, ErrorCode, Request, Resume};
 
 /// What a connection may send before it authenticated: payloads plus a frame header's 6 bytes
 /// each, so a stream of empty frames counts too. An `auth` with a large token fits easily.
@@ -28,7 +28,10 @@ fn wire_cost(message: &Message) -> usize {
     payload + 6
 }
 
-/// Waits for a good `auth`; returns the principal and the command's `ref`, or `None` once the
+/// What a good `auth` brought: who, the command's `ref`, and where to resume the scope streams.
+pub(super) type Authenticated = (Principal, Option<Value>, Option<Resume>);
+
+/// Waits for a good `auth`; returns the principal, the command's `ref` and its `resume`, or `None` once the
 /// connection has been closed (bad token, timeout, too much data, the user's connection limit,
 /// client gone). The user's connection slot is put in `holds`.
 pub(super) async fn await_auth(
@@ -36,7 +39,7 @@ pub(super) async fn await_auth(
     conn: &ConnHandle,
     node: &Herald,
     holds: &mut Holds,
-) -> Option<(Principal, Option<Value>)> {
+) -> Option<Authenticated> {
     let limits = &node.config().limits;
     let encoding = conn.encoding;
     let deadline = tokio::time::Instant::now() + limits.auth_timeout;
@@ -94,7 +97,7 @@ pub(super) async fn await_auth(
         let reply = match text {
             Some(text) => match Request::parse(&text) {
                 Ok(Request {
-                    command: Command::Auth { token },
+                    command: Command::Auth { token, resume },
                     reference,
                 }) => match node.authenticate(&token).await {
                     Ok(principal) => {
@@ -121,7 +124,7 @@ pub(super) async fn await_auth(
                                 return None;
                             }
                         }
-                        return Some((principal, reference));
+                        return Some((principal, reference, resume));
                     }
                     Err(e) => {
                         // A backend that could not decide is no refusal: the client retries,

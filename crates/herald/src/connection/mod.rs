@@ -38,6 +38,8 @@ pub struct Start {
     pub principal: Option<Principal>,
     /// Topics to subscribe right after authentication (`?project_id=`, `?board_id=`).
     pub auto_topics: Vec<String>,
+    /// `?resume=`: where to resume the scope streams.
+    pub resume: Option<crate::protocol::Resume>,
     pub remote_addr: Option<SocketAddr>,
     /// This connection's slots (per IP, per user, in the node), released when it ends.
     pub holds: crate::node::slots::Holds,
@@ -87,6 +89,7 @@ pub async fn serve(mut link: Link, node: Herald, start: Start) {
     let Start {
         principal,
         auto_topics,
+        resume,
         remote_addr,
         mut holds,
         echo,
@@ -106,6 +109,7 @@ pub async fn serve(mut link: Link, node: Herald, start: Start) {
         &node,
         principal,
         auto_topics,
+        resume,
         &mut holds,
     ))
     .await
@@ -135,25 +139,27 @@ async fn open(
     node: &Herald,
     principal: Option<Principal>,
     auto_topics: Vec<String>,
+    resume: Option<crate::protocol::Resume>,
     holds: &mut crate::node::slots::Holds,
 ) -> Option<(Session, Arc<str>, Result<(), WriteError>)> {
-    let (principal, greeting, reference) = match principal {
-        Some(principal) => (principal, Greeting::Established, None),
+    let (principal, greeting, reference, resume) = match principal {
+        Some(principal) => (principal, Greeting::Established, None, resume),
         None => {
-            let (principal, reference) = handshake::await_auth(link, conn, node, holds).await?;
-            (principal, Greeting::AuthSuccess, reference)
+            let (principal, reference, resume) =
+                handshake::await_auth(link, conn, node, holds).await?;
+            (principal, Greeting::AuthSuccess, reference, resume)
         }
     };
     conn.set_principal(principal);
     let mut session = Session::new(node.clone(), conn.clone());
-    // First the welcome, then the offline inbox, queued before the connection is visible to
-    // publishers (attached by `attach`).
-    conn.push_uncounted([session.welcome(greeting, reference.as_ref())]);
-    let inbox = node.attach(conn).await;
+    // First the welcome, then the offline inbox and the replay of a resume, queued before the
+    // connection is visible to publishers (attached by `attach`).
+    let welcome = |streams: Option<&_>| session.welcome(greeting, reference.as_ref(), streams);
+    let queued = node.attach(conn, resume.as_ref(), welcome).await;
     node.hub()
         .counters
         .sent
-        .fetch_add(1 + inbox as u64, std::sync::atomic::Ordering::Relaxed);
+        .fetch_add(1 + queued as u64, std::sync::atomic::Ordering::Relaxed);
     if node.shutdown_token().is_cancelled() {
         // Registered after shutdown went through the hub: close like the others.
         conn.close(CloseReason::GOING_AWAY);

@@ -59,12 +59,24 @@ impl Broker for MemoryBroker {
         &self,
         inbox: &dyn Inbox,
         limits: InboxLimits,
-        publication: Publication,
+        stream: Option<(&dyn History, Retention)>,
+        mut publication: Publication,
     ) -> Result<Option<usize>, EngineError> {
         let crate::publication::Scope::User(user) = &publication.scope else {
             return Err(EngineError::new("a user publication needs a user"));
         };
+        let user = user.clone();
+        let user = &user;
         if self.local.has_user(user) {
+            if let Some((streams, retention)) = stream {
+                let key = crate::engine::stream_key(&format!("user:{user}"));
+                let at = streams
+                    .append(&key, &publication, retention)
+                    .await
+                    .inspect_err(|_| crate::metrics::engine_error("streams"))?;
+                publication.offset = Some(at.offset);
+                publication.epoch = Some(at.epoch);
+            }
             let reached = self.local.deliver(&publication).await?;
             // Delivered or kept, never neither: when every live push failed (the user's
             // connections are closing or slow), the inbox keeps it.
@@ -263,6 +275,9 @@ impl Stream {
 #[derive(Debug, Default)]
 pub struct MemoryHistory {
     streams: Mutex<HashMap<String, Stream>>,
+    /// One epoch for every stream (scope streams): a stream never written reads as empty in
+    /// it without being kept, so a connect costs no memory for a stream nobody writes.
+    epoch: Option<String>,
 }
 
 impl MemoryHistory {
@@ -271,14 +286,50 @@ impl MemoryHistory {
         Self::default()
     }
 
+    /// Streams that share one epoch, new in each process: the scope streams of one node.
+    pub fn with_one_epoch() -> Self {
+        Self {
+            streams: Mutex::default(),
+            epoch: Some(uuid::Uuid::now_v7().simple().to_string()),
+        }
+    }
+
     fn with<T>(&self, topic: &str, f: impl FnOnce(&mut Stream) -> T) -> T {
         let mut streams = crate::sync::lock(&self.streams);
         let stream = streams.entry(topic.to_string()).or_insert_with(|| Stream {
-            epoch: uuid::Uuid::now_v7().simple().to_string(),
+            epoch: self
+                .epoch
+                .clone()
+                .unwrap_or_else(|| uuid::Uuid::now_v7().simple().to_string()),
             top: 0,
             kept: VecDeque::new(),
         });
         f(stream)
+    }
+
+    /// Drops what every stream keeps beyond `retention`, whether or not it is written or
+    /// read again (a quiet stream would otherwise hold its last messages for good). A stream
+    /// keeps its position, so its offsets never start over within the epoch.
+    pub fn sweep(&self, retention: Retention) {
+        for stream in crate::sync::lock(&self.streams).values_mut() {
+            stream.trim(retention);
+        }
+    }
+
+    /// The page of a stream never written, when streams share an epoch.
+    fn unwritten(&self, topic: &str) -> Option<HistoryPage> {
+        let epoch = self.epoch.as_ref()?;
+        if crate::sync::lock(&self.streams).contains_key(topic) {
+            return None;
+        }
+        Some(HistoryPage {
+            position: StreamPosition {
+                offset: 0,
+                epoch: epoch.clone(),
+            },
+            first_kept: 1,
+            messages: Vec::new(),
+        })
     }
 }
 
@@ -311,6 +362,9 @@ impl History for MemoryHistory {
         limit: usize,
         retention: Retention,
     ) -> Result<HistoryPage, EngineError> {
+        if let Some(page) = self.unwritten(topic) {
+            return Ok(page);
+        }
         Ok(self.with(topic, |stream| {
             stream.trim(retention);
             let first_kept = stream

@@ -70,12 +70,36 @@ pub trait Broker: Send + Sync + 'static {
         retention: Retention,
     ) -> Result<QueuedAppend, EngineError>;
 
+    /// Appends a publication of scope `all`, `role` or `project` to its scope stream (kept in
+    /// `streams`) and delivers it like [`publish`](Self::publish), with its position. A node
+    /// whose broker is not remote calls it under the stream's stripe, so the stream's offsets
+    /// reach its connections in order. Returns the recipients reached on this node.
+    async fn publish_to_scope_stream(
+        &self,
+        streams: &dyn History,
+        mut publication: Publication,
+        retention: Retention,
+    ) -> Result<usize, EngineError> {
+        let key = scope_stream_key(&publication.scope)
+            .ok_or_else(|| EngineError::new("a topic publication has no scope stream"))?;
+        let at = streams
+            .append(&key, &publication, retention)
+            .await
+            .inspect_err(|_| crate::metrics::engine_error("streams"))?;
+        publication.offset = Some(at.offset);
+        publication.epoch = Some(at.epoch);
+        self.publish(Arc::new(publication)).await
+    }
+
     /// Delivers a user-scope publication to the user's connections on every node, or keeps it
-    /// in their inbox when they have none anywhere. `None` means kept in the inbox.
+    /// in their inbox when they have none anywhere. `None` means kept in the inbox. With
+    /// `stream`, a publication delivered live is first appended to the user's scope stream
+    /// (one kept in the inbox is not: the inbox delivers it).
     async fn publish_to_user(
         &self,
         inbox: &dyn Inbox,
         limits: InboxLimits,
+        stream: Option<(&dyn History, Retention)>,
         publication: Publication,
     ) -> Result<Option<usize>, EngineError>;
 
@@ -142,15 +166,36 @@ impl Stripes {
 
     /// The stripe of a key.
     pub fn of(&self, key: &str) -> &tokio::sync::Mutex<()> {
+        &self.0[self.index_of(key)]
+    }
+
+    /// The stripe of a user's key (their inbox and user-scope deliveries): the stripe of
+    /// their scope stream `user:<id>`.
+    pub fn of_user(&self, user: &str) -> &tokio::sync::Mutex<()> {
+        self.of(&format!("user:{user}"))
+    }
+
+    fn index_of(&self, key: &str) -> usize {
         use std::hash::{Hash, Hasher};
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         key.hash(&mut hasher);
-        &self.0[(hasher.finish() as usize) % self.0.len()]
+        (hasher.finish() as usize) % self.0.len()
     }
 
-    /// The stripe of a user's key (their inbox and user-scope deliveries).
-    pub fn of_user(&self, user: &str) -> &tokio::sync::Mutex<()> {
-        self.of(&format!("user:{user}"))
+    /// Takes the stripes of several keys, each once, in one global order (so two callers
+    /// never wait for each other in a circle).
+    pub async fn lock_all<'a>(
+        &'a self,
+        keys: impl IntoIterator<Item = &str>,
+    ) -> Vec<tokio::sync::MutexGuard<'a, ()>> {
+        let mut indexes: Vec<usize> = keys.into_iter().map(|k| self.index_of(k)).collect();
+        indexes.sort_unstable();
+        indexes.dedup();
+        let mut guards = Vec::with_capacity(indexes.len());
+        for index in indexes {
+            guards.push(self.0[index].lock().await);
+        }
+        guards
     }
 }
 
@@ -359,6 +404,17 @@ pub trait Inbox: Send + Sync + 'static {
     async fn ack(&self, user: &str, ids: &[String]) -> Result<usize, EngineError>;
 }
 
+/// Where a scope stream is kept in a [`History`] engine: its name behind `#`, a byte no topic
+/// name holds, so a scope stream never shares a key with a topic (`#all`, `#user:alice`).
+pub fn scope_stream_key(scope: &Scope) -> Option<String> {
+    scope.stream().map(|stream| stream_key(&stream))
+}
+
+/// The [`History`] key of a scope stream named on the wire (`all`, `role:admin`, ...).
+pub fn stream_key(stream: &str) -> String {
+    format!("#{stream}")
+}
+
 /// The user ids the membership store lists for a project scope (empty for other scopes): what
 /// the hub needs besides its own indexes to select a scope's connections.
 pub(crate) async fn members_in(
@@ -399,6 +455,13 @@ pub trait Delivery: Send + Sync + 'static {
                 let _user = self.stripes().of_user(user).lock().await;
                 self.deliver(publication).await
             }
+            scope if publication.offset.is_some() => match scope.stream() {
+                Some(stream) => {
+                    let _stream = self.stripes().of(&stream).lock().await;
+                    self.deliver(publication).await
+                }
+                None => self.deliver(publication).await,
+            },
             _ => self.deliver(publication).await,
         }
     }
@@ -416,6 +479,7 @@ pub trait Delivery: Send + Sync + 'static {
     /// Closes this node's connections in a scope (close 1000); returns how many.
     async fn disconnect(&self, scope: &Scope) -> Result<usize, EngineError>;
 
-    /// Closes this node's subscribers of `topic` with `reason` (the stream's past was lost).
-    fn close_subscribers(&self, topic: &str, reason: crate::protocol::CloseReason);
+    /// Closes this node's connections in `scope` with `reason`: a topic's subscribers, or the
+    /// connections a scope stream reaches (the stream's past was lost).
+    async fn close_scope(&self, scope: &Scope, reason: crate::protocol::CloseReason);
 }

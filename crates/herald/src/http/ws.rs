@@ -88,6 +88,14 @@ pub async fn upgrade(
             .into_response();
         }
     };
+    let resume = match query.get("resume").map(|r| resume_param(r)).transpose() {
+        Ok(resume) => resume,
+        Err(e) => {
+            crate::metrics::refused("resume", shown(), &e);
+            return ApiError::new(StatusCode::BAD_REQUEST, ErrorCode::InvalidMessage, e)
+                .into_response();
+        }
+    };
     let token = query
         .get("token")
         .map(String::as_str)
@@ -132,6 +140,7 @@ pub async fn upgrade(
     let start = Start {
         principal,
         auto_topics,
+        resume,
         remote_addr,
         holds,
         echo: false,
@@ -412,6 +421,14 @@ fn configure(ws: WebSocketUpgrade, node: &Herald) -> WebSocketUpgrade {
         .write_buffer_size(WRITE_BUFFER)
         .max_message_size(limits.max_message_size)
         .max_frame_size(limits.max_message_size)
+}
+
+/// `?resume=`: URL-encoded JSON `{"<stream>": {"offset", "epoch"}}` (docs/PROTOCOL.md
+/// section 15).
+fn resume_param(text: &str) -> Result<crate::protocol::Resume, String> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| format!("`resume` is not JSON: {e}"))?;
+    crate::protocol::parse_resume(&value)
 }
 
 /// The request's path and query with the value of `token=` replaced, for logs: tokens never

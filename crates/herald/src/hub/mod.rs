@@ -33,6 +33,10 @@ struct Indexes {
     /// Per topic, the stream offset each recovering subscriber already has (cluster mode:
     /// a publication can arrive after the replay that included it).
     floors: HashMap<Arc<str>, HashMap<ConnId, u64>>,
+    /// The same per scope stream (`all`, `role:<name>`, ...), for connections that attached
+    /// in cluster mode, and the streams each such connection has one in (dropped with it).
+    stream_floors: HashMap<Arc<str>, HashMap<ConnId, u64>>,
+    floored: HashMap<ConnId, Vec<Arc<str>>>,
 }
 
 impl Indexes {
@@ -67,6 +71,17 @@ impl Indexes {
             floors.remove(&id);
             if floors.is_empty() {
                 self.floors.remove(topic);
+            }
+        }
+    }
+
+    fn drop_stream_floors(&mut self, id: ConnId) {
+        for stream in self.floored.remove(&id).unwrap_or_default() {
+            if let Some(floors) = self.stream_floors.get_mut(&stream) {
+                floors.remove(&id);
+                if floors.is_empty() {
+                    self.stream_floors.remove(&stream);
+                }
             }
         }
     }
@@ -150,12 +165,32 @@ impl Hub {
 
     /// Adds an authenticated connection to the indexes; true when it is its user's first
     /// connection here.
+    #[cfg(any(test, feature = "bench-internals"))]
     pub fn attach(&self, conn: &Arc<ConnHandle>) -> bool {
+        self.attach_after(conn, Vec::new())
+    }
+
+    /// [`attach`](Self::attach), skipping publications of each scope stream in `floors` whose
+    /// offset is at most the one given (the connection got them by replay, or its welcome's
+    /// position is past them).
+    pub fn attach_after(&self, conn: &Arc<ConnHandle>, floors: Vec<(String, u64)>) -> bool {
         let who = conn.principal();
         let mut ix = self.write();
         ix.conns.insert(conn.id, conn.clone());
         let first = !ix.by_user.contains_key(&*who.user_id);
         ix.index_principal(conn, &who);
+        if !floors.is_empty() {
+            let mut streams = Vec::with_capacity(floors.len());
+            for (stream, floor) in floors {
+                let stream: Arc<str> = Arc::from(stream);
+                ix.stream_floors
+                    .entry(stream.clone())
+                    .or_default()
+                    .insert(conn.id, floor);
+                streams.push(stream);
+            }
+            ix.floored.insert(conn.id, streams);
+        }
         first
     }
 
@@ -166,6 +201,7 @@ impl Hub {
         let mut ix = self.write();
         ix.conns.remove(&conn.id);
         ix.unindex_principal(conn.id, &who);
+        ix.drop_stream_floors(conn.id);
         let last_of_user = !ix.by_user.contains_key(&*who.user_id);
         let topics: Vec<Arc<str>> = conn
             .topics
@@ -312,7 +348,8 @@ impl Hub {
     }
 
     /// Calls `f` once for each connection in `scope`, under the read lock: `f` must not block.
-    /// With a stream `offset`, topic subscribers that already have it are skipped.
+    /// With a stream `offset`, connections that already have it are skipped (their floor in
+    /// the topic's or the scope's stream is at or past it).
     fn for_each_in(
         &self,
         scope: &Scope,
@@ -321,6 +358,20 @@ impl Hub {
         mut f: impl FnMut(&Arc<ConnHandle>),
     ) {
         let ix = self.read();
+        // With a stream offset, connections whose floor in that stream is at or past it
+        // already have the publication. Looked up once per publication, not per recipient.
+        let floors = offset.and_then(|offset| {
+            let floors = match scope {
+                Scope::Topic(topic) => ix.floors.get(topic.as_str()),
+                _ if ix.stream_floors.is_empty() => None,
+                _ => ix.stream_floors.get(scope.stream()?.as_str()),
+            };
+            floors.map(|floors| (floors, offset))
+        });
+        let mut f = |conn: &Arc<ConnHandle>| match floors {
+            Some((floors, offset)) if floors.get(&conn.id).is_some_and(|f| *f >= offset) => {}
+            _ => f(conn),
+        };
         let in_index =
             |index: &HashMap<Arc<str>, Members>, key: &str, f: &mut dyn FnMut(&Arc<ConnHandle>)| {
                 if let Some(members) = index.get(key) {
@@ -331,17 +382,7 @@ impl Hub {
             Scope::All => ix.conns.values().for_each(f),
             Scope::User(user) => in_index(&ix.by_user, user, &mut f),
             Scope::Role(role) => in_index(&ix.by_role, role, &mut f),
-            Scope::Topic(topic) => {
-                let floors = offset.zip(ix.floors.get(topic.as_str()));
-                match (ix.by_topic.get(topic.as_str()), floors) {
-                    (Some(members), Some((offset, floors))) => members
-                        .values()
-                        .filter(|c| floors.get(&c.id).is_none_or(|floor| *floor < offset))
-                        .for_each(f),
-                    (Some(members), None) => members.values().for_each(f),
-                    (None, _) => {}
-                }
-            }
+            Scope::Topic(topic) => in_index(&ix.by_topic, topic, &mut f),
             Scope::Project(project) => {
                 // A member may be listed by the store and claim the project in its token:
                 // de-duplicate by connection so each gets exactly one copy.

@@ -98,6 +98,7 @@ pub const AUTH_FAILURES: &[&str] = &["expired", "invalid", "timeout", "missing",
 pub const REFUSALS: &[&str] = &[
     "origin",
     "encoding",
+    "resume",
     "bad_token",
     "max_connections_per_ip",
     "max_connections",
@@ -114,6 +115,7 @@ pub const ENGINES: &[&str] = &[
     "broker",
     "presence",
     "history",
+    "streams",
     "inbox",
     "sqlite",
 ];

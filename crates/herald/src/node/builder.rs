@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use super::cluster::Cluster;
 use super::delivery::LocalDelivery;
@@ -205,12 +206,16 @@ impl HeraldBuilder {
             membership: engines.membership.clone(),
             stripes: stripes.clone(),
         });
-        let (broker, presence, cluster) = match redis {
+        // Scope streams are short (`[recovery] window`): memory on one node, where a write
+        // costs no fsync (a restart gives them a new epoch, so resumes say so); Redis in a
+        // cluster, where every node reads them.
+        let (broker, presence, cluster, streams) = match redis {
             Some(store) => redis_broker(store, local, &config),
             None => (
                 Arc::new(MemoryBroker::new(local)) as Arc<dyn Broker>,
                 Arc::new(MemoryPresence::new()) as Arc<dyn Presence>,
                 None,
+                memory_streams(&config) as Arc<dyn crate::engine::History>,
             ),
         };
         let parts = Parts {
@@ -223,6 +228,7 @@ impl HeraldBuilder {
             proxy,
             webhooks,
             store,
+            streams,
         };
         let herald = Herald::assemble(
             config,
@@ -240,6 +246,35 @@ impl HeraldBuilder {
         }
         Ok(herald)
     }
+}
+
+/// One node's scope streams, in memory, swept every few seconds so that a stream nobody
+/// writes any more lets its messages go once they are past the window (the task ends with
+/// the node).
+fn memory_streams(config: &Config) -> Arc<crate::engine::memory::MemoryHistory> {
+    let streams = Arc::new(crate::engine::memory::MemoryHistory::with_one_epoch());
+    let recovery = &config.recovery;
+    if recovery.window.is_zero() {
+        return streams;
+    }
+    let retention = crate::engine::Retention {
+        size: recovery.max_messages,
+        ttl: recovery.window,
+    };
+    let every = (recovery.window / 2).clamp(Duration::from_millis(100), Duration::from_secs(10));
+    let weak = Arc::downgrade(&streams);
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let Some(streams) = weak.upgrade() else {
+                return;
+            };
+            streams.sweep(retention);
+        }
+    });
+    streams
 }
 
 /// Every `[webhooks] events` entry names an event Herald sends.
@@ -312,7 +347,8 @@ fn redis_broker(store: RedisStore, local: Arc<dyn Delivery>, config: &Config) ->
         store: store.clone(),
         broker: broker.clone(),
     };
-    (broker, Arc::new(store), Some(cluster))
+    let streams = Arc::new(store.clone());
+    (broker, Arc::new(store), Some(cluster), streams)
 }
 
 /// Without the `redis` feature there is no Redis to open: `redis_url` is refused.
@@ -350,8 +386,13 @@ fn redis_broker(store: RedisStore, _: Arc<dyn Delivery>, _: &Config) -> ClusterP
     match store {}
 }
 
-/// A node's broker, presence and cluster link.
-type ClusterParts = (Arc<dyn Broker>, Arc<dyn Presence>, Option<Cluster>);
+/// A node's broker, presence, cluster link and scope streams.
+type ClusterParts = (
+    Arc<dyn Broker>,
+    Arc<dyn Presence>,
+    Option<Cluster>,
+    Arc<dyn crate::engine::History>,
+);
 
 #[cfg(feature = "redis")]
 /// A node id for a node started without one: unique, and new on every start (the old one's

@@ -59,8 +59,12 @@ impl Delivery for LocalDelivery {
         Ok(conns.len())
     }
 
-    fn close_subscribers(&self, topic: &str, reason: CloseReason) {
-        for conn in self.hub.select(&Scope::Topic(topic.to_string()), &[]) {
+    async fn close_scope(&self, scope: &Scope, reason: CloseReason) {
+        let members = match members_in(self.membership.as_ref(), scope).await {
+            Ok(members) => members,
+            Err(e) => return tracing::warn!(error = %e, "could not close a scope's connections"),
+        };
+        for conn in self.hub.select(scope, &members) {
             conn.close(reason);
         }
     }

@@ -16,6 +16,7 @@ mod idempotent;
 #[cfg(feature = "jwt")]
 mod key_set;
 mod proxy;
+mod resume;
 pub(crate) mod slots;
 mod streams;
 mod topics;
@@ -26,6 +27,7 @@ pub use handle::PublishError;
 pub(crate) use handler::ConnAction;
 pub use handler::{HandlerError, HandlerResult, Incoming};
 pub(crate) use proxy::{PublishVerdict, RpcVerdict};
+pub(crate) use resume::ConnectStreams;
 pub use streams::Recovery;
 
 use std::sync::Arc;
@@ -148,6 +150,8 @@ pub(crate) struct Parts {
     pub webhooks: Option<webhooks::Webhooks>,
     /// Where the engines keep their state: `sqlite`, `redis` or `memory` (for metrics).
     pub store: &'static str,
+    /// The scope streams: in memory on one node, in Redis in a cluster.
+    pub streams: Arc<dyn History>,
 }
 
 /// Who passes the server API's check besides an API key ([`Herald::admin_check`]).
@@ -187,6 +191,8 @@ struct Inner {
     idempotency: Arc<dyn Idempotency>,
     proxy: Option<Arc<crate::hooks::Proxy>>,
     webhooks: Option<webhooks::Webhooks>,
+    /// The scope streams (`all`, `role:<name>`, `project:<id>`, `user:<id>`).
+    streams: Arc<dyn History>,
     /// `sqlite`, `redis` or `memory`: the `store` label of engine-call timings.
     store: &'static str,
     shutdown: CancellationToken,
@@ -237,6 +243,7 @@ impl Herald {
             proxy,
             webhooks,
             store,
+            streams,
         } = parts;
         crate::metrics::install();
         crate::metrics::register_store(store);
@@ -258,6 +265,7 @@ impl Herald {
                 idempotency,
                 proxy,
                 webhooks,
+                streams,
                 store,
                 shutdown: CancellationToken::new(),
                 started_at: Instant::now(),

@@ -84,12 +84,16 @@ impl Herald {
             }
             Scope::User(user) => {
                 let _user = self.inner.stripes.of_user(&user).lock().await;
+                let stream = self
+                    .scope_retention()
+                    .map(|retention| (self.inner.streams.as_ref(), retention));
                 let live = self
                     .timed(
                         "inbox_store",
                         broker.publish_to_user(
                             self.inner.engines.inbox.as_ref(),
                             self.inbox_limits(),
+                            stream,
                             publication,
                         ),
                     )
@@ -100,32 +104,47 @@ impl Herald {
                     None => return Ok(published(id, 0, None, true)),
                 }
             }
-            _ => (self.broadcast(publication).await?, None, false),
+            scope => match (self.scope_retention(), scope.stream()) {
+                (Some(retention), Some(stream)) => {
+                    // One node appends and delivers under the stream's stripe (its offsets
+                    // reach connections in order); Redis orders a cluster's streams itself.
+                    let _stream = match broker.is_remote() {
+                        false => Some(self.inner.stripes.of(&stream).lock().await),
+                        true => None,
+                    };
+                    let streams = self.inner.streams.as_ref();
+                    let publish = broker.publish_to_scope_stream(streams, publication, retention);
+                    let recipients = self
+                        .timed("publish", publish)
+                        .await
+                        .inspect_err(|_| crate::metrics::engine_error("broker"))?;
+                    (recipients, None, false)
+                }
+                _ => (self.broadcast(publication).await?, None, false),
+            },
         };
         Ok(published(id, local.unwrap_or(recipients), offset, queued))
     }
 
-    /// Registers an authenticated connection after queueing its user's offline inbox, so that
-    /// comes before anything live; returns how many inbox messages were queued. Done under the
-    /// user's stripe, so a user-scope publication either is in this inbox or is delivered
-    /// live, never neither.
-    pub(crate) async fn attach(&self, conn: &std::sync::Arc<ConnHandle>) -> usize {
-        let user = conn.principal().user_id;
-        let _user = self.inner.stripes.of_user(&user).lock().await;
+    /// The user's offline inbox, read as a connection of theirs registers (the caller holds
+    /// the user's stripe, so a user-scope publication either is in it or is delivered live).
+    pub(crate) async fn inbox_at_attach(&self, user: &str) -> Vec<Publication> {
         let attach = self.inner.broker.attach_user(
             self.inner.engines.inbox.as_ref(),
             self.inbox_limits(),
-            &user,
+            user,
         );
-        let pending = self.timed("inbox_read", attach).await.unwrap_or_else(|e| {
+        self.timed("inbox_read", attach).await.unwrap_or_else(|e| {
             // Unread now, delivered on a later connection: nothing is lost.
             crate::metrics::engine_error("inbox");
             tracing::warn!(user = %user, error = %e, "inbox read failed");
             Vec::new()
-        });
-        // Queued before the connection is visible: nothing live comes before them.
-        conn.push_uncounted(pending.iter().map(Publication::offline_frame));
-        let first = self.inner.hub.attach(conn);
+        })
+    }
+
+    /// The webhooks of a connection that registered: `connection.opened`, and `user.online`
+    /// when it is its user's `first` connection here.
+    pub(crate) fn attached_webhooks(&self, conn: &ConnHandle, first: bool) {
         let who = conn.principal();
         // Built only for a node that sends it: a connect without webhooks allocates nothing.
         if self.wants_webhook("connection.opened") {
@@ -141,7 +160,6 @@ impl Herald {
             let user_id = &who.user_id;
             self.webhook("user.online", hooks::UserPresence { user_id });
         }
-        pending.len()
     }
 
     /// Keeps in `user`'s inbox the user-scope publications a connection of theirs ended

@@ -33,6 +33,50 @@ pub struct Wanted {
     pub since: Option<Since>,
 }
 
+/// Where a reconnecting client resumes its scope streams: per stream name (`all`,
+/// `role:<name>`, `project:<id>`, `user:<id>`), the last position it has.
+pub type Resume = std::collections::BTreeMap<String, Since>;
+
+/// The most streams one `resume` may name.
+pub const RESUME_MAX_STREAMS: usize = 64;
+
+/// Reads a `resume` value: `{"<stream>": {"offset": n, "epoch": "..."}}`, at most
+/// [`RESUME_MAX_STREAMS`] streams; the error says what is wrong.
+///
+/// ```
+/// use herald::protocol::parse_resume;
+/// let resume = parse_resume(&serde_json::json!({"all": {"offset": 3, "epoch": "e"}})).unwrap();
+/// assert_eq!(resume["all"].offset, 3);
+/// assert!(parse_resume(&serde_json::json!({"all": 3})).is_err());
+/// ```
+pub fn parse_resume(value: &Value) -> Result<Resume, String> {
+    let shape = "`resume` must be {\"<stream>\": {offset: number, epoch: string}}";
+    let Value::Object(streams) = value else {
+        return Err(shape.into());
+    };
+    if streams.len() > RESUME_MAX_STREAMS {
+        return Err(format!(
+            "`resume` may name at most {RESUME_MAX_STREAMS} streams"
+        ));
+    }
+    let mut resume = Resume::new();
+    for (stream, at) in streams {
+        let offset = at.get("offset").and_then(Value::as_u64);
+        let epoch = at.get("epoch").and_then(Value::as_str);
+        let (Some(offset), Some(epoch)) = (offset, epoch) else {
+            return Err(shape.into());
+        };
+        resume.insert(
+            stream.clone(),
+            Since {
+                offset,
+                epoch: epoch.to_string(),
+            },
+        );
+    }
+    Ok(resume)
+}
+
 /// The most topics one `subscribe` may carry in `topics`.
 pub const SUBSCRIBE_BATCH_MAX: usize = 100;
 
@@ -43,6 +87,8 @@ pub enum Command {
     Auth {
         /// The token.
         token: String,
+        /// Where to resume the scope streams (honoured on the first `auth` only).
+        resume: Option<Resume>,
     },
     /// `refresh`: a newer token for the same user.
     Refresh {
@@ -211,6 +257,10 @@ impl Fields<'_> {
         Ok(match kind.as_str() {
             "auth" => Command::Auth {
                 token: self.string("token")?,
+                resume: match self.map.get("resume") {
+                    None | Some(Value::Null) => None,
+                    Some(value) => Some(parse_resume(value).map_err(|e| self.invalid(&e))?),
+                },
             },
             "refresh" => Command::Refresh {
                 token: self.string("token")?,

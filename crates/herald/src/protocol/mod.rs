@@ -10,7 +10,10 @@ pub(crate) mod hooks;
 pub mod replies;
 
 pub use close::CloseReason;
-pub use command::{Command, Rejection, ReplyStyle, Request, Since, Wanted, SUBSCRIBE_BATCH_MAX};
+pub use command::{
+    parse_resume, Command, Rejection, ReplyStyle, Request, Resume, Since, Wanted,
+    RESUME_MAX_STREAMS, SUBSCRIBE_BATCH_MAX,
+};
 
 use axum::extract::ws::{Message, Utf8Bytes};
 use serde::Serialize;
@@ -201,6 +204,9 @@ pub struct Envelope<'a, D: Serialize> {
     /// `topic`: set on deliveries through a topic.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub topic: Option<&'a str>,
+    /// `stream`: set on deliveries through a scope stream (`all`, `role:<name>`, ...).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream: Option<&'a str>,
     /// `from`: set on client publications.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub from: Option<&'a Sender>,
@@ -227,6 +233,7 @@ impl<'a, D: Serialize> Envelope<'a, D> {
             timestamp,
             id: None,
             topic: None,
+            stream: None,
             from: None,
             offset: None,
             epoch: None,

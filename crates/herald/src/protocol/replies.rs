@@ -57,6 +57,32 @@ pub struct Welcome<'a> {
     /// Seconds until `exp` by the server's clock, or null: a client refreshes from this, so a
     /// skewed client clock cannot make it refresh too early or too late.
     pub expires_in: Option<u64>,
+    /// The connection's scope streams and their positions (absent when scope streams are off).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub streams: Option<std::collections::BTreeMap<&'a str, StreamAt<'a>>>,
+    /// Per stream the client asked to resume: whether it gets everything it missed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resumed: Option<std::collections::BTreeMap<&'a str, Resumed<'a>>>,
+}
+
+/// A position in a stream: its newest offset and epoch.
+#[derive(Debug, Serialize)]
+pub struct StreamAt<'a> {
+    /// The newest offset.
+    pub offset: u64,
+    /// The epoch.
+    pub epoch: &'a str,
+}
+
+/// How a resumed stream went (docs/PROTOCOL.md section 15).
+#[derive(Debug, Serialize)]
+pub struct Resumed<'a> {
+    /// Every message after the client's offset follows (replayed, then live).
+    pub recovered: bool,
+    /// Where the stream stands after the replay (absent for a stream the connection does not
+    /// receive).
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub at: Option<StreamAt<'a>>,
 }
 
 impl Reply for Welcome<'_> {

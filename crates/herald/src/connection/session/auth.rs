@@ -8,6 +8,7 @@ use tokio::time::Instant;
 use super::Session;
 use crate::auth::AuthError;
 use crate::connection::Next;
+use crate::node::ConnectStreams;
 use crate::protocol::replies::{Greeting, Refreshed, Reply, Welcome};
 use crate::protocol::{ErrorCode, Frame};
 
@@ -31,8 +32,14 @@ impl Session {
         }
     }
 
-    /// `connection.established` or `auth_success`: who the server thinks this is.
-    pub fn welcome(&self, greeting: Greeting, reference: Option<&Value>) -> Frame {
+    /// `connection.established` or `auth_success`: who the server thinks this is, and where
+    /// its scope streams stand (`streams`, with `resumed` after a resume).
+    pub fn welcome(
+        &self,
+        greeting: Greeting,
+        reference: Option<&Value>,
+        streams: Option<&ConnectStreams>,
+    ) -> Frame {
         let who = self.conn.principal();
         Welcome {
             greeting,
@@ -41,6 +48,8 @@ impl Session {
             role: &who.role,
             expires_at: who.expires_at,
             expires_in: expires_in(who.expires_at),
+            streams: streams.map(ConnectStreams::streams_field),
+            resumed: streams.and_then(ConnectStreams::resumed_field),
         }
         .frame(reference)
     }

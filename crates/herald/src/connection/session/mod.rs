@@ -193,7 +193,7 @@ impl Session {
             return Next::Continue;
         }
         match command {
-            Command::Auth { token } => return self.refresh(&token, true, reference).await,
+            Command::Auth { token, .. } => return self.refresh(&token, true, reference).await,
             Command::Refresh { token } => return self.refresh(&token, false, reference).await,
             Command::Subscribe {
                 topic,

@@ -281,13 +281,20 @@ impl Shared {
     }
 
     /// Records a stream message as delivered; true if this node already delivered it (a
-    /// catch-up replayed it before the live copy arrived).
+    /// catch-up replayed it before the live copy arrived). Topic streams are kept under the
+    /// topic, scope streams under their key (`#all`, ...).
     fn already_delivered(&self, publication: &Publication) -> bool {
-        let (Scope::Topic(topic), Some(offset), Some(epoch)) =
-            (&publication.scope, publication.offset, &publication.epoch)
-        else {
+        let (Some(offset), Some(epoch)) = (publication.offset, &publication.epoch) else {
             return false;
         };
+        let key = match &publication.scope {
+            Scope::Topic(topic) => topic.clone(),
+            scope => match crate::engine::scope_stream_key(scope) {
+                Some(key) => key,
+                None => return false,
+            },
+        };
+        let topic = &key;
         let mut delivered = lock(&self.delivered);
         match delivered.get_mut(topic) {
             Some(at) if at.epoch == *epoch && offset <= at.offset => true,
@@ -385,8 +392,64 @@ impl Shared {
                 _ => {
                     tracing::warn!(topic, "stream past lost: subscribers asked to resubscribe");
                     lock(&self.delivered).remove(&topic);
+                    let scope = Scope::Topic(topic);
                     self.local
-                        .close_subscribers(&topic, CloseReason::STREAM_LOST);
+                        .close_scope(&scope, CloseReason::STREAM_LOST)
+                        .await;
+                }
+            }
+        }
+        self.catch_up_scope_streams().await;
+    }
+
+    /// The same for the scope streams this node delivered from: what it missed is delivered
+    /// now (the connections' floors skip what a resume already gave them); where that past
+    /// is gone, the connections in the scope are closed with 1012 so that they reconnect and
+    /// resume (and learn `recovered: false`).
+    async fn catch_up_scope_streams(&self) {
+        let recovery = &self.config.recovery;
+        if recovery.window.is_zero() {
+            return;
+        }
+        let retention = Retention {
+            size: recovery.max_messages.max(1),
+            ttl: recovery.window,
+        };
+        let streams: Vec<String> = lock(&self.delivered)
+            .keys()
+            .filter(|key| key.starts_with('#'))
+            .cloned()
+            .collect();
+        for key in streams {
+            let Some(scope) = Scope::of_stream(&key[1..]) else {
+                continue;
+            };
+            let _stream = self.local.stripes().of(&key[1..]).lock().await;
+            let Some(from) = lock(&self.delivered).get(&key).cloned() else {
+                continue;
+            };
+            match self
+                .store
+                .read(&key, from.offset, retention.size, retention)
+                .await
+            {
+                Ok(page) if page.continues(from.offset, &from.epoch) => {
+                    for message in &page.messages {
+                        if let Err(e) = self.local.deliver(message).await {
+                            tracing::warn!(stream = key, error = %e, "catch-up delivery failed");
+                        }
+                    }
+                    lock(&self.delivered).insert(key, page.position);
+                }
+                _ => {
+                    tracing::warn!(
+                        stream = key,
+                        "scope stream past lost: its connections asked to resume"
+                    );
+                    lock(&self.delivered).remove(&key);
+                    self.local
+                        .close_scope(&scope, CloseReason::STREAM_LOST)
+                        .await;
                 }
             }
         }
@@ -433,19 +496,39 @@ impl Broker for RedisBroker {
         }))
     }
 
+    /// One script appends to the stream and publishes to every node (`herald:scopes`), so
+    /// the stream's order is Redis's and nothing waits under a stripe here.
+    async fn publish_to_scope_stream(
+        &self,
+        _streams: &dyn History,
+        publication: Publication,
+        retention: Retention,
+    ) -> Result<usize, EngineError> {
+        let key = crate::engine::scope_stream_key(&publication.scope)
+            .ok_or_else(|| EngineError::new("a topic publication has no scope stream"))?;
+        let channel = channel_of(&publication.scope);
+        self.shared
+            .store
+            .append_to_stream(&key, &publication, retention, &channel)
+            .await?;
+        Ok(0)
+    }
+
     async fn publish_to_user(
         &self,
         _inbox: &dyn Inbox,
         limits: InboxLimits,
+        stream: Option<(&dyn History, Retention)>,
         publication: Publication,
     ) -> Result<Option<usize>, EngineError> {
         let Scope::User(user) = &publication.scope else {
             return Err(EngineError::new("a user publication needs a user"));
         };
+        let retention = stream.map(|(_, retention)| retention);
         let live = self
             .shared
             .store
-            .send_to_user(&publication, user, limits)
+            .send_to_user(&publication, user, limits, retention)
             .await?;
         Ok(live.then_some(0))
     }

@@ -420,11 +420,13 @@ impl Inbox for RedisStore {
 impl RedisStore {
     /// A user-scope publication: live on the nodes holding the user, else into the inbox.
     /// Returns false when it was kept in the inbox.
+    /// With `stream`, one sent live is first appended to the user's scope stream.
     pub(crate) async fn send_to_user(
         &self,
         publication: &Publication,
         user: &str,
         limits: InboxLimits,
+        stream: Option<Retention>,
     ) -> Result<bool, EngineError> {
         let mut invocation = scripts::USER_SEND.prepare_invoke();
         invocation
@@ -435,6 +437,16 @@ impl RedisStore {
             .arg(&publication.id)
             .arg(codec::encode(publication))
             .arg(keys::node_channel_prefix());
+        if let Some(retention) = stream {
+            let key = crate::engine::stream_key(&format!("user:{user}"));
+            invocation
+                .key(keys::meta(&key))
+                .key(keys::stream(&key))
+                .arg(new_epoch())
+                .arg(retention.size.max(1))
+                .arg(retention.ttl.as_millis() as u64)
+                .arg(meta_ttl_ms(retention));
+        }
         let reached: u64 = self.invoke(invocation).await?;
         Ok(reached > 0)
     }

@@ -143,14 +143,26 @@ return removed
 });
 
 /// A user-scope publication: to every node holding the user, or to the inbox when no node
-/// took it. KEYS: online, inbox. ARGV: max, ttl ms, id, body, node channel prefix. Returns the
-/// nodes that received it (0: kept in the inbox).
+/// took it. KEYS: online, inbox[, the user stream's meta, stream]. ARGV: max, ttl ms, id,
+/// body, node channel prefix[, epoch candidate, stream size, stream ttl ms, meta ttl ms].
+/// With the stream keys, one sent live is appended to the user's stream first (and published
+/// with its position). Returns the nodes that received it (0: kept in the inbox).
 pub static USER_SEND: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
+local nodes = redis.call('HKEYS', KEYS[1])
+local prefix = 'P\n\n'
+if #nodes > 0 and #KEYS == 4 then
+  local epoch = epoch_of(KEYS[3], ARGV[6], ARGV[9])
+  local offset = redis.call('HINCRBY', KEYS[3], 'offset', 1)
+  redis.call('XADD', KEYS[4], 'MAXLEN', ARGV[7], offset .. '-0', 'ms', now_ms(), 'b', ARGV[4])
+  redis.call('PEXPIRE', KEYS[4], ARGV[8])
+  redis.call('PEXPIRE', KEYS[3], ARGV[9])
+  prefix = 'P' .. offset .. '\n' .. epoch .. '\n'
+end
 local reached = 0
-for _, node in ipairs(redis.call('HKEYS', KEYS[1])) do
-  reached = reached + redis.call('PUBLISH', ARGV[5] .. node, 'P\n\n' .. ARGV[4])
+for _, node in ipairs(nodes) do
+  reached = reached + redis.call('PUBLISH', ARGV[5] .. node, prefix .. ARGV[4])
 end
 if reached == 0 then inbox_store(KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4]) end
 return reached
