@@ -51,9 +51,11 @@ const DEFAULTS = {
 const STATE_EVENTS = ["connecting", "connected", "disconnected"];
 const TOKEN_FAILURES = ["authentication failed", "token expired", "auth_failed", "token_expired"];
 const BATCH = 100;
+const RESUME_MAX = 64;
 const now = () => performance.now();
 const local = (type, data, extra) => ({ type, data, timestamp: (/* @__PURE__ */ new Date()).toISOString(), local: true, ...extra });
 const isLogout = (error) => error?.code === "logged_out";
+const isPosition = (at) => Number.isSafeInteger(at?.offset) && at.offset >= 0 && typeof at.epoch === "string";
 function checkHandler(handler) {
   if (typeof handler !== "function") throw new TypeError("handler must be a function");
 }
@@ -228,7 +230,7 @@ class Herald extends Emitter {
   constructor(options = {}) {
     super();
     if (options === null || typeof options !== "object") throw new TypeError("options must be an object");
-    const { token, getToken, encoding = "json", msgpack, offlineQueue } = options;
+    const { token, getToken, encoding = "json", msgpack, offlineQueue, resume } = options;
     if (token === void 0 && getToken === void 0) {
       throw new TypeError("pass options.token (a JWT) or options.getToken (a function returning one)");
     }
@@ -237,6 +239,9 @@ class Herald extends Emitter {
     }
     if (getToken !== void 0 && typeof getToken !== "function") {
       throw new TypeError("options.getToken must be a function returning a token (or a promise of one)");
+    }
+    if (resume !== void 0 && (resume === null || typeof resume !== "object" || Array.isArray(resume) || !Object.values(resume).every(isPosition))) {
+      throw new TypeError('options.resume must be {"<stream>": {offset: number, epoch: string}} (as streams() returns it)');
     }
     if (encoding === "msgpack") {
       if (typeof msgpack?.encode !== "function" || typeof msgpack?.decode !== "function") {
@@ -265,6 +270,8 @@ class Herald extends Emitter {
     this.state = "disconnected";
     this.session = null;
     this._subs = /* @__PURE__ */ new Map();
+    this._streams = new Map(Object.entries(resume ?? {}).map(([stream, { offset, epoch }]) => [stream, { offset, epoch }]));
+    this._resumeSent = null;
     this._toSub = /* @__PURE__ */ new Set();
     this._pending = /* @__PURE__ */ new Map();
     this._queue = [];
@@ -281,7 +288,7 @@ class Herald extends Emitter {
   //
   // on(type, handler) / once / off (from Emitter): `type` is any server message type
   // (`task.created`, `error`, `user_joined`, ...), `'message'` (every server message), or one of
-  // the client's own events: `connecting`, `connected`, `disconnected`, `resubscribed`.
+  // the client's own events: `connecting`, `connected`, `disconnected`, `resubscribed`, `resumed`.
   _setState(state, data = {}) {
     this.state = state;
     this._emit(state, local(state, data));
@@ -362,6 +369,7 @@ class Herald extends Emitter {
     this._ws = ws;
     this._connToken = token;
     this._lastError = null;
+    this._resumeSent = null;
     ws.onmessage = (event) => {
       if (gen !== this._gen) return;
       this._armHeartbeat(gen);
@@ -437,6 +445,7 @@ class Herald extends Emitter {
     this._lastError = !publication && type === "error" ? message.data ?? {} : null;
     this._lastAt = now();
     if (publication) {
+      if (typeof message.stream === "string") this._advance(message);
       this._emit(type, message);
       this._emit("message", message);
       if (typeof message.topic === "string") this._deliver(message);
@@ -444,7 +453,7 @@ class Herald extends Emitter {
       return;
     }
     const data = message.data ?? {};
-    if (type === "auth_required") ws.send(this._encode({ type: "auth", token: this._connToken }));
+    if (type === "auth_required") ws.send(this._encode(this._auth()));
     if ((type === "auth_success" || type === "connection.established") && this.state !== "connected") this._established(data);
     const pending = ref !== void 0 ? this._pending.get(ref) : void 0;
     if (pending?.subs) {
@@ -474,12 +483,56 @@ class Herald extends Emitter {
     sub._emit(type === "user_joined" ? "join" : type === "user_left" ? "leave" : "publication", message);
     sub._emit("message", message);
   }
+  // The `auth` command, with the last position of every scope stream known (`resume`), at most
+  // RESUME_MAX of them: `all`, the role and the user first (the server then replays what each
+  // missed, or says it cannot).
+  _auth() {
+    const frame = { type: "auth", token: this._connToken };
+    const known = [...this._streams].sort(([a], [b]) => a.startsWith("project:") - b.startsWith("project:"));
+    const sent = known.slice(0, RESUME_MAX);
+    this._resumeSent = new Set(sent.map(([stream]) => stream));
+    if (sent.length) frame.resume = Object.fromEntries(sent);
+    return frame;
+  }
+  // A scope delivery moves its stream's position forward (never back); a new epoch replaces it,
+  // unless the message is from the offline inbox (older news: it may only move forward).
+  _advance({ stream, offset, epoch, offline }) {
+    if (typeof offset !== "number" || typeof epoch !== "string") return;
+    const at = this._streams.get(stream);
+    if (at?.epoch === epoch ? offset > at.offset : !offline) this._streams.set(stream, { offset, epoch });
+  }
+  // The welcome's `streams` are this connection's scope streams and where they stand; a stream
+  // whose missed messages follow (`resumed[stream].recovered`) keeps its position, which they
+  // move forward. Returns the `resumed` event's data when positions were known: per stream known,
+  // the server's answer, or `recovered: false` when it could not be asked (over RESUME_MAX, a
+  // server without scope streams).
+  _resume(data) {
+    const before = this._streams;
+    const answers = data.resumed ?? {};
+    this._streams = /* @__PURE__ */ new Map();
+    for (const [stream, at] of Object.entries(data.streams ?? {})) {
+      if (answers[stream]?.recovered && before.has(stream)) this._streams.set(stream, before.get(stream));
+      else if (isPosition(at)) this._streams.set(stream, { offset: at.offset, epoch: at.epoch });
+    }
+    if (!before.size) return null;
+    const streams = {};
+    for (const stream of before.keys()) {
+      const answer = this._resumeSent?.has(stream) && answers[stream];
+      streams[stream] = answer ? { ...answer, recovered: answer.recovered === true } : { recovered: false, ...this._streams.get(stream) };
+    }
+    return { recovered: Object.values(streams).every((s) => s.recovered), streams };
+  }
   _established(data) {
     const gen = this._gen;
     this.session = data;
     clearTimeout(this._heartbeatTimer);
+    const resumed = this._resume(data);
     this._setState("connected", data);
     if (gen !== this._gen) return;
+    if (resumed) {
+      this._emit("resumed", local("resumed", resumed));
+      if (gen !== this._gen) return;
+    }
     this._armHeartbeat(gen);
     if (this.reconnect) {
       this._stableTimer = setTimeout(() => {
@@ -733,6 +786,15 @@ class Herald extends Emitter {
     }
     if (sub) return sub.unsubscribe();
     return this.state === "connected" ? (await this.request("unsubscribe", { topic })).data : { topic };
+  }
+  /**
+   * The connection's scope streams (`all`, `role:<name>`, `user:<id>`, `project:<id>`) and the
+   * last position seen on each: `{stream: {offset, epoch}}`. Kept across reconnections (each
+   * reconnection resumes them); save it and pass it as `options.resume` to resume in a new
+   * client (e.g. across a page reload).
+   */
+  streams() {
+    return Object.fromEntries([...this._streams].map(([stream, { offset, epoch }]) => [stream, { offset, epoch }]));
   }
   /** The topics this client keeps subscribed (or is subscribing to), with the last position seen on each. */
   subscriptions() {

@@ -11,7 +11,9 @@ export interface HeraldMessage<D = any> {
   id?: string;
   /** The topic a delivery came through. */
   topic?: string;
-  /** Position in the topic's stream (topics with history). */
+  /** The scope stream a delivery through `all`, a role, a project or a user belongs to: `all`, `role:<name>`, `project:<id>`, `user:<id>`. */
+  stream?: string;
+  /** Position in the topic's stream (topics with history) or in the scope stream `stream`. */
   offset?: number;
   epoch?: string;
   /** Copied from the command this replies to. */
@@ -34,6 +36,32 @@ export interface ErrorData {
 
 export type ConnectionState = 'connecting' | 'connected' | 'disconnected';
 
+/** A position in a stream: the last offset seen, in its epoch. */
+export interface StreamPosition {
+  offset: number;
+  epoch: string;
+}
+
+/** How one resumed scope stream went. */
+export interface StreamResumed {
+  /**
+   * True when every message missed on the stream follows (replayed before anything live).
+   * False means messages may be missing (the window passed, the stream was trimmed, the server
+   * restarted, the connection no longer receives it): reload what depends on it.
+   */
+  recovered: boolean;
+  /** Where the stream stands now (absent for a stream this connection does not receive). */
+  offset?: number;
+  epoch?: string;
+}
+
+/** The `resumed` event's data: per scope stream the client knew, how it resumed. */
+export interface ResumedData {
+  /** True when every stream is `recovered`. */
+  recovered: boolean;
+  streams: Record<string, StreamResumed>;
+}
+
 /** The welcome's (and `refreshed`'s) data. */
 export interface Session {
   client_id: string;
@@ -43,6 +71,10 @@ export interface Session {
   expires_at?: number | null;
   /** Seconds left until `exp` by the server's clock, or null. */
   expires_in?: number | null;
+  /** The connection's scope streams and where each stands (absent when the server keeps none). */
+  streams?: Record<string, StreamPosition>;
+  /** After a resume, the server's answer per stream named. */
+  resumed?: Record<string, StreamResumed>;
 }
 
 export interface DisconnectedData {
@@ -131,6 +163,8 @@ export interface HeraldOptions {
   encoding?: 'json' | 'msgpack';
   /** The MessagePack codec for `encoding: 'msgpack'`. */
   msgpack?: MessagePackCodec;
+  /** Scope stream positions saved earlier (`streams()`, e.g. across a page reload): the first connection resumes them. */
+  resume?: Record<string, StreamPosition>;
 }
 
 export interface SubscribeOptions {
@@ -180,6 +214,8 @@ export interface ClientEvents {
   connected: Session;
   disconnected: DisconnectedData;
   resubscribed: SubscribedInfo;
+  /** After a connection that resumed the scope streams: whether each was recovered. */
+  resumed: ResumedData;
   error: ErrorData;
   /** Every server message. */
   message: any;
@@ -270,6 +306,8 @@ export class Herald<E extends EventMap = {}> {
    * subscription ends when no handler is left). */
   unsubscribe(topic: string, handler?: Handler): Promise<{ topic: string }>;
   subscriptions(): { topic: string; offset?: number; epoch?: string }[];
+  /** The connection's scope streams and the last position seen on each; kept across reconnections. */
+  streams(): Record<string, StreamPosition>;
   publish<D = unknown>(topic: string, event: string, data?: D): Promise<PublishResult>;
   presence(topic: string): Promise<PresenceData>;
   history<P = any>(topic: string, options?: { since?: { offset: number; epoch?: string }; limit?: number }): Promise<HistoryData<P>>;

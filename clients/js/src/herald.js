@@ -3,8 +3,10 @@
 // `Herald` holds one WebSocket to a Herald server and does the hard parts: authentication by
 // first message, token refresh timed by the server's clock (`expires_in`), reconnection with
 // exponential backoff and jitter, resubscription in batches with `since` so a topic with
-// history loses nothing and no number of topics trips the rate limit, an optional offline
-// publish queue, and acknowledgement of offline (inbox) messages. `Subscription` objects
+// history loses nothing and no number of topics trips the rate limit, resumption of the
+// connection's scope streams (`all`, its role, its user, its projects) so that what was sent to
+// them during a short drop is replayed too, an optional offline publish queue, and
+// acknowledgement of offline (inbox) messages. `Subscription` objects
 // (`herald.subscription(topic)`) carry a topic's state and events. `HeraldApi` calls the server
 // HTTP API. The wire names used here are those of docs/PROTOCOL.md; the server serves this
 // very file at `/herald.js` for its console.
@@ -41,12 +43,19 @@ const TOKEN_FAILURES = ['authentication failed', 'token expired', 'auth_failed',
 // At most this many topics in one `subscribe` command (docs/PROTOCOL.md, section 3).
 const BATCH = 100;
 
+// At most this many streams in one `resume` (docs/PROTOCOL.md, section 15): more would have the
+// `auth` refused.
+const RESUME_MAX = 64;
+
 // A monotonic clock for every delay: the wall clock may be wrong or change.
 const now = () => performance.now();
 
 const local = (type, data, extra) => ({ type, data, timestamp: new Date().toISOString(), local: true, ...extra });
 
 const isLogout = (error) => error?.code === 'logged_out';
+
+// A position in a stream as the server reads it: `offset` a whole number (u64), `epoch` a string.
+const isPosition = (at) => Number.isSafeInteger(at?.offset) && at.offset >= 0 && typeof at.epoch === 'string';
 
 function checkHandler(handler) {
   if (typeof handler !== 'function') throw new TypeError('handler must be a function');
@@ -256,7 +265,7 @@ export class Herald extends Emitter {
   constructor(options = {}) {
     super();
     if (options === null || typeof options !== 'object') throw new TypeError('options must be an object');
-    const { token, getToken, encoding = 'json', msgpack, offlineQueue } = options;
+    const { token, getToken, encoding = 'json', msgpack, offlineQueue, resume } = options;
     if (token === undefined && getToken === undefined) {
       throw new TypeError('pass options.token (a JWT) or options.getToken (a function returning one)');
     }
@@ -265,6 +274,9 @@ export class Herald extends Emitter {
     }
     if (getToken !== undefined && typeof getToken !== 'function') {
       throw new TypeError('options.getToken must be a function returning a token (or a promise of one)');
+    }
+    if (resume !== undefined && (resume === null || typeof resume !== 'object' || Array.isArray(resume) || !Object.values(resume).every(isPosition))) {
+      throw new TypeError('options.resume must be {"<stream>": {offset: number, epoch: string}} (as streams() returns it)');
     }
     if (encoding === 'msgpack') {
       if (typeof msgpack?.encode !== 'function' || typeof msgpack?.decode !== 'function') {
@@ -296,6 +308,9 @@ export class Herald extends Emitter {
     /** `{client_id, user_id, role, expires_at, expires_in}` of the current connection, or null. */
     this.session = null;
     this._subs = new Map(); // topic -> Subscription
+    // Scope stream -> {offset, epoch}: the last message seen on each (docs/PROTOCOL.md, section 15).
+    this._streams = new Map(Object.entries(resume ?? {}).map(([stream, { offset, epoch }]) => [stream, { offset, epoch }]));
+    this._resumeSent = null; // the streams named in the last `auth`'s `resume`
     this._toSub = new Set(); // subscriptions to send in the next batch
     this._pending = new Map(); // ref -> {resolve, reject, timer} or, for a batch, {subs}
     this._queue = []; // offline publishes
@@ -313,7 +328,7 @@ export class Herald extends Emitter {
   //
   // on(type, handler) / once / off (from Emitter): `type` is any server message type
   // (`task.created`, `error`, `user_joined`, ...), `'message'` (every server message), or one of
-  // the client's own events: `connecting`, `connected`, `disconnected`, `resubscribed`.
+  // the client's own events: `connecting`, `connected`, `disconnected`, `resubscribed`, `resumed`.
 
   _setState(state, data = {}) {
     this.state = state;
@@ -399,6 +414,7 @@ export class Herald extends Emitter {
     this._ws = ws;
     this._connToken = token;
     this._lastError = null;
+    this._resumeSent = null;
     ws.onmessage = (event) => {
       if (gen !== this._gen) return;
       this._armHeartbeat(gen);
@@ -485,6 +501,7 @@ export class Herald extends Emitter {
     this._lastError = !publication && type === 'error' ? message.data ?? {} : null;
     this._lastAt = now();
     if (publication) {
+      if (typeof message.stream === 'string') this._advance(message);
       this._emit(type, message);
       this._emit('message', message);
       if (typeof message.topic === 'string') this._deliver(message);
@@ -492,7 +509,7 @@ export class Herald extends Emitter {
       return;
     }
     const data = message.data ?? {};
-    if (type === 'auth_required') ws.send(this._encode({ type: 'auth', token: this._connToken }));
+    if (type === 'auth_required') ws.send(this._encode(this._auth()));
     if ((type === 'auth_success' || type === 'connection.established') && this.state !== 'connected') this._established(data);
     const pending = ref !== undefined ? this._pending.get(ref) : undefined;
     if (pending?.subs) {
@@ -525,12 +542,59 @@ export class Herald extends Emitter {
     sub._emit('message', message);
   }
 
+  // The `auth` command, with the last position of every scope stream known (`resume`), at most
+  // RESUME_MAX of them: `all`, the role and the user first (the server then replays what each
+  // missed, or says it cannot).
+  _auth() {
+    const frame = { type: 'auth', token: this._connToken };
+    const known = [...this._streams].sort(([a], [b]) => a.startsWith('project:') - b.startsWith('project:'));
+    const sent = known.slice(0, RESUME_MAX);
+    this._resumeSent = new Set(sent.map(([stream]) => stream));
+    if (sent.length) frame.resume = Object.fromEntries(sent);
+    return frame;
+  }
+
+  // A scope delivery moves its stream's position forward (never back); a new epoch replaces it,
+  // unless the message is from the offline inbox (older news: it may only move forward).
+  _advance({ stream, offset, epoch, offline }) {
+    if (typeof offset !== 'number' || typeof epoch !== 'string') return;
+    const at = this._streams.get(stream);
+    if (at?.epoch === epoch ? offset > at.offset : !offline) this._streams.set(stream, { offset, epoch });
+  }
+
+  // The welcome's `streams` are this connection's scope streams and where they stand; a stream
+  // whose missed messages follow (`resumed[stream].recovered`) keeps its position, which they
+  // move forward. Returns the `resumed` event's data when positions were known: per stream known,
+  // the server's answer, or `recovered: false` when it could not be asked (over RESUME_MAX, a
+  // server without scope streams).
+  _resume(data) {
+    const before = this._streams;
+    const answers = data.resumed ?? {};
+    this._streams = new Map();
+    for (const [stream, at] of Object.entries(data.streams ?? {})) {
+      if (answers[stream]?.recovered && before.has(stream)) this._streams.set(stream, before.get(stream));
+      else if (isPosition(at)) this._streams.set(stream, { offset: at.offset, epoch: at.epoch });
+    }
+    if (!before.size) return null;
+    const streams = {};
+    for (const stream of before.keys()) {
+      const answer = this._resumeSent?.has(stream) && answers[stream];
+      streams[stream] = answer ? { ...answer, recovered: answer.recovered === true } : { recovered: false, ...this._streams.get(stream) };
+    }
+    return { recovered: Object.values(streams).every((s) => s.recovered), streams };
+  }
+
   _established(data) {
     const gen = this._gen;
     this.session = data;
     clearTimeout(this._heartbeatTimer);
+    const resumed = this._resume(data);
     this._setState('connected', data);
     if (gen !== this._gen) return; // a handler called disconnect()
+    if (resumed) {
+      this._emit('resumed', local('resumed', resumed));
+      if (gen !== this._gen) return;
+    }
     this._armHeartbeat(gen);
     if (this.reconnect) {
       this._stableTimer = setTimeout(() => {
@@ -811,6 +875,16 @@ export class Herald extends Emitter {
     }
     if (sub) return sub.unsubscribe();
     return this.state === 'connected' ? (await this.request('unsubscribe', { topic })).data : { topic };
+  }
+
+  /**
+   * The connection's scope streams (`all`, `role:<name>`, `user:<id>`, `project:<id>`) and the
+   * last position seen on each: `{stream: {offset, epoch}}`. Kept across reconnections (each
+   * reconnection resumes them); save it and pass it as `options.resume` to resume in a new
+   * client (e.g. across a page reload).
+   */
+  streams() {
+    return Object.fromEntries([...this._streams].map(([stream, { offset, epoch }]) => [stream, { offset, epoch }]));
   }
 
   /** The topics this client keeps subscribed (or is subscribing to), with the last position seen on each. */

@@ -1,10 +1,12 @@
 // The console at `/` in a real browser (Debian's Chromium, driven by playwright-core): what a
 // newcomer does with it, against a real `herald` that is killed and restarted on the same port
-// and data dir. A screenshot is saved to target/artifacts/console.png (ARTIFACTS_DIR).
+// and data dir. Screenshots are saved to target/artifacts/ (ARTIFACTS_DIR): console.png, and
+// console-streams.png for this checkout's console (served beside herald: no rebuild needed).
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, mkdirSync, rmSync, existsSync, readFileSync } from 'node:fs';
-import { createServer } from 'node:http';
+import { createServer, request as httpRequest } from 'node:http';
+import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -218,6 +220,116 @@ test('a page on another origin imports /herald.js from the herald server, connec
   } finally {
     await page.close();
     http.close();
+  }
+  assert.deepEqual(problems, []);
+});
+
+/**
+ * A loopback server that serves this checkout's console (page, script, style) and client, and
+ * passes everything else (the WebSocket, the API) to herald: the console's own changes are
+ * tested without rebuilding the binary (which compiles in those it was built with). `drop()`
+ * cuts the WebSockets passing through it, as a network would.
+ */
+async function checkoutConsole() {
+  const files = {
+    '/': ['text/html; charset=utf-8', 'crates/herald/console/index.html'],
+    '/console.js': ['text/javascript; charset=utf-8', 'crates/herald/console/console.js'],
+    '/console.css': ['text/css; charset=utf-8', 'crates/herald/console/console.css'],
+    '/herald.js': ['text/javascript; charset=utf-8', 'clients/js/src/herald.js'],
+  };
+  const sockets = new Set();
+  const http = createServer((request, response) => {
+    const path = new URL(request.url, 'http://console').pathname;
+    if (Object.hasOwn(files, path)) {
+      response.writeHead(200, { 'content-type': files[path][0] });
+      response.end(readFileSync(join(repo, files[path][1])));
+      return;
+    }
+    const upstream = httpRequest({ host: '127.0.0.1', port: server.port, method: request.method, path: request.url, headers: request.headers }, (answer) => {
+      response.writeHead(answer.statusCode, answer.headers);
+      answer.pipe(response);
+    });
+    upstream.on('error', () => response.destroy());
+    request.pipe(upstream);
+  });
+  http.on('upgrade', (request, socket, head) => {
+    const upstream = connect(server.port, '127.0.0.1', () => {
+      const headers = [];
+      for (let i = 0; i < request.rawHeaders.length; i += 2) headers.push(`${request.rawHeaders[i]}: ${request.rawHeaders[i + 1]}`);
+      upstream.write(`${request.method} ${request.url} HTTP/1.1\r\n${headers.join('\r\n')}\r\n\r\n`);
+      upstream.write(head);
+      upstream.pipe(socket);
+      socket.pipe(upstream);
+    });
+    const pair = { socket, upstream };
+    sockets.add(pair);
+    const end = () => {
+      sockets.delete(pair);
+      socket.destroy();
+      upstream.destroy();
+    };
+    for (const side of [socket, upstream]) side.on('error', end).on('close', end);
+  });
+  await new Promise((r) => http.listen(0, '127.0.0.1', r));
+  const drop = () => {
+    for (const { socket, upstream } of sockets) {
+      socket.destroy();
+      upstream.destroy();
+    }
+  };
+  return { http, origin: `http://127.0.0.1:${http.address().port}`, drop };
+}
+
+test("the console (this checkout's) shows the scope streams, and after each reconnection whether each was recovered", async () => {
+  const { http, origin, drop } = await checkoutConsole();
+  const page = await context.newPage();
+  const problems = [];
+  page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
+  page.on('console', (message) => {
+    // The attempts while the server is away fail; their outcome is checked through the page.
+    if (message.type() === 'error' && !message.text().includes('WebSocket connection')) problems.push(`console error: ${message.text()}`);
+  });
+  const streams = ['all', 'project:p1', 'role:user', 'user:dora'];
+  const recovery = (value) => Promise.all(streams.map((s) => page.waitForSelector(`#stream-list li[data-stream="${s}"] .recovery[data-recovered="${value}"]`, { timeout: WAIT })));
+  const position = (stream, offset) => page.waitForSelector(`#stream-list li[data-stream="${stream}"] .position:has-text("offset ${offset} ")`, { timeout: WAIT });
+  try {
+    await page.goto(`${origin}/`);
+    await page.fill('#token', server.token('dora', { projects: ['p1'] }));
+    await page.click('#connect');
+    await page.waitForSelector('#status[data-state="connected"]', { timeout: WAIT });
+    assert.deepEqual(await page.$$eval('#stream-list li', (items) => items.map((item) => item.dataset.stream)), streams);
+    const start = Number(/offset (\d+)/.exec(await page.textContent('#stream-list li[data-stream="all"] .position'))[1]);
+    assert.equal(await page.textContent('#stream-list li[data-stream="all"] .recovery'), '', 'nothing resumed yet');
+
+    // A broadcast: its stream and offset in the log, and the stream's position moves.
+    await server.api.publish({ scope: 'all', type: 'demo.broadcast', data: { text: 'to everyone' } });
+    await page.waitForSelector(`#messages .entry[data-type="demo.broadcast"] .topic:has-text("all #${start + 1}")`, { timeout: WAIT });
+    await position('all', start + 1);
+
+    // A dropped connection: every stream resumed and recovered; what was published meanwhile
+    // (replayed, or live if the console was back already) shows once, before what follows.
+    drop();
+    await server.api.publish({ scope: 'all', type: 'demo.meanwhile', data: { text: 'meanwhile' } });
+    await recovery(true);
+    await page.waitForSelector('#messages .entry[data-type="resumed"][data-kind="state"]', { timeout: WAIT });
+    await server.api.publish({ scope: 'all', type: 'demo.later', data: { text: 'later' } });
+    await page.waitForSelector('#messages .entry[data-type="demo.later"]', { timeout: WAIT });
+    const log = await entries(page);
+    assert.equal(log.filter((entry) => entry.includes('meanwhile')).length, 1, 'once');
+    assert.ok(log.findIndex((entry) => entry.includes('meanwhile')) < log.findIndex((entry) => entry.includes('later')));
+    await position('all', start + 3);
+
+    // A server restart gives the streams a new epoch: none is recovered, and the log says so.
+    await server.away(async () => {});
+    await recovery(false);
+    await page.waitForSelector('#messages .entry[data-type="resumed"][data-kind="error"]', { timeout: WAIT });
+    assert.equal(await page.textContent('#stream-list li[data-stream="all"] .recovery'), 'not recovered');
+  } finally {
+    mkdirSync(ARTIFACTS, { recursive: true });
+    await page.screenshot({ path: join(ARTIFACTS, 'console-streams.png'), fullPage: true });
+    await page.close();
+    http.close();
+    drop();
   }
   assert.deepEqual(problems, []);
 });

@@ -807,3 +807,59 @@ async fn with_the_window_at_zero_there_are_no_scope_streams() {
         "{got}"
     );
 }
+
+#[tokio::test]
+async fn a_project_of_the_membership_store_has_its_stream_and_a_removed_member_resumes_nothing() {
+    let server = Server::start("[limits]\nrate_per_sec = 0\n");
+    let (status, _) = server
+        .api(
+            "PUT",
+            "/api/v1/projects/p9/members/ana",
+            Some(API_KEY),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let mut client = Client::connect(&server.ws_url(&format!("token={}", ana()))).await;
+    let mut at = Positions::from_welcome(&client.recv().await);
+    let names: Vec<&str> = at.0.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        ["all", "project:p1", "project:p9", "role:editor", "user:ana"]
+    );
+    let note =
+        |n: u64| json!({"scope": "project", "target": "p9", "type": "evt", "data": {"seq": n}});
+    server.publish(note(1)).await;
+    at.advance(&client.recv().await);
+    drop(client);
+    server.publish(note(2)).await;
+    let mut client = Client::connect(&server.ws_url(&at.query(&ana()))).await;
+    let welcome = client.recv().await;
+    assert_eq!(
+        welcome["data"]["resumed"]["project:p9"]["recovered"], true,
+        "{welcome}"
+    );
+    assert_eq!(at.advance(&client.recv().await), "project:p9");
+    drop(client);
+    // Removed meanwhile: nothing of the project is replayed, and the welcome says so.
+    server.publish(note(3)).await;
+    let (status, _) = server
+        .api(
+            "DELETE",
+            "/api/v1/projects/p9/members/ana",
+            Some(API_KEY),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let mut client = Client::connect(&server.ws_url(&at.query(&ana()))).await;
+    let welcome = client.recv().await;
+    let resumed = &welcome["data"]["resumed"]["project:p9"];
+    assert_eq!(resumed["recovered"], false, "{welcome}");
+    assert!(resumed.get("offset").is_none(), "{welcome}");
+    assert!(
+        welcome["data"]["streams"].get("project:p9").is_none(),
+        "{welcome}"
+    );
+    client.expect_silence().await;
+}

@@ -331,6 +331,27 @@ pub async fn membership(engine: &dyn Membership) {
         .await
         .expect("members")
         .is_empty());
+    // The same pairs by user: what a connection's welcome lists as its project streams.
+    let dana = fresh("dana");
+    let (first, second) = (format!("a-{project}"), format!("b-{project}"));
+    for p in [&second, &first] {
+        engine.add(p, &dana).await.expect("add");
+    }
+    assert_eq!(
+        engine.projects_of(&dana).await.expect("projects_of"),
+        [first.clone(), second.clone()],
+        "sorted"
+    );
+    engine.remove(&second, &dana).await.expect("remove");
+    assert_eq!(
+        engine.projects_of(&dana).await.expect("projects_of"),
+        [first]
+    );
+    assert!(engine
+        .projects_of(&fresh("nobody"))
+        .await
+        .expect("projects_of")
+        .is_empty());
     engine.check().await.expect("the engine answers");
 }
 

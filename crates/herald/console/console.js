@@ -18,7 +18,7 @@ const PRESENCE = new Set(['user_joined', 'user_left']);
 
 function kind(message) {
   if (message.type === 'error') return 'error';
-  if (message.local) return message.type === 'resubscribed' && !message.data?.recovered ? 'error' : 'state';
+  if (message.local) return (message.type === 'resubscribed' || message.type === 'resumed') && !message.data?.recovered ? 'error' : 'state';
   if (message.offline) return 'offline';
   if (PRESENCE.has(message.type)) return 'presence';
   if (REPLIES.has(message.type)) return 'reply';
@@ -44,7 +44,7 @@ function log(message) {
   const type = kind(message);
   entry.dataset.kind = type;
   entry.dataset.type = message.type;
-  const where = message.topic ?? message.data?.topic ?? '';
+  const where = message.topic ?? message.stream ?? message.data?.topic ?? '';
   const offset = typeof message.offset === 'number' ? ` #${message.offset}` : '';
   entry.append(
     cell('time', clock(message.timestamp)),
@@ -101,9 +101,19 @@ $('connect').addEventListener('click', () => {
   const topics = client ? client.subscriptions() : [];
   client?.disconnect();
   client = new Herald({ url: location.origin, token, autoAck: true });
-  client.on('message', log);
+  resumed = null;
+  renderStreams();
+  client.on('message', (message) => {
+    log(message);
+    if (message.stream) renderStreamsSoon();
+  });
   client.on('error', (message) => message.local && log(message));
   client.on('resubscribed', log);
+  client.on('resumed', (m) => {
+    resumed = m.data.streams;
+    renderStreams();
+    log(m);
+  });
   client.on('connecting', (m) => {
     showState('connecting');
     log(m);
@@ -111,6 +121,7 @@ $('connect').addEventListener('click', () => {
   client.on('connected', (m) => {
     showState('connected');
     $('session').textContent = `${m.data.user_id} · ${m.data.role} · ${m.data.client_id}`;
+    renderStreams();
     log(m);
   });
   client.on('disconnected', (m) => {
@@ -129,6 +140,40 @@ $('disconnect').addEventListener('click', () => {
   client?.disconnect();
   showState('disconnected');
 });
+
+// ---- scope streams ------------------------------------------------------------------------------
+
+let resumed = null; // the last `resumed` event's streams: {stream: {recovered, offset?, epoch?}}
+
+function renderStreams() {
+  const streams = Object.entries(client?.streams() ?? {});
+  $('stream-list').replaceChildren(
+    ...streams.map(([stream, { offset, epoch }]) => {
+      const item = document.createElement('li');
+      item.dataset.stream = stream;
+      const position = cell('position', `offset ${offset} · epoch …${String(epoch).slice(-8)}`);
+      position.title = `epoch ${epoch}`;
+      const how = resumed?.[stream];
+      const recovery = cell('recovery', how ? (how.recovered ? 'recovered' : 'not recovered') : '');
+      if (how) {
+        recovery.dataset.recovered = String(how.recovered === true);
+        recovery.title = how.recovered ? 'every message missed during the reconnection was replayed' : 'messages may be missing (too long away, or the server restarted)';
+      }
+      item.append(cell('name', stream), position, recovery);
+      return item;
+    }),
+  );
+}
+
+let streamsQueued = false;
+function renderStreamsSoon() {
+  if (streamsQueued) return;
+  streamsQueued = true;
+  requestAnimationFrame(() => {
+    streamsQueued = false;
+    renderStreams();
+  });
+}
 
 // ---- subscriptions ------------------------------------------------------------------------------
 

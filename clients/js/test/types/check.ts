@@ -35,6 +35,24 @@ herald.on('task.craeted', () => {});
 // @ts-expect-error: once takes the same names
 herald.once('disconected', () => {});
 
+// Scope streams: positions, saved and given back, and how each resumed.
+const saved: Record<string, { offset: number; epoch: string }> = herald.streams();
+new Herald({ token: 't', resume: saved });
+// @ts-expect-error: a position needs its epoch
+new Herald({ token: 't', resume: { all: { offset: 3 } } });
+herald.on('resumed', (m) => {
+  const all: boolean = m.data.recovered;
+  for (const [stream, how] of Object.entries(m.data.streams)) {
+    const recovered: boolean = how.recovered;
+    const offset: number | undefined = how.offset;
+    void stream, recovered, offset;
+  }
+  void all;
+});
+// @ts-expect-error: a misspelled client event name
+herald.on('resume', () => {});
+herald.on('message', (m) => void (m.stream === 'all' && m.offset));
+
 // Subscriptions: typed publications.
 interface Chat {
   text: string;

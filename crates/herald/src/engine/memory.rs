@@ -123,7 +123,41 @@ impl Broker for MemoryBroker {
 /// Project membership held in memory; lost on restart.
 #[derive(Debug, Default)]
 pub struct MemoryMembership {
-    projects: Mutex<HashMap<String, BTreeSet<String>>>,
+    index: Mutex<MembershipIndex>,
+}
+
+/// Members by project, and the same pairs by user.
+#[derive(Debug, Default)]
+struct MembershipIndex {
+    by_project: HashMap<String, BTreeSet<String>>,
+    by_user: HashMap<String, BTreeSet<String>>,
+}
+
+/// Inserts `value` under `key`; true if it was not there.
+fn insert_pair(index: &mut HashMap<String, BTreeSet<String>>, key: &str, value: &str) -> bool {
+    index
+        .entry(key.to_string())
+        .or_default()
+        .insert(value.to_string())
+}
+
+/// Removes `value` from under `key` (and the key once empty); true if it was there.
+fn remove_pair(index: &mut HashMap<String, BTreeSet<String>>, key: &str, value: &str) -> bool {
+    let Some(values) = index.get_mut(key) else {
+        return false;
+    };
+    let removed = values.remove(value);
+    if values.is_empty() {
+        index.remove(key);
+    }
+    removed
+}
+
+fn listed(index: &HashMap<String, BTreeSet<String>>, key: &str) -> Vec<String> {
+    index
+        .get(key)
+        .map(|values| values.iter().cloned().collect())
+        .unwrap_or_default()
 }
 
 impl MemoryMembership {
@@ -132,8 +166,8 @@ impl MemoryMembership {
         Self::default()
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut HashMap<String, BTreeSet<String>>) -> T) -> T {
-        let mut guard = crate::sync::lock(&self.projects);
+    fn with<T>(&self, f: impl FnOnce(&mut MembershipIndex) -> T) -> T {
+        let mut guard = crate::sync::lock(&self.index);
         f(&mut guard)
     }
 }
@@ -141,36 +175,29 @@ impl MemoryMembership {
 #[async_trait]
 impl Membership for MemoryMembership {
     async fn add(&self, project: &str, user: &str) -> Result<bool, EngineError> {
-        Ok(self.with(|p| {
-            p.entry(project.to_string())
-                .or_default()
-                .insert(user.to_string())
+        Ok(self.with(|ix| {
+            insert_pair(&mut ix.by_user, user, project);
+            insert_pair(&mut ix.by_project, project, user)
         }))
     }
 
     async fn remove(&self, project: &str, user: &str) -> Result<bool, EngineError> {
-        Ok(self.with(|p| {
-            let Some(members) = p.get_mut(project) else {
-                return false;
-            };
-            let removed = members.remove(user);
-            if members.is_empty() {
-                p.remove(project);
-            }
-            removed
+        Ok(self.with(|ix| {
+            remove_pair(&mut ix.by_user, user, project);
+            remove_pair(&mut ix.by_project, project, user)
         }))
     }
 
     async fn members(&self, project: &str) -> Result<Vec<String>, EngineError> {
-        Ok(self.with(|p| {
-            p.get(project)
-                .map(|m| m.iter().cloned().collect())
-                .unwrap_or_default()
-        }))
+        Ok(self.with(|ix| listed(&ix.by_project, project)))
     }
 
     async fn is_member(&self, project: &str, user: &str) -> Result<bool, EngineError> {
-        Ok(self.with(|p| p.get(project).is_some_and(|m| m.contains(user))))
+        Ok(self.with(|ix| ix.by_project.get(project).is_some_and(|m| m.contains(user))))
+    }
+
+    async fn projects_of(&self, user: &str) -> Result<Vec<String>, EngineError> {
+        Ok(self.with(|ix| listed(&ix.by_user, user)))
     }
 }
 
@@ -378,10 +405,11 @@ impl History for MemoryHistory {
                     epoch: stream.epoch.clone(),
                 },
                 first_kept,
+                // Kept offsets are consecutive from `first_kept`: skip straight to `after`.
                 messages: stream
                     .kept
                     .iter()
-                    .filter(|(p, _)| p.offset.is_some_and(|o| o > after))
+                    .skip(after.saturating_add(1).saturating_sub(first_kept) as usize)
                     .take(limit)
                     .map(|(p, _)| p.clone())
                     .collect(),

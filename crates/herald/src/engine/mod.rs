@@ -216,6 +216,12 @@ pub trait Membership: Send + Sync + 'static {
     async fn members(&self, project: &str) -> Result<Vec<String>, EngineError>;
     /// Whether `user` is a member of `project` (the store only; the caller adds token claims).
     async fn is_member(&self, project: &str, user: &str) -> Result<bool, EngineError>;
+    /// The projects `user` is a member of in the store, sorted: the project streams a
+    /// connection's welcome lists (docs/PROTOCOL.md, section 15). A store that cannot answer
+    /// returns none: those streams then get their first position from their first delivery.
+    async fn projects_of(&self, _user: &str) -> Result<Vec<String>, EngineError> {
+        Ok(Vec::new())
+    }
     /// Whether the engine answers (for readiness).
     async fn check(&self) -> Result<(), EngineError> {
         Ok(())

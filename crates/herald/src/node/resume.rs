@@ -18,7 +18,7 @@ use crate::auth::Principal;
 use crate::engine::{stream_key, Retention, StreamPosition};
 use crate::hub::ConnHandle;
 use crate::protocol::replies::{Resumed, StreamAt};
-use crate::protocol::{Frame, Resume};
+use crate::protocol::{Frame, Resume, RESUME_MAX_STREAMS};
 use crate::publication::Publication;
 
 /// A connection's scope streams as it registers: where each stands, how each resumed stream
@@ -77,31 +77,48 @@ impl Herald {
         })
     }
 
-    /// The scope streams a connection of `who` receives: `all`, its role's, its user's, the
-    /// projects its token claims, and the resumed project streams the membership store lists
-    /// it in now (a membership is checked at the resume, not replayed: docs/GUARANTEES.md).
+    /// The scope streams a connection of `who` receives: `all`, its role's, its user's, then
+    /// its projects: the token's, the membership store's, and any resumed project stream the
+    /// store lists it in now (a membership is judged at the resume: docs/GUARANTEES.md). At
+    /// most [`RESUME_MAX_STREAMS`], so a client can always resume every one it was given.
     pub(crate) async fn streams_of(&self, who: &Principal, resume: Option<&Resume>) -> Vec<String> {
         let mut streams = vec![
             "all".to_string(),
             format!("role:{}", who.role),
             format!("user:{}", who.user_id),
         ];
-        streams.extend(who.projects.iter().map(|p| format!("project:{p}")));
         let membership = self.inner.engines.membership.as_ref();
+        let stored = membership.projects_of(&who.user_id).await;
+        let stored = stored.unwrap_or_else(|e| {
+            crate::metrics::engine_error("membership");
+            tracing::warn!(user = %who.user_id, error = %e, "a user's projects could not be read");
+            Vec::new()
+        });
+        let mut projects: Vec<&str> = who.projects.iter().map(String::as_str).collect();
+        projects.extend(stored.iter().map(String::as_str));
         for stream in resume.into_iter().flat_map(|r| r.keys()) {
             let Some(project) = stream.strip_prefix("project:") else {
                 continue;
             };
-            if streams.contains(stream) {
+            if projects.contains(&project) {
                 continue;
             }
             match membership.is_member(project, &who.user_id).await {
-                Ok(true) => streams.push(stream.clone()),
+                Ok(true) => projects.push(project),
                 Ok(false) => {}
                 Err(e) => {
                     crate::metrics::engine_error("membership");
                     tracing::warn!(project, error = %e, "membership check at resume failed");
                 }
+            }
+        }
+        for project in projects {
+            let stream = format!("project:{project}");
+            if streams.len() >= RESUME_MAX_STREAMS {
+                break;
+            }
+            if !streams.contains(&stream) {
+                streams.push(stream);
             }
         }
         streams

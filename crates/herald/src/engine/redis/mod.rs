@@ -37,6 +37,10 @@ pub mod keys {
     pub fn members(project: &str) -> String {
         format!("{PREFIX}members:{project}")
     }
+    /// SET of project ids: the projects a user is a member of (the same pairs as `members`).
+    pub fn projects_of(user: &str) -> String {
+        format!("{PREFIX}projects-of:{user}")
+    }
     /// HASH `{epoch, offset}`: a topic stream's position.
     pub fn meta(topic: &str) -> String {
         format!("{PREFIX}meta:{topic}")
@@ -264,18 +268,41 @@ fn decode_bodies(values: Vec<Vec<u8>>) -> Result<Vec<Publication>, EngineError> 
 impl Membership for RedisStore {
     async fn add(&self, project: &str, user: &str) -> Result<bool, EngineError> {
         let mut conn = self.conn();
-        let added: i64 = self
-            .run(async move { conn.sadd(keys::members(project), user).await })
+        let (added, _): (i64, i64) = self
+            .run(async move {
+                redis::pipe()
+                    .atomic()
+                    .sadd(keys::members(project), user)
+                    .sadd(keys::projects_of(user), project)
+                    .query_async(&mut conn)
+                    .await
+            })
             .await?;
         Ok(added == 1)
     }
 
     async fn remove(&self, project: &str, user: &str) -> Result<bool, EngineError> {
         let mut conn = self.conn();
-        let removed: i64 = self
-            .run(async move { conn.srem(keys::members(project), user).await })
+        let (removed, _): (i64, i64) = self
+            .run(async move {
+                redis::pipe()
+                    .atomic()
+                    .srem(keys::members(project), user)
+                    .srem(keys::projects_of(user), project)
+                    .query_async(&mut conn)
+                    .await
+            })
             .await?;
         Ok(removed == 1)
+    }
+
+    async fn projects_of(&self, user: &str) -> Result<Vec<String>, EngineError> {
+        let mut conn = self.conn();
+        let mut projects: Vec<String> = self
+            .run(async move { conn.smembers(keys::projects_of(user)).await })
+            .await?;
+        projects.sort();
+        Ok(projects)
     }
 
     async fn members(&self, project: &str) -> Result<Vec<String>, EngineError> {

@@ -276,6 +276,10 @@ impl Membership for SqliteMembership {
     async fn is_member(&self, project: &str, user: &str) -> Result<bool, EngineError> {
         self.cache.is_member(project, user).await
     }
+
+    async fn projects_of(&self, user: &str) -> Result<Vec<String>, EngineError> {
+        self.cache.projects_of(user).await
+    }
 }
 
 fn now_ms() -> i64 {
