@@ -50,6 +50,14 @@ struct Args {
     /// Offer permessage-deflate (the server needs `compression = true`).
     #[arg(long)]
     deflate: bool,
+    /// Connect with a session cookie (`Cookie: session=bench-<i>`) and no token: the server's
+    /// `[proxy] connect` hook decides each connection (`scripts/bench --connect-hook`).
+    #[arg(long)]
+    cookie: bool,
+    /// Seconds to wait after opening the connections before a fan-out is measured (e.g. while
+    /// the webhooks of those connects are sent).
+    #[arg(long, default_value_t = 0)]
+    settle: u64,
     #[command(subcommand)]
     mode: Mode,
 }
@@ -194,17 +202,25 @@ enum Conn {
 }
 
 impl Conn {
+    /// A connection with `jwt` in the query, or, with `cookie`, that cookie and no token.
     async fn connect(
         addr: &str,
         jwt: &str,
+        cookie: Option<&str>,
         deflate: bool,
         source: Option<std::net::IpAddr>,
     ) -> Result<Conn, Failure> {
-        let path = format!("/ws?token={jwt}");
+        let (path, headers) = match cookie {
+            Some(cookie) => ("/ws".to_string(), format!("Cookie: {cookie}\r\n")),
+            None => (format!("/ws?token={jwt}"), String::new()),
+        };
         if !deflate {
             return Ok(Conn::Plain(Box::new(
-                raw::Raw::connect(addr, &path, source).await?,
+                raw::Raw::connect(addr, &path, &headers, source).await?,
             )));
+        }
+        if cookie.is_some() {
+            return Err("--cookie connects plain connections only".into());
         }
         let tcp = raw::tcp_to(addr, source).await?;
         let options = yawc::Options::default()
@@ -345,11 +361,12 @@ fn source_of(i: usize) -> Option<std::net::IpAddr> {
 async fn subscriber(
     addr: &str,
     jwt: &str,
+    cookie: Option<&str>,
     topic: &str,
     deflate: bool,
     source: Option<std::net::IpAddr>,
 ) -> Result<Conn, Failure> {
-    let mut ws = Conn::connect(addr, jwt, deflate, source).await?;
+    let mut ws = Conn::connect(addr, jwt, cookie, deflate, source).await?;
     let hello = recv_json(&mut ws).await?;
     if hello["type"] != "connection.established" {
         return Err(format!("unexpected {hello}").into());
@@ -365,21 +382,53 @@ async fn subscriber(
 
 /// Opens `n` subscribed connections, `concurrency` at a time; returns them and the failures.
 async fn open(args: &Args, n: usize, topic: &str) -> Result<(Vec<Conn>, usize, Duration), Failure> {
+    let (sockets, failures, took, _) = open_timed(args, n, topic).await?;
+    Ok((sockets, failures, took))
+}
+
+/// [`open`], with how long each connection took from its TCP connect to its `subscribed`.
+async fn open_timed(
+    args: &Args,
+    n: usize,
+    topic: &str,
+) -> Result<(Vec<Conn>, usize, Duration, Vec<Duration>), Failure> {
     let jwt = token(&args.secret, "bench")?;
     let started = Instant::now();
     let mut sockets = Vec::with_capacity(n);
+    let mut took = Vec::with_capacity(n);
     let mut failures = 0;
-    let mut pending = futures_util::stream::iter(
-        (0..n).map(|i| subscriber(&args.addr, &jwt, topic, args.deflate, source_of(i))),
-    )
+    let mut pending = futures_util::stream::iter((0..n).map(|i| {
+        let jwt = &jwt;
+        async move {
+            let cookie = args.cookie.then(|| format!("session=bench-{i}"));
+            let began = Instant::now();
+            let (addr, deflate, source) = (&args.addr, args.deflate, source_of(i));
+            subscriber(addr, jwt, cookie.as_deref(), topic, deflate, source)
+                .await
+                .map(|ws| (ws, began.elapsed()))
+        }
+    }))
     .buffer_unordered(args.concurrency.max(1));
     while let Some(result) = pending.next().await {
         match result {
-            Ok(ws) => sockets.push(ws),
+            Ok((ws, each)) => {
+                sockets.push(ws);
+                took.push(each);
+            }
             Err(_) => failures += 1,
         }
     }
-    Ok((sockets, failures, started.elapsed()))
+    Ok((sockets, failures, started.elapsed(), took))
+}
+
+/// The `q` quantile of `durations`, in milliseconds (0 when empty).
+fn quantile_ms(durations: &mut [Duration], q: f64) -> f64 {
+    durations.sort_unstable();
+    let Some(last) = durations.len().checked_sub(1) else {
+        return 0.0;
+    };
+    let at = ((last as f64) * q).round() as usize;
+    durations[at.min(last)].as_secs_f64() * 1000.0
 }
 
 /// Prints the run's JSON line.
@@ -425,11 +474,12 @@ async fn main() -> Result<(), Failure> {
     match args.mode {
         Mode::Connect { n } => {
             let before = Cpu::now(&args);
-            let (sockets, failures, took) = open(&args, n, "bench").await?;
+            let (sockets, failures, took, mut each) = open_timed(&args, n, "bench").await?;
             let cpu = Cpu::since(&args, &before);
             let rate = sockets.len() as f64 / took.as_secs_f64();
+            let (p50, p99) = (quantile_ms(&mut each, 0.5), quantile_ms(&mut each, 0.99));
             println!(
-                "connect: {} ready, {failures} failed, in {:.2} s ({rate:.0} connections/s); server CPU {} s, tool CPU {} s",
+                "connect: {} ready, {failures} failed, in {:.2} s ({rate:.0} connections/s), each p50 {p50:.2} ms p99 {p99:.2} ms; server CPU {} s, tool CPU {} s",
                 sockets.len(),
                 took.as_secs_f64(),
                 Cpu::text(cpu.server),
@@ -437,7 +487,8 @@ async fn main() -> Result<(), Failure> {
             );
             emit(
                 json!({"mode": "connect", "n": n, "ready": sockets.len(), "failed": failures,
-                        "secs": took.as_secs_f64(), "per_sec": rate,
+                        "cookie": args.cookie, "secs": took.as_secs_f64(), "per_sec": rate,
+                        "p50_ms": p50, "p99_ms": p99,
                         "server_cpu_s": cpu.server, "tool_cpu_s": cpu.tool}),
             );
         }
@@ -536,7 +587,7 @@ async fn publish_run(
     let names: Vec<String> = (0..topics.max(1))
         .map(|k| format!("{namespace}:publish-{k}"))
         .collect();
-    let mut sub = subscriber(&args.addr, &jwt, &names[0], false, None).await?;
+    let mut sub = subscriber(&args.addr, &jwt, None, &names[0], false, None).await?;
     for name in &names[1..] {
         sub.send_text(json!({"type": "subscribe", "topic": name}).to_string())
             .await?;
@@ -689,7 +740,7 @@ async fn churn_run(args: &Args, n: usize, rate: u64, secs: u64, churn: u64) -> R
                 let (addr, jwt) = (addr.clone(), jwt.clone());
                 let (cycles, failed) = (cycles.clone(), failed.clone());
                 tokio::spawn(async move {
-                    match subscriber(&addr, &jwt, "bench:churn", deflate, None).await {
+                    match subscriber(&addr, &jwt, None, "bench:churn", deflate, None).await {
                         Ok(mut ws) => {
                             ws.close().await;
                             cycles.fetch_add(1, Ordering::Relaxed);
@@ -746,6 +797,7 @@ async fn fanout(
     to_all: bool,
 ) -> Result<Report, Failure> {
     let (sockets, failures, _) = open(args, n, "bench:fanout").await?;
+    tokio::time::sleep(Duration::from_secs(args.settle)).await;
     let histogram = Arc::new(Mutex::new(Histogram::<u64>::new_with_bounds(
         1, 60_000_000, 3,
     )?));

@@ -73,17 +73,18 @@ pub async fn tcp_to(addr: &str, source: Option<std::net::IpAddr>) -> Result<TcpS
 }
 
 impl Raw {
-    /// Opens `path` on `addr` (from `source`, when given) and completes the WebSocket
-    /// handshake.
+    /// Opens `path` on `addr` (from `source`, when given) with `headers` (each line ending in
+    /// CRLF) and completes the WebSocket handshake.
     pub async fn connect(
         addr: &str,
         path: &str,
+        headers: &str,
         source: Option<std::net::IpAddr>,
     ) -> Result<Raw, Failure> {
         let mut tcp = tcp_to(addr, source).await?;
         let request = format!(
             "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{headers}\r\n"
         );
         tcp.write_all(request.as_bytes()).await?;
         let mut raw = Raw {

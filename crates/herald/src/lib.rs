@@ -84,4 +84,5 @@ pub use node::{
     Engines, Herald, HeraldBuilder, PublishError, Published, Recovery, StartError, Stats,
 };
 pub use node::{HandlerError, HandlerResult, Incoming};
+pub use node::{HookEvent, PublishDecision, PublishRequest, SubscribeRequest};
 pub use publication::{Publication, Scope};

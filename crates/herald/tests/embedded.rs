@@ -617,3 +617,105 @@ fn the_public_data_types_serialize_as_the_http_api_spells_them() {
         json!({"user_id": "ann", "role": "user", "projects": ["p1"], "meta": {"plan": "pro"}})
     );
 }
+
+/// The backend hooks as Rust callbacks: the app decides `subscribe = "proxy"` and
+/// `publish = "proxy"` namespaces (and may replace data), and hears the lifecycle events a
+/// webhook would carry, with the same names and data.
+#[tokio::test]
+async fn the_app_decides_proxy_namespaces_and_hears_lifecycle_events_in_rust() {
+    use herald::config::{Namespace, PublishRule, SubscribeRule};
+    use herald::{HookEvent, PublishDecision};
+    use std::sync::{Arc, Mutex};
+
+    let mut config = Config::default();
+    config.namespaces.push(
+        Namespace::new("gated")
+            .subscribe(SubscribeRule::Proxy)
+            .publish_rule(PublishRule::Proxy),
+    );
+    let heard: Arc<Mutex<Vec<HookEvent>>> = Arc::default();
+    let herald = Herald::builder()
+        .config(config)
+        .jwt_secret(SECRET)
+        .in_memory()
+        .on_subscribe(|request| async move { !request.topic.ends_with(":closed") })
+        .on_publish(|request| async move {
+            match request.event.as_str() {
+                "shout" => PublishDecision::Replace(json!({"text": "(calmly) hello"})),
+                "spam" => PublishDecision::Deny,
+                _ => PublishDecision::Allow,
+            }
+        })
+        .on_event({
+            let heard = heard.clone();
+            move |event| heard.lock().expect("lock").push(event.clone())
+        })
+        .build()
+        .await
+        .expect("build");
+    let addr = serve(herald.router()).await;
+    let mut ada = connect(addr, &token("ada")).await;
+
+    let reply = request(
+        &mut ada,
+        json!({"type": "subscribe", "topic": "gated:closed"}),
+    )
+    .await;
+    assert_eq!(reply["data"]["code"], "forbidden", "{reply}");
+    let reply = request(
+        &mut ada,
+        json!({"type": "subscribe", "topic": "gated:open"}),
+    )
+    .await;
+    assert_eq!(reply["type"], "subscribed", "{reply}");
+
+    let publish = |event: &str| json!({"type": "publish", "topic": "gated:open", "event": event, "data": {"text": "HELLO"}});
+    let reply = request(&mut ada, publish("spam")).await;
+    assert_eq!(reply["data"]["code"], "forbidden", "{reply}");
+    ada.send(Message::text(publish("shout").to_string()))
+        .await
+        .expect("send");
+    let mut delivered = None;
+    for _ in 0..2 {
+        let got = recv(&mut ada).await;
+        if got["type"] == "shout" {
+            delivered = Some(got);
+        }
+    }
+    let delivered = delivered.expect("the publication");
+    assert_eq!(
+        delivered["data"]["text"], "(calmly) hello",
+        "the app's data"
+    );
+
+    drop(ada);
+    let names = |heard: &Mutex<Vec<HookEvent>>| -> Vec<&'static str> {
+        heard.lock().expect("lock").iter().map(|e| e.name).collect()
+    };
+    for _ in 0..100 {
+        if names(&heard).contains(&"user.offline") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        names(&heard),
+        [
+            "connection.opened",
+            "user.online",
+            "topic.occupied",
+            "topic.subscribed",
+            "client.published",
+            "connection.closed",
+            "topic.unsubscribed",
+            "topic.vacated",
+            "user.offline",
+        ]
+    );
+    let heard = heard.lock().expect("lock");
+    let published = &heard[4].data;
+    assert_eq!(published["topic"], "gated:open");
+    assert_eq!(published["type"], "shout");
+    assert_eq!(published["data"]["text"], "(calmly) hello");
+    assert_eq!(heard[0].data["user_id"], "ada");
+}

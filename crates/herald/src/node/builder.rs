@@ -6,6 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::callbacks::{Callbacks, HookEvent, PublishDecision, PublishRequest, SubscribeRequest};
 use super::cluster::Cluster;
 use super::delivery::LocalDelivery;
 use super::handler::{Handler, HandlerResult, Incoming};
@@ -75,6 +76,7 @@ pub struct HeraldBuilder {
     in_memory: bool,
     handlers: HashMap<String, Handler>,
     bad_handler: Option<String>,
+    callbacks: Callbacks,
 }
 
 impl HeraldBuilder {
@@ -135,6 +137,40 @@ impl HeraldBuilder {
         self
     }
 
+    /// Decides subscriptions to namespaces with `subscribe = "proxy"` in the app (instead of
+    /// the `[proxy] subscribe` hook): true allows. The namespace's other rules come first.
+    /// It runs on the connection's task.
+    pub fn on_subscribe<F, Fut>(mut self, decide: F) -> Self
+    where
+        F: Fn(SubscribeRequest) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = bool> + Send + 'static,
+    {
+        self.callbacks.on_subscribe(decide);
+        self
+    }
+
+    /// Decides client publishes to namespaces with `publish = "proxy"` in the app (instead of
+    /// the `[proxy] publish` hook), and may replace their data. It runs on the publisher's
+    /// connection task.
+    pub fn on_publish<F, Fut>(mut self, decide: F) -> Self
+    where
+        F: Fn(PublishRequest) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = PublishDecision> + Send + 'static,
+    {
+        self.callbacks.on_publish(decide);
+        self
+    }
+
+    /// Hears every lifecycle event a webhook would carry (`connection.opened`, `user.online`,
+    /// `topic.occupied`, `client.published`, ... with the same `data`), whether or not
+    /// `[webhooks]` is set. It is called where the event happens, on that task: it must not
+    /// block (send to a channel or spawn for anything slow). On one node: in a cluster each
+    /// node's callback hears what happens on that node.
+    pub fn on_event(mut self, hear: impl Fn(&HookEvent) + Send + Sync + 'static) -> Self {
+        self.callbacks.on_event(hear);
+        self
+    }
+
     /// Checks the config and opens the engines: Redis for all of them when
     /// `config.redis_url` is set (cluster mode), else the SQLite file in `config.data_dir`
     /// unless [`in_memory`](Self::in_memory).
@@ -159,7 +195,8 @@ impl HeraldBuilder {
         let proxy = crate::hooks::Proxy::start(&config.proxy)
             .map_err(StartError)?
             .map(Arc::new);
-        super::proxy::check_rules(&config, proxy.as_deref()).map_err(StartError)?;
+        super::proxy::check_rules(&config, proxy.as_deref(), &self.callbacks)
+            .map_err(StartError)?;
         let authenticator = super::proxy::with_connect_hook(authenticator, proxy.clone());
         let redis = open_redis(&config)?;
         // The store engine calls are timed under (an app's own membership source included).
@@ -237,6 +274,7 @@ impl HeraldBuilder {
             self.admin_check,
             engines,
             self.handlers,
+            self.callbacks,
             parts,
         );
         herald.start_cluster().await;

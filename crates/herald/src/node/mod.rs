@@ -4,6 +4,7 @@
 //! `streams.rs` holds what keeps messages: topic history, recovery, the offline inbox.
 
 mod builder;
+mod callbacks;
 #[cfg(feature = "redis")]
 mod cluster;
 #[cfg(not(feature = "redis"))]
@@ -23,6 +24,7 @@ mod topics;
 mod webhooks;
 
 pub use builder::HeraldBuilder;
+pub use callbacks::{HookEvent, PublishDecision, PublishRequest, SubscribeRequest};
 pub use handle::PublishError;
 pub(crate) use handler::ConnAction;
 pub use handler::{HandlerError, HandlerResult, Incoming};
@@ -180,6 +182,8 @@ struct Inner {
     /// The embedding app's own check of the server API's callers.
     admin_check: Option<Arc<dyn AdminCheck>>,
     handlers: HashMap<String, Handler>,
+    /// The app's hook callbacks (subscribe, publish, events).
+    callbacks: callbacks::Callbacks,
     hub: Arc<Hub>,
     broker: Arc<dyn Broker>,
     /// Membership, history and inbox.
@@ -231,6 +235,7 @@ impl Herald {
         admin_check: Option<Arc<dyn AdminCheck>>,
         engines: Engines,
         handlers: HashMap<String, Handler>,
+        callbacks: callbacks::Callbacks,
         parts: Parts,
     ) -> Self {
         let Parts {
@@ -256,6 +261,7 @@ impl Herald {
                 keys,
                 admin_check,
                 handlers,
+                callbacks,
                 hub,
                 broker,
                 engines,
@@ -339,14 +345,18 @@ impl Herald {
 
     /// Whether webhook event `name` is sent (webhooks on, and the event among `events`).
     pub(crate) fn wants_webhook(&self, name: &str) -> bool {
-        self.inner
-            .webhooks
-            .as_ref()
-            .is_some_and(|webhooks| webhooks.wants(name))
+        self.inner.callbacks.events.is_some()
+            || self
+                .inner
+                .webhooks
+                .as_ref()
+                .is_some_and(|webhooks| webhooks.wants(name))
     }
 
-    /// Queues webhook event `name` (docs/HOOKS.md) when webhooks are on; never waits.
+    /// Hands lifecycle event `name` (docs/HOOKS.md) to the app's event callback and queues
+    /// it as a webhook when webhooks are on; never waits.
     pub(crate) fn webhook(&self, name: &'static str, data: impl serde::Serialize) {
+        self.inner.callbacks.event(name, &data);
         if let Some(webhooks) = &self.inner.webhooks {
             webhooks.emit(name, data);
         }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::Value;
 
+use super::callbacks::{Callbacks, PublishDecision, PublishRequest, SubscribeRequest};
 use super::Herald;
 use crate::auth::{AuthError, Authenticator, ConnectRequest, Principal};
 use crate::config::{Config, PublishRule, SubscribeRule};
@@ -20,17 +21,25 @@ impl From<HookFailure> for EngineError {
     }
 }
 
-/// A namespace that leaves a decision to the backend needs that hook configured.
-pub(super) fn check_rules(config: &Config, proxy: Option<&Proxy>) -> Result<(), String> {
+/// A namespace that leaves a decision to the backend needs that hook configured (or, in an
+/// embedding app, its callback).
+pub(super) fn check_rules(
+    config: &Config,
+    proxy: Option<&Proxy>,
+    callbacks: &Callbacks,
+) -> Result<(), String> {
     let has = |hook| proxy.is_some_and(|p| p.has(hook));
     for ns in &config.namespaces {
-        if ns.subscribe == SubscribeRule::Proxy && !has(Hook::Subscribe) {
+        if ns.subscribe == SubscribeRule::Proxy
+            && !has(Hook::Subscribe)
+            && callbacks.subscribe.is_none()
+        {
             return Err(format!(
                 "namespace `{}` has subscribe = \"proxy\": set [proxy] subscribe",
                 ns.name
             ));
         }
-        if ns.publish == PublishRule::Proxy && !has(Hook::Publish) {
+        if ns.publish == PublishRule::Proxy && !has(Hook::Publish) && callbacks.publish.is_none() {
             return Err(format!(
                 "namespace `{}` has publish = \"proxy\": set [proxy] publish",
                 ns.name
@@ -194,6 +203,14 @@ impl Herald {
         who: &Principal,
         topic: &str,
     ) -> Result<bool, EngineError> {
+        if let Some(decide) = &self.inner.callbacks.subscribe {
+            let request = SubscribeRequest {
+                client_id: client_id.map(str::to_string),
+                principal: who.clone(),
+                topic: topic.to_string(),
+            };
+            return Ok(decide(request).await);
+        }
         let body = SubscribeCall {
             client_id,
             user_id: &who.user_id,
@@ -217,6 +234,20 @@ impl Herald {
         event: &str,
         data: &Value,
     ) -> Result<PublishVerdict, EngineError> {
+        if let Some(decide) = &self.inner.callbacks.publish {
+            let request = PublishRequest {
+                client_id: client_id.to_string(),
+                principal: who.clone(),
+                topic: topic.to_string(),
+                event: event.to_string(),
+                data: data.clone(),
+            };
+            return Ok(match decide(request).await {
+                PublishDecision::Allow => PublishVerdict::Allowed(None),
+                PublishDecision::Replace(data) => PublishVerdict::Allowed(Some(data)),
+                PublishDecision::Deny => PublishVerdict::Forbidden,
+            });
+        }
         let body = PublishCall {
             client_id,
             user_id: &who.user_id,
