@@ -544,3 +544,124 @@ async fn webhook_events_pending_while_the_backend_is_down_survive_a_restart() {
         );
     }
 }
+
+/// A node of a two-node cluster on `redis` whose webhooks go to `url`.
+fn cluster_node_with_webhooks(redis: &common::redis::RedisServer, id: &str, url: &str) -> Server {
+    Server::start(&format!(
+        "redis_url = \"{}\"\nnode_id = \"{id}\"\n\
+         [cluster]\nnode_ttl = \"1s\"\nredis_timeout = \"500ms\"\n\
+         [webhooks]\nurl = \"{url}\"\nsecret = \"{HOOK_SECRET}\"\nbatch_wait = \"50ms\"\n\
+         timeout = \"500ms\"\n\
+         [[namespaces]]\nname = \"room\"\npublish = true\n",
+        redis.url()
+    ))
+}
+
+/// The acknowledged events named `name` about `field` = `value`.
+fn named<'a>(events: &'a [Value], name: &str, field: &str, value: &str) -> Vec<&'a Value> {
+    events
+        .iter()
+        .filter(|e| e["name"] == name && e["data"][field] == value)
+        .collect()
+}
+
+async fn until_ready(server: &Server) {
+    eventually("the node to be ready", || async {
+        let status = reqwest::get(server.http("/ready")).await.ok()?.status();
+        (status == 200).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn in_a_cluster_each_event_is_sent_once_and_a_killed_nodes_are_sent_by_its_reaper() {
+    let redis = common::redis::RedisServer::start();
+    let (receiver, url) = receiver().await;
+    let n1 = cluster_node_with_webhooks(&redis, "n1", &url);
+    let mut n2 = cluster_node_with_webhooks(&redis, "n2", &url);
+    until_ready(&n1).await;
+    until_ready(&n2).await;
+    // Dana on both nodes, both subscribed to one topic: one user.online, one topic.occupied.
+    let mut on_n1 = n1.user("dana").await;
+    on_n1.subscribe("room:9").await;
+    let mut on_n2 = n2.user("dana").await;
+    on_n2.subscribe("room:9").await;
+    let events = acknowledged_names(&receiver, 6).await;
+    assert_eq!(
+        named(&events, "user.online", "user_id", "dana").len(),
+        1,
+        "{events:?}"
+    );
+    assert_eq!(
+        named(&events, "topic.occupied", "topic", "room:9").len(),
+        1,
+        "{events:?}"
+    );
+    assert_eq!(
+        named(&events, "connection.opened", "user_id", "dana").len(),
+        2
+    );
+    assert_eq!(
+        named(&events, "topic.subscribed", "topic", "room:9").len(),
+        2
+    );
+    // Her n1 tab leaves: she is still online on n2, the topic still occupied there.
+    drop(on_n1);
+    eventually("n1's connection.closed", || async {
+        let got = receiver.acknowledged();
+        (!named(&got, "connection.closed", "user_id", "dana").is_empty()).then_some(())
+    })
+    .await;
+    // The backend fails while n2 has an event to send: it waits in n2's outbox in Redis.
+    receiver.set(1);
+    on_n2
+        .send(json!({"type": "publish", "topic": "room:9", "event": "note", "data": {"n": 2}}))
+        .await;
+    eventually("n2's event refused once", || async {
+        let refused = receiver.all().into_iter().any(|(status, _, events)| {
+            status == 500 && events.iter().any(|e| e["name"] == "client.published")
+        });
+        refused.then_some(())
+    })
+    .await;
+    // n2 dies with her last connection. The node that reaps it sends what n2 could not, then
+    // says she went offline and the topic is vacated, once each.
+    n2.signal("KILL");
+    drop(on_n2);
+    receiver.set(0);
+    eventually("the reaper's events", || async {
+        let got = receiver.acknowledged();
+        let done = got.iter().any(|e| e["name"] == "client.published")
+            && !named(&got, "user.offline", "user_id", "dana").is_empty()
+            && !named(&got, "topic.vacated", "topic", "room:9").is_empty();
+        done.then_some(())
+    })
+    .await;
+    // A little longer: nothing is sent twice.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let events = receiver.acknowledged();
+    assert_eq!(
+        named(&events, "user.offline", "user_id", "dana").len(),
+        1,
+        "{events:?}"
+    );
+    assert_eq!(
+        named(&events, "topic.vacated", "topic", "room:9").len(),
+        1,
+        "{events:?}"
+    );
+    assert_eq!(
+        named(&events, "user.online", "user_id", "dana").len(),
+        1,
+        "{events:?}"
+    );
+    let published: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["name"] == "client.published")
+        .collect();
+    assert_eq!(published.len(), 1, "{events:?}");
+    assert_eq!(published[0]["node"], "n2", "made on n2, sent by its reaper");
+    let ids: BTreeSet<&str> = events.iter().filter_map(|e| e["id"].as_str()).collect();
+    assert_eq!(ids.len(), events.len(), "no event twice: {events:?}");
+    assert!(receiver.all().iter().all(|(_, signed, _)| *signed));
+}

@@ -199,7 +199,7 @@ async fn a_user_message_is_delivered_or_kept(
         .await
         .expect("publish to user");
     assert_eq!(live, None, "nobody attached: kept");
-    let pending = broker
+    let (pending, _first) = broker
         .attach_user(inbox, INBOX, &away)
         .await
         .expect("attach");

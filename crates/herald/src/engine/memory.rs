@@ -103,11 +103,13 @@ impl Broker for MemoryBroker {
         inbox: &dyn Inbox,
         limits: InboxLimits,
         user: &str,
-    ) -> Result<Vec<Publication>, EngineError> {
-        inbox.pending(user, limits).await
+    ) -> Result<(Vec<Publication>, Option<bool>), EngineError> {
+        Ok((inbox.pending(user, limits).await?, None))
     }
 
-    async fn detach_user(&self, _user: &str) {}
+    async fn detach_user(&self, _user: &str) -> Option<bool> {
+        None
+    }
 
     async fn disconnect(&self, scope: &crate::publication::Scope) -> Result<usize, EngineError> {
         self.local.disconnect(scope).await

@@ -104,16 +104,19 @@ pub trait Broker: Send + Sync + 'static {
     ) -> Result<Option<usize>, EngineError>;
 
     /// A connection of `user` is about to register on this node: marks the user online and
-    /// returns their pending inbox, in one step against [`publish_to_user`](Self::publish_to_user).
+    /// returns their pending inbox, in one step against [`publish_to_user`](Self::publish_to_user),
+    /// and, when the broker knows it (a cluster), whether the user was online on no node
+    /// before.
     async fn attach_user(
         &self,
         inbox: &dyn Inbox,
         limits: InboxLimits,
         user: &str,
-    ) -> Result<Vec<Publication>, EngineError>;
+    ) -> Result<(Vec<Publication>, Option<bool>), EngineError>;
 
-    /// A connection of `user` on this node ended.
-    async fn detach_user(&self, user: &str);
+    /// A connection of `user` on this node ended; returns, when the broker knows it (a
+    /// cluster), whether the user is now online on no node.
+    async fn detach_user(&self, user: &str) -> Option<bool>;
 
     /// Closes the connections in `scope` (close 1000) on every node; returns how many.
     async fn disconnect(&self, scope: &Scope) -> Result<usize, EngineError>;

@@ -410,6 +410,11 @@ impl Hub {
     }
 
     /// Counts of what is live on this node.
+    /// The topics with a subscriber on this node.
+    pub fn topics(&self) -> Vec<Arc<str>> {
+        self.read().by_topic.keys().cloned().collect()
+    }
+
     pub fn snapshot(&self) -> HubSnapshot {
         let ix = self.read();
         HubSnapshot {

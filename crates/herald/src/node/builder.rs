@@ -216,11 +216,6 @@ impl HeraldBuilder {
         let webhooks =
             match crate::hooks::WebhookClient::start(&config.webhooks).map_err(StartError)? {
                 None => None,
-                Some(_) if redis.is_some() => return Err(StartError(
-                    "[webhooks] in cluster mode (redis_url) is not built yet: run webhooks on a \
-                     single node for now (docs/HOOKS.md)"
-                        .into(),
-                )),
                 Some(client) => {
                     check_webhook_events(&config.webhooks.events).map_err(StartError)?;
                     let node = config.node_id.clone().unwrap_or_else(|| "herald".into());
@@ -266,6 +261,7 @@ impl HeraldBuilder {
             webhooks,
             store,
             streams,
+            callbacks: self.callbacks,
         };
         let herald = Herald::assemble(
             config,
@@ -274,7 +270,6 @@ impl HeraldBuilder {
             self.admin_check,
             engines,
             self.handlers,
-            self.callbacks,
             parts,
         );
         herald.start_cluster().await;
@@ -369,7 +364,7 @@ fn redis_engines(store: &RedisStore) -> Engines {
         membership: Arc::new(store.clone()),
         history: Arc::new(store.clone()),
         inbox: Arc::new(store.clone()),
-        outbox: Arc::new(crate::engine::outbox::MemoryOutbox),
+        outbox: Arc::new(store.clone()),
     }
 }
 

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Herald, NodeStats, Stats};
-use crate::engine::redis::{RedisBroker, RedisStore};
+use crate::engine::redis::{Reaped, RedisBroker, RedisStore};
 use crate::engine::EngineError;
+use crate::protocol::hooks;
 use crate::publication::Scope;
 
 /// The cluster link of a node.
@@ -43,7 +44,7 @@ impl Herald {
         };
         let me = cluster.store.node_id().to_string();
         match cluster.store.reap(&me).await {
-            Ok(left) => self.announce_left(left).await,
+            Ok(reaped) => self.announce_reaped(reaped).await,
             Err(e) => tracing::warn!(error = %e, "redis: could not clear this node's old entries"),
         }
         tokio::spawn(beat_and_reap(self.clone()));
@@ -64,7 +65,7 @@ impl Herald {
         };
         let me = cluster.store.node_id().to_string();
         match cluster.store.reap(&me).await {
-            Ok(left) => self.announce_left(left).await,
+            Ok(reaped) => self.announce_reaped(reaped).await,
             Err(e) => tracing::warn!(error = %e, "redis: could not clear this node's entries"),
         }
         match cluster.store.leave().await {
@@ -72,6 +73,32 @@ impl Herald {
             Err(e) => {
                 tracing::warn!(error = %e, "redis: could not leave the node list; peers will reap it")
             }
+        }
+    }
+
+    /// In a cluster, whether this node's first subscriber of `topic` (`gained`) or its last
+    /// leaving occupied or vacated it on every node (counted in Redis); `None` on one node.
+    pub(super) async fn occupancy_in_cluster(&self, topic: &str, gained: bool) -> Option<bool> {
+        let cluster = self.cluster()?;
+        let delta = if gained { 1 } else { -1 };
+        match cluster.store.count_subscribers(topic, delta).await {
+            Ok(nodes) => Some(if gained { nodes == 1 } else { nodes == 0 }),
+            Err(e) => {
+                tracing::warn!(topic, error = %e, "redis: a topic's subscribers not counted");
+                Some(false)
+            }
+        }
+    }
+
+    /// The events of what a reaped node held: `user_left` for each `(topic, user)` whose last
+    /// connection went with it, and the webhooks of the users and topics it left empty.
+    async fn announce_reaped(&self, reaped: Reaped) {
+        self.announce_left(reaped.left).await;
+        for user_id in &reaped.offline {
+            self.webhook("user.offline", hooks::UserPresence { user_id });
+        }
+        for topic in &reaped.vacated {
+            self.webhook("topic.vacated", hooks::TopicOccupancy { topic });
         }
     }
 
@@ -100,10 +127,14 @@ impl Herald {
             if !store.claim_reaping(&node, ttl).await? {
                 continue;
             }
-            let left = store.reap(&node).await?;
-            tracing::info!(node, users_left = left.len(), "reaped a dead node");
+            let reaped = store.reap(&node).await?;
+            tracing::info!(node, users_left = reaped.left.len(), "reaped a dead node");
+            // Its unsent webhook events are sent from here, then what its death changed.
+            if let Some(webhooks) = &self.inner.webhooks {
+                webhooks.adopt(store.adopt_webhooks(&node).await?);
+            }
             store.forget_node(&node).await?;
-            self.announce_left(left).await;
+            self.announce_reaped(reaped).await;
         }
         Ok(())
     }
@@ -126,6 +157,12 @@ impl Herald {
                         .join(&topic, &who.user_id, &conn.client_id)
                         .await?;
                 }
+            }
+        }
+        // Its topics' subscriber counts, when they are kept.
+        if self.wants_webhook("topic.occupied") || self.wants_webhook("topic.vacated") {
+            for topic in self.inner.hub.topics() {
+                cluster.store.count_subscribers(&topic, 1).await?;
             }
         }
         Ok(())

@@ -154,6 +154,8 @@ pub(crate) struct Parts {
     pub store: &'static str,
     /// The scope streams: in memory on one node, in Redis in a cluster.
     pub streams: Arc<dyn History>,
+    /// The embedding app's hook callbacks.
+    pub callbacks: callbacks::Callbacks,
 }
 
 /// Who passes the server API's check besides an API key ([`Herald::admin_check`]).
@@ -235,7 +237,6 @@ impl Herald {
         admin_check: Option<Arc<dyn AdminCheck>>,
         engines: Engines,
         handlers: HashMap<String, Handler>,
-        callbacks: callbacks::Callbacks,
         parts: Parts,
     ) -> Self {
         let Parts {
@@ -249,6 +250,7 @@ impl Herald {
             webhooks,
             store,
             streams,
+            callbacks,
         } = parts;
         crate::metrics::install();
         crate::metrics::register_store(store);

@@ -13,6 +13,11 @@ impl Herald {
 
     pub(crate) async fn leave_cluster(&self) {}
 
+    /// Always `None`: one node's first and last subscribers are the topic's.
+    pub(super) async fn occupancy_in_cluster(&self, _topic: &str, _gained: bool) -> Option<bool> {
+        None
+    }
+
     /// Always `None`: the re-check runs on this node alone.
     pub(super) async fn recheck_everywhere(
         &self,

@@ -200,7 +200,7 @@ impl Herald {
         let user_key = format!("user:{}", who.user_id);
         let keys = streams.iter().chain(std::iter::once(&user_key));
         let _held = self.inner.stripes.lock_all(keys.map(String::as_str)).await;
-        let pending = self.inbox_at_attach(&who.user_id).await;
+        let (pending, first_anywhere) = self.inbox_at_attach(&who.user_id).await;
         let read = match retention {
             Some(retention) => Some(
                 self.read_streams(&streams, resume, retention, &pending)
@@ -224,8 +224,8 @@ impl Herald {
                     .collect();
             }
         }
-        let first = self.inner.hub.attach_after(conn, floors);
-        self.attached_webhooks(conn, first);
+        let first_here = self.inner.hub.attach_after(conn, floors);
+        self.attached_webhooks(conn, first_anywhere.unwrap_or(first_here));
         queued
     }
 }

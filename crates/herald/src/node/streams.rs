@@ -127,8 +127,9 @@ impl Herald {
     }
 
     /// The user's offline inbox, read as a connection of theirs registers (the caller holds
-    /// the user's stripe, so a user-scope publication either is in it or is delivered live).
-    pub(crate) async fn inbox_at_attach(&self, user: &str) -> Vec<Publication> {
+    /// the user's stripe, so a user-scope publication either is in it or is delivered live),
+    /// and, in a cluster, whether the user was online on no node before.
+    pub(crate) async fn inbox_at_attach(&self, user: &str) -> (Vec<Publication>, Option<bool>) {
         let attach = self.inner.broker.attach_user(
             self.inner.engines.inbox.as_ref(),
             self.inbox_limits(),
@@ -138,12 +139,12 @@ impl Herald {
             // Unread now, delivered on a later connection: nothing is lost.
             crate::metrics::engine_error("inbox");
             tracing::warn!(user = %user, error = %e, "inbox read failed");
-            Vec::new()
+            (Vec::new(), None)
         })
     }
 
     /// The webhooks of a connection that registered: `connection.opened`, and `user.online`
-    /// when it is its user's `first` connection here.
+    /// when it is its user's `first` connection (in a cluster: on any node).
     pub(crate) fn attached_webhooks(&self, conn: &ConnHandle, first: bool) {
         let who = conn.principal();
         // Built only for a node that sends it: a connect without webhooks allocates nothing.
@@ -229,7 +230,7 @@ impl Herald {
         // there too).
         let floor = broker.is_remote().then_some(page.position.offset);
         let joined = self.inner.hub.subscribe_after(conn, topic, floor);
-        self.joined_webhooks(conn, topic, joined);
+        self.joined_webhooks(conn, topic, joined).await;
         let fresh = joined.fresh;
         if fresh {
             broker.subscribed_at(topic, &page.position);

@@ -87,7 +87,7 @@ impl Herald {
     ) -> Result<bool, EngineError> {
         self.inner.broker.watch(topic).await?;
         let joined = self.inner.hub.subscribe_after(conn, topic, None);
-        self.joined_webhooks(conn, topic, joined);
+        self.joined_webhooks(conn, topic, joined).await;
         let fresh = joined.fresh;
         if !fresh {
             self.inner.broker.unwatch(topic).await;
@@ -100,16 +100,34 @@ impl Herald {
     pub(crate) async fn leave_topic(&self, conn: &ConnHandle, topic: &str) -> bool {
         let left = self.inner.hub.unsubscribe(conn, topic);
         if left.was {
-            self.left_webhooks(conn, topic, left.last);
+            self.left_webhooks(conn, topic, left.last).await;
             self.inner.broker.unwatch(topic).await;
             self.left(conn, topic).await;
         }
         left.was
     }
 
-    /// `topic.occupied` (its first subscriber here) and `topic.subscribed`.
-    pub(super) fn joined_webhooks(&self, conn: &ConnHandle, topic: &str, joined: Joined) {
-        if joined.first {
+    /// Whether `topic.occupied` / `topic.vacated` are wanted (in a cluster, a node's first
+    /// and last subscriber of a topic are then counted in Redis).
+    fn wants_occupancy(&self) -> bool {
+        self.wants_webhook("topic.occupied") || self.wants_webhook("topic.vacated")
+    }
+
+    /// Whether this node's first subscriber of a topic (`gained`), or its last leaving,
+    /// occupies or vacates the topic: on one node always; in a cluster when no other node has
+    /// subscribers of it.
+    async fn occupancy_changed(&self, topic: &str, gained: bool) -> bool {
+        if !self.wants_occupancy() {
+            return false;
+        }
+        self.occupancy_in_cluster(topic, gained)
+            .await
+            .unwrap_or(true)
+    }
+
+    /// `topic.occupied` (its first subscriber) and `topic.subscribed`.
+    pub(super) async fn joined_webhooks(&self, conn: &ConnHandle, topic: &str, joined: Joined) {
+        if joined.first && self.occupancy_changed(topic, true).await {
             self.webhook("topic.occupied", hooks::TopicOccupancy { topic });
         }
         if joined.fresh {
@@ -123,8 +141,8 @@ impl Herald {
         }
     }
 
-    /// `topic.unsubscribed` and, for its last subscriber here, `topic.vacated`.
-    fn left_webhooks(&self, conn: &ConnHandle, topic: &str, last: bool) {
+    /// `topic.unsubscribed` and, for its last subscriber, `topic.vacated`.
+    async fn left_webhooks(&self, conn: &ConnHandle, topic: &str, last: bool) {
         let who = conn.principal();
         let unsubscribed = hooks::TopicSubscription {
             client_id: &conn.client_id,
@@ -132,7 +150,7 @@ impl Herald {
             topic,
         };
         self.webhook("topic.unsubscribed", unsubscribed);
-        if last {
+        if last && self.occupancy_changed(topic, false).await {
             self.webhook("topic.vacated", hooks::TopicOccupancy { topic });
         }
     }
@@ -142,19 +160,17 @@ impl Herald {
         let detached = self.inner.hub.detach(conn);
         for topic in &detached.topics {
             let last = detached.vacated.contains(topic);
-            self.left_webhooks(conn, topic, last);
+            self.left_webhooks(conn, topic, last).await;
             self.inner.broker.unwatch(topic).await;
             self.left(conn, topic).await;
         }
-        if detached.last_of_user {
-            let user_id = &conn.principal().user_id;
+        // Every connection that gets here was attached (`Herald::attach`). In a cluster the
+        // user is offline when no node holds them any more.
+        let user_id = &conn.principal().user_id;
+        let last_anywhere = self.inner.broker.detach_user(user_id).await;
+        if last_anywhere.unwrap_or(detached.last_of_user) {
             self.webhook("user.offline", hooks::UserPresence { user_id });
         }
-        // Every connection that gets here was attached (`Herald::attach`).
-        self.inner
-            .broker
-            .detach_user(&conn.principal().user_id)
-            .await;
     }
 
     async fn left(&self, conn: &ConnHandle, topic: &str) {

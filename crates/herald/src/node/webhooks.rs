@@ -59,6 +59,14 @@ impl Webhooks {
         }
     }
 
+    /// Takes over events another node kept and never sent (it died): sent from here, with
+    /// their ids, after what this node already holds.
+    pub fn adopt(&self, events: Vec<OutboxEvent>) {
+        for event in events {
+            let _ = self.sender.send(Message::Event(event));
+        }
+    }
+
     /// Whether the config asks for event `name`.
     pub fn wants(&self, name: &str) -> bool {
         self.events.iter().any(|e| e == name)

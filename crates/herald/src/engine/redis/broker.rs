@@ -538,8 +538,9 @@ impl Broker for RedisBroker {
         _inbox: &dyn Inbox,
         limits: InboxLimits,
         user: &str,
-    ) -> Result<Vec<Publication>, EngineError> {
-        self.shared.store.attach(user, limits).await
+    ) -> Result<(Vec<Publication>, Option<bool>), EngineError> {
+        let (first, pending) = self.shared.store.attach(user, limits).await?;
+        Ok((pending, Some(first)))
     }
 
     /// Waits (at most the Redis timeout) for every node's count.
@@ -547,9 +548,13 @@ impl Broker for RedisBroker {
         self.ask_every_node("disconnect", scope).await
     }
 
-    async fn detach_user(&self, user: &str) {
-        if let Err(e) = self.shared.store.detach(user).await {
-            tracing::warn!(user, error = %e, "redis: could not mark a user offline");
+    async fn detach_user(&self, user: &str) -> Option<bool> {
+        match self.shared.store.detach(user).await {
+            Ok(last) => Some(last),
+            Err(e) => {
+                tracing::warn!(user, error = %e, "redis: could not mark a user offline");
+                None
+            }
         }
     }
 

@@ -20,6 +20,7 @@ use redis::{AsyncCommands, Value};
 
 pub use broker::{Recheck, RedisBroker};
 
+use super::outbox::{Outbox, OutboxEvent};
 use super::{
     Claim, EngineError, History, HistoryPage, Idempotency, Inbox, InboxLimits, Membership,
     Presence, PresenceEntry, Retention, StreamPosition,
@@ -72,6 +73,19 @@ pub mod keys {
     /// SET `topic\nclient\nuser`: the presence entries a node holds (removed when it dies).
     pub fn node_presence(node: &str) -> String {
         format!("{PREFIX}node-presence:{node}")
+    }
+    /// STRING (integer): a topic's subscribers on every node (kept while webhooks want
+    /// `topic.occupied` / `topic.vacated`).
+    pub fn subscribers(topic: &str) -> String {
+        format!("{PREFIX}subscribers:{topic}")
+    }
+    /// HASH topic -> subscribers: a node's share of each `subscribers` count.
+    pub fn node_subscribers(node: &str) -> String {
+        format!("{PREFIX}node-subscribers:{node}")
+    }
+    /// HASH event id -> event JSON: a node's unsent webhook events.
+    pub fn webhooks(node: &str) -> String {
+        format!("{PREFIX}webhooks:{node}")
     }
     /// HASH user -> connections: the users a node holds.
     pub fn node_users(node: &str) -> String {
@@ -220,6 +234,60 @@ impl RedisStore {
         self.run(async move { redis::cmd("PING").query_async::<String>(&mut conn).await })
             .await
             .map(|_| ())
+    }
+}
+
+/// What reaping a node removed.
+#[derive(Debug, Default)]
+pub struct Reaped {
+    /// The `(topic, user)` pairs whose last connection on the topic went with the node.
+    pub left: Vec<(String, String)>,
+    /// The users now online on no node.
+    pub offline: Vec<String>,
+    /// The topics now without a subscriber on any node (counted while webhooks want them).
+    pub vacated: Vec<String>,
+}
+
+/// Outbox events by id, oldest first (ids are UUID v7, ordered by their creation).
+fn in_order(mut events: Vec<(String, String)>) -> Vec<OutboxEvent> {
+    events.sort_by(|a, b| a.0.cmp(&b.0));
+    events
+        .into_iter()
+        .map(|(id, body)| OutboxEvent { id, body })
+        .collect()
+}
+
+/// A node's unsent webhook events, in Redis (`webhooks:{node}`): they outlive the node, and
+/// the node that reaps a dead one sends them.
+#[async_trait]
+impl Outbox for RedisStore {
+    async fn keep(&self, events: Vec<OutboxEvent>) -> Result<(), EngineError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let key = keys::webhooks(&self.node_id);
+        let pairs: Vec<(String, String)> = events.into_iter().map(|e| (e.id, e.body)).collect();
+        let mut conn = self.conn();
+        self.run(async move { conn.hset_multiple::<_, _, _, ()>(key, &pairs).await })
+            .await
+    }
+
+    async fn forget(&self, ids: Vec<String>) -> Result<(), EngineError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let key = keys::webhooks(&self.node_id);
+        let mut conn = self.conn();
+        self.run(async move { conn.hdel::<_, _, ()>(key, ids).await })
+            .await
+    }
+
+    async fn load(&self) -> Result<Vec<OutboxEvent>, EngineError> {
+        let key = keys::webhooks(&self.node_id);
+        let mut conn = self.conn();
+        let events: Vec<(String, String)> =
+            self.run(async move { conn.hgetall(key).await }).await?;
+        Ok(in_order(events))
     }
 }
 
@@ -479,11 +547,13 @@ impl RedisStore {
     }
 
     /// Marks a user online on this node and returns their inbox.
+    /// Marks a user online on this node; returns whether they were online on no node before,
+    /// and their inbox.
     pub(crate) async fn attach(
         &self,
         user: &str,
         limits: InboxLimits,
-    ) -> Result<Vec<Publication>, EngineError> {
+    ) -> Result<(bool, Vec<Publication>), EngineError> {
         let mut invocation = scripts::ATTACH.prepare_invoke();
         invocation
             .key(keys::online(user))
@@ -492,38 +562,83 @@ impl RedisStore {
             .arg(&self.node_id)
             .arg(user)
             .arg(limits.ttl.as_millis() as u64);
-        let bodies: Vec<Vec<u8>> = self.invoke(invocation).await?;
-        decode_bodies(bodies)
+        let mut bodies: Vec<Vec<u8>> = self.invoke(invocation).await?;
+        if bodies.is_empty() {
+            return Err(bad_reply("an attach"));
+        }
+        let first = bodies.remove(0) == b"1";
+        Ok((first, decode_bodies(bodies)?))
     }
 
-    /// One connection of a user on this node ended.
-    pub(crate) async fn detach(&self, user: &str) -> Result<(), EngineError> {
+    /// One connection of a user on this node ended; returns whether the user is now online
+    /// on no node.
+    pub(crate) async fn detach(&self, user: &str) -> Result<bool, EngineError> {
         let mut invocation = scripts::DETACH.prepare_invoke();
         invocation
             .key(keys::online(user))
             .key(keys::node_users(&self.node_id))
             .arg(&self.node_id)
             .arg(user);
-        self.invoke::<i64>(invocation).await.map(|_| ())
+        self.invoke::<i64>(invocation).await.map(|last| last == 1)
     }
 
-    /// Removes everything `node` held in presence and online counts; returns the `(topic,
-    /// user)` pairs whose last connection thereby left.
-    pub async fn reap(&self, node: &str) -> Result<Vec<(String, String)>, EngineError> {
+    /// This node gained its first subscriber of `topic` (`delta` 1) or lost its last (-1);
+    /// returns how many nodes now have subscribers of it.
+    pub(crate) async fn count_subscribers(
+        &self,
+        topic: &str,
+        delta: i64,
+    ) -> Result<i64, EngineError> {
+        let mut invocation = scripts::SUBSCRIBERS.prepare_invoke();
+        invocation
+            .key(keys::subscribers(topic))
+            .key(keys::node_subscribers(&self.node_id))
+            .arg(topic)
+            .arg(delta);
+        self.invoke(invocation).await
+    }
+
+    /// Removes everything `node` held in presence, online marks and subscriber counts.
+    pub async fn reap(&self, node: &str) -> Result<Reaped, EngineError> {
         let mut invocation = scripts::REAP.prepare_invoke();
         invocation
             .key(keys::node_presence(node))
             .key(keys::node_users(node))
+            .key(keys::node_subscribers(node))
             .arg(node)
             .arg(PREFIX);
-        let flat: Vec<String> = self.invoke(invocation).await?;
-        Ok(flat
+        let (flat, offline, vacated): (Vec<String>, Vec<String>, Vec<String>) =
+            self.invoke(invocation).await?;
+        let left = flat
             .chunks(2)
             .filter_map(|pair| match pair {
                 [topic, user] => Some((topic.clone(), user.clone())),
                 _ => None,
             })
-            .collect())
+            .collect();
+        Ok(Reaped {
+            left,
+            offline,
+            vacated,
+        })
+    }
+
+    /// Takes `node`'s unsent webhook events (it died): they are removed from it and
+    /// returned, oldest first, for this node to send.
+    pub async fn adopt_webhooks(&self, node: &str) -> Result<Vec<OutboxEvent>, EngineError> {
+        let key = keys::webhooks(node);
+        let mut conn = self.conn();
+        let (events, _): (Vec<(String, String)>, i64) = self
+            .run(async move {
+                redis::pipe()
+                    .atomic()
+                    .hgetall(&key)
+                    .del(&key)
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        Ok(in_order(events))
     }
 
     fn presence_call(

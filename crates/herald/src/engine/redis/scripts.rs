@@ -171,24 +171,30 @@ return reached
 });
 
 /// A connection of a user registers on a node. KEYS: online, node users, inbox. ARGV: node,
-/// user, inbox ttl ms. Returns the inbox's bodies.
+/// user, inbox ttl ms. Returns "1" when the user was online on no node before (else "0"),
+/// then the inbox's bodies.
 pub static ATTACH: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
+local first = redis.call('HLEN', KEYS[1]) == 0
 redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
 redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
-return inbox_pending(KEYS[3], ARGV[3])
+local out = inbox_pending(KEYS[3], ARGV[3])
+table.insert(out, 1, first and '1' or '0')
+return out
 "#,
     )
 });
 
-/// A connection of a user on a node ended. KEYS: online, node users. ARGV: node, user.
+/// A connection of a user on a node ended. KEYS: online, node users. ARGV: node, user. Returns
+/// 1 when the user is now online on no node.
 pub static DETACH: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
 if redis.call('HINCRBY', KEYS[1], ARGV[1], -1) <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
 if redis.call('HINCRBY', KEYS[2], ARGV[2], -1) <= 0 then redis.call('HDEL', KEYS[2], ARGV[2]) end
-return 1
+if redis.call('HLEN', KEYS[1]) == 0 then return 1 end
+return 0
 "#,
     )
 });
@@ -227,8 +233,9 @@ return 0
 });
 
 /// Removes everything a node held (it died, or restarted under the same id). KEYS: node
-/// presence entries, node users. ARGV: node, key prefix. Returns {topic1, user1, ...}: the
-/// users who thereby left a topic.
+/// presence entries, node users, node subscriber counts. ARGV: node, key prefix. Returns
+/// {{topic1, user1, ...}, {user, ...}, {topic, ...}}: the users who thereby left a topic, the
+/// users now online nowhere, and the topics now without a subscriber anywhere.
 pub static REAP: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
@@ -246,12 +253,39 @@ for _, entry in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   end
 end
 redis.call('DEL', KEYS[1])
+local offline = {}
 local users = redis.call('HKEYS', KEYS[2])
 for _, user in ipairs(users) do
   redis.call('HDEL', p .. 'online:' .. user, ARGV[1])
+  if redis.call('HLEN', p .. 'online:' .. user) == 0 then offline[#offline + 1] = user end
 end
 redis.call('DEL', KEYS[2])
-return left
+local vacated = {}
+local topics = redis.call('HGETALL', KEYS[3])
+for i = 1, #topics, 2 do
+  local total = redis.call('DECRBY', p .. 'subscribers:' .. topics[i], topics[i + 1])
+  if total == 0 then
+    redis.call('DEL', p .. 'subscribers:' .. topics[i])
+    if tonumber(topics[i + 1]) > 0 then vacated[#vacated + 1] = topics[i] end
+  end
+end
+redis.call('DEL', KEYS[3])
+return {left, offline, vacated}
+"#,
+    )
+});
+
+/// A node gained its first subscriber of a topic (`delta` 1) or lost its last (-1), for
+/// `topic.occupied` / `topic.vacated` across the cluster. KEYS: the topic's count, the node's
+/// counts. ARGV: topic, delta. Returns how many nodes now have subscribers. The counts only add
+/// up, so two changes of one node that reach Redis in the other order still end right.
+pub static SUBSCRIBERS: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+if redis.call('HINCRBY', KEYS[2], ARGV[1], ARGV[2]) == 0 then redis.call('HDEL', KEYS[2], ARGV[1]) end
+local total = redis.call('INCRBY', KEYS[1], ARGV[2])
+if total == 0 then redis.call('DEL', KEYS[1]) end
+return total
 "#,
     )
 });
