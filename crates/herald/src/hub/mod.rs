@@ -411,6 +411,7 @@ impl Hub {
 
     /// Counts of what is live on this node.
     /// The topics with a subscriber on this node.
+    #[cfg(feature = "redis")]
     pub fn topics(&self) -> Vec<Arc<str>> {
         self.read().by_topic.keys().cloned().collect()
     }

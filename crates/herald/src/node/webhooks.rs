@@ -61,6 +61,7 @@ impl Webhooks {
 
     /// Takes over events another node kept and never sent (it died): sent from here, with
     /// their ids, after what this node already holds.
+    #[cfg(feature = "redis")]
     pub fn adopt(&self, events: Vec<OutboxEvent>) {
         for event in events {
             let _ = self.sender.send(Message::Event(event));
