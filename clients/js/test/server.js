@@ -58,19 +58,20 @@ process.on('exit', () => {
 
 export class Server {
   /** Starts `herald serve` on a free loopback port with the test config plus `extra` TOML. */
-  static async start(extra = '') {
-    const server = new Server(extra);
+  static async start(extra = '', top = '') {
+    const server = new Server(extra, top);
     await server.spawn('127.0.0.1:0');
     return server;
   }
 
-  constructor(extra) {
+  /** `extra`: TOML tables after the test config's; `top`: top-level keys (e.g. `profile`). */
+  constructor(extra, top = '') {
     this.dir = mkdtempSync(join(tmpdir(), 'herald-js-'));
     this.config = join(this.dir, 'herald.toml');
     this.log = join(this.dir, 'herald.log');
     writeFileSync(
       this.config,
-      `listen = "127.0.0.1:0"\ndata_dir = "${join(this.dir, 'data')}"\napi_key = "${API_KEY}"\n` +
+      `listen = "127.0.0.1:0"\ndata_dir = "${join(this.dir, 'data')}"\napi_key = "${API_KEY}"\n${top}\n` +
         `[jwt]\nsecret = "${SECRET}"\n${NAMESPACES}\n${extra}\n`,
     );
     this.child = null;

@@ -179,6 +179,10 @@ pub struct ServeArgs {
     /// This node's id in a cluster.
     #[arg(long, value_name = "ID")]
     node_id: Option<String>,
+    /// Speak as a product Herald replaces (docs/MIGRATING.md): pulse, users-api, auto-devs,
+    /// conduit, cartographer.
+    #[arg(long, value_name = "NAME", value_parser = ["pulse", "users-api", "auto-devs", "conduit", "cartographer"])]
+    profile: Option<String>,
     #[command(flatten)]
     limits: LimitArgs,
     /// Log lines as text (default) or JSON objects, one per line, on stderr.
@@ -269,6 +273,11 @@ impl ServeArgs {
         }
         if let Some(id) = &self.node_id {
             config.node_id = Some(id.clone());
+        }
+        if let Some(name) = &self.profile {
+            let value = serde::de::value::StrDeserializer::<serde::de::value::Error>::new(name);
+            config.profile =
+                Some(serde::Deserialize::deserialize(value).map_err(|e| Unusable(e.to_string()))?);
         }
         self.limits.apply(&mut config.limits);
         config.test_echo_endpoint = self.test_echo_endpoint;

@@ -44,6 +44,28 @@ fn write(dir: &std::path::Path, name: &str, text: &str) -> std::path::PathBuf {
 }
 
 #[test]
+fn a_profile_not_built_yet_or_unknown_stops_start_up() {
+    let dir = tempfile::tempdir().expect("dir");
+    let stderr = refuses_to_start(herald(dir.path()).args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--profile",
+        "conduit",
+    ]));
+    assert!(
+        stderr.contains("conduit") && stderr.contains("not built yet"),
+        "{stderr}"
+    );
+    let stderr = refuses_to_start(
+        herald(dir.path())
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("HERALD_PROFILE", "galaxy"),
+    );
+    assert!(stderr.contains("galaxy"), "{stderr}");
+}
+
+#[test]
 fn unusable_settings_stop_start_up_with_one_line_and_exit_2() {
     let dir = tempfile::tempdir().expect("dir");
     let unknown = write(

@@ -882,31 +882,6 @@ fn node_recovering(redis: &RedisServer, id: &str, recovery: &str) -> Server {
     ))
 }
 
-/// `n` events to each scope `ana` (role editor, project p1) receives, numbered from `from`.
-async fn publish_to_every_scope(server: &Server, from: u64, n: u64) {
-    for seq in from..from + n {
-        for (scope, target) in [
-            ("all", None),
-            ("role", Some("editor")),
-            ("project", Some("p1")),
-            ("user", Some("ana")),
-        ] {
-            publish(server, scope, target, json!({"seq": seq})).await;
-        }
-    }
-}
-
-/// Reads `per_stream` deliveries of each of ana's four streams, in order per stream.
-async fn read_every_stream(client: &mut Client, at: &mut Positions, per_stream: usize) {
-    let mut counts = std::collections::BTreeMap::<String, usize>::new();
-    while counts.len() < 4 || counts.values().any(|n| *n < per_stream) {
-        let got = client.recv().await;
-        assert_eq!(got["type"], "event", "{got}");
-        *counts.entry(at.advance(&got)).or_default() += 1;
-    }
-    assert!(counts.values().all(|n| *n == per_stream), "{counts:?}");
-}
-
 #[tokio::test]
 async fn a_tab_away_30s_resumes_every_scope_on_another_node_after_its_node_was_killed() {
     let redis = RedisServer::start();
@@ -923,18 +898,18 @@ async fn a_tab_away_30s_resumes_every_scope_on_another_node_after_its_node_was_k
     assert_eq!(at.0.len(), 4, "{at:?}");
     // Another tab of the same user stays online on another node.
     let _other_tab = n3.connect(&ana).await;
-    publish_to_every_scope(&n2, 0, 1).await;
-    read_every_stream(&mut away, &mut at, 1).await;
+    publish_to_every_scope(&n2, "event", 0, 1).await;
+    read_every_stream(&mut away, &mut at, "event", 1).await;
     // The node the tab was on dies with it.
     let gone = Instant::now();
     n1.signal("KILL");
     drop(away);
-    publish_to_every_scope(&n2, 1, 100).await;
+    publish_to_every_scope(&n2, "event", 1, 100).await;
     tokio::time::sleep(Duration::from_secs(30).saturating_sub(gone.elapsed())).await;
     // Back on another node, while publishing goes on through a third.
     let publisher = {
         let n2 = n2.clone();
-        tokio::spawn(async move { publish_to_every_scope(&n2, 101, 25).await })
+        tokio::spawn(async move { publish_to_every_scope(&n2, "event", 101, 25).await })
     };
     let mut back = Client::connect(&n3.ws_url(&at.query(&ana))).await;
     let welcome = back.recv().await;
@@ -944,7 +919,7 @@ async fn a_tab_away_30s_resumes_every_scope_on_another_node_after_its_node_was_k
             "{stream}: {welcome}"
         );
     }
-    read_every_stream(&mut back, &mut at, 125).await;
+    read_every_stream(&mut back, &mut at, "event", 125).await;
     publisher.await.expect("publisher");
     back.expect_silence().await;
 }
@@ -960,10 +935,10 @@ async fn a_resume_past_the_window_on_another_node_says_recovered_false() {
     let ana = token("ana", "editor", &["p1"]);
     let mut client = Client::connect(&n1.ws_url(&format!("token={ana}"))).await;
     let mut at = Positions::from_welcome(&client.recv().await);
-    publish_to_every_scope(&n2, 0, 2).await;
-    read_every_stream(&mut client, &mut at, 2).await;
+    publish_to_every_scope(&n2, "event", 0, 2).await;
+    read_every_stream(&mut client, &mut at, "event", 2).await;
     drop(client);
-    publish_to_every_scope(&n2, 2, 3).await;
+    publish_to_every_scope(&n2, "event", 2, 3).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let mut client = Client::connect(&n2.ws_url(&at.query(&ana))).await;
     let welcome = client.recv().await;

@@ -623,41 +623,8 @@ async fn a_full_disk_answers_503_keeps_the_node_up_and_loses_nothing_acknowledge
 
 // ---- Scope streams: every scope recoverable (docs/PROTOCOL.md section 15) ----
 
-const SCOPES: [(&str, Option<&str>); 4] = [
-    ("all", None),
-    ("role", Some("editor")),
-    ("project", Some("p1")),
-    ("user", Some("ana")),
-];
-
-/// Publishes `n` events to each of the four scopes that `ana` (role editor, project p1)
-/// receives, numbering them from `from`, the scopes interleaved.
-async fn publish_to_every_scope(server: &Server, from: u64, n: u64) {
-    for seq in from..from + n {
-        for (scope, target) in SCOPES {
-            let mut body = json!({"scope": scope, "type": "evt", "data": {"seq": seq}});
-            if let Some(target) = target {
-                body["target"] = json!(target);
-            }
-            let (status, answer) = server.publish(body).await;
-            assert_eq!(status, 200, "{answer}");
-        }
-    }
-}
-
 fn ana() -> String {
     token("ana", "editor", &["p1"])
-}
-
-/// Reads `per_stream` deliveries of each of the four streams, checking order per stream.
-async fn read_every_stream(client: &mut Client, at: &mut Positions, per_stream: usize) {
-    let mut counts = std::collections::BTreeMap::<String, usize>::new();
-    while counts.len() < 4 || counts.values().any(|n| *n < per_stream) {
-        let got = client.recv().await;
-        assert_eq!(got["type"], "evt", "{got}");
-        *counts.entry(at.advance(&got)).or_default() += 1;
-    }
-    assert!(counts.values().all(|n| *n == per_stream), "{counts:?}");
 }
 
 #[tokio::test]
@@ -671,14 +638,14 @@ async fn every_scope_resumes_with_no_gap_and_no_duplicate_while_publishing_goes_
     assert!(at.0.values().all(|(offset, _)| *offset == 0), "{welcome}");
     // Another tab of the same user stays online: user events go live, not to the inbox.
     let mut other_tab = server.connect(&ana()).await;
-    publish_to_every_scope(&server, 0, 1).await;
-    read_every_stream(&mut away, &mut at, 1).await;
+    publish_to_every_scope(&server, "evt", 0, 1).await;
+    read_every_stream(&mut away, &mut at, "evt", 1).await;
     drop(away);
-    publish_to_every_scope(&server, 1, 100).await;
+    publish_to_every_scope(&server, "evt", 1, 100).await;
     // More come while the client resumes and reads its replay.
     let publisher = {
         let server = server.clone();
-        tokio::spawn(async move { publish_to_every_scope(&server, 101, 50).await })
+        tokio::spawn(async move { publish_to_every_scope(&server, "evt", 101, 50).await })
     };
     let mut back = Client::connect(&server.ws_url(&at.query(&ana()))).await;
     let welcome = back.recv().await;
@@ -689,7 +656,7 @@ async fn every_scope_resumes_with_no_gap_and_no_duplicate_while_publishing_goes_
             "{stream}: {welcome}"
         );
     }
-    read_every_stream(&mut back, &mut at, 150).await;
+    read_every_stream(&mut back, &mut at, "evt", 150).await;
     publisher.await.expect("publisher");
     back.expect_silence().await;
     // The other tab got every user event live, once.
@@ -707,8 +674,8 @@ async fn a_resume_past_the_window_or_from_another_epoch_says_recovered_false() {
     let server = Server::start("[limits]\nrate_per_sec = 0\n[recovery]\nwindow = \"1s\"\n");
     let mut client = Client::connect(&server.ws_url(&format!("token={}", ana()))).await;
     let mut at = Positions::from_welcome(&client.recv().await);
-    publish_to_every_scope(&server, 0, 2).await;
-    read_every_stream(&mut client, &mut at, 2).await;
+    publish_to_every_scope(&server, "evt", 0, 2).await;
+    read_every_stream(&mut client, &mut at, "evt", 2).await;
     drop(client);
     // Within the window, from a position it never had in another epoch: not recovered.
     let mut wrong = at.clone();
@@ -729,7 +696,7 @@ async fn a_resume_past_the_window_or_from_another_epoch_says_recovered_false() {
     client.expect_silence().await;
     drop(client);
     // Past the window: what was missed is gone, and the welcome says so.
-    publish_to_every_scope(&server, 2, 3).await;
+    publish_to_every_scope(&server, "evt", 2, 3).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let mut client = Client::connect(&server.ws_url(&at.query(&ana()))).await;
     let welcome = client.recv().await;
@@ -760,11 +727,11 @@ async fn a_resume_by_auth_message_and_a_malformed_resume() {
     let server = Server::start("[limits]\nrate_per_sec = 0\n");
     let mut client = Client::connect(&server.ws_url(&format!("token={}", ana()))).await;
     let mut at = Positions::from_welcome(&client.recv().await);
-    publish_to_every_scope(&server, 0, 1).await;
-    read_every_stream(&mut client, &mut at, 1).await;
+    publish_to_every_scope(&server, "evt", 0, 1).await;
+    read_every_stream(&mut client, &mut at, "evt", 1).await;
     drop(client);
     let other_tab = server.connect(&ana()).await;
-    publish_to_every_scope(&server, 1, 3).await;
+    publish_to_every_scope(&server, "evt", 1, 3).await;
     let mut client = Client::connect(&server.ws_url("")).await;
     assert_eq!(client.recv().await["type"], "auth_required");
     let auth = json!({"type": "auth", "token": ana(), "resume": at.resume()});
@@ -774,7 +741,7 @@ async fn a_resume_by_auth_message_and_a_malformed_resume() {
         welcome["data"]["resumed"]["all"]["recovered"], true,
         "{welcome}"
     );
-    read_every_stream(&mut client, &mut at, 3).await;
+    read_every_stream(&mut client, &mut at, "evt", 3).await;
     client.expect_silence().await;
     drop(other_tab);
     // A malformed resume changes nothing and says what is wrong.

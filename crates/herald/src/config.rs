@@ -44,6 +44,9 @@ pub struct Config {
     pub redis_url: Option<String>,
     /// This node's name in a cluster.
     pub node_id: Option<String>,
+    /// Speak as one of the products Herald replaces (docs/PROTOCOL.md, section 14;
+    /// docs/MIGRATING.md); `None`: the canonical protocol.
+    pub profile: Option<Profile>,
     /// How client tokens are verified (`[jwt]`).
     pub jwt: JwtConfig,
     /// The limits of docs/PROTOCOL.md, section 8 (`[limits]`).
@@ -82,6 +85,7 @@ impl Default for Config {
             forwarded_header: ForwardedHeader::default(),
             redis_url: None,
             node_id: None,
+            profile: None,
             jwt: JwtConfig::default(),
             limits: Limits::default(),
             inbox: InboxConfig::default(),
@@ -289,6 +293,36 @@ impl Default for InboxConfig {
         Self {
             max_messages: 1000,
             ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// A compatibility profile: the server speaks as that product's README documents, so its
+/// clients and backends run unchanged (docs/MIGRATING.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Profile {
+    /// Pulse: every frame carries its payload under `payload`.
+    Pulse,
+    /// The user-management API (not built yet).
+    UsersApi,
+    /// Auto-Devs (not built yet).
+    AutoDevs,
+    /// Conduit (not built yet).
+    Conduit,
+    /// Cartographer (not built yet).
+    Cartographer,
+}
+
+impl Profile {
+    /// The profile's name, as `profile` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pulse => "pulse",
+            Self::UsersApi => "users-api",
+            Self::AutoDevs => "auto-devs",
+            Self::Conduit => "conduit",
+            Self::Cartographer => "cartographer",
         }
     }
 }
@@ -681,6 +715,12 @@ impl Config {
             return Err(ConfigError(
                 "cluster.node_ttl must be at least 300ms".into(),
             ));
+        }
+        if let Some(profile) = self.profile.filter(|p| *p != Profile::Pulse) {
+            return Err(ConfigError(format!(
+                "profile \"{}\" is not built yet (pulse is): docs/MIGRATING.md",
+                profile.name()
+            )));
         }
         if !self.recovery.window.is_zero() && self.recovery.max_messages == 0 {
             return Err(ConfigError(

@@ -637,3 +637,40 @@ impl Positions {
         url.query().unwrap_or_default().to_string()
     }
 }
+
+/// Publishes `n` events of type `event` to each scope that a connection of `ana` (role
+/// editor, project p1) receives, numbered from `from`, the scopes interleaved.
+pub async fn publish_to_every_scope(server: &Server, event: &str, from: u64, n: u64) {
+    for seq in from..from + n {
+        for (scope, target) in [
+            ("all", None),
+            ("role", Some("editor")),
+            ("project", Some("p1")),
+            ("user", Some("ana")),
+        ] {
+            let mut body = json!({"scope": scope, "type": event, "data": {"seq": seq}});
+            if let Some(target) = target {
+                body["target"] = json!(target);
+            }
+            let (status, answer) = server.publish(body).await;
+            assert_eq!(status, 200, "{answer}");
+        }
+    }
+}
+
+/// Reads `per_stream` deliveries of type `event` of each of ana's four scope streams,
+/// checking order per stream.
+pub async fn read_every_stream(
+    client: &mut Client,
+    at: &mut Positions,
+    event: &str,
+    per_stream: usize,
+) {
+    let mut counts = std::collections::BTreeMap::<String, usize>::new();
+    while counts.len() < 4 || counts.values().any(|n| *n < per_stream) {
+        let got = client.recv().await;
+        assert_eq!(got["type"], event, "{got}");
+        *counts.entry(at.advance(&got)).or_default() += 1;
+    }
+    assert!(counts.values().all(|n| *n == per_stream), "{counts:?}");
+}

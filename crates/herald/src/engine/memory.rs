@@ -69,13 +69,7 @@ impl Broker for MemoryBroker {
         let user = &user;
         if self.local.has_user(user) {
             if let Some((streams, retention)) = stream {
-                let key = crate::engine::stream_key(&format!("user:{user}"));
-                let at = streams
-                    .append(&key, &publication, retention)
-                    .await
-                    .inspect_err(|_| crate::metrics::engine_error("streams"))?;
-                publication.offset = Some(at.offset);
-                publication.epoch = Some(at.epoch);
+                crate::engine::append_to_scope_stream(streams, &mut publication, retention).await?;
             }
             let reached = self.local.deliver(&publication).await?;
             // Delivered or kept, never neither: when every live push failed (the user's

@@ -80,14 +80,7 @@ pub trait Broker: Send + Sync + 'static {
         mut publication: Publication,
         retention: Retention,
     ) -> Result<usize, EngineError> {
-        let key = scope_stream_key(&publication.scope)
-            .ok_or_else(|| EngineError::new("a topic publication has no scope stream"))?;
-        let at = streams
-            .append(&key, &publication, retention)
-            .await
-            .inspect_err(|_| crate::metrics::engine_error("streams"))?;
-        publication.offset = Some(at.offset);
-        publication.epoch = Some(at.epoch);
+        append_to_scope_stream(streams, &mut publication, retention).await?;
         self.publish(Arc::new(publication)).await
     }
 
@@ -417,6 +410,23 @@ pub trait Inbox: Send + Sync + 'static {
 /// name holds, so a scope stream never shares a key with a topic (`#all`, `#user:alice`).
 pub fn scope_stream_key(scope: &Scope) -> Option<String> {
     scope.stream().map(|stream| stream_key(&stream))
+}
+
+/// Appends a scope publication to its stream in `streams` and gives it its position.
+pub async fn append_to_scope_stream(
+    streams: &dyn History,
+    publication: &mut Publication,
+    retention: Retention,
+) -> Result<(), EngineError> {
+    let key = scope_stream_key(&publication.scope)
+        .ok_or_else(|| EngineError::new("a topic publication has no scope stream"))?;
+    let at = streams
+        .append(&key, publication, retention)
+        .await
+        .inspect_err(|_| crate::metrics::engine_error("streams"))?;
+    publication.offset = Some(at.offset);
+    publication.epoch = Some(at.epoch);
+    Ok(())
 }
 
 /// The [`History`] key of a scope stream named on the wire (`all`, `role:admin`, ...).

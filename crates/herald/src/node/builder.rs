@@ -188,6 +188,11 @@ impl HeraldBuilder {
                 "compression needs the `compression` feature of the herald crate".into(),
             ));
         }
+        // A profile's spelling is the process's (`Config::validate` took only built ones).
+        if config.profile == Some(crate::config::Profile::Pulse) {
+            crate::protocol::spelling::set_spelling(crate::protocol::spelling::PULSE)
+                .map_err(StartError)?;
+        }
         let (authenticator, keys) = match self.authenticator {
             Some(authenticator) => (authenticator, None),
             None => jwt_authenticator(&config, self.jwt_secret.as_deref())?,

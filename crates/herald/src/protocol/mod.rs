@@ -8,6 +8,7 @@ mod close;
 pub mod command;
 pub(crate) mod hooks;
 pub mod replies;
+pub mod spelling;
 
 pub use close::CloseReason;
 pub use command::{
@@ -188,40 +189,68 @@ pub struct Sender {
     pub client_id: String,
 }
 
-/// One server-to-client message before encoding.
-#[derive(Debug, Serialize)]
+/// One server-to-client message before encoding. Its fields are spelled by the process's
+/// [`spelling`] (the canonical names, or a compatibility profile's).
+#[derive(Debug)]
 pub struct Envelope<'a, D: Serialize> {
     /// `type`: the event or reply name.
-    #[serde(rename = "type")]
     pub kind: &'a str,
     /// `data`: the payload.
     pub data: D,
     /// `timestamp`: RFC 3339 UTC with milliseconds.
     pub timestamp: &'a str,
     /// `id`: set on publications.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<&'a str>,
     /// `topic`: set on deliveries through a topic.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub topic: Option<&'a str>,
     /// `stream`: set on deliveries through a scope stream (`all`, `role:<name>`, ...).
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub stream: Option<&'a str>,
     /// `from`: set on client publications.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub from: Option<&'a Sender>,
     /// Position in the topic's stream, for topics with history.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub offset: Option<u64>,
     /// `epoch`: with `offset`.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub epoch: Option<&'a str>,
     /// Set on messages delivered from the user's offline inbox.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub offline: Option<bool>,
     /// `ref`: copied from the command a reply answers.
-    #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
     pub reference: Option<&'a Value>,
+}
+
+impl<D: Serialize> Serialize for Envelope<'_, D> {
+    fn serialize<S: serde::Serializer>(&self, to: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let spelled = spelling::spelling();
+        let mut map = to.serialize_map(None)?;
+        map.serialize_entry("type", self.kind)?;
+        map.serialize_entry(spelled.data, &self.data)?;
+        map.serialize_entry("timestamp", self.timestamp)?;
+        if let Some(id) = self.id {
+            map.serialize_entry(spelled.id, id)?;
+        }
+        if let Some(topic) = self.topic {
+            map.serialize_entry("topic", topic)?;
+        }
+        if let Some(stream) = self.stream {
+            map.serialize_entry("stream", stream)?;
+        }
+        if let Some(from) = self.from {
+            map.serialize_entry("from", from)?;
+        }
+        if let Some(offset) = self.offset {
+            map.serialize_entry("offset", &offset)?;
+        }
+        if let Some(epoch) = self.epoch {
+            map.serialize_entry("epoch", epoch)?;
+        }
+        if let Some(offline) = self.offline {
+            map.serialize_entry("offline", &offline)?;
+        }
+        if let Some(reference) = self.reference {
+            map.serialize_entry("ref", reference)?;
+        }
+        map.end()
+    }
 }
 
 impl<'a, D: Serialize> Envelope<'a, D> {

@@ -1,0 +1,157 @@
+// Compatibility profiles (docs/MIGRATING.md): each product's README client code, as written,
+// against a real `herald serve` with that product's profile. The code below is copied from the
+// product's README; the one change is the server's address (the README's `localhost:8080`),
+// since the test server listens on a free port.
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import WebSocket from 'ws';
+import { Server, eventually } from './server.js';
+
+const servers = [];
+after(async () => {
+  for (const server of servers) await server.stop();
+});
+
+/** Runs a README's browser code with `globals` in scope (its `WebSocket`, its app functions). */
+function runReadmeCode(code, globals) {
+  const names = Object.keys(globals);
+  // eslint-disable-next-line no-new-func
+  return new Function(...names, `${code}\nreturn typeof ws === 'undefined' ? undefined : ws;`)(
+    ...names.map((name) => globals[name]),
+  );
+}
+
+// Pulse's README, "Frontend Connection", verbatim.
+const PULSE_FRONTEND = `
+// Get token from your auth system
+const token = getAuthToken() // Your function to get JWT token
+
+// Connect to WebSocket (no auth required at connection time)
+const ws = new WebSocket('ws://localhost:8080/ws')
+
+ws.onopen = () => {
+  console.log('WebSocket connected')
+
+  // Authenticate immediately after connection
+  ws.send(JSON.stringify({
+    type: 'auth',
+    token
+  }))
+}
+
+ws.onmessage = (event) => {
+  const message = JSON.parse(event.data)
+
+  // Handle authentication response
+  if (message.type === 'auth_success') {
+    console.log('Authentication successful')
+
+    // Subscribe to topics you're interested in
+    ws.send(JSON.stringify({
+      type: 'subscribe',
+      topic: \`project:\${currentProjectId}\`
+    }))
+  } else if (message.type === 'subscribed') {
+    console.log('Subscribed to topic:', message.payload.topic)
+  } else if (message.type === 'unsubscribed') {
+    console.log('Unsubscribed from topic:', message.payload.topic)
+  } else if (message.type === 'error') {
+    console.error('Error:', message.payload.message)
+  } else {
+    // Handle other message types (broadcasts)
+    console.log('Received:', message.type, message.payload)
+
+    switch (message.type) {
+      case 'check_run_completed':
+        // Update UI with check run result
+        updateCheckStatus(message.payload)
+        break
+      case 'alert_created':
+        // Show alert notification
+        showAlert(message.payload)
+        break
+      case 'notification':
+        // Show user notification
+        showNotification(message.payload)
+        break
+    }
+  }
+}
+
+ws.onerror = (error) => {
+  console.error('WebSocket error:', error)
+}
+
+ws.onclose = () => {
+  console.log('WebSocket disconnected')
+  // Optionally reconnect
+}
+`;
+
+/** A console that records what the README's code logs. */
+function recordingConsole() {
+  const lines = [];
+  const record = (level) => (...args) => lines.push([level, ...args]);
+  return { lines, console: { log: record('log'), error: record('error') } };
+}
+
+test('pulse: the README frontend authenticates, subscribes, reads payload of replies, errors and every broadcast', async () => {
+  const server = await Server.start('', 'profile = "pulse"');
+  servers.push(server);
+  const token = server.token('alice', { projects: ['p1'] });
+  const { lines, console } = recordingConsole();
+  const frames = [];
+  const got = { checks: [], alerts: [], notifications: [] };
+  // The README's WebSocket, with every frame also kept for the envelope checks below.
+  class RecordingWebSocket extends WebSocket {
+    constructor(url) {
+      super(url.replace('ws://localhost:8080', `ws://${server.addr}`));
+      this.addEventListener('message', (event) => frames.push(JSON.parse(event.data)));
+    }
+  }
+  const ws = runReadmeCode(PULSE_FRONTEND, {
+    WebSocket: RecordingWebSocket,
+    console,
+    getAuthToken: () => token,
+    currentProjectId: 'p1',
+    updateCheckStatus: (payload) => got.checks.push(payload),
+    showAlert: (payload) => got.alerts.push(payload),
+    showNotification: (payload) => got.notifications.push(payload),
+  });
+  await eventually('the subscription', () => lines.some(([, what]) => what === 'Subscribed to topic:'));
+  assert.deepEqual(lines.find(([, what]) => what === 'Subscribed to topic:'), ['log', 'Subscribed to topic:', 'project:p1']);
+  assert.ok(lines.some(([, what]) => what === 'Authentication successful'));
+
+  // The backend's three broadcasts of the README: to the project, to everyone, to the user.
+  await server.api.publish({ scope: 'project', target: 'p1', type: 'check_run_completed', data: { check_id: 'c1', status: 'down' } });
+  await server.api.publish({ scope: 'all', type: 'alert_created', data: { alert_id: 'a1' } });
+  await server.api.publish({ scope: 'user', target: 'alice', type: 'notification', data: { title: 'Check Alert' } });
+  await eventually('the three broadcasts', () => got.checks.length && got.alerts.length && got.notifications.length);
+  assert.deepEqual(got.checks, [{ check_id: 'c1', status: 'down' }]);
+  assert.deepEqual(got.alerts, [{ alert_id: 'a1' }]);
+  assert.deepEqual(got.notifications, [{ title: 'Check Alert' }]);
+
+  // A topic it may not subscribe to: the README's error branch reads `payload.message`.
+  ws.send(JSON.stringify({ type: 'subscribe', topic: 'project:p2' }));
+  await eventually('the error', () => lines.some(([level]) => level === 'error'));
+  const [, label, message] = lines.find(([level]) => level === 'error');
+  assert.equal(label, 'Error:');
+  assert.match(message, /not allowed/);
+
+  // Every frame, reply or publication, carries its payload under `payload`, never `data`.
+  assert.ok(frames.length >= 6, JSON.stringify(frames));
+  for (const frame of frames) {
+    assert.ok('payload' in frame && !('data' in frame), JSON.stringify(frame));
+  }
+  ws.close();
+});
+
+test('without a profile the canonical protocol holds: `data`, never `payload`', async () => {
+  const server = await Server.start();
+  servers.push(server);
+  const ws = new WebSocket(`${server.ws}?token=${server.token('bob')}`);
+  const welcome = await new Promise((resolve) => ws.once('message', (m) => resolve(JSON.parse(m))));
+  assert.equal(welcome.type, 'connection.established');
+  assert.ok('data' in welcome && !('payload' in welcome), JSON.stringify(welcome));
+  ws.close();
+});
