@@ -4,6 +4,7 @@
 // since the test server listens on a free port.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { createRequire } from 'node:module';
 import WebSocket from 'ws';
 import { Server, eventually } from './server.js';
 
@@ -146,12 +147,88 @@ test('pulse: the README frontend authenticates, subscribes, reads payload of rep
   ws.close();
 });
 
-test('without a profile the canonical protocol holds: `data`, never `payload`', async () => {
+// The user-management API's README, "WebSocket Connection", the Node.js block verbatim.
+const USERS_API_NODE = `
+const WebSocket = require('ws');
+const ws = new WebSocket(\`ws://localhost:8080/ws?token=\${token}\`);
+
+ws.on('message', (data) => {
+  const message = JSON.parse(data);
+  console.log(message);
+});
+`;
+
+// Its "Client-Side Handling (Node.js)" block, verbatim: added to the same socket.
+const USERS_API_PING = `
+ws.on('ping', () => {
+  ws.pong(); // Respond to ping
+});
+`;
+
+test('users-api: the README Node client gets its welcome message and a broadcast; no token is a 401', async () => {
+  const server = await Server.start('', 'profile = "users-api"');
+  servers.push(server);
+  const { lines, console } = recordingConsole();
+  const require = createRequire(import.meta.url);
+  const localRequire = (name) => {
+    const module = require(name);
+    if (name !== 'ws') return module;
+    // The README's `localhost:8080`, here the test server's address.
+    return class extends module {
+      constructor(url) {
+        super(url.replace('ws://localhost:8080', `ws://${server.addr}`));
+      }
+    };
+  };
+  const ws = runReadmeCode(`${USERS_API_NODE}\n${USERS_API_PING}`, {
+    require: localRequire,
+    console,
+    token: server.token('24'),
+  });
+  await eventually('the welcome', () => lines.length >= 1);
+  const [, welcome] = lines[0];
+  assert.equal(welcome.type, 'connection.established');
+  assert.equal(welcome.data.message, 'Welcome to WebSocket real-time updates');
+  assert.equal(welcome.data.user_id, '24');
+  assert.equal(welcome.data.role, 'user');
+  assert.equal(typeof welcome.data.client_id, 'string');
+
+  // The README's test broadcast, with an admin's token.
+  const admin = server.token('1', { role: 'admin' });
+  const answer = await fetch(`${server.http}/ws/broadcast`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ message: 'System maintenance scheduled', priority: 'high', metadata: { scheduled_time: '2025-01-07T02:00:00Z' } }),
+  }).then((r) => r.json());
+  assert.equal(answer.success, true);
+  assert.equal(answer.message, 'Broadcast sent successfully');
+  await eventually('the alert', () => lines.length >= 2);
+  const [, alert] = lines[1];
+  assert.equal(alert.type, 'system.alert');
+  assert.equal(alert.data.message, 'System maintenance scheduled');
+  assert.equal(alert.data.priority, 'high');
+  ws.close();
+
+  // Without a token the upgrade is refused with 401, as the README's server does.
+  const status = await new Promise((resolve) => {
+    const bare = new WebSocket(server.ws);
+    bare.on('unexpected-response', (_, response) => resolve(response.statusCode));
+    bare.on('open', () => resolve(101));
+  });
+  assert.equal(status, 401);
+});
+
+test('without a profile the canonical protocol holds: `data`, no greeting, a token may come later', async () => {
   const server = await Server.start();
   servers.push(server);
   const ws = new WebSocket(`${server.ws}?token=${server.token('bob')}`);
   const welcome = await new Promise((resolve) => ws.once('message', (m) => resolve(JSON.parse(m))));
   assert.equal(welcome.type, 'connection.established');
   assert.ok('data' in welcome && !('payload' in welcome), JSON.stringify(welcome));
+  assert.ok(!('message' in welcome.data), JSON.stringify(welcome));
   ws.close();
+  const bare = new WebSocket(server.ws);
+  const first = await new Promise((resolve) => bare.once('message', (m) => resolve(JSON.parse(m))));
+  assert.equal(first.type, 'auth_required');
+  bare.close();
 });

@@ -304,7 +304,7 @@ impl Default for InboxConfig {
 pub enum Profile {
     /// Pulse: every frame carries its payload under `payload`.
     Pulse,
-    /// The user-management API (not built yet).
+    /// The user-management API: a token at the upgrade, a greeting in the welcome.
     UsersApi,
     /// Auto-Devs (not built yet).
     AutoDevs,
@@ -315,6 +315,16 @@ pub enum Profile {
 }
 
 impl Profile {
+    /// Whether a connection must bring its token to the upgrade (no `auth` message later).
+    pub fn token_at_upgrade(self) -> bool {
+        self == Self::UsersApi
+    }
+
+    /// Whether this profile is built (the others are refused at start).
+    pub fn is_built(self) -> bool {
+        matches!(self, Self::Pulse | Self::UsersApi)
+    }
+
     /// The profile's name, as `profile` spells it.
     pub fn name(self) -> &'static str {
         match self {
@@ -716,9 +726,9 @@ impl Config {
                 "cluster.node_ttl must be at least 300ms".into(),
             ));
         }
-        if let Some(profile) = self.profile.filter(|p| *p != Profile::Pulse) {
+        if let Some(profile) = self.profile.filter(|p| !p.is_built()) {
             return Err(ConfigError(format!(
-                "profile \"{}\" is not built yet (pulse is): docs/MIGRATING.md",
+                "profile \"{}\" is not built yet (pulse and users-api are): docs/MIGRATING.md",
                 profile.name()
             )));
         }

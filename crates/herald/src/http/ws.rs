@@ -125,6 +125,13 @@ pub async fn upgrade(
             return ApiError::unauthorized(e.to_string()).into_response();
         }
     };
+    // A profile whose product refused a connection without a token does so too (a connect
+    // hook has had its say already).
+    if principal.is_none() && config.profile.is_some_and(|p| p.token_at_upgrade()) {
+        crate::metrics::auth_failure("missing");
+        crate::metrics::refused("bad_token", shown(), "no token at the upgrade");
+        return ApiError::unauthorized("missing token".to_string()).into_response();
+    }
     let mut auto_topics = Vec::new();
     if let Some(project) = query.get("project_id").filter(|p| !p.is_empty()) {
         auto_topics.push(format!("project:{project}"));

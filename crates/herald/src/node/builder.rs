@@ -189,9 +189,13 @@ impl HeraldBuilder {
             ));
         }
         // A profile's spelling is the process's (`Config::validate` took only built ones).
-        if config.profile == Some(crate::config::Profile::Pulse) {
-            crate::protocol::spelling::set_spelling(crate::protocol::spelling::PULSE)
-                .map_err(StartError)?;
+        let spelling = match config.profile {
+            Some(crate::config::Profile::Pulse) => Some(crate::protocol::spelling::PULSE),
+            Some(crate::config::Profile::UsersApi) => Some(crate::protocol::spelling::USERS_API),
+            _ => None,
+        };
+        if let Some(spelling) = spelling {
+            crate::protocol::spelling::set_spelling(spelling).map_err(StartError)?;
         }
         let (authenticator, keys) = match self.authenticator {
             Some(authenticator) => (authenticator, None),

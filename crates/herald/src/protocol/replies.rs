@@ -52,6 +52,9 @@ pub struct Welcome<'a> {
     pub user_id: &'a str,
     /// The role.
     pub role: &'a str,
+    /// A greeting, under a profile whose product sent one (`users-api`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<&'static str>,
     /// The token's `exp` (Unix seconds), or null when it never expires.
     pub expires_at: Option<u64>,
     /// Seconds until `exp` by the server's clock, or null: a client refreshes from this, so a

@@ -17,6 +17,8 @@ pub struct Spelling {
     pub data: &'static str,
     /// The publication id's field: `id`.
     pub id: &'static str,
+    /// A `message` the welcome's data carries, as the product's README shows it.
+    pub welcome_message: Option<&'static str>,
 }
 
 /// The canonical protocol.
@@ -24,6 +26,7 @@ pub const CANONICAL: Spelling = Spelling {
     name: "canonical",
     data: "data",
     id: "id",
+    welcome_message: None,
 };
 
 /// Pulse (`profile = "pulse"`): every frame carries its payload under `payload`.
@@ -31,6 +34,15 @@ pub const PULSE: Spelling = Spelling {
     name: "pulse",
     data: "payload",
     id: "id",
+    welcome_message: None,
+};
+
+/// The user-management API (`profile = "users-api"`): the welcome says hello.
+pub const USERS_API: Spelling = Spelling {
+    name: "users-api",
+    data: "data",
+    id: "id",
+    welcome_message: Some("Welcome to WebSocket real-time updates"),
 };
 
 static IN_FORCE: OnceLock<Spelling> = OnceLock::new();

@@ -46,6 +46,7 @@ impl Session {
             client_id: &self.conn.client_id,
             user_id: &who.user_id,
             role: &who.role,
+            message: crate::protocol::spelling::spelling().welcome_message,
             expires_at: who.expires_at,
             expires_in: expires_in(who.expires_at),
             streams: streams.map(ConnectStreams::streams_field),
