@@ -29,15 +29,6 @@ fn three_nodes(redis: &RedisServer) -> [Server; 3] {
     [node(redis, "n1"), node(redis, "n2"), node(redis, "n3")]
 }
 
-/// Waits until a node says it is ready (its Pub/Sub link is up).
-async fn ready(server: &Server) {
-    eventually("the node to be ready", || async {
-        let status = reqwest::get(server.http("/ready")).await.ok()?.status();
-        (status == 200).then_some(())
-    })
-    .await;
-}
-
 /// The next `kind` event about `user`, skipping other join/leave events (a joiner also hears
 /// its own `user_joined`, which in cluster mode may come before or after others').
 async fn next_event(client: &mut Client, kind: &str, user: &str) -> Value {

@@ -565,22 +565,14 @@ fn named<'a>(events: &'a [Value], name: &str, field: &str, value: &str) -> Vec<&
         .collect()
 }
 
-async fn until_ready(server: &Server) {
-    eventually("the node to be ready", || async {
-        let status = reqwest::get(server.http("/ready")).await.ok()?.status();
-        (status == 200).then_some(())
-    })
-    .await;
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn in_a_cluster_each_event_is_sent_once_and_a_killed_nodes_are_sent_by_its_reaper() {
     let redis = common::redis::RedisServer::start();
     let (receiver, url) = receiver().await;
     let n1 = cluster_node_with_webhooks(&redis, "n1", &url);
     let mut n2 = cluster_node_with_webhooks(&redis, "n2", &url);
-    until_ready(&n1).await;
-    until_ready(&n2).await;
+    ready(&n1).await;
+    ready(&n2).await;
     // Dana on both nodes, both subscribed to one topic: one user.online, one topic.occupied.
     let mut on_n1 = n1.user("dana").await;
     on_n1.subscribe("room:9").await;

@@ -674,3 +674,12 @@ pub async fn read_every_stream(
     }
     assert!(counts.values().all(|n| *n == per_stream), "{counts:?}");
 }
+
+/// Waits until a node says it is ready (`/ready` 200: in cluster mode, its Pub/Sub link is up).
+pub async fn ready(server: &Server) {
+    eventually("the node to be ready", || async {
+        let status = reqwest::get(server.http("/ready")).await.ok()?.status();
+        (status == 200).then_some(())
+    })
+    .await;
+}
