@@ -218,6 +218,48 @@ test('users-api: the README Node client gets its welcome message and a broadcast
   assert.equal(status, 401);
 });
 
+test("conduit: the README's documented frames (rooms, ping, echo, status, broadcast to a room) as written", async () => {
+  const server = await Server.start('', 'profile = "conduit"');
+  servers.push(server);
+  // The README's connection: `ws://localhost:8080/ws?token=your-jwt-token`.
+  const open = (sub) =>
+    new Promise((resolve) => {
+      const ws = new WebSocket(`ws://${server.addr}/ws?token=${server.token(sub)}`);
+      ws.queue = [];
+      ws.on('message', (data) => ws.queue.push(JSON.parse(data)));
+      ws.on('open', () => resolve(ws));
+    });
+  const next = (ws, type) =>
+    eventually(`a ${type}`, () => {
+      const at = ws.queue.findIndex((m) => m.type === type);
+      return at >= 0 && ws.queue.splice(at, 1)[0];
+    });
+  const send = (ws, message) => ws.send(JSON.stringify(message));
+  const [a, b] = [await open('user-123'), await open('user-456')];
+  for (const ws of [a, b]) {
+    send(ws, { type: 'join_room', data: { room: 'room-name' } });
+    assert.deepEqual((await next(ws, 'room_joined')).data, { room: 'room-name' });
+  }
+  send(a, { type: 'ping', data: '2024-01-01T00:00:00Z' });
+  assert.deepEqual((await next(a, 'pong')).data, { timestamp: '2024-01-01T00:00:00Z' });
+  send(a, { type: 'echo', data: 'test message' });
+  assert.deepEqual((await next(a, 'echo')).data, { original: 'test message' });
+  send(a, { type: 'status' });
+  const status = (await next(a, 'status')).data;
+  assert.equal(status.user_id, 'user-123');
+  assert.match(status.connection_duration, /^(\d+h)?(\d+m)?\d+s$/, JSON.stringify(status));
+  assert.equal(typeof status.connected_at, 'string');
+  assert.equal(typeof status.last_heartbeat, 'string');
+  // A client broadcasts to a room (no namespace config needed), as Conduit's clients do.
+  send(a, { type: 'broadcast', data: { room: 'room-name', type: 'notification', payload: { message: 'hello' } } });
+  assert.deepEqual((await next(b, 'notification')).data, { message: 'hello' });
+  send(a, { type: 'leave_room', data: { room: 'room-name' } });
+  assert.deepEqual((await next(a, 'room_left')).data, { room: 'room-name' });
+  assert.ok(!a.queue.some((m) => m.type === 'error'), JSON.stringify(a.queue));
+  a.close();
+  b.close();
+});
+
 test('without a profile the canonical protocol holds: `data`, no greeting, a token may come later', async () => {
   const server = await Server.start();
   servers.push(server);
@@ -226,6 +268,23 @@ test('without a profile the canonical protocol holds: `data`, no greeting, a tok
   assert.equal(welcome.type, 'connection.established');
   assert.ok('data' in welcome && !('payload' in welcome), JSON.stringify(welcome));
   assert.ok(!('message' in welcome.data), JSON.stringify(welcome));
+  // Clients may not publish to a namespace the config does not open; status is in seconds.
+  const forbidden = await new Promise((resolve) => {
+    ws.on('message', (m) => {
+      const message = JSON.parse(m);
+      if (message.type === 'error') resolve(message);
+    });
+    ws.send(JSON.stringify({ type: 'broadcast', data: { room: 'room-name', type: 'n', payload: {} } }));
+  });
+  assert.equal(forbidden.data.code, 'forbidden');
+  const status = await new Promise((resolve) => {
+    ws.on('message', (m) => {
+      const message = JSON.parse(m);
+      if (message.type === 'status') resolve(message);
+    });
+    ws.send(JSON.stringify({ type: 'status' }));
+  });
+  assert.equal(typeof status.data.connection_duration, 'number');
   ws.close();
   const bare = new WebSocket(server.ws);
   const first = await new Promise((resolve) => bare.once('message', (m) => resolve(JSON.parse(m))));

@@ -308,7 +308,7 @@ pub enum Profile {
     UsersApi,
     /// Auto-Devs (not built yet).
     AutoDevs,
-    /// Conduit (not built yet).
+    /// Conduit: clients publish to any room, Go-style durations, a pong that echoes.
     Conduit,
     /// Cartographer (not built yet).
     Cartographer,
@@ -322,7 +322,7 @@ impl Profile {
 
     /// Whether this profile is built (the others are refused at start).
     pub fn is_built(self) -> bool {
-        matches!(self, Self::Pulse | Self::UsersApi)
+        matches!(self, Self::Pulse | Self::UsersApi | Self::Conduit)
     }
 
     /// The profile's name, as `profile` spells it.
@@ -728,7 +728,7 @@ impl Config {
         }
         if let Some(profile) = self.profile.filter(|p| !p.is_built()) {
             return Err(ConfigError(format!(
-                "profile \"{}\" is not built yet (pulse and users-api are): docs/MIGRATING.md",
+                "profile \"{}\" is not built yet (pulse, users-api and conduit are): docs/MIGRATING.md",
                 profile.name()
             )));
         }

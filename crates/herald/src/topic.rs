@@ -90,11 +90,15 @@ pub fn subscribe_check(config: &Config, who: &Principal, topic: &str) -> Subscri
 /// namespace's `publish` says (default no; `"proxy"`: the backend decides). Publishing also
 /// requires being allowed to subscribe.
 pub fn client_publish_rule(config: &Config, topic: &str) -> PublishRule {
+    // Conduit's clients broadcast to any room: under its profile, a namespace the config does
+    // not name lets clients publish (a named one keeps its rule).
+    let unnamed = match config.profile {
+        Some(crate::config::Profile::Conduit) => PublishRule::Allowed,
+        _ => PublishRule::Denied,
+    };
     match namespace(topic) {
         "user" | "role" => PublishRule::Denied,
-        ns => config
-            .namespace(ns)
-            .map_or(PublishRule::Denied, |n| n.publish),
+        ns => config.namespace(ns).map_or(unnamed, |n| n.publish),
     }
 }
 

@@ -192,6 +192,7 @@ impl HeraldBuilder {
         let spelling = match config.profile {
             Some(crate::config::Profile::Pulse) => Some(crate::protocol::spelling::PULSE),
             Some(crate::config::Profile::UsersApi) => Some(crate::protocol::spelling::USERS_API),
+            Some(crate::config::Profile::Conduit) => Some(crate::protocol::spelling::CONDUIT),
             _ => None,
         };
         if let Some(spelling) = spelling {

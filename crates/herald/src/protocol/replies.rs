@@ -287,12 +287,25 @@ pub struct Status<'a> {
     pub role: &'a str,
     /// When it connected (RFC 3339, milliseconds).
     pub connected_at: String,
-    /// How long it has been connected, in seconds.
-    pub connection_duration: f64,
+    /// How long it has been connected: seconds, or a duration string under a profile whose
+    /// product wrote one (`conduit`).
+    #[serde(serialize_with = "connection_duration")]
+    pub connection_duration: std::time::Duration,
     /// The last ping or pong from the client (RFC 3339, milliseconds).
     pub last_heartbeat: String,
     /// Its topics, sorted.
     pub topics: Vec<String>,
+}
+
+fn connection_duration<S: serde::Serializer>(
+    duration: &std::time::Duration,
+    to: S,
+) -> Result<S::Ok, S::Error> {
+    if super::spelling::spelling().duration_as_text {
+        to.serialize_str(&super::spelling::go_duration(*duration))
+    } else {
+        to.serialize_f64(duration.as_secs_f64())
+    }
 }
 
 impl Reply for Status<'_> {

@@ -19,6 +19,10 @@ pub struct Spelling {
     pub id: &'static str,
     /// A `message` the welcome's data carries, as the product's README shows it.
     pub welcome_message: Option<&'static str>,
+    /// `status` gives `connection_duration` as a duration string (`"5m30s"`), not seconds.
+    pub duration_as_text: bool,
+    /// `pong` answers a ping whose `data` is a string with `{timestamp: <that string>}`.
+    pub pong_echoes_timestamp: bool,
 }
 
 /// The canonical protocol.
@@ -27,6 +31,8 @@ pub const CANONICAL: Spelling = Spelling {
     data: "data",
     id: "id",
     welcome_message: None,
+    duration_as_text: false,
+    pong_echoes_timestamp: false,
 };
 
 /// Pulse (`profile = "pulse"`): every frame carries its payload under `payload`.
@@ -35,6 +41,8 @@ pub const PULSE: Spelling = Spelling {
     data: "payload",
     id: "id",
     welcome_message: None,
+    duration_as_text: false,
+    pong_echoes_timestamp: false,
 };
 
 /// The user-management API (`profile = "users-api"`): the welcome says hello.
@@ -43,7 +51,38 @@ pub const USERS_API: Spelling = Spelling {
     data: "data",
     id: "id",
     welcome_message: Some("Welcome to WebSocket real-time updates"),
+    duration_as_text: false,
+    pong_echoes_timestamp: false,
 };
+
+/// Conduit (`profile = "conduit"`): durations as Go writes them, a pong that echoes the ping.
+pub const CONDUIT: Spelling = Spelling {
+    name: "conduit",
+    data: "data",
+    id: "id",
+    welcome_message: None,
+    duration_as_text: true,
+    pong_echoes_timestamp: true,
+};
+
+/// A duration as Go's `time.Duration` prints whole seconds: `"0s"`, `"45s"`, `"5m30s"`,
+/// `"1h2m3s"`.
+///
+/// ```
+/// use herald::protocol::spelling::go_duration;
+/// assert_eq!(go_duration(std::time::Duration::from_secs(330)), "5m30s");
+/// assert_eq!(go_duration(std::time::Duration::from_secs(3723)), "1h2m3s");
+/// assert_eq!(go_duration(std::time::Duration::from_millis(900)), "0s");
+/// ```
+pub fn go_duration(duration: std::time::Duration) -> String {
+    let secs = duration.as_secs();
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, m) => format!("{m}m{s}s"),
+        (h, m) => format!("{h}h{m}m{s}s"),
+    }
+}
 
 static IN_FORCE: OnceLock<Spelling> = OnceLock::new();
 

@@ -292,8 +292,22 @@ impl Session {
 
     fn ping(&self, data: Option<Value>, reference: Option<&Value>) {
         self.conn.touch_heartbeat();
-        let timestamp = crate::protocol::now_timestamp();
-        self.reply(&Pong { timestamp, data }, reference);
+        // A profile whose product echoed the ping's time answers with it (`conduit`).
+        let pong = match data {
+            Some(Value::String(sent))
+                if crate::protocol::spelling::spelling().pong_echoes_timestamp =>
+            {
+                Pong {
+                    timestamp: sent,
+                    data: None,
+                }
+            }
+            data => Pong {
+                timestamp: crate::protocol::now_timestamp(),
+                data,
+            },
+        };
+        self.reply(&pong, reference);
     }
 
     fn status(&self, reference: Option<&Value>) {
@@ -306,7 +320,7 @@ impl Session {
             user_id: &who.user_id,
             role: &who.role,
             connected_at: humantime::format_rfc3339_millis(self.conn.connected_at).to_string(),
-            connection_duration: connected_for.as_secs_f64(),
+            connection_duration: connected_for,
             last_heartbeat: humantime::format_rfc3339_millis(self.conn.last_heartbeat())
                 .to_string(),
             topics: self.conn.topics(),
