@@ -6,7 +6,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createRequire } from 'node:module';
 import WebSocket from 'ws';
-import { Server, eventually } from './server.js';
+import { Server, eventually, API_KEY } from './server.js';
 
 const servers = [];
 after(async () => {
@@ -260,6 +260,248 @@ test("conduit: the README's documented frames (rooms, ping, echo, status, broadc
   b.close();
 });
 
+// Auto-Devs' README, "Client Connection", verbatim.
+const AUTO_DEVS_CONNECT = `
+// Connect to WebSocket
+const ws = new WebSocket('ws://localhost:8098/ws/connect?token=your-auth-token');
+
+// Handle messages
+ws.onmessage = (event) => {
+    const message = JSON.parse(event.data);
+    console.log('Received:', message.type, message.data);
+};
+`;
+
+// The same block's subscription, verbatim. The README sends it right after `new WebSocket`,
+// which no WebSocket allows before the socket opens (browsers and `ws` throw): it runs on open.
+const AUTO_DEVS_SUBSCRIBE = `
+// Subscribe to project
+ws.send(JSON.stringify({
+    type: 'subscription',
+    data: {
+        action: 'subscribe',
+        project_id: 'project-uuid'
+    }
+}));
+`;
+
+test("auto-devs: the README client subscribes and gets message_id frames; every management route answers", async () => {
+  const server = await Server.start('', 'profile = "auto-devs"');
+  servers.push(server);
+  const token = server.token('user-1', { projects: ['project-uuid'] });
+  const { lines, console } = recordingConsole();
+  const frames = [];
+  class ReadmeWebSocket extends WebSocket {
+    constructor(url) {
+      super(url.replace('ws://localhost:8098', `ws://${server.addr}`).replace('your-auth-token', token));
+      this.addEventListener('message', (event) => frames.push(JSON.parse(event.data)));
+    }
+  }
+  const ws = runReadmeCode(AUTO_DEVS_CONNECT, { WebSocket: ReadmeWebSocket, console });
+  await new Promise((resolve) => ws.addEventListener('open', resolve));
+  new Function('ws', AUTO_DEVS_SUBSCRIBE)(ws);
+  await eventually('the subscription', () => lines.some(([, , type]) => type === 'subscribed'));
+  assert.deepEqual(lines.find(([, , type]) => type === 'subscribed').slice(3), [{ topic: 'project:project-uuid' }]);
+
+  // The management API, with the server's API key as a backend calls it.
+  const call = async (method, path, body) => {
+    const response = await fetch(`${server.http}/api/v1/websocket${path}`, {
+      method,
+      headers: { authorization: `Bearer ${API_KEY}`, 'content-type': 'application/json' },
+      body: body && JSON.stringify(body),
+    });
+    assert.equal(response.status, 200, `${method} ${path}: ${await response.clone().text()}`);
+    return response.json();
+  };
+  assert.equal((await call('GET', '/health')).status, 'ready');
+  assert.deepEqual(await call('GET', '/connections/count'), { count: 1 });
+  assert.deepEqual(await call('GET', '/projects/project-uuid/connections/count'), { count: 1 });
+  assert.deepEqual(await call('GET', '/users/user-1/connections/count'), { count: 1 });
+  assert.deepEqual(await call('GET', '/users/nobody/connections/count'), { count: 0 });
+  const listed = await call('GET', '/connections');
+  assert.equal(listed.length, 1);
+  assert.equal(listed[0].user_id, 'user-1');
+  assert.equal((await call('GET', '/stats')).total_clients, 1);
+
+  // The backend's notifications: a project message, a direct message, a broadcast.
+  const project = await call('POST', '/projects/project-uuid/message', { type: 'task_created', data: { task_id: 't1' } });
+  const direct = await call('POST', '/users/user-1/message', { type: 'status_changed', data: { from: 'TODO', to: 'DONE' } });
+  const everyone = await call('POST', '/broadcast', { type: 'project_updated', data: { name: 'Apollo' } });
+  for (const answer of [project, direct, everyone]) assert.equal(answer.recipients, 1, JSON.stringify(answer));
+  await eventually('the three events', () => ['task_created', 'status_changed', 'project_updated'].every((t) => lines.some(([, , type]) => type === t)));
+  assert.deepEqual(lines.find(([, , type]) => type === 'task_created').slice(3), [{ task_id: 't1' }]);
+  const event = frames.find((f) => f.type === 'task_created');
+  assert.equal(event.message_id, project.id);
+  assert.ok(!('id' in event), JSON.stringify(event));
+  for (const frame of frames) assert.ok(!('id' in frame), JSON.stringify(frame));
+
+  // A malformed message: the README's error codes, in `data`.
+  ws.send('{not json');
+  await eventually('the error', () => frames.some((f) => f.type === 'error'));
+  assert.equal(frames.find((f) => f.type === 'error').data.code, 'invalid_message');
+
+  // Its metrics, in the README's JSON shape.
+  const metrics = await call('GET', '/metrics');
+  assert.equal(metrics.hub.active_connections, 1);
+  assert.ok(metrics.hub.total_connections >= 1);
+  assert.ok(metrics.hub.messages_sent >= 5, JSON.stringify(metrics));
+  assert.ok(metrics.hub.messages_received >= 1, JSON.stringify(metrics));
+  assert.equal(metrics.hub.broadcasts_sent, 3);
+  assert.deepEqual(metrics.middleware.rate_limiter, { active_limiters: 1, requests_per_second: 10 });
+  assert.deepEqual(metrics.middleware.error_handler, { connections_with_errors: 1, total_errors: 1 });
+  assert.deepEqual(metrics.offline_messages, { total_messages: 0, users_with_messages: 0 });
+
+  // Disconnects: the user's connection goes; a message to them now waits in their inbox.
+  const closed = new Promise((resolve) => ws.addEventListener('close', resolve));
+  assert.deepEqual(await call('POST', '/users/user-1/disconnect'), { disconnected: 1 });
+  await closed;
+  const queued = await call('POST', '/users/user-1/message', { type: 'task_created', data: {} });
+  assert.equal(queued.queued, true);
+  assert.deepEqual((await call('GET', '/metrics')).offline_messages, { total_messages: 1, users_with_messages: 1 });
+  assert.deepEqual(await call('POST', '/projects/project-uuid/disconnect'), { disconnected: 0 });
+
+  // The routes need the server API's credentials, but for health.
+  const anonymous = await fetch(`${server.http}/api/v1/websocket/metrics`);
+  assert.equal(anonymous.status, 401);
+});
+
+// Cartographer's README, "Client Usage (JavaScript)", verbatim.
+const CARTOGRAPHER_CLIENT = `
+// Connect to WebSocket
+const ws = new WebSocket('ws://localhost:8080/ws?project_id=abc123');
+
+// Handle connection open
+ws.onopen = () => {
+    console.log('Connected to Cartographer');
+};
+
+// Handle incoming messages
+ws.onmessage = (event) => {
+    const message = JSON.parse(event.data);
+
+    switch (message.type) {
+        case 'task.created':
+            console.log('New task:', message.data);
+            break;
+        case 'task.updated':
+            console.log('Task updated:', message.data);
+            break;
+        case 'task.deleted':
+            console.log('Task deleted:', message.data);
+            break;
+        case 'project.updated':
+            console.log('Project updated:', message.data);
+            break;
+        case 'board.updated':
+            console.log('Board updated:', message.data);
+            break;
+        case 'error':
+            console.error('Error:', message.error);
+            break;
+    }
+};
+
+// Handle errors
+ws.onerror = (error) => {
+    console.error('WebSocket error:', error);
+};
+
+// Handle close
+ws.onclose = () => {
+    console.log('Disconnected from Cartographer');
+};
+
+// Send ping
+setInterval(() => {
+    ws.send(JSON.stringify({ type: 'ping', timestamp: new Date() }));
+}, 30000);
+`;
+
+test('cartographer: the README client reads its project anonymously; anonymous readers read only, within the per-IP limit', async () => {
+  const server = await Server.start('', 'profile = "cartographer"');
+  servers.push(server);
+  const { lines, console } = recordingConsole();
+  const frames = [];
+  const timers = [];
+  class ReadmeWebSocket extends WebSocket {
+    constructor(url) {
+      super(url.replace('ws://localhost:8080', `ws://${server.addr}`));
+      this.addEventListener('message', (event) => frames.push(JSON.parse(event.data)));
+    }
+  }
+  const ws = runReadmeCode(CARTOGRAPHER_CLIENT, {
+    WebSocket: ReadmeWebSocket,
+    console,
+    setInterval: (fn, ms) => timers.push([fn, ms]),
+  });
+  await eventually('the connection', () => lines.some(([, what]) => what === 'Connected to Cartographer'));
+  await eventually('the subscription', () => frames.some((f) => f.type === 'subscribed'));
+
+  // The backend's events for the project reach it; others' do not.
+  await server.api.publish({ scope: 'topic', target: 'project:other', type: 'task.deleted', data: { id: 'x' } });
+  await server.api.publish({ scope: 'topic', target: 'project:abc123', type: 'task.created', data: { id: 'task-123', title: 'Implement WebSocket', status: 'done' } });
+  await server.api.publish({ scope: 'topic', target: 'project:abc123', type: 'project.updated', data: { id: 'abc123' } });
+  await server.api.publish({ scope: 'all', type: 'task.updated', data: { id: 'task-9' } });
+  await eventually('the events', () => lines.filter(([level]) => level === 'log').length >= 4);
+  assert.deepEqual(
+    lines.filter(([level]) => level === 'log').slice(1),
+    [
+      ['log', 'New task:', { id: 'task-123', title: 'Implement WebSocket', status: 'done' }],
+      ['log', 'Project updated:', { id: 'abc123' }],
+      ['log', 'Task updated:', { id: 'task-9' }],
+    ],
+  );
+
+  // Its ping, every 30 s in the README: answered with a pong.
+  assert.deepEqual(timers.map(([, ms]) => ms), [30000]);
+  timers[0][0]();
+  await eventually('the pong', () => frames.some((f) => f.type === 'pong'));
+
+  // Reading only: a subscribe or a publish is refused, and the README reads the top-level `error`.
+  ws.send(JSON.stringify({ type: 'subscribe', topic: 'project:other' }));
+  ws.send(JSON.stringify({ type: 'publish', topic: 'project:abc123', event: 'task.created', data: {} }));
+  await eventually('two errors', () => lines.filter(([level]) => level === 'error').length >= 2);
+  for (const [, label, message] of lines.filter(([level]) => level === 'error')) {
+    assert.equal(label, 'Error:');
+    assert.match(message, /anonymous connection only reads/);
+  }
+  const error = frames.find((f) => f.type === 'error');
+  assert.equal(error.data.code, 'forbidden');
+  assert.equal(error.error, error.data.message);
+  assert.ok(!lines.some(([, what]) => what === 'Task deleted:'), 'another project stays private');
+
+  // A board's readers; messages up to the README's 512 KB.
+  const board = new WebSocket(`ws://${server.addr}/ws?board_id=xyz789`);
+  const boardFrames = [];
+  board.on('message', (m) => boardFrames.push(JSON.parse(m)));
+  await eventually('the board subscription', () => boardFrames.some((f) => f.type === 'subscribed'));
+  await server.api.publish({ scope: 'topic', target: 'board:xyz789', type: 'board.updated', data: { columns: 3 } });
+  await eventually('the board event', () => boardFrames.some((f) => f.type === 'board.updated'));
+  board.send(JSON.stringify({ type: 'ping', data: 'x'.repeat(400 * 1024) }));
+  await eventually('the big ping answered', () => boardFrames.some((f) => f.type === 'pong'));
+  assert.ok(!frames.some((f) => f.type === 'board.updated'), 'the project reader does not get the board');
+  board.close();
+  ws.close();
+  await eventually('the close', () => lines.some(([, what]) => what === 'Disconnected from Cartographer'));
+
+  // Anonymous connections count against the per-IP limit.
+  const limited = await Server.start('[limits]\nmax_connections_per_ip = 2', 'profile = "cartographer"');
+  servers.push(limited);
+  const opened = [];
+  for (const n of [1, 2]) {
+    const reader = new WebSocket(`ws://${limited.addr}/ws?project_id=p${n}`);
+    await new Promise((resolve) => reader.on('open', resolve));
+    opened.push(reader);
+  }
+  const status = await new Promise((resolve) => {
+    const third = new WebSocket(`ws://${limited.addr}/ws?project_id=p3`);
+    third.on('unexpected-response', (_, response) => resolve(response.statusCode));
+    third.on('open', () => resolve(101));
+  });
+  assert.equal(status, 429);
+  for (const reader of opened) reader.close();
+});
+
 test('without a profile the canonical protocol holds: `data`, no greeting, a token may come later', async () => {
   const server = await Server.start();
   servers.push(server);
@@ -277,6 +519,7 @@ test('without a profile the canonical protocol holds: `data`, no greeting, a tok
     ws.send(JSON.stringify({ type: 'broadcast', data: { room: 'room-name', type: 'n', payload: {} } }));
   });
   assert.equal(forbidden.data.code, 'forbidden');
+  assert.ok(!('error' in forbidden), JSON.stringify(forbidden));
   const status = await new Promise((resolve) => {
     ws.on('message', (m) => {
       const message = JSON.parse(m);
@@ -290,4 +533,24 @@ test('without a profile the canonical protocol holds: `data`, no greeting, a tok
   const first = await new Promise((resolve) => bare.once('message', (m) => resolve(JSON.parse(m))));
   assert.equal(first.type, 'auth_required');
   bare.close();
+  // A publication's id is `id`, and the product routes are not served.
+  const published = await server.api.publish({ scope: 'user', target: 'bob', type: 'n', data: {} });
+  const reopened = new WebSocket(`${server.ws}?token=${server.token('bob')}`);
+  const event = await new Promise((resolve) =>
+    reopened.on('message', (m) => {
+      const message = JSON.parse(m);
+      if (message.type === 'n') resolve(message);
+    }),
+  );
+  assert.equal(event.id, published.id);
+  assert.ok(!('message_id' in event), JSON.stringify(event));
+  reopened.close();
+  const route = await fetch(`${server.http}/api/v1/websocket/connections/count`, {
+    headers: { authorization: `Bearer ${API_KEY}` },
+  });
+  assert.equal(route.status, 404);
+  const anonymous = new WebSocket(`${server.ws}?project_id=abc123`);
+  const greeting = await new Promise((resolve) => anonymous.once('message', (m) => resolve(JSON.parse(m))));
+  assert.equal(greeting.type, 'auth_required', 'no anonymous readers without the profile');
+  anonymous.close();
 });

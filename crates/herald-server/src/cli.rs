@@ -71,7 +71,7 @@ pub struct RestoreArgs {
 
 impl RestoreArgs {
     pub fn config(&self) -> Result<Loaded, Unusable> {
-        self.source.load()
+        self.source.load(None)
     }
 }
 
@@ -86,7 +86,7 @@ pub struct BackupArgs {
 
 impl BackupArgs {
     pub fn config(&self) -> Result<Loaded, Unusable> {
-        self.source.load()
+        self.source.load(None)
     }
 }
 
@@ -115,8 +115,9 @@ pub struct Loaded {
 }
 
 impl Source {
-    /// Defaults, then the file, then the environment (`env`), then these flags.
-    fn load(&self) -> Result<Loaded, Unusable> {
+    /// Defaults (a profile's own among them: `profile`, the flag's or else the file's or the
+    /// environment's), then the file, then the environment (`env`), then these flags.
+    fn load(&self, profile: Option<&str>) -> Result<Loaded, Unusable> {
         let file = match &self.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -129,7 +130,16 @@ impl Source {
             }
             None => toml::Table::new(),
         };
-        let (merged, warnings) = crate::env::apply(file, std::env::vars())?;
+        let (mut merged, warnings) = crate::env::apply(file, std::env::vars())?;
+        let profile = profile.map(str::to_string).or_else(|| {
+            merged
+                .get("profile")
+                .and_then(|p| p.as_str())
+                .map(str::to_string)
+        });
+        if let Some(profile) = profile.as_deref().and_then(|name| parse_profile(name).ok()) {
+            with_profile_defaults(&mut merged, profile);
+        }
         let mut config: Config = toml::Value::Table(merged)
             .try_into()
             .map_err(|e: toml::de::Error| Unusable(e.message().trim().replace('\n', " ")))?;
@@ -153,6 +163,24 @@ impl Source {
             (None, None) => {}
         }
         Ok(Loaded { config, warnings })
+    }
+}
+
+/// A profile by its name.
+fn parse_profile(name: &str) -> Result<herald::config::Profile, Unusable> {
+    let value = serde::de::value::StrDeserializer::<serde::de::value::Error>::new(name);
+    serde::Deserialize::deserialize(value).map_err(|e| Unusable(e.to_string()))
+}
+
+/// Puts the profile's own defaults under what the file and the environment set.
+fn with_profile_defaults(merged: &mut toml::Table, profile: herald::config::Profile) {
+    for &(section, key, value) in profile.defaults() {
+        let section = merged
+            .entry(section)
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        if let toml::Value::Table(section) = section {
+            section.entry(key).or_insert(toml::Value::Integer(value));
+        }
     }
 }
 
@@ -255,7 +283,7 @@ impl ServeArgs {
         let Loaded {
             mut config,
             warnings,
-        } = self.source.load()?;
+        } = self.source.load(self.profile.as_deref())?;
         if let Some(listen) = &self.listen {
             config.listen = listen.clone();
         }
@@ -275,9 +303,7 @@ impl ServeArgs {
             config.node_id = Some(id.clone());
         }
         if let Some(name) = &self.profile {
-            let value = serde::de::value::StrDeserializer::<serde::de::value::Error>::new(name);
-            config.profile =
-                Some(serde::Deserialize::deserialize(value).map_err(|e| Unusable(e.to_string()))?);
+            config.profile = Some(parse_profile(name)?);
         }
         self.limits.apply(&mut config.limits);
         config.test_echo_endpoint = self.test_echo_endpoint;
@@ -306,6 +332,6 @@ pub struct TokenArgs {
 
 impl TokenArgs {
     pub fn config(&self) -> Result<Loaded, Unusable> {
-        self.source.load()
+        self.source.load(None)
     }
 }

@@ -44,25 +44,51 @@ fn write(dir: &std::path::Path, name: &str, text: &str) -> std::path::PathBuf {
 }
 
 #[test]
-fn a_profile_not_built_yet_or_unknown_stops_start_up() {
+fn an_unknown_profile_stops_start_up() {
     let dir = tempfile::tempdir().expect("dir");
-    let stderr = refuses_to_start(herald(dir.path()).args([
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--profile",
-        "conduit",
-    ]));
-    assert!(
-        stderr.contains("conduit") && stderr.contains("not built yet"),
-        "{stderr}"
-    );
     let stderr = refuses_to_start(
         herald(dir.path())
             .args(["serve", "--listen", "127.0.0.1:0"])
             .env("HERALD_PROFILE", "galaxy"),
     );
     assert!(stderr.contains("galaxy"), "{stderr}");
+}
+
+#[test]
+fn a_profile_brings_its_products_defaults_under_the_file_and_the_flags() {
+    let dir = tempfile::tempdir().expect("dir");
+    let print = |command: &mut Command| {
+        let output = command.output().expect("run");
+        assert!(output.status.success(), "{output:?}");
+        let printed = String::from_utf8_lossy(&output.stdout).to_string();
+        herald::Config::from_toml(&printed).unwrap_or_else(|e| panic!("{e}: {printed}"))
+    };
+    let plain = print(herald(dir.path()).args(["config", "print"]));
+    assert_eq!(plain.limits.max_message_size, 64 * 1024);
+    assert_eq!(plain.limits.max_connections_per_ip, 0);
+    let cartographer =
+        print(herald(dir.path()).args(["config", "print", "--profile", "cartographer"]));
+    assert_eq!(cartographer.limits.max_message_size, 512 * 1024);
+    assert_eq!(cartographer.limits.max_connections_per_ip, 100);
+    let file = write(
+        dir.path(),
+        "herald.toml",
+        "profile = \"cartographer\"\n[limits]\nmax_message_size = 4096\n",
+    );
+    let chosen = print(
+        herald(dir.path())
+            .args(["config", "print"])
+            .arg(&file)
+            .args(["--max-connections-per-ip", "7"]),
+    );
+    assert_eq!(
+        chosen.limits.max_message_size, 4096,
+        "the file over the profile"
+    );
+    assert_eq!(
+        chosen.limits.max_connections_per_ip, 7,
+        "the flag over the profile"
+    );
 }
 
 #[test]

@@ -188,6 +188,30 @@ pub async fn inbox(engine: &dyn Inbox) {
     messages_wait_in_order_until_acked(engine).await;
     the_oldest_go_first_beyond_the_maximum(engine).await;
     expired_messages_are_dropped(engine).await;
+    totals_count_messages_and_users(engine).await;
+}
+
+/// Other tests may share the engine (one Redis), so the totals grow by at least what this one
+/// stored.
+async fn totals_count_messages_and_users(engine: &dyn Inbox) {
+    let before = engine.totals().await.expect("totals");
+    let (user, other) = (fresh("dora"), fresh("emil"));
+    for n in 1..=2 {
+        engine
+            .store(&user, &user_message(&user, n), INBOX)
+            .await
+            .expect("store");
+    }
+    engine
+        .store(&other, &user_message(&other, 3), INBOX)
+        .await
+        .expect("store");
+    let after = engine.totals().await.expect("totals");
+    assert!(
+        after.messages >= before.messages + 3,
+        "{before:?} {after:?}"
+    );
+    assert!(after.users >= before.users + 2, "{before:?} {after:?}");
 }
 
 fn user_message(user: &str, n: u64) -> Publication {

@@ -306,11 +306,12 @@ pub enum Profile {
     Pulse,
     /// The user-management API: a token at the upgrade, a greeting in the welcome.
     UsersApi,
-    /// Auto-Devs (not built yet).
+    /// Auto-Devs: `message_id`, and its management API under `/api/v1/websocket/`.
     AutoDevs,
     /// Conduit: clients publish to any room, Go-style durations, a pong that echoes.
     Conduit,
-    /// Cartographer (not built yet).
+    /// Cartographer: anonymous readers of `?project_id=` / `?board_id=`, a top-level `error`,
+    /// messages up to 512 KB.
     Cartographer,
 }
 
@@ -320,9 +321,41 @@ impl Profile {
         self == Self::UsersApi
     }
 
-    /// Whether this profile is built (the others are refused at start).
-    pub fn is_built(self) -> bool {
-        matches!(self, Self::Pulse | Self::UsersApi | Self::Conduit)
+    /// Whether a connection without a token is taken as an anonymous reader of its query's
+    /// `?project_id=` / `?board_id=` topics (and nothing else).
+    pub fn anonymous_readers(self) -> bool {
+        self == Self::Cartographer
+    }
+
+    /// How this profile spells the frames the server sends.
+    pub fn spelling(self) -> crate::protocol::spelling::Spelling {
+        use crate::protocol::spelling;
+        match self {
+            Self::Pulse => spelling::PULSE,
+            Self::UsersApi => spelling::USERS_API,
+            Self::AutoDevs => spelling::AUTO_DEVS,
+            Self::Conduit => spelling::CONDUIT,
+            Self::Cartographer => spelling::CARTOGRAPHER,
+        }
+    }
+
+    /// Whether the product's management API is served under `/api/v1/websocket/`.
+    pub fn websocket_api(self) -> bool {
+        self == Self::AutoDevs
+    }
+
+    /// The settings whose default the product documents otherwise, as `(section, key,
+    /// value)`: `herald serve` starts from them, and the file, the environment and the flags
+    /// still override them.
+    pub fn defaults(self) -> &'static [(&'static str, &'static str, i64)] {
+        match self {
+            // 512 KB messages; anonymous readers, so a bound on each IP's connections.
+            Self::Cartographer => &[
+                ("limits", "max_message_size", 512 * 1024),
+                ("limits", "max_connections_per_ip", 100),
+            ],
+            _ => &[],
+        }
     }
 
     /// The profile's name, as `profile` spells it.
@@ -725,12 +758,6 @@ impl Config {
             return Err(ConfigError(
                 "cluster.node_ttl must be at least 300ms".into(),
             ));
-        }
-        if let Some(profile) = self.profile.filter(|p| !p.is_built()) {
-            return Err(ConfigError(format!(
-                "profile \"{}\" is not built yet (pulse, users-api and conduit are): docs/MIGRATING.md",
-                profile.name()
-            )));
         }
         if !self.recovery.window.is_zero() && self.recovery.max_messages == 0 {
             return Err(ConfigError(

@@ -195,6 +195,7 @@ impl Publication {
             epoch: self.epoch.as_deref(),
             offline: offline.then_some(true),
             reference: None,
+            error_text: None,
         }
     }
 }

@@ -38,6 +38,9 @@ pub struct Start {
     pub principal: Option<Principal>,
     /// Topics to subscribe right after authentication (`?project_id=`, `?board_id=`).
     pub auto_topics: Vec<String>,
+    /// No token, taken as an anonymous reader of `auto_topics` and nothing else (a profile's
+    /// choice: `cartographer`).
+    pub anonymous: bool,
     /// `?resume=`: where to resume the scope streams.
     pub resume: Option<crate::protocol::Resume>,
     pub remote_addr: Option<SocketAddr>,
@@ -48,6 +51,9 @@ pub struct Start {
     /// `?encoding=`: JSON text frames or MessagePack binary frames.
     pub encoding: Encoding,
 }
+
+/// The role (and the user id's prefix) of an anonymous reader.
+pub const ANONYMOUS: &str = "anonymous";
 
 /// How a connection ended.
 #[derive(Debug, PartialEq, Eq)]
@@ -89,6 +95,7 @@ pub async fn serve(mut link: Link, node: Herald, start: Start) {
     let Start {
         principal,
         auto_topics,
+        anonymous,
         resume,
         remote_addr,
         mut holds,
@@ -108,7 +115,10 @@ pub async fn serve(mut link: Link, node: Herald, start: Start) {
         &conn,
         &node,
         principal,
-        auto_topics,
+        Topics {
+            auto: auto_topics,
+            anonymous,
+        },
         resume,
         &mut holds,
     ))
@@ -130,6 +140,12 @@ pub async fn serve(mut link: Link, node: Herald, start: Start) {
     }
 }
 
+/// The query's topics, and whether they are all an anonymous connection may read.
+struct Topics {
+    auto: Vec<String>,
+    anonymous: bool,
+}
+
 /// Authenticates (unless the upgrade did), greets, attaches to the hub and subscribes to the
 /// query's topics; returns the session, the role the connection is counted under until it
 /// closes (a refresh may change it), and how writing the greeting went.
@@ -138,12 +154,18 @@ async fn open(
     conn: &Arc<ConnHandle>,
     node: &Herald,
     principal: Option<Principal>,
-    auto_topics: Vec<String>,
+    topics: Topics,
     resume: Option<crate::protocol::Resume>,
     holds: &mut crate::node::slots::Holds,
 ) -> Option<(Session, Arc<str>, Result<(), WriteError>)> {
     let (principal, greeting, reference, resume) = match principal {
         Some(principal) => (principal, Greeting::Established, None, resume),
+        // Its own user (never another's inbox or user events), under a role of its own.
+        None if topics.anonymous => {
+            let user = format!("{ANONYMOUS}:{}", conn.client_id);
+            let principal = Principal::new(&user, ANONYMOUS, Vec::new());
+            (principal, Greeting::Established, None, resume)
+        }
         None => {
             let (principal, reference, resume) =
                 handshake::await_auth(link, conn, node, holds).await?;
@@ -152,6 +174,9 @@ async fn open(
     };
     conn.set_principal(principal);
     let mut session = Session::new(node.clone(), conn.clone());
+    if topics.anonymous {
+        session.read_only(topics.auto.clone());
+    }
     // First the welcome, then the offline inbox and the replay of a resume, queued before the
     // connection is visible to publishers (attached by `attach`).
     let welcome = |streams: Option<&_>| session.welcome(greeting, reference.as_ref(), streams);
@@ -166,6 +191,10 @@ async fn open(
     }
     let greeted = link.drain(conn, node.config().limits.write_timeout).await;
     let who = conn.principal();
+    node.hub()
+        .counters
+        .opened
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     crate::metrics::connection_opened(&who.role);
     tracing::info!(
         client_id = %conn.client_id,
@@ -174,7 +203,7 @@ async fn open(
         remote_addr = %Peer(conn.remote_addr),
         "connection opened"
     );
-    for topic in &auto_topics {
+    for topic in &topics.auto {
         session
             .subscribe(topic, None, ReplyStyle::Canonical, None)
             .await;

@@ -404,6 +404,19 @@ pub trait Inbox: Send + Sync + 'static {
 
     /// Removes the messages with these ids; returns how many were removed.
     async fn ack(&self, user: &str, ids: &[String]) -> Result<usize, EngineError>;
+
+    /// How many messages wait, in how many inboxes (expired ones not yet swept may count):
+    /// an operator's figure, which reads every inbox.
+    async fn totals(&self) -> Result<InboxTotals, EngineError>;
+}
+
+/// What the offline inboxes hold.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InboxTotals {
+    /// Messages waiting.
+    pub messages: u64,
+    /// Users with at least one.
+    pub users: u64,
 }
 
 /// Where a scope stream is kept in a [`History`] engine: its name behind `#`, a byte no topic

@@ -129,7 +129,7 @@ pub async fn project_message(
 
 /// `{id, recipients}`, with `offset` for topics with history and `queued: true` when the
 /// event went to an offline user's inbox.
-fn publish_answer(published: &crate::Published) -> Value {
+pub(super) fn publish_answer(published: &crate::Published) -> Value {
     PublishAnswer {
         id: &published.id,
         recipients: published.recipients,

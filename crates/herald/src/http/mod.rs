@@ -17,6 +17,7 @@ mod members;
 mod ops;
 mod serve;
 mod topics;
+mod websocket_api;
 mod ws;
 
 use serve::HttpLimits;
@@ -70,13 +71,14 @@ pub enum Part {
     Metrics,
 }
 
-/// Every route (the route table of the OpenAPI test).
+/// Every route of the canonical protocol (the route table of the OpenAPI test).
 #[cfg(test)]
 fn routes() -> Routes {
-    routes_of(&[Part::Clients, Part::Probes, Part::Internal])
+    routes_of(&[Part::Clients, Part::Probes, Part::Internal], None)
 }
 
-fn routes_of(parts: &[Part]) -> Routes {
+/// The routes of `parts`, and those a profile adds to the server API.
+fn routes_of(parts: &[Part], profile: Option<crate::config::Profile>) -> Routes {
     let mut routes = Routes {
         router: Router::new(),
         table: Vec::new(),
@@ -95,6 +97,9 @@ fn routes_of(parts: &[Part]) -> Routes {
     }
     if parts.contains(&Part::Internal) || parts.contains(&Part::Api) {
         routes = api_routes(routes);
+        if profile.is_some_and(|p| p.websocket_api()) {
+            routes = websocket_api::routes(routes);
+        }
     }
     #[cfg(feature = "prometheus")]
     if parts.contains(&Part::Internal) || parts.contains(&Part::Metrics) {
@@ -163,7 +168,7 @@ pub fn router(node: Herald) -> Router {
 /// The routes of `parts`, with the node as state.
 pub fn router_of(node: Herald, parts: &[Part]) -> Router {
     let limit = node.config().limits.max_body_size;
-    let mut router = routes_of(parts).router;
+    let mut router = routes_of(parts, node.config().profile).router;
     if node.config().test_echo_endpoint && parts.contains(&Part::Clients) {
         // Test-only, so deliberately outside the route table and the OpenAPI document.
         router = router.route("/test/echo", get(ws::echo));
@@ -294,6 +299,34 @@ impl Herald {
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
+
+    #[test]
+    fn only_the_auto_devs_profile_adds_routes_and_only_under_its_prefix() {
+        use crate::config::Profile;
+        let parts = [
+            super::Part::Clients,
+            super::Part::Probes,
+            super::Part::Internal,
+        ];
+        let canonical = super::routes_of(&parts, None).table;
+        for profile in [
+            Profile::Pulse,
+            Profile::UsersApi,
+            Profile::Conduit,
+            Profile::Cartographer,
+        ] {
+            assert_eq!(super::routes_of(&parts, Some(profile)).table, canonical);
+        }
+        let auto_devs = super::routes_of(&parts, Some(Profile::AutoDevs)).table;
+        let added: Vec<_> = auto_devs
+            .iter()
+            .filter(|route| !canonical.contains(route))
+            .collect();
+        assert_eq!(added.len(), 12, "{added:?}");
+        assert!(added
+            .iter()
+            .all(|(_, path)| path.starts_with("/api/v1/websocket/")));
+    }
 
     #[test]
     fn the_openapi_document_lists_exactly_the_served_routes() {

@@ -139,6 +139,9 @@ pub async fn upgrade(
     if let Some(board) = query.get("board_id").filter(|b| !b.is_empty()) {
         auto_topics.push(format!("board:{board}"));
     }
+    // A profile whose product took connections without a token (`cartographer`) takes them as
+    // anonymous readers of the query's topics (a connect hook has had its say already).
+    let anonymous = principal.is_none() && config.profile.is_some_and(|p| p.anonymous_readers());
     let remote_addr = peer;
     let holds = match hold_slots(&node, &request, remote_addr, principal.as_ref()) {
         Ok(holds) => holds,
@@ -147,6 +150,7 @@ pub async fn upgrade(
     let start = Start {
         principal,
         auto_topics,
+        anonymous,
         resume,
         remote_addr,
         holds,

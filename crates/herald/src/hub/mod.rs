@@ -133,6 +133,14 @@ pub struct HubCounters {
     pub sent: AtomicU64,
     /// Frames received from clients.
     pub received: AtomicU64,
+    /// Connections registered since the node started.
+    pub opened: AtomicU64,
+    /// Publications fanned out on this node.
+    pub publications: AtomicU64,
+    /// `error` frames sent to clients.
+    pub errors: AtomicU64,
+    /// Connections that were sent at least one `error`.
+    pub connections_with_errors: AtomicU64,
 }
 
 /// The registry and fan-out of this node's connections.

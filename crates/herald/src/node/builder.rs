@@ -188,13 +188,8 @@ impl HeraldBuilder {
                 "compression needs the `compression` feature of the herald crate".into(),
             ));
         }
-        // A profile's spelling is the process's (`Config::validate` took only built ones).
-        let spelling = match config.profile {
-            Some(crate::config::Profile::Pulse) => Some(crate::protocol::spelling::PULSE),
-            Some(crate::config::Profile::UsersApi) => Some(crate::protocol::spelling::USERS_API),
-            Some(crate::config::Profile::Conduit) => Some(crate::protocol::spelling::CONDUIT),
-            _ => None,
-        };
+        // A profile's spelling is the process's.
+        let spelling = config.profile.map(crate::config::Profile::spelling);
         if let Some(spelling) = spelling {
             crate::protocol::spelling::set_spelling(spelling).map_err(StartError)?;
         }

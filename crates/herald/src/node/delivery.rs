@@ -1,6 +1,7 @@
 //! [`LocalDelivery`]: the node's side of the engines' [`Delivery`]: what a broker hands to
 //! this node's connections, with project members resolved on the way.
 
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -27,6 +28,7 @@ impl Delivery for LocalDelivery {
         let members = members_in(self.membership.as_ref(), &publication.scope).await?;
         let started = std::time::Instant::now();
         let reached = self.hub.deliver(publication, &members);
+        self.hub.counters.publications.fetch_add(1, Relaxed);
         crate::metrics::publication(publication.scope.name(), reached, started.elapsed());
         Ok(reached)
     }
@@ -34,6 +36,7 @@ impl Delivery for LocalDelivery {
     fn deliver_to_topic(&self, publication: &Publication) -> usize {
         let started = std::time::Instant::now();
         let reached = self.hub.deliver(publication, &[]);
+        self.hub.counters.publications.fetch_add(1, Relaxed);
         crate::metrics::publication(publication.scope.name(), reached, started.elapsed());
         reached
     }

@@ -373,6 +373,11 @@ impl Herald {
         &self.inner.hub
     }
 
+    /// What the offline inboxes hold (every inbox is read: an operator's figure).
+    pub(crate) async fn inbox_totals(&self) -> Result<crate::engine::InboxTotals, EngineError> {
+        self.inner.engines.inbox.totals().await
+    }
+
     pub(crate) fn membership(&self) -> &Arc<dyn Membership> {
         &self.inner.engines.membership
     }

@@ -170,3 +170,65 @@ pub struct Health {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
 }
+
+/// Auto-Devs' `GET /api/v1/websocket/metrics`: `{hub, middleware, offline_messages}`.
+#[derive(Debug, Serialize)]
+pub struct WebsocketMetrics {
+    /// Connections and messages.
+    pub hub: HubFigures,
+    /// Rate limits and errors.
+    pub middleware: WebsocketMiddleware,
+    /// The offline inboxes.
+    pub offline_messages: OfflineFigures,
+}
+
+/// `hub` of [`WebsocketMetrics`].
+#[derive(Debug, Serialize)]
+pub struct HubFigures {
+    /// Live connections.
+    pub active_connections: usize,
+    /// Connections registered since the node started.
+    pub total_connections: u64,
+    /// Frames sent to clients.
+    pub messages_sent: u64,
+    /// Frames received from clients.
+    pub messages_received: u64,
+    /// Publications fanned out.
+    pub broadcasts_sent: u64,
+}
+
+/// `middleware` of [`WebsocketMetrics`].
+#[derive(Debug, Serialize)]
+pub struct WebsocketMiddleware {
+    /// The per-connection command rate.
+    pub rate_limiter: RateLimiterFigures,
+    /// The errors sent to clients.
+    pub error_handler: ErrorHandlerFigures,
+}
+
+/// `middleware.rate_limiter` of [`WebsocketMetrics`].
+#[derive(Debug, Serialize)]
+pub struct RateLimiterFigures {
+    /// One per live connection.
+    pub active_limiters: usize,
+    /// `limits.rate_per_sec`.
+    pub requests_per_second: f64,
+}
+
+/// `middleware.error_handler` of [`WebsocketMetrics`].
+#[derive(Debug, Serialize)]
+pub struct ErrorHandlerFigures {
+    /// Connections sent at least one `error` since the node started.
+    pub connections_with_errors: u64,
+    /// `error` frames sent since the node started.
+    pub total_errors: u64,
+}
+
+/// `offline_messages` of [`WebsocketMetrics`].
+#[derive(Debug, Serialize)]
+pub struct OfflineFigures {
+    /// Messages waiting in inboxes.
+    pub total_messages: u64,
+    /// Users with at least one.
+    pub users_with_messages: u64,
+}

@@ -215,6 +215,8 @@ pub struct Envelope<'a, D: Serialize> {
     pub offline: Option<bool>,
     /// `ref`: copied from the command a reply answers.
     pub reference: Option<&'a Value>,
+    /// An error's message, also sent as a top-level `error` where the spelling wants it.
+    pub error_text: Option<&'a str>,
 }
 
 impl<D: Serialize> Serialize for Envelope<'_, D> {
@@ -249,6 +251,9 @@ impl<D: Serialize> Serialize for Envelope<'_, D> {
         if let Some(reference) = self.reference {
             map.serialize_entry("ref", reference)?;
         }
+        if let Some(text) = self.error_text.filter(|_| spelled.error_text) {
+            map.serialize_entry("error", text)?;
+        }
         map.end()
     }
 }
@@ -268,6 +273,7 @@ impl<'a, D: Serialize> Envelope<'a, D> {
             epoch: None,
             offline: None,
             reference: None,
+            error_text: None,
         }
     }
 
@@ -327,9 +333,9 @@ pub fn topic_error_frame(
         message,
         topic,
     };
-    Envelope::new("error", data, &timestamp)
-        .reply_to(reference)
-        .encode()
+    let mut envelope = Envelope::new("error", data, &timestamp).reply_to(reference);
+    envelope.error_text = Some(message);
+    envelope.encode()
 }
 
 /// A reply frame of type `kind` with `data`, echoing `ref`.

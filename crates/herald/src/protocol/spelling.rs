@@ -23,6 +23,8 @@ pub struct Spelling {
     pub duration_as_text: bool,
     /// `pong` answers a ping whose `data` is a string with `{timestamp: <that string>}`.
     pub pong_echoes_timestamp: bool,
+    /// An `error` also carries its message as a top-level `error` string.
+    pub error_text: bool,
 }
 
 /// The canonical protocol.
@@ -33,6 +35,7 @@ pub const CANONICAL: Spelling = Spelling {
     welcome_message: None,
     duration_as_text: false,
     pong_echoes_timestamp: false,
+    error_text: false,
 };
 
 /// Pulse (`profile = "pulse"`): every frame carries its payload under `payload`.
@@ -43,6 +46,7 @@ pub const PULSE: Spelling = Spelling {
     welcome_message: None,
     duration_as_text: false,
     pong_echoes_timestamp: false,
+    error_text: false,
 };
 
 /// The user-management API (`profile = "users-api"`): the welcome says hello.
@@ -53,6 +57,7 @@ pub const USERS_API: Spelling = Spelling {
     welcome_message: Some("Welcome to WebSocket real-time updates"),
     duration_as_text: false,
     pong_echoes_timestamp: false,
+    error_text: false,
 };
 
 /// Conduit (`profile = "conduit"`): durations as Go writes them, a pong that echoes the ping.
@@ -63,6 +68,29 @@ pub const CONDUIT: Spelling = Spelling {
     welcome_message: None,
     duration_as_text: true,
     pong_echoes_timestamp: true,
+    error_text: false,
+};
+
+/// Auto-Devs (`profile = "auto-devs"`): a publication's id is its `message_id`.
+pub const AUTO_DEVS: Spelling = Spelling {
+    name: "auto-devs",
+    data: "data",
+    id: "message_id",
+    welcome_message: None,
+    duration_as_text: false,
+    pong_echoes_timestamp: false,
+    error_text: false,
+};
+
+/// Cartographer (`profile = "cartographer"`): an error's message is also a top-level `error`.
+pub const CARTOGRAPHER: Spelling = Spelling {
+    name: "cartographer",
+    data: "data",
+    id: "id",
+    welcome_message: None,
+    duration_as_text: false,
+    pong_echoes_timestamp: false,
+    error_text: true,
 };
 
 /// A duration as Go's `time.Duration` prints whole seconds: `"0s"`, `"45s"`, `"5m30s"`,

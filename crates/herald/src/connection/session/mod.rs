@@ -35,6 +35,11 @@ pub(super) struct Session {
     counted: bool,
     /// The test-only echo endpoint: data frames go back as they came.
     echo: bool,
+    /// An anonymous reader: the only topics it holds (it sends nothing but `ping`, `echo`
+    /// and `status`).
+    reads_only: Option<Vec<String>>,
+    /// This connection was sent an `error` (counted once in `connections_with_errors`).
+    had_errors: bool,
 }
 
 impl Session {
@@ -46,6 +51,8 @@ impl Session {
             too_many_errors: false,
             counted: false,
             echo: false,
+            reads_only: None,
+            had_errors: false,
             node,
             conn,
         }
@@ -57,6 +64,11 @@ impl Session {
             echo: true,
             ..Self::new(node, conn)
         }
+    }
+
+    /// Makes this session an anonymous reader of `topics`.
+    pub fn read_only(&mut self, topics: Vec<String>) {
+        self.reads_only = Some(topics);
     }
 
     /// Whether the errors this connection caused reached `max_errors` within `error_window`.
@@ -95,6 +107,17 @@ impl Session {
         self.count(code);
     }
 
+    /// Counts an `error` sent, and this connection among those that got one.
+    fn tally_error(&mut self) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let counters = &self.node.hub().counters;
+        counters.errors.fetch_add(1, Relaxed);
+        if !self.had_errors {
+            self.had_errors = true;
+            counters.connections_with_errors.fetch_add(1, Relaxed);
+        }
+    }
+
     /// Queues an `error` about one topic (`data.topic` names it), counted like [`Self::error`].
     fn topic_error(
         &mut self,
@@ -110,6 +133,7 @@ impl Session {
     /// `rate_limited` is not counted: a client told to slow down that does is never closed.
     /// One that keeps sending through a whole burst of refusals is ([`Self::take_rate`]).
     fn count(&mut self, code: ErrorCode) {
+        self.tally_error();
         let counts = matches!(
             code,
             ErrorCode::InvalidMessage | ErrorCode::UnknownType | ErrorCode::Forbidden
@@ -190,6 +214,16 @@ impl Session {
                 "too many commands: slow down",
                 reference,
             );
+            return Next::Continue;
+        }
+        if self.reads_only.is_some()
+            && !matches!(
+                command,
+                Command::Ping { .. } | Command::Echo { .. } | Command::Status
+            )
+        {
+            let text = "an anonymous connection only reads the topics of its URL: connect with a token to do more";
+            self.error(ErrorCode::Forbidden, text, reference);
             return Next::Continue;
         }
         match command {
@@ -284,7 +318,12 @@ impl Session {
                     code: &code,
                     message: &message,
                 };
-                self.queue(crate::protocol::reply_frame("error", error, reference));
+                let timestamp = crate::protocol::now_timestamp();
+                let mut envelope =
+                    crate::protocol::Envelope::new("error", error, &timestamp).reply_to(reference);
+                envelope.error_text = Some(&message);
+                self.queue(envelope.encode());
+                self.tally_error();
             }
             Err(e) => self.error(ErrorCode::ProcessingError, &e.to_string(), reference),
         }

@@ -17,6 +17,15 @@ impl Session {
             self.topic_error(ErrorCode::InvalidMessage, topic, &e, reference);
             return false;
         }
+        if let Some(readable) = &self.reads_only {
+            // An anonymous reader holds what its URL names, whatever the namespace's rule.
+            let allowed = readable.iter().any(|t| t == topic);
+            if !allowed {
+                let text = format!("not allowed to subscribe to `{topic}`");
+                self.topic_error(ErrorCode::Forbidden, topic, &text, reference);
+            }
+            return allowed;
+        }
         let who = self.conn.principal();
         let client_id = Some(self.conn.client_id.as_str());
         let allowed = match self.node.may_subscribe_as(client_id, &who, topic).await {

@@ -510,6 +510,40 @@ impl Inbox for RedisStore {
         let removed: u64 = self.invoke(invocation).await?;
         Ok(removed as usize)
     }
+    async fn totals(&self) -> Result<crate::engine::InboxTotals, EngineError> {
+        let pattern = format!("{PREFIX}inbox:*");
+        let mut totals = crate::engine::InboxTotals::default();
+        let mut cursor = 0u64;
+        loop {
+            let mut conn = self.conn();
+            let scan = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .to_owned();
+            let (next, keys): (u64, Vec<String>) = self
+                .run(async move { scan.query_async(&mut conn).await })
+                .await?;
+            if !keys.is_empty() {
+                let mut lengths = redis::pipe();
+                for key in &keys {
+                    lengths.cmd("XLEN").arg(key);
+                }
+                let mut conn = self.conn();
+                let lengths: Vec<u64> = self
+                    .run(async move { lengths.query_async(&mut conn).await })
+                    .await?;
+                totals.messages += lengths.iter().sum::<u64>();
+                totals.users += lengths.iter().filter(|n| **n > 0).count() as u64;
+            }
+            if next == 0 {
+                return Ok(totals);
+            }
+            cursor = next;
+        }
+    }
 }
 
 impl RedisStore {

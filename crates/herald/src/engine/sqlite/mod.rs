@@ -681,6 +681,22 @@ impl Inbox for SqliteInbox {
         })
         .await
     }
+
+    async fn totals(&self) -> Result<crate::engine::InboxTotals, EngineError> {
+        blocking(self.db.clone(), |conn| {
+            conn.query_row(
+                "SELECT COUNT(*), COUNT(DISTINCT user_id) FROM inbox",
+                [],
+                |row| {
+                    Ok(crate::engine::InboxTotals {
+                        messages: row.get::<_, i64>(0)?.max(0) as u64,
+                        users: row.get::<_, i64>(1)?.max(0) as u64,
+                    })
+                },
+            )
+        })
+        .await
+    }
 }
 
 /// Unsent webhook events in the SQLite file: kept and forgotten through the writer (group
