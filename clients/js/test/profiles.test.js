@@ -193,8 +193,14 @@ test('users-api: the README Node client gets its welcome message and a broadcast
   assert.equal(welcome.data.role, 'user');
   assert.equal(typeof welcome.data.client_id, 'string');
 
-  // The README's test broadcast, with an admin's token.
+  // The README's stats and test broadcast, with an admin's token; a user's is refused.
   const admin = server.token('1', { role: 'admin' });
+  const stats = await fetch(`${server.http}/ws/stats`, { headers: { authorization: `Bearer ${admin}` } }).then((r) => r.json());
+  assert.equal(stats.total_clients, 1);
+  assert.deepEqual(stats.by_role, { user: 1 });
+  assert.equal(typeof stats.timestamp, 'string');
+  const asUser = await fetch(`${server.http}/ws/stats`, { headers: { authorization: `Bearer ${server.token('24')}` } });
+  assert.equal(asUser.status, 403);
   const answer = await fetch(`${server.http}/ws/broadcast`, {
     method: 'POST',
     headers: { authorization: `Bearer ${admin}`, 'content-type': 'application/json' },
