@@ -18,6 +18,10 @@ use herald::{Herald, Part};
 
 use cli::{BackupArgs, Cli, Command, LogFormat, RestoreArgs, ServeArgs, TokenArgs};
 
+/// mimalloc instead of glibc's malloc (docs/BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// A setting that stops start-up: printed as one line, exit 2.
 struct Unusable(String);
 
