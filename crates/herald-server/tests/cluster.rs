@@ -61,6 +61,7 @@ async fn the_redis_engines_pass_the_conformance_suite() {
         url: redis.url(),
         node_id: "conformance".into(),
         timeout: Duration::from_secs(2),
+        wait_replicas: None,
     })
     .expect("open");
     conformance::membership(&store).await;
@@ -78,6 +79,7 @@ async fn the_redis_broker_passes_the_broker_suite() {
         url: redis.url(),
         node_id: "broker-suite".into(),
         timeout: Duration::from_secs(2),
+        wait_replicas: None,
     })
     .expect("open");
     let config = herald::Config::from_toml(NAMESPACES).expect("config");
@@ -945,4 +947,121 @@ async fn a_resume_past_the_window_on_another_node_says_recovered_false() {
         assert_eq!(got["data"]["seq"], seq, "{got}");
     }
     client.expect_silence().await;
+}
+
+/// Acknowledged means replicated (docs/CLUSTER.md): with a replica connected, a publication to a
+/// topic with history is answered only once the replica has it; with the replica frozen it is
+/// refused with 503, not acknowledged; and after the primary is killed in the middle of a burst
+/// from 8 publishers and the replica promoted, every acknowledged publication is in the history.
+#[tokio::test]
+async fn an_acknowledged_publication_survives_the_loss_of_its_primary() {
+    let mut primary = RedisServer::start();
+    let replica = RedisServer::replica_of(&primary);
+    eventually("the replica in sync", || async {
+        let info = replica
+            .command(&["INFO", "replication"])
+            .unwrap_or_default();
+        let on_primary = primary
+            .command(&["INFO", "replication"])
+            .unwrap_or_default();
+        (info.contains("master_link_status:up") && on_primary.contains("connected_slaves:1"))
+            .then_some(())
+    })
+    .await;
+    let config = |redis: &RedisServer, id: &str| {
+        format!(
+            "redis_url = \"{}\"\nnode_id = \"{id}\"\n[cluster]\nnode_ttl = \"1s\"\nredis_timeout = \"500ms\"\n\
+             [[namespaces]]\nname = \"ledger\"\nhistory_size = 100000\nhistory_ttl = \"1h\"\n",
+            redis.url()
+        )
+    };
+    let server = Server::start(&config(&primary, "writer"));
+    ready(&server).await;
+    let entry =
+        |n: u64| json!({"scope": "topic", "target": "ledger:1", "type": "entry", "data": {"n": n}});
+    let (status, answer) = server.publish(entry(0)).await;
+    assert_eq!(status, 200, "{answer}");
+
+    // Frozen, the replica acknowledges nothing: the publication is refused, not acknowledged.
+    replica.signal("STOP");
+    let (status, answer) = server.publish(entry(1)).await;
+    replica.signal("CONT");
+    assert_eq!(status, 503, "{answer}");
+    assert_eq!(answer["error"]["code"], "processing_error", "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("replica"),
+        "{answer}"
+    );
+    let (status, answer) = server.publish(entry(2)).await;
+    assert_eq!(status, 200, "the replica is back: {answer}");
+
+    // A burst from 8 publishers; the primary is killed in its middle.
+    let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let server = std::sync::Arc::new(server);
+    let publishers: Vec<_> = (0..8u64)
+        .map(|p| {
+            let (server, acknowledged) = (server.clone(), acknowledged.clone());
+            tokio::spawn(async move {
+                for i in 0.. {
+                    let (status, answer) = server.publish(entry(1000 * (p + 1) + i)).await;
+                    if status != 200 {
+                        return;
+                    }
+                    let id = answer["id"].as_str().expect("id").to_string();
+                    acknowledged.lock().expect("lock").push(id);
+                }
+            })
+        })
+        .collect();
+    eventually("a hundred acknowledged", || async {
+        (acknowledged.lock().expect("lock").len() >= 100).then_some(())
+    })
+    .await;
+    primary.stop();
+    for publisher in publishers {
+        publisher.await.expect("publisher");
+    }
+    let acknowledged = acknowledged.lock().expect("lock").clone();
+
+    // The replica becomes the primary; a node on it reads the topic's whole history.
+    let promoted = replica
+        .command(&["REPLICAOF", "NO", "ONE"])
+        .unwrap_or_default();
+    assert!(promoted.starts_with("+OK"), "{promoted}");
+    let survivor = Server::start(&config(&replica, "survivor"));
+    ready(&survivor).await;
+    let mut kept = std::collections::HashSet::new();
+    let mut since = 0;
+    loop {
+        let (status, page) = survivor
+            .api(
+                "GET",
+                &format!("/api/v1/topics/ledger:1/history?since={since}&limit=1000"),
+                Some(API_KEY),
+                None,
+            )
+            .await;
+        assert_eq!(status, 200, "{page}");
+        let messages = page["messages"].as_array().expect("messages").clone();
+        let Some(last) = messages.last() else { break };
+        since = last["offset"].as_u64().expect("offset");
+        kept.extend(
+            messages
+                .iter()
+                .map(|m| m["id"].as_str().expect("id").to_string()),
+        );
+    }
+    let lost: Vec<_> = acknowledged
+        .iter()
+        .filter(|id| !kept.contains(*id))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged publications lost",
+        lost.len(),
+        acknowledged.len()
+    );
 }

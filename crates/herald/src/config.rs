@@ -122,6 +122,10 @@ pub struct ClusterConfig {
     /// The longest one Redis call may take before the caller gets an error (HTTP 503).
     #[serde(deserialize_with = "duration", serialize_with = "duration_text")]
     pub redis_timeout: Duration,
+    /// How many replicas must have a publication's writes before it is answered (Redis
+    /// `WAIT`); unset: one when the primary has any connected, none otherwise; 0: never wait.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wait_replicas: Option<u32>,
 }
 
 impl Default for ClusterConfig {
@@ -129,6 +133,7 @@ impl Default for ClusterConfig {
         Self {
             node_ttl: Duration::from_secs(10),
             redis_timeout: Duration::from_secs(2),
+            wait_replicas: None,
         }
     }
 }

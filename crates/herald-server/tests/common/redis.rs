@@ -10,11 +10,23 @@ pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
     dir: tempfile::TempDir,
+    /// Arguments beyond the port, bind address and persistence (e.g. `--replicaof`).
+    args: Vec<String>,
 }
 
 impl RedisServer {
     /// Starts a fresh `redis-server` and waits until it answers PING.
     pub fn start() -> RedisServer {
+        Self::start_with(Vec::new())
+    }
+
+    /// Starts a fresh `redis-server` that replicates `primary`.
+    pub fn replica_of(primary: &RedisServer) -> RedisServer {
+        let args = ["--replicaof", "127.0.0.1", &primary.port.to_string()];
+        Self::start_with(args.iter().map(|a| a.to_string()).collect())
+    }
+
+    fn start_with(args: Vec<String>) -> RedisServer {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
@@ -23,9 +35,23 @@ impl RedisServer {
             child: None,
             port,
             dir: tempfile::tempdir().expect("temp dir"),
+            args,
         };
         server.start_again();
         server
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, ...) to the server process.
+    pub fn signal(&self, signal: &str) {
+        let Some(child) = &self.child else {
+            return;
+        };
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{signal}");
     }
 
     pub fn url(&self) -> String {
@@ -45,6 +71,7 @@ impl RedisServer {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            .args(&self.args)
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())

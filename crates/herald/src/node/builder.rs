@@ -358,6 +358,7 @@ fn open_redis(config: &Config) -> Result<Option<RedisStore>, StartError> {
         url: url.clone(),
         node_id: config.node_id.clone().unwrap_or_else(random_node_id),
         timeout: config.cluster.redis_timeout,
+        wait_replicas: config.cluster.wait_replicas,
     })
     .map(Some)
     .map_err(|e| StartError(e.0))

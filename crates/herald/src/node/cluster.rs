@@ -47,6 +47,9 @@ impl Herald {
             Ok(reaped) => self.announce_reaped(reaped).await,
             Err(e) => tracing::warn!(error = %e, "redis: could not clear this node's old entries"),
         }
+        if let Err(e) = cluster.store.refresh_replicas().await {
+            tracing::warn!(error = %e, "redis: could not count the primary's replicas");
+        }
         tokio::spawn(beat_and_reap(self.clone()));
         if let Some(rechecks) = cluster.broker.take_rechecks() {
             tokio::spawn(recheck_on_request(self.clone(), rechecks));
@@ -116,7 +119,8 @@ impl Herald {
         let me = cluster.store.node_id();
         let figures = serde_json::to_string(&self.stats().of_node(me)).unwrap_or_default();
         let ttl = self.config().cluster.node_ttl.as_millis() as u64;
-        cluster.store.beat(figures, ttl).await
+        cluster.store.beat(figures, ttl).await?;
+        cluster.store.refresh_replicas().await
     }
 
     /// Finds nodes whose heartbeat expired and reaps each (one node does each, by a lock).

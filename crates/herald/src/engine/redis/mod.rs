@@ -9,6 +9,7 @@
 mod broker;
 pub mod codec;
 mod nodes;
+mod replication;
 mod scripts;
 
 use std::future::Future;
@@ -135,6 +136,9 @@ pub struct RedisOptions {
     pub node_id: String,
     /// The longest any Redis call may take.
     pub timeout: Duration,
+    /// The replicas a publication's writes wait for before it is answered (`WAIT`); `None`:
+    /// one when the primary has any connected (checked at start and every heartbeat).
+    pub wait_replicas: Option<u32>,
 }
 
 /// The state half of the Redis engine: implements [`Membership`], [`History`], [`Inbox`] and
@@ -145,6 +149,7 @@ pub struct RedisStore {
     conn: ConnectionManager,
     node_id: String,
     timeout: Duration,
+    replication: std::sync::Arc<replication::Replication>,
 }
 
 impl RedisStore {
@@ -165,6 +170,10 @@ impl RedisStore {
             conn,
             node_id: options.node_id.clone(),
             timeout: options.timeout,
+            replication: std::sync::Arc::new(replication::Replication::new(
+                options.wait_replicas,
+                options.timeout,
+            )),
         })
     }
 
@@ -209,6 +218,55 @@ impl RedisStore {
         let mut conn = self.conn();
         self.run(async move { invocation.invoke_async(&mut conn).await })
             .await
+    }
+
+    /// Runs a publication's write: as [`Self::invoke`] when no replica is waited for, else on
+    /// the writes' own connection and answered once enough replicas have it (`replication`).
+    async fn invoke_replicated<T: redis::FromRedisValue>(
+        &self,
+        invocation: redis::ScriptInvocation<'static>,
+    ) -> Result<T, EngineError> {
+        let replicas = self.replication.wanted();
+        if replicas == 0 {
+            return self.invoke(invocation).await;
+        }
+        let (generation, mut conn) = self.replication.conn(&self.client).await?;
+        let written = self
+            .run(async move { invocation.invoke_async(&mut conn).await })
+            .await;
+        if written.is_err() {
+            self.replication.failed(generation);
+        }
+        let written = written?;
+        self.replication.replicated(generation, replicas).await?;
+        Ok(written)
+    }
+
+    /// Asks Redis how many replicas its primary has connected (`INFO replication`), which
+    /// the writes follow unless `wait_replicas` is set.
+    pub(crate) async fn refresh_replicas(&self) -> Result<(), EngineError> {
+        let mut conn = self.conn();
+        let info: String = self
+            .run(async move {
+                redis::cmd("INFO")
+                    .arg("replication")
+                    .query_async(&mut conn)
+                    .await
+            })
+            .await?;
+        let replicas = info
+            .lines()
+            .find_map(|line| line.strip_prefix("connected_slaves:"))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or(0);
+        if self.replication.set_connected(replicas) {
+            tracing::info!(
+                replicas,
+                waited_for = self.replication.wanted(),
+                "redis: the replicas a publication waits for changed"
+            );
+        }
+        Ok(())
     }
 
     /// Publishes `body` on `channel`; returns how many subscribers (nodes) received it.
@@ -412,7 +470,7 @@ impl RedisStore {
             .arg(codec::encode(publication))
             .arg(channel)
             .arg(meta_ttl_ms(retention));
-        let (offset, epoch): (u64, String) = self.invoke(invocation).await?;
+        let (offset, epoch): (u64, String) = self.invoke_replicated(invocation).await?;
         Ok(StreamPosition { offset, epoch })
     }
 }
@@ -485,7 +543,7 @@ impl Inbox for RedisStore {
             .arg(limits.ttl.as_millis() as u64)
             .arg(&publication.id)
             .arg(codec::encode(publication));
-        self.invoke::<i64>(invocation).await.map(|_| ())
+        self.invoke_replicated::<i64>(invocation).await.map(|_| ())
     }
 
     async fn pending(
@@ -576,7 +634,7 @@ impl RedisStore {
                 .arg(retention.ttl.as_millis() as u64)
                 .arg(meta_ttl_ms(retention));
         }
-        let reached: u64 = self.invoke(invocation).await?;
+        let reached: u64 = self.invoke_replicated(invocation).await?;
         Ok(reached > 0)
     }
 
