@@ -89,6 +89,18 @@ ws.onclose = () => {
 }
 `;
 
+/** The HTTP status a WebSocket upgrade to `url` gets (101 when it opens). */
+function upgradeStatus(url) {
+  return new Promise((resolve) => {
+    const ws = new WebSocket(url);
+    ws.on('unexpected-response', (_, response) => resolve(response.statusCode));
+    ws.on('open', () => {
+      ws.close();
+      resolve(101);
+    });
+  });
+}
+
 /** A console that records what the README's code logs. */
 function recordingConsole() {
   const lines = [];
@@ -216,12 +228,7 @@ test('users-api: the README Node client gets its welcome message and a broadcast
   ws.close();
 
   // Without a token the upgrade is refused with 401, as the README's server does.
-  const status = await new Promise((resolve) => {
-    const bare = new WebSocket(server.ws);
-    bare.on('unexpected-response', (_, response) => resolve(response.statusCode));
-    bare.on('open', () => resolve(101));
-  });
-  assert.equal(status, 401);
+  assert.equal(await upgradeStatus(server.ws), 401);
 });
 
 test("conduit: the README's documented frames (rooms, ping, echo, status, broadcast to a room) as written", async () => {
@@ -499,12 +506,7 @@ test('cartographer: the README client reads its project anonymously; anonymous r
     await new Promise((resolve) => reader.on('open', resolve));
     opened.push(reader);
   }
-  const status = await new Promise((resolve) => {
-    const third = new WebSocket(`ws://${limited.addr}/ws?project_id=p3`);
-    third.on('unexpected-response', (_, response) => resolve(response.statusCode));
-    third.on('open', () => resolve(101));
-  });
-  assert.equal(status, 429);
+  assert.equal(await upgradeStatus(`ws://${limited.addr}/ws?project_id=p3`), 429);
   for (const reader of opened) reader.close();
 });
 
