@@ -997,6 +997,12 @@ async fn an_acknowledged_publication_survives_the_loss_of_its_primary() {
     );
     let (status, answer) = server.publish(entry(2)).await;
     assert_eq!(status, 200, "the replica is back: {answer}");
+    let (_, metrics) = server.api("GET", "/metrics", None, None).await;
+    let metrics = metrics.as_str().expect("prometheus text");
+    assert!(
+        metrics.contains("herald_engine_errors_total{engine=\"replication\"} 1"),
+        "the refusal is counted"
+    );
 
     // A burst from 8 publishers; the primary is killed in its middle.
     let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));

@@ -118,6 +118,7 @@ pub const ENGINES: &[&str] = &[
     "streams",
     "inbox",
     "sqlite",
+    "replication",
 ];
 
 /// The publication scopes (`Scope::name`).
@@ -446,6 +447,7 @@ pub const ENGINE_OPS: &[&str] = &[
     "inbox_read",
     "inbox_ack",
     "publish",
+    "replica_wait",
 ];
 
 /// Registers the engine-call histograms of `store` (the node's), so they are there from the

@@ -238,7 +238,13 @@ impl RedisStore {
             self.replication.failed(generation);
         }
         let written = written?;
-        self.replication.replicated(generation, replicas).await?;
+        let started = std::time::Instant::now();
+        let replicated = self.replication.replicated(generation, replicas).await;
+        crate::metrics::engine_call("redis", "replica_wait", started.elapsed());
+        if replicated.is_err() {
+            crate::metrics::engine_error("replication");
+        }
+        replicated?;
         Ok(written)
     }
 
