@@ -1071,3 +1071,22 @@ async fn an_acknowledged_publication_survives_the_loss_of_its_primary() {
         acknowledged.len()
     );
 }
+
+/// Redis Cluster is not supported yet: a node pointed at a cluster node says so and stops,
+/// instead of failing each call with MOVED or CROSSSLOT.
+#[test]
+fn a_redis_cluster_node_is_refused_at_start_with_a_clear_line() {
+    let redis = RedisServer::cluster_node();
+    let dir = tempfile::tempdir().expect("dir");
+    let output = std::process::Command::new(herald_bin())
+        .args(["serve", "--listen", "127.0.0.1:0", "--jwt-secret", "s", "--redis-url"])
+        .arg(redis.url())
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env_remove("HERALD_REDIS_URL")
+        .output()
+        .expect("run herald");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("Redis Cluster"), "{stderr}");
+}

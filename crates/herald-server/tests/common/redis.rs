@@ -26,6 +26,11 @@ impl RedisServer {
         Self::start_with(args.iter().map(|a| a.to_string()).collect())
     }
 
+    /// Starts a fresh `redis-server` with cluster mode on (a Redis Cluster node, alone).
+    pub fn cluster_node() -> RedisServer {
+        Self::start_with(vec!["--cluster-enabled".into(), "yes".into()])
+    }
+
     fn start_with(args: Vec<String>) -> RedisServer {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())

@@ -204,6 +204,14 @@ impl HeraldBuilder {
             .map_err(StartError)?;
         let authenticator = super::proxy::with_connect_hook(authenticator, proxy.clone());
         let redis = open_redis(&config)?;
+        #[cfg(feature = "redis")]
+        if let Some(store) = &redis {
+            if store.is_cluster_node().await {
+                return Err(StartError(
+                    "redis_url names a Redis Cluster node: Herald runs on one Redis (standalone, or a primary with replicas behind Sentinel); Redis Cluster is not supported yet (docs/CLUSTER.md)".into(),
+                ));
+            }
+        }
         // The store engine calls are timed under (an app's own membership source included).
         let store = match &redis {
             Some(_) => "redis",

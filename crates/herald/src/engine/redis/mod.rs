@@ -248,6 +248,21 @@ impl RedisStore {
         Ok(written)
     }
 
+    /// Whether Redis says it is a Redis Cluster node (`INFO cluster`), whose keys the scripts
+    /// cannot use together; false when it does not answer (the node starts, and retries).
+    pub(crate) async fn is_cluster_node(&self) -> bool {
+        let mut conn = self.conn();
+        let info = self
+            .run(async move {
+                redis::cmd("INFO")
+                    .arg("cluster")
+                    .query_async::<String>(&mut conn)
+                    .await
+            })
+            .await;
+        info.is_ok_and(|info| info.lines().any(|line| line.trim() == "cluster_enabled:1"))
+    }
+
     /// Asks Redis how many replicas its primary has connected (`INFO replication`), which
     /// the writes follow unless `wait_replicas` is set.
     pub(crate) async fn refresh_replicas(&self) -> Result<(), EngineError> {
