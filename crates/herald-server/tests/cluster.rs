@@ -1079,7 +1079,14 @@ fn a_redis_cluster_node_is_refused_at_start_with_a_clear_line() {
     let redis = RedisServer::cluster_node();
     let dir = tempfile::tempdir().expect("dir");
     let output = std::process::Command::new(herald_bin())
-        .args(["serve", "--listen", "127.0.0.1:0", "--jwt-secret", "s", "--redis-url"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--jwt-secret",
+            "s",
+            "--redis-url",
+        ])
         .arg(redis.url())
         .arg("--data-dir")
         .arg(dir.path())
