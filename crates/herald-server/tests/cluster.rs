@@ -1072,11 +1072,12 @@ async fn an_acknowledged_publication_survives_the_loss_of_its_primary() {
     );
 }
 
-/// Redis Cluster is not supported yet: a node pointed at a cluster node says so and stops,
-/// instead of failing each call with MOVED or CROSSSLOT.
+/// Redis Cluster is not supported yet: a node pointed at a node of a real Redis Cluster (three
+/// primaries, three replicas) says so and stops, instead of failing each call with MOVED or
+/// CROSSSLOT.
 #[test]
 fn a_redis_cluster_node_is_refused_at_start_with_a_clear_line() {
-    let redis = RedisServer::cluster_node();
+    let redis = common::redis::RedisCluster::start();
     let dir = tempfile::tempdir().expect("dir");
     let output = std::process::Command::new(herald_bin())
         .args([

@@ -26,16 +26,15 @@ impl RedisServer {
         Self::start_with(args.iter().map(|a| a.to_string()).collect())
     }
 
-    /// Starts a fresh `redis-server` with cluster mode on (a Redis Cluster node, alone).
-    pub fn cluster_node() -> RedisServer {
-        Self::start_with(vec!["--cluster-enabled".into(), "yes".into()])
-    }
-
     fn start_with(args: Vec<String>) -> RedisServer {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
+        Self::start_on(port, args)
+    }
+
+    fn start_on(port: u16, args: Vec<String>) -> RedisServer {
         let mut server = RedisServer {
             child: None,
             port,
@@ -114,5 +113,65 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// A private Redis Cluster: six `redis-server --cluster-enabled yes` on free loopback ports
+/// (each port + 10000, the cluster bus, free too), joined by `redis-cli --cluster create` as
+/// three primaries with a replica each. Dropping it kills them all.
+pub struct RedisCluster {
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub fn start() -> RedisCluster {
+        let nodes: Vec<RedisServer> = (0..6)
+            .map(|_| {
+                let port = free_cluster_port();
+                RedisServer::start_on(port, vec!["--cluster-enabled".into(), "yes".into()])
+            })
+            .collect();
+        let addresses: Vec<String> = nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port))
+            .collect();
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("redis-cli (it comes with redis-server)");
+        assert!(created.success(), "redis-cli --cluster create");
+        for _ in 0..500 {
+            let ok = nodes.iter().all(|n| {
+                n.command(&["CLUSTER", "INFO"])
+                    .is_some_and(|info| info.contains("cluster_state:ok"))
+            });
+            if ok {
+                return RedisCluster { nodes };
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("the Redis Cluster did not reach cluster_state:ok");
+    }
+
+    /// Any node's URL (each serves as a seed).
+    pub fn url(&self) -> String {
+        self.nodes[0].url()
+    }
+}
+
+/// A free loopback port under 55536 whose cluster bus port (+ 10000) is free too.
+fn free_cluster_port() -> u16 {
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        if port < 55536 && TcpListener::bind(("127.0.0.1", port + 10000)).is_ok() {
+            return port;
+        }
     }
 }
