@@ -489,6 +489,7 @@ impl Inbox for MemoryInbox {
             removed
         }))
     }
+
     async fn totals(&self) -> Result<super::InboxTotals, EngineError> {
         Ok(self.with(|users| super::InboxTotals {
             messages: users.values().map(|q| q.len() as u64).sum(),

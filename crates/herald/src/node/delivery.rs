@@ -22,22 +22,28 @@ pub struct LocalDelivery {
     pub(crate) stripes: Arc<Stripes>,
 }
 
+impl LocalDelivery {
+    /// Counts a publication fanned out here (the node's stats and the metrics).
+    fn fanned_out(&self, publication: &Publication, reached: usize, started: std::time::Instant) {
+        self.hub.counters.publications.fetch_add(1, Relaxed);
+        crate::metrics::publication(publication.scope.name(), reached, started.elapsed());
+    }
+}
+
 #[async_trait]
 impl Delivery for LocalDelivery {
     async fn deliver(&self, publication: &Publication) -> Result<usize, EngineError> {
         let members = members_in(self.membership.as_ref(), &publication.scope).await?;
         let started = std::time::Instant::now();
         let reached = self.hub.deliver(publication, &members);
-        self.hub.counters.publications.fetch_add(1, Relaxed);
-        crate::metrics::publication(publication.scope.name(), reached, started.elapsed());
+        self.fanned_out(publication, reached, started);
         Ok(reached)
     }
 
     fn deliver_to_topic(&self, publication: &Publication) -> usize {
         let started = std::time::Instant::now();
         let reached = self.hub.deliver(publication, &[]);
-        self.hub.counters.publications.fetch_add(1, Relaxed);
-        crate::metrics::publication(publication.scope.name(), reached, started.elapsed());
+        self.fanned_out(publication, reached, started);
         reached
     }
 

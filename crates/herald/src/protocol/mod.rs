@@ -327,12 +327,18 @@ pub fn topic_error_frame(
     topic: Option<&str>,
     reference: Option<&Value>,
 ) -> Frame {
-    let timestamp = now_timestamp();
     let data = ErrorData {
         code,
         message,
         topic,
     };
+    error_frame_with(data, message, reference)
+}
+
+/// An `error` frame whose data is `data` (Herald's `{code, message}`, or a backend's), its
+/// `message` also a top-level `error` where the spelling wants it.
+pub fn error_frame_with<D: Serialize>(data: D, message: &str, reference: Option<&Value>) -> Frame {
+    let timestamp = now_timestamp();
     let mut envelope = Envelope::new("error", data, &timestamp).reply_to(reference);
     envelope.error_text = Some(message);
     envelope.encode()

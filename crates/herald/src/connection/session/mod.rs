@@ -318,11 +318,9 @@ impl Session {
                     code: &code,
                     message: &message,
                 };
-                let timestamp = crate::protocol::now_timestamp();
-                let mut envelope =
-                    crate::protocol::Envelope::new("error", error, &timestamp).reply_to(reference);
-                envelope.error_text = Some(&message);
-                self.queue(envelope.encode());
+                self.queue(crate::protocol::error_frame_with(
+                    error, &message, reference,
+                ));
                 self.tally_error();
             }
             Err(e) => self.error(ErrorCode::ProcessingError, &e.to_string(), reference),

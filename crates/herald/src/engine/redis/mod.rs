@@ -251,30 +251,22 @@ impl RedisStore {
     /// Whether Redis says it is a Redis Cluster node (`INFO cluster`), whose keys the scripts
     /// cannot use together; false when it does not answer (the node starts, and retries).
     pub(crate) async fn is_cluster_node(&self) -> bool {
+        self.info("cluster")
+            .await
+            .is_ok_and(|info| info.lines().any(|line| line.trim() == "cluster_enabled:1"))
+    }
+
+    /// One section of `INFO`.
+    async fn info(&self, section: &'static str) -> Result<String, EngineError> {
         let mut conn = self.conn();
-        let info = self
-            .run(async move {
-                redis::cmd("INFO")
-                    .arg("cluster")
-                    .query_async::<String>(&mut conn)
-                    .await
-            })
-            .await;
-        info.is_ok_and(|info| info.lines().any(|line| line.trim() == "cluster_enabled:1"))
+        self.run(async move { redis::cmd("INFO").arg(section).query_async(&mut conn).await })
+            .await
     }
 
     /// Asks Redis how many replicas its primary has connected (`INFO replication`), which
     /// the writes follow unless `wait_replicas` is set.
     pub(crate) async fn refresh_replicas(&self) -> Result<(), EngineError> {
-        let mut conn = self.conn();
-        let info: String = self
-            .run(async move {
-                redis::cmd("INFO")
-                    .arg("replication")
-                    .query_async(&mut conn)
-                    .await
-            })
-            .await?;
+        let info = self.info("replication").await?;
         let replicas = info
             .lines()
             .find_map(|line| line.strip_prefix("connected_slaves:"))
@@ -589,6 +581,7 @@ impl Inbox for RedisStore {
         let removed: u64 = self.invoke(invocation).await?;
         Ok(removed as usize)
     }
+
     async fn totals(&self) -> Result<crate::engine::InboxTotals, EngineError> {
         let pattern = format!("{PREFIX}inbox:*");
         let mut totals = crate::engine::InboxTotals::default();
