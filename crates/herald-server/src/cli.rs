@@ -202,8 +202,12 @@ pub struct ServeArgs {
     #[arg(long)]
     no_console: bool,
     /// Redis URL: run as one node of a cluster.
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", conflicts_with = "redis_cluster")]
     redis_url: Option<String>,
+    /// A Redis Cluster's seed URLs (any of its nodes), comma-separated: run as one node of a
+    /// cluster on it.
+    #[arg(long, value_name = "URL,URL,...", value_delimiter = ',')]
+    redis_cluster: Option<Vec<String>>,
     /// This node's id in a cluster.
     #[arg(long, value_name = "ID")]
     node_id: Option<String>,
@@ -298,6 +302,11 @@ impl ServeArgs {
         }
         if let Some(url) = &self.redis_url {
             config.redis_url = Some(url.clone());
+            config.redis_cluster.clear();
+        }
+        if let Some(urls) = &self.redis_cluster {
+            config.redis_cluster = urls.clone();
+            config.redis_url = None;
         }
         if let Some(id) = &self.node_id {
             config.node_id = Some(id.clone());

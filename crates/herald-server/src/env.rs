@@ -56,8 +56,13 @@ pub fn apply(
             .parse::<Table>()
             .ok()
             .and_then(|mut t| t.remove("v"));
-        // The text as it is first, so a secret or an id is never reinterpreted.
-        let candidates = [Value::String(text.clone())].into_iter().chain(typed);
+        // The text as it is first, so a secret or an id is never reinterpreted; last, a
+        // comma-separated list (`HERALD_REDIS_CLUSTER=redis://a:7000,redis://b:7001`).
+        let list = Value::Array(text.split(',').map(|t| Value::String(t.into())).collect());
+        let candidates = [Value::String(text.clone())]
+            .into_iter()
+            .chain(typed)
+            .chain(std::iter::once(list));
         let mut failure = None;
         let mut fitted = None;
         for value in candidates {

@@ -151,6 +151,9 @@ fn config_print(mut args: cli::ConfigArgs) -> Result<ExitCode, Unusable> {
     if let Some(url) = &config.redis_url {
         config.redis_url = Some(redact_password(url));
     }
+    for url in &mut config.redis_cluster {
+        *url = redact_password(url);
+    }
     let text = toml::to_string(&config)
         .map_err(|e| Unusable(format!("cannot print the configuration: {e}")))?;
     print!("{text}");
@@ -240,11 +243,7 @@ async fn run(
     let data_dir = config.data_dir.clone();
     let grace = config.limits.shutdown_grace;
     let node_id = config.node_id.clone().unwrap_or_else(|| "-".into());
-    let engines = if config.redis_url.is_some() {
-        "redis"
-    } else {
-        "sqlite"
-    };
+    let engines = if config.on_redis() { "redis" } else { "sqlite" };
     let node = Herald::open(config, dev_secret.as_deref())
         .await
         .map_err(|e| Unusable(e.0))?;

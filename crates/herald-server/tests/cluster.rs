@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::redis::RedisServer;
+use common::redis::{RedisCluster, RedisServer, SharedRedis};
 use common::*;
 use herald::engine::redis::{RedisOptions, RedisStore};
 use herald_testkit::conformance;
@@ -18,14 +18,14 @@ const NAMESPACES: &str =
      [[namespaces]]\nname = \"room\"\npresence = true\njoin_leave = true\n";
 
 /// A node of the cluster on `redis`, named `id`, with a short node TTL and Redis timeout.
-fn node(redis: &RedisServer, id: &str) -> Server {
+fn node(redis: &impl SharedRedis, id: &str) -> Server {
     Server::start(&format!(
-        "redis_url = \"{}\"\nnode_id = \"{id}\"\n[cluster]\nnode_ttl = \"1s\"\nredis_timeout = \"500ms\"\n{NAMESPACES}",
-        redis.url()
+        "{}\nnode_id = \"{id}\"\n[cluster]\nnode_ttl = \"1s\"\nredis_timeout = \"500ms\"\n{NAMESPACES}",
+        redis.config_line()
     ))
 }
 
-fn three_nodes(redis: &RedisServer) -> [Server; 3] {
+fn three_nodes(redis: &impl SharedRedis) -> [Server; 3] {
     [node(redis, "n1"), node(redis, "n2"), node(redis, "n3")]
 }
 
@@ -54,11 +54,9 @@ async fn publish(server: &Server, scope: &str, target: Option<&str>, data: Value
     answer
 }
 
-#[tokio::test]
-async fn the_redis_engines_pass_the_conformance_suite() {
-    let redis = RedisServer::start();
+async fn the_redis_engines_pass_the_conformance_suite(redis: impl SharedRedis) {
     let store = RedisStore::open(&RedisOptions {
-        url: redis.url(),
+        deployment: redis.deployment(),
         node_id: "conformance".into(),
         timeout: Duration::from_secs(2),
         wait_replicas: None,
@@ -70,13 +68,11 @@ async fn the_redis_engines_pass_the_conformance_suite() {
     conformance::inbox(&store).await;
 }
 
-#[tokio::test]
-async fn the_redis_broker_passes_the_broker_suite() {
+async fn the_redis_broker_passes_the_broker_suite(redis: impl SharedRedis) {
     use herald::engine::redis::RedisBroker;
     use herald_testkit::broker::{self, Recorder};
-    let redis = RedisServer::start();
     let store = RedisStore::open(&RedisOptions {
-        url: redis.url(),
+        deployment: redis.deployment(),
         node_id: "broker-suite".into(),
         timeout: Duration::from_secs(2),
         wait_replicas: None,
@@ -93,18 +89,15 @@ async fn the_redis_broker_passes_the_broker_suite() {
     eventually("the Pub/Sub link", || link(1)).await;
     broker::broker(&started, &recorder, &store, &store, "chat").await;
     let cut = async {
-        let killed = redis
-            .command(&["CLIENT", "KILL", "TYPE", "pubsub"])
-            .expect("redis");
-        assert!(killed.starts_with(':'), "{killed}");
+        assert!(redis.cut_pubsub() > 0, "no Pub/Sub connection to cut");
     };
     let up = eventually("the Pub/Sub link back", || link(2));
     broker::catch_up(&started, &recorder, &store, "chat", cut, up).await;
 }
 
-#[tokio::test]
-async fn every_scope_reaches_the_right_connections_on_every_node_exactly_once() {
-    let redis = RedisServer::start();
+async fn every_scope_reaches_the_right_connections_on_every_node_exactly_once(
+    redis: impl SharedRedis,
+) {
     let nodes = three_nodes(&redis);
     for n in &nodes {
         ready(n).await;
@@ -167,9 +160,7 @@ async fn every_scope_reaches_the_right_connections_on_every_node_exactly_once() 
     }
 }
 
-#[tokio::test]
-async fn an_idempotency_key_sent_through_two_nodes_publishes_once() {
-    let redis = RedisServer::start();
+async fn an_idempotency_key_sent_through_two_nodes_publishes_once(redis: impl SharedRedis) {
     let (n1, n2) = (node(&redis, "n1"), node(&redis, "n2"));
     ready(&n1).await;
     ready(&n2).await;
@@ -196,9 +187,7 @@ async fn an_idempotency_key_sent_through_two_nodes_publishes_once() {
     reader.expect_silence().await;
 }
 
-#[tokio::test]
-async fn offsets_are_cluster_wide_and_recovery_works_on_any_node() {
-    let redis = RedisServer::start();
+async fn offsets_are_cluster_wide_and_recovery_works_on_any_node(redis: impl SharedRedis) {
     let nodes = three_nodes(&redis);
     for n in &nodes {
         ready(n).await;
@@ -258,9 +247,7 @@ async fn offsets_are_cluster_wide_and_recovery_works_on_any_node() {
     }
 }
 
-#[tokio::test]
-async fn presence_and_join_leave_are_cluster_wide() {
-    let redis = RedisServer::start();
+async fn presence_and_join_leave_are_cluster_wide(redis: impl SharedRedis) {
     let nodes = three_nodes(&redis);
     for n in &nodes {
         ready(n).await;
@@ -290,9 +277,7 @@ async fn presence_and_join_leave_are_cluster_wide() {
     next_event(&mut alice, "user_left", "bob").await;
 }
 
-#[tokio::test]
-async fn the_inbox_is_per_user_across_the_cluster() {
-    let redis = RedisServer::start();
+async fn the_inbox_is_per_user_across_the_cluster(redis: impl SharedRedis) {
     let nodes = three_nodes(&redis);
     for n in &nodes {
         ready(n).await;
@@ -341,9 +326,7 @@ async fn the_inbox_is_per_user_across_the_cluster() {
     again.expect_silence().await;
 }
 
-#[tokio::test]
-async fn disconnects_and_stats_span_the_cluster() {
-    let redis = RedisServer::start();
+async fn disconnects_and_stats_span_the_cluster(redis: impl SharedRedis) {
     let nodes = three_nodes(&redis);
     for n in &nodes {
         ready(n).await;
@@ -388,9 +371,7 @@ async fn disconnects_and_stats_span_the_cluster() {
     }
 }
 
-#[tokio::test]
-async fn a_killed_node_is_reaped_and_its_users_leave() {
-    let redis = RedisServer::start();
+async fn a_killed_node_is_reaped_and_its_users_leave(redis: impl SharedRedis) {
     let [n1, mut n2, n3] = three_nodes(&redis);
     for n in [&n1, &n2, &n3] {
         ready(n).await;
@@ -432,9 +413,7 @@ async fn a_killed_node_is_reaped_and_its_users_leave() {
     assert_eq!(stats["total_clients"], 1, "{stats}");
 }
 
-#[tokio::test]
-async fn a_lost_pubsub_link_is_caught_up_from_the_stream() {
-    let redis = RedisServer::start();
+async fn a_lost_pubsub_link_is_caught_up_from_the_stream(redis: impl SharedRedis) {
     let nodes = three_nodes(&redis);
     for n in &nodes {
         ready(n).await;
@@ -448,10 +427,7 @@ async fn a_lost_pubsub_link_is_caught_up_from_the_stream() {
     // Every node's Pub/Sub link is cut (Redis keeps its data); a publication made before the
     // links are back still reaches the reader, once, in order: on a topic with history and
     // through a scope stream.
-    let killed = redis
-        .command(&["CLIENT", "KILL", "TYPE", "pubsub"])
-        .expect("redis");
-    assert!(killed.starts_with(':'), "{killed}");
+    assert!(redis.cut_pubsub() > 0, "no Pub/Sub connection to cut");
     publish(&nodes[1], "topic", Some("chat:blip"), json!({"i": 2})).await;
     publish(&nodes[1], "all", None, json!({"i": 2})).await;
     let mut got: Vec<(Value, Value)> = Vec::new();
@@ -553,7 +529,7 @@ async fn redis_down_means_503_in_bounded_time_then_a_restart_is_resumed() {
 /// How many nodes listen to a topic's channel, as Redis counts them.
 fn listeners(redis: &RedisServer, topic: &str) -> u64 {
     let reply = redis
-        .command(&["PUBSUB", "NUMSUB", &format!("herald:topic:{topic}")])
+        .command(&["PUBSUB", "NUMSUB", &format!("herald:{{t:{topic}}}:channel")])
         .expect("redis answers");
     // *2 $len herald:topic:<topic> :N
     reply
@@ -604,9 +580,7 @@ async fn a_node_receives_a_topic_only_while_it_has_subscribers() {
     a.expect_silence().await;
 }
 
-#[tokio::test]
-async fn removing_a_member_revokes_the_project_on_every_node() {
-    let redis = RedisServer::start();
+async fn removing_a_member_revokes_the_project_on_every_node(redis: impl SharedRedis) {
     let [a, b] = [node(&redis, "na"), node(&redis, "nb")];
     ready(&a).await;
     ready(&b).await;
@@ -641,13 +615,11 @@ async fn removing_a_member_revokes_the_project_on_every_node() {
     assert!(on_b.is_alive().await);
 }
 
-#[tokio::test]
-async fn a_user_message_no_connection_took_is_kept_across_nodes() {
-    let redis = RedisServer::start();
+async fn a_user_message_no_connection_took_is_kept_across_nodes(redis: impl SharedRedis) {
     let config = |id: &str| {
         format!(
-            "redis_url = \"{}\"\nnode_id = \"{id}\"\n[cluster]\nnode_ttl = \"1s\"\nredis_timeout = \"500ms\"\n[limits]\nsend_queue = 4\n",
-            redis.url()
+            "{}\nnode_id = \"{id}\"\n[cluster]\nnode_ttl = \"1s\"\nredis_timeout = \"500ms\"\n[limits]\nsend_queue = 4\n",
+            redis.config_line()
         )
     };
     let a = Server::start(&config("ua"));
@@ -868,16 +840,16 @@ async fn an_embedding_apps_recheck_reaches_the_connections_of_every_node() {
 // ---- Scope streams across nodes (docs/PROTOCOL.md section 15) ----
 
 /// A node of the cluster with `[recovery]` settings of its own.
-fn node_recovering(redis: &RedisServer, id: &str, recovery: &str) -> Server {
+fn node_recovering(redis: &impl SharedRedis, id: &str, recovery: &str) -> Server {
     Server::start(&format!(
-        "redis_url = \"{}\"\nnode_id = \"{id}\"\n[limits]\nrate_per_sec = 0\n[cluster]\nnode_ttl = \"1s\"\nredis_timeout = \"500ms\"\n[recovery]\n{recovery}\n",
-        redis.url()
+        "{}\nnode_id = \"{id}\"\n[limits]\nrate_per_sec = 0\n[cluster]\nnode_ttl = \"1s\"\nredis_timeout = \"500ms\"\n[recovery]\n{recovery}\n",
+        redis.config_line()
     ))
 }
 
-#[tokio::test]
-async fn a_tab_away_30s_resumes_every_scope_on_another_node_after_its_node_was_killed() {
-    let redis = RedisServer::start();
+async fn a_tab_away_30s_resumes_every_scope_on_another_node_after_its_node_was_killed(
+    redis: impl SharedRedis,
+) {
     let window = "window = \"2m\"";
     let mut n1 = node_recovering(&redis, "n1", window);
     let n2 = std::sync::Arc::new(node_recovering(&redis, "n2", window));
@@ -917,9 +889,7 @@ async fn a_tab_away_30s_resumes_every_scope_on_another_node_after_its_node_was_k
     back.expect_silence().await;
 }
 
-#[tokio::test]
-async fn a_resume_past_the_window_on_another_node_says_recovered_false() {
-    let redis = RedisServer::start();
+async fn a_resume_past_the_window_on_another_node_says_recovered_false(redis: impl SharedRedis) {
     let n1 = node_recovering(&redis, "n1", "window = \"1s\"");
     let n2 = node_recovering(&redis, "n2", "window = \"1s\"");
     for n in [&n1, &n2] {
@@ -1097,4 +1067,168 @@ fn a_redis_cluster_node_is_refused_at_start_with_a_clear_line() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("Redis Cluster"), "{stderr}");
+}
+
+/// The scenarios above on one Redis.
+mod on_one_redis {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_redis_engines_pass_the_conformance_suite() {
+        super::the_redis_engines_pass_the_conformance_suite(RedisServer::start()).await
+    }
+
+    #[tokio::test]
+    async fn the_redis_broker_passes_the_broker_suite() {
+        super::the_redis_broker_passes_the_broker_suite(RedisServer::start()).await
+    }
+
+    #[tokio::test]
+    async fn every_scope_reaches_the_right_connections_on_every_node_exactly_once() {
+        super::every_scope_reaches_the_right_connections_on_every_node_exactly_once(
+            RedisServer::start(),
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn an_idempotency_key_sent_through_two_nodes_publishes_once() {
+        super::an_idempotency_key_sent_through_two_nodes_publishes_once(RedisServer::start()).await
+    }
+
+    #[tokio::test]
+    async fn offsets_are_cluster_wide_and_recovery_works_on_any_node() {
+        super::offsets_are_cluster_wide_and_recovery_works_on_any_node(RedisServer::start()).await
+    }
+
+    #[tokio::test]
+    async fn presence_and_join_leave_are_cluster_wide() {
+        super::presence_and_join_leave_are_cluster_wide(RedisServer::start()).await
+    }
+
+    #[tokio::test]
+    async fn the_inbox_is_per_user_across_the_cluster() {
+        super::the_inbox_is_per_user_across_the_cluster(RedisServer::start()).await
+    }
+
+    #[tokio::test]
+    async fn disconnects_and_stats_span_the_cluster() {
+        super::disconnects_and_stats_span_the_cluster(RedisServer::start()).await
+    }
+
+    #[tokio::test]
+    async fn a_killed_node_is_reaped_and_its_users_leave() {
+        super::a_killed_node_is_reaped_and_its_users_leave(RedisServer::start()).await
+    }
+
+    #[tokio::test]
+    async fn a_lost_pubsub_link_is_caught_up_from_the_stream() {
+        super::a_lost_pubsub_link_is_caught_up_from_the_stream(RedisServer::start()).await
+    }
+
+    #[tokio::test]
+    async fn removing_a_member_revokes_the_project_on_every_node() {
+        super::removing_a_member_revokes_the_project_on_every_node(RedisServer::start()).await
+    }
+
+    #[tokio::test]
+    async fn a_user_message_no_connection_took_is_kept_across_nodes() {
+        super::a_user_message_no_connection_took_is_kept_across_nodes(RedisServer::start()).await
+    }
+
+    #[tokio::test]
+    async fn a_tab_away_30s_resumes_every_scope_on_another_node_after_its_node_was_killed() {
+        super::a_tab_away_30s_resumes_every_scope_on_another_node_after_its_node_was_killed(
+            RedisServer::start(),
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_resume_past_the_window_on_another_node_says_recovered_false() {
+        super::a_resume_past_the_window_on_another_node_says_recovered_false(RedisServer::start())
+            .await
+    }
+}
+
+/// The same scenarios on a Redis Cluster (three primaries with a replica each).
+mod on_a_redis_cluster {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_redis_engines_pass_the_conformance_suite() {
+        super::the_redis_engines_pass_the_conformance_suite(RedisCluster::start()).await
+    }
+
+    #[tokio::test]
+    async fn the_redis_broker_passes_the_broker_suite() {
+        super::the_redis_broker_passes_the_broker_suite(RedisCluster::start()).await
+    }
+
+    #[tokio::test]
+    async fn every_scope_reaches_the_right_connections_on_every_node_exactly_once() {
+        super::every_scope_reaches_the_right_connections_on_every_node_exactly_once(
+            RedisCluster::start(),
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn an_idempotency_key_sent_through_two_nodes_publishes_once() {
+        super::an_idempotency_key_sent_through_two_nodes_publishes_once(RedisCluster::start()).await
+    }
+
+    #[tokio::test]
+    async fn offsets_are_cluster_wide_and_recovery_works_on_any_node() {
+        super::offsets_are_cluster_wide_and_recovery_works_on_any_node(RedisCluster::start()).await
+    }
+
+    #[tokio::test]
+    async fn presence_and_join_leave_are_cluster_wide() {
+        super::presence_and_join_leave_are_cluster_wide(RedisCluster::start()).await
+    }
+
+    #[tokio::test]
+    async fn the_inbox_is_per_user_across_the_cluster() {
+        super::the_inbox_is_per_user_across_the_cluster(RedisCluster::start()).await
+    }
+
+    #[tokio::test]
+    async fn disconnects_and_stats_span_the_cluster() {
+        super::disconnects_and_stats_span_the_cluster(RedisCluster::start()).await
+    }
+
+    #[tokio::test]
+    async fn a_killed_node_is_reaped_and_its_users_leave() {
+        super::a_killed_node_is_reaped_and_its_users_leave(RedisCluster::start()).await
+    }
+
+    #[tokio::test]
+    async fn a_lost_pubsub_link_is_caught_up_from_the_stream() {
+        super::a_lost_pubsub_link_is_caught_up_from_the_stream(RedisCluster::start()).await
+    }
+
+    #[tokio::test]
+    async fn removing_a_member_revokes_the_project_on_every_node() {
+        super::removing_a_member_revokes_the_project_on_every_node(RedisCluster::start()).await
+    }
+
+    #[tokio::test]
+    async fn a_user_message_no_connection_took_is_kept_across_nodes() {
+        super::a_user_message_no_connection_took_is_kept_across_nodes(RedisCluster::start()).await
+    }
+
+    #[tokio::test]
+    async fn a_tab_away_30s_resumes_every_scope_on_another_node_after_its_node_was_killed() {
+        super::a_tab_away_30s_resumes_every_scope_on_another_node_after_its_node_was_killed(
+            RedisCluster::start(),
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_resume_past_the_window_on_another_node_says_recovered_false() {
+        super::a_resume_past_the_window_on_another_node_says_recovered_false(RedisCluster::start())
+            .await
+    }
 }

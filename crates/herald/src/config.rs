@@ -42,6 +42,9 @@ pub struct Config {
     pub forwarded_header: ForwardedHeader,
     /// Redis URL for cluster mode; `None` runs on the embedded engines.
     pub redis_url: Option<String>,
+    /// Cluster mode on a Redis Cluster instead: seed URLs, any of its nodes (excludes
+    /// `redis_url`).
+    pub redis_cluster: Vec<String>,
     /// This node's name in a cluster.
     pub node_id: Option<String>,
     /// Speak as one of the products Herald replaces (docs/PROTOCOL.md, section 14;
@@ -84,6 +87,7 @@ impl Default for Config {
             trusted_proxies: Vec::new(),
             forwarded_header: ForwardedHeader::default(),
             redis_url: None,
+            redis_cluster: Vec::new(),
             node_id: None,
             profile: None,
             jwt: JwtConfig::default(),
@@ -757,8 +761,19 @@ impl Config {
         toml_parse(text)
     }
 
+    /// Whether the engines are on Redis (`redis_url` or `redis_cluster`): cluster mode.
+    pub fn on_redis(&self) -> bool {
+        self.redis_url.is_some() || !self.redis_cluster.is_empty()
+    }
+
     /// Checks what types alone cannot: values that are present but unusable.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.redis_url.is_some() && !self.redis_cluster.is_empty() {
+            return Err(ConfigError(
+                "redis_url and redis_cluster exclude each other: one Redis, or a Redis Cluster"
+                    .into(),
+            ));
+        }
         if self.cluster.node_ttl < Duration::from_millis(300) {
             return Err(ConfigError(
                 "cluster.node_ttl must be at least 300ms".into(),

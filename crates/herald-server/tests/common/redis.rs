@@ -175,3 +175,58 @@ fn free_cluster_port() -> u16 {
         }
     }
 }
+
+/// What the cluster tests run on: one Redis or a Redis Cluster, to the same scenarios.
+pub trait SharedRedis {
+    /// The config line that puts a node on it.
+    fn config_line(&self) -> String;
+    /// Where the engine's own tests find it.
+    fn deployment(&self) -> herald::engine::redis::Deployment;
+    /// Cuts every Pub/Sub connection (Redis keeps its data); returns how many it cut.
+    fn cut_pubsub(&self) -> usize;
+}
+
+impl SharedRedis for RedisServer {
+    fn config_line(&self) -> String {
+        format!("redis_url = \"{}\"", self.url())
+    }
+
+    fn deployment(&self) -> herald::engine::redis::Deployment {
+        herald::engine::redis::Deployment::Single(self.url())
+    }
+
+    fn cut_pubsub(&self) -> usize {
+        killed(self)
+    }
+}
+
+impl SharedRedis for RedisCluster {
+    fn config_line(&self) -> String {
+        let urls: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("\"{}\"", n.url()))
+            .collect();
+        format!("redis_cluster = [{}]", urls.join(", "))
+    }
+
+    fn deployment(&self) -> herald::engine::redis::Deployment {
+        herald::engine::redis::Deployment::Cluster(self.nodes.iter().map(|n| n.url()).collect())
+    }
+
+    fn cut_pubsub(&self) -> usize {
+        self.nodes.iter().map(killed).sum()
+    }
+}
+
+/// `CLIENT KILL TYPE pubsub` on one server: how many connections it cut.
+fn killed(server: &RedisServer) -> usize {
+    let reply = server
+        .command(&["CLIENT", "KILL", "TYPE", "pubsub"])
+        .expect("redis answers");
+    reply
+        .trim()
+        .strip_prefix(':')
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected CLIENT KILL reply {reply:?}"))
+}

@@ -206,10 +206,16 @@ impl HeraldBuilder {
         let redis = open_redis(&config)?;
         #[cfg(feature = "redis")]
         if let Some(store) = &redis {
-            if store.is_cluster_node().await {
+            if !store.is_on_cluster() && store.is_cluster_node().await {
                 return Err(StartError(
-                    "redis_url names a Redis Cluster node: Herald runs on one Redis (standalone, or a primary with replicas behind Sentinel); Redis Cluster is not supported yet (docs/CLUSTER.md)".into(),
+                    "redis_url names a Redis Cluster node: give the cluster's nodes as redis_cluster instead (docs/CLUSTER.md)".into(),
                 ));
+            }
+            // A single Redis written by an earlier Herald: its keys move to today's names.
+            if let Err(e) = store.migrate_layout().await {
+                return Err(StartError(format!(
+                    "redis: cannot move the keys to the hash-tagged layout: {e}"
+                )));
             }
         }
         // The store engine calls are timed under (an app's own membership source included).
@@ -356,14 +362,20 @@ fn jwt_authenticator(_: &Config, _: Option<&str>) -> Result<NodeAuth, StartError
     ))
 }
 
-/// The Redis of `redis_url` (cluster mode), when one is set.
+/// The Redis of `redis_url` or the Redis Cluster of `redis_cluster` (cluster mode), when one
+/// is set.
 #[cfg(feature = "redis")]
 fn open_redis(config: &Config) -> Result<Option<RedisStore>, StartError> {
-    let Some(url) = &config.redis_url else {
-        return Ok(None);
+    use crate::engine::redis::Deployment;
+    let deployment = match &config.redis_url {
+        Some(url) => Deployment::Single(url.clone()),
+        None if !config.redis_cluster.is_empty() => {
+            Deployment::Cluster(config.redis_cluster.clone())
+        }
+        None => return Ok(None),
     };
     RedisStore::open(&RedisOptions {
-        url: url.clone(),
+        deployment,
         node_id: config.node_id.clone().unwrap_or_else(random_node_id),
         timeout: config.cluster.redis_timeout,
         wait_replicas: config.cluster.wait_replicas,
@@ -404,11 +416,11 @@ type RedisStore = std::convert::Infallible;
 
 #[cfg(not(feature = "redis"))]
 fn open_redis(config: &Config) -> Result<Option<RedisStore>, StartError> {
-    match config.redis_url {
-        Some(_) => Err(StartError(
-            "redis_url needs the `redis` feature of the herald crate".into(),
+    match config.on_redis() {
+        true => Err(StartError(
+            "redis_url and redis_cluster need the `redis` feature of the herald crate".into(),
         )),
-        None => Ok(None),
+        false => Ok(None),
     }
 }
 

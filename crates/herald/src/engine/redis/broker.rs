@@ -1,16 +1,20 @@
 //! [`RedisBroker`]: publications between nodes over Redis Pub/Sub, routed by interest.
 //!
-//! Channels: `herald:topic:<topic>` (a node subscribes while it has subscribers to the topic),
-//! `herald:scopes` (`all`, `role`, `project`: every node), `herald:to-node:<id>` (user-scope
-//! publications, only to the nodes holding the user, and replies), `herald:control`
-//! (disconnects, and re-checks of a user's subscriptions after a membership removal). Every publication is one Redis message per interested node, and every node,
-//! the publishing one included, delivers what it receives in order from one Pub/Sub
-//! connection.
+//! Channels (the `keys` module names them): a topic's (a node subscribes while it has
+//! subscribers to the topic), a user's (while it holds a connection of the user), the scopes'
+//! (`all`, `role`, `project`: every node), the control channel (disconnects, and re-checks of
+//! a user's subscriptions after a membership removal: every node) and each node's own (the
+//! answers to its control requests). Every publication is one Redis message per interested
+//! node, and every node, the publishing one included, delivers what it receives in order.
 //!
-//! The Pub/Sub connection reconnects with backoff and resubscribes. After a loss, each topic
-//! with history is caught up from the last offset the node delivered; where the past is gone
-//! (Redis restarted empty, or trimmed), its subscribers are closed with 1012 so that they
-//! resubscribe with `since` and learn `recovered: false`.
+//! On one Redis the link is one Pub/Sub connection, which reconnects with backoff and
+//! resubscribes. On a Redis Cluster it is sharded Pub/Sub (`SSUBSCRIBE`): each channel travels
+//! through the shard of its slot only, over a connection per shard that the cluster client
+//! reconnects and resubscribes after a failover; a channel whose slot moved (resharding) is
+//! subscribed again at its new shard. After a loss, each topic with history is caught up from
+//! the last offset the node delivered; where the past is gone (Redis restarted empty, or
+//! trimmed), its subscribers are closed with 1012 so that they resubscribe with `since` and
+//! learn `recovered: false`.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -20,9 +24,12 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use redis::aio::{PubSubSink, PubSubStream};
+use redis::cluster_async::ClusterConnection;
+use redis::{PushInfo, PushKind, Value};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use super::conn::{cluster_builder, Deployment};
 use super::{codec, keys, RedisStore};
 use crate::config::Config;
 use crate::engine::{
@@ -75,10 +82,59 @@ pub struct Recheck {
     pub done: tokio::sync::oneshot::Sender<usize>,
 }
 
+/// What this node subscribes to, and how.
 #[derive(Default)]
 struct Subscriptions {
-    sink: Option<PubSubSink>,
+    /// The link's subscribing end; `None` while it is down.
+    sink: Option<Link>,
+    /// The topics this node has subscribers of, with how many local watchers each.
     interest: HashMap<String, usize>,
+    /// The users this node holds, with how many connections each.
+    users: HashMap<String, usize>,
+}
+
+impl Subscriptions {
+    /// Every channel this node wants: its fixed ones, its topics' and its users'.
+    fn channels(&self, node: &str) -> Vec<String> {
+        let mut channels = vec![
+            keys::scopes_channel(),
+            keys::control_channel(),
+            keys::node_channel(node),
+        ];
+        channels.extend(self.interest.keys().map(|t| keys::topic_channel(t)));
+        channels.extend(self.users.keys().map(|u| keys::user_channel(u)));
+        channels
+    }
+}
+
+/// The subscribing end of the Pub/Sub link.
+enum Link {
+    /// One Redis: classic Pub/Sub on one connection.
+    Single(PubSubSink),
+    /// A Redis Cluster: sharded Pub/Sub, a connection per shard.
+    Cluster(ClusterConnection),
+}
+
+impl Link {
+    async fn subscribe(&mut self, channels: Vec<String>) -> redis::RedisResult<()> {
+        match self {
+            Link::Single(sink) => sink.subscribe(channels).await,
+            // One channel per call: the cluster client routes a call by its first channel.
+            Link::Cluster(conn) => {
+                for channel in channels {
+                    conn.ssubscribe(channel).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn unsubscribe(&mut self, channel: String) -> redis::RedisResult<()> {
+        match self {
+            Link::Single(sink) => sink.unsubscribe(channel).await,
+            Link::Cluster(conn) => conn.sunsubscribe(channel).await,
+        }
+    }
 }
 
 /// A request to every node, on the control channel.
@@ -179,6 +235,9 @@ fn target_of(scope: &Scope) -> Option<&str> {
 
 /// Keeps the Pub/Sub link up: connect, subscribe, deliver, and on loss back off and retry.
 async fn listen(shared: Arc<Shared>) {
+    if let Deployment::Cluster(urls) = shared.store.deployment().clone() {
+        return listen_sharded(shared, urls).await;
+    }
     let mut backoff = Duration::from_millis(100);
     let mut lost = false;
     loop {
@@ -191,7 +250,8 @@ async fn listen(shared: Arc<Shared>) {
                 }
                 shared.generation.send_modify(|g| *g += 1);
                 while let Some(message) = stream.next().await {
-                    shared.handle(message).await;
+                    let channel = message.get_channel_name().to_string();
+                    shared.handle(&channel, message.get_payload_bytes()).await;
                 }
                 shared.connected.store(false, Ordering::SeqCst);
                 shared.subscriptions.lock().await.sink = None;
@@ -206,32 +266,152 @@ async fn listen(shared: Arc<Shared>) {
     }
 }
 
+/// The link on a Redis Cluster: one cluster connection (RESP3) whose pushes carry every
+/// shard's messages. The cluster client reconnects a lost shard and resubscribes there; this
+/// loop notices the loss (a `Disconnection` push), and once subscriptions are confirmed again
+/// (and no more come for a moment) catches up from the streams. A shard that gives a channel
+/// up (its slot moved) gets it subscribed again, at the slot's new owner.
+async fn listen_sharded(shared: Arc<Shared>, urls: Vec<String>) {
+    let timeout = shared.store.timeout();
+    let (tx, mut pushes) = mpsc::unbounded_channel::<PushInfo>();
+    let conn = loop {
+        let client = cluster_builder(&urls, timeout)
+            .use_protocol(redis::ProtocolVersion::RESP3)
+            .push_sender(tx.clone())
+            .build();
+        let connected = match client {
+            Ok(client) => shared.store.run(client.get_async_connection()).await,
+            Err(e) => Err(EngineError(format!("redis_cluster: {e}"))),
+        };
+        match connected {
+            Ok(conn) => break conn,
+            Err(e) => tracing::warn!(error = %e, "redis sharded pub/sub: cannot connect"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    loop {
+        match shared.connect_sharded(conn.clone()).await {
+            Ok(()) => break,
+            Err(e) => tracing::warn!(error = %e, "redis sharded pub/sub: cannot subscribe"),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tracing::info!(
+        node = shared.store.node_id(),
+        "redis sharded pub/sub connected"
+    );
+    shared.generation.send_modify(|g| *g += 1);
+    // Set by a lost shard connection or a moved channel: catch up once subscriptions settle.
+    let mut lost = false;
+    let settle = Duration::from_millis(200);
+    loop {
+        let push = match lost {
+            true => match tokio::time::timeout(settle, pushes.recv()).await {
+                Ok(push) => push,
+                Err(_) => {
+                    shared.catch_up().await;
+                    shared.connected.store(true, Ordering::SeqCst);
+                    shared.generation.send_modify(|g| *g += 1);
+                    lost = false;
+                    continue;
+                }
+            },
+            false => pushes.recv().await,
+        };
+        let Some(push) = push else {
+            return;
+        };
+        match push.kind {
+            PushKind::SMessage | PushKind::Message => {
+                if let [channel, payload, ..] = push.data.as_slice() {
+                    if let (Some(channel), Some(payload)) = (text(channel), bytes(payload)) {
+                        shared.handle(&channel, payload).await;
+                    }
+                }
+            }
+            PushKind::Disconnection => {
+                tracing::warn!("redis sharded pub/sub: a shard's connection was lost");
+                shared.connected.store(false, Ordering::SeqCst);
+                lost = true;
+            }
+            PushKind::SUnsubscribe => {
+                let Some(channel) = push.data.first().and_then(text) else {
+                    continue;
+                };
+                if shared.resubscribe_if_wanted(channel).await {
+                    lost = true;
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+fn bytes(value: &Value) -> Option<&[u8]> {
+    match value {
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.as_bytes()),
+        _ => None,
+    }
+}
+
+fn text(value: &Value) -> Option<String> {
+    bytes(value).and_then(|b| String::from_utf8(b.to_vec()).ok())
+}
+
 impl Shared {
     async fn connect(&self) -> Result<PubSubStream, EngineError> {
         let store = &self.store;
-        let pubsub = store.run(store.client().get_async_pubsub()).await?;
-        let (mut sink, stream) = pubsub.split();
+        let super::conn::Client::Single(client) = store.client() else {
+            return Err(EngineError::new("redis: not one Redis"));
+        };
+        let pubsub = store.run(client.get_async_pubsub()).await?;
+        let (sink, stream) = pubsub.split();
+        let mut link = Link::Single(sink);
         let mut subscriptions = self.subscriptions.lock().await;
-        let mut channels = vec![
-            keys::scopes_channel(),
-            keys::control_channel(),
-            format!("{}{}", keys::node_channel_prefix(), store.node_id()),
-        ];
-        channels.extend(
-            subscriptions
-                .interest
-                .keys()
-                .map(|t| keys::topic_channel(t)),
-        );
-        store.run(sink.subscribe(&channels)).await?;
-        subscriptions.sink = Some(sink);
+        let channels = subscriptions.channels(store.node_id());
+        store.run(link.subscribe(channels)).await?;
+        subscriptions.sink = Some(link);
         self.connected.store(true, Ordering::SeqCst);
         Ok(stream)
     }
 
-    async fn handle(&self, message: redis::Msg) {
-        let payload = message.get_payload_bytes();
-        if message.get_channel_name() == keys::control_channel() {
+    /// Subscribes the cluster link to every wanted channel; the cluster client keeps them
+    /// from then on.
+    async fn connect_sharded(&self, conn: ClusterConnection) -> Result<(), EngineError> {
+        let mut link = Link::Cluster(conn);
+        let mut subscriptions = self.subscriptions.lock().await;
+        let channels = subscriptions.channels(self.store.node_id());
+        self.store.run(link.subscribe(channels)).await?;
+        subscriptions.sink = Some(link);
+        self.connected.store(true, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// A shard gave `channel` up (its slot moved, or this node unsubscribed): subscribed again
+    /// if this node still wants it; true if so.
+    async fn resubscribe_if_wanted(&self, channel: String) -> bool {
+        let mut subscriptions = self.subscriptions.lock().await;
+        if !subscriptions
+            .channels(self.store.node_id())
+            .contains(&channel)
+        {
+            return false;
+        }
+        tracing::info!(
+            channel,
+            "redis sharded pub/sub: a channel moved; subscribing again"
+        );
+        if let Some(link) = subscriptions.sink.as_mut() {
+            if let Err(e) = self.store.run(link.subscribe(vec![channel])).await {
+                tracing::warn!(error = %e, "redis sharded pub/sub: cannot subscribe again");
+            }
+        }
+        true
+    }
+
+    async fn handle(&self, channel: &str, payload: &[u8]) {
+        if channel == keys::control_channel() {
             self.control(payload).await;
             return;
         }
@@ -334,7 +514,7 @@ impl Shared {
             }
             _ => 0,
         };
-        let channel = format!("{}{}", keys::node_channel_prefix(), control.from);
+        let channel = keys::node_channel(&control.from);
         let store = self.store.clone();
         let request = control.request;
         // Answered off the listener, which must keep delivering (a re-check is answered when
@@ -351,6 +531,44 @@ impl Shared {
                 tracing::warn!(error = %e, "redis: could not answer a control request");
             }
         });
+    }
+
+    /// Counts a connection of `user` on this node; the first subscribes to the user's channel.
+    /// The count is kept even when the link is down (it subscribes every wanted channel when
+    /// it is back); meanwhile the user's publications go to the inbox, not lost.
+    async fn hold_user(&self, user: &str) {
+        let mut subscriptions = self.subscriptions.lock().await;
+        let count = subscriptions.users.entry(user.to_string()).or_insert(0);
+        *count += 1;
+        if *count > 1 {
+            return;
+        }
+        if let Some(sink) = subscriptions.sink.as_mut() {
+            let channel = keys::user_channel(user);
+            if let Err(e) = self.store.run(sink.subscribe(vec![channel])).await {
+                tracing::warn!(user, error = %e, "redis: cannot listen for a user's messages");
+            }
+        }
+    }
+
+    /// Uncounts a connection of `user`; the last unsubscribes from the user's channel.
+    async fn release_user(&self, user: &str) {
+        let mut subscriptions = self.subscriptions.lock().await;
+        let Some(count) = subscriptions.users.get_mut(user) else {
+            return;
+        };
+        *count -= 1;
+        if *count > 0 {
+            return;
+        }
+        subscriptions.users.remove(user);
+        if let Some(sink) = subscriptions.sink.as_mut() {
+            // A failed unsubscribe only costs messages this node keeps in the inbox again.
+            let _ = self
+                .store
+                .run(sink.unsubscribe(keys::user_channel(user)))
+                .await;
+        }
     }
 
     fn retention(&self, topic: &str) -> Option<Retention> {
@@ -533,12 +751,16 @@ impl Broker for RedisBroker {
         Ok(live.then_some(0))
     }
 
+    /// The node listens on the user's channel before it marks the user online: a user
+    /// publication either finds the user offline (and the inbox read here has it) or reaches
+    /// this node.
     async fn attach_user(
         &self,
         _inbox: &dyn Inbox,
         limits: InboxLimits,
         user: &str,
     ) -> Result<(Vec<Publication>, Option<bool>), EngineError> {
+        self.shared.hold_user(user).await;
         let (first, pending) = self.shared.store.attach(user, limits).await?;
         Ok((pending, Some(first)))
     }
@@ -548,7 +770,11 @@ impl Broker for RedisBroker {
         self.ask_every_node("disconnect", scope).await
     }
 
+    /// The node stops listening on the user's channel (at its last connection of the user)
+    /// before it takes its online mark away: a user publication meanwhile goes to the user's
+    /// other nodes or to the inbox, not to a node that would only keep it again.
     async fn detach_user(&self, user: &str) -> Option<bool> {
+        self.shared.release_user(user).await;
         match self.shared.store.detach(user).await {
             Ok(last) => Some(last),
             Err(e) => {
@@ -568,7 +794,7 @@ impl Broker for RedisBroker {
             };
             shared
                 .store
-                .run(sink.subscribe(keys::topic_channel(topic)))
+                .run(sink.subscribe(vec![keys::topic_channel(topic)]))
                 .await?;
         }
         subscriptions.interest.insert(topic.to_string(), count + 1);

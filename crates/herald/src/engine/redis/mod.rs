@@ -8,6 +8,8 @@
 
 mod broker;
 pub mod codec;
+mod conn;
+mod layout;
 mod nodes;
 mod replication;
 mod scripts;
@@ -16,10 +18,11 @@ use std::future::Future;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Value};
 
 pub use broker::{Recheck, RedisBroker};
+pub use conn::Deployment;
+use conn::{Client, Conn};
 
 use super::outbox::{Outbox, OutboxEvent};
 use super::{
@@ -32,69 +35,103 @@ use crate::publication::Publication;
 pub const PREFIX: &str = "herald:";
 
 /// The keys and channels of the Redis engine, in one place (docs/CLUSTER.md describes them).
+///
+/// Every key carries a hash tag (`{...}`): the keys one script touches together share it, so
+/// on a Redis Cluster they share a slot. A topic's keys are tagged `t:<topic>`, a user's (their
+/// inbox, online mark, projects and scope stream) `u:<user>`, a project's members
+/// `p:<project>`, a node's bookkeeping `n:<node>`, and the streams of the scopes every node
+/// receives (`all`, roles, projects) share the tag `s` with their channel.
 pub mod keys {
     use super::PREFIX;
 
+    fn key(tag: &str, kind: &str) -> String {
+        format!("{PREFIX}{{{tag}}}:{kind}")
+    }
+    fn user(user: &str, kind: &str) -> String {
+        key(&format!("u:{user}"), kind)
+    }
+    fn topic(topic: &str, kind: &str) -> String {
+        key(&format!("t:{topic}"), kind)
+    }
+    fn node_key(node: &str, kind: &str) -> String {
+        key(&format!("n:{node}"), kind)
+    }
+    /// A stream's key of `kind`: a topic's under the topic, a user's scope stream under the
+    /// user, the other scope streams under `s`.
+    fn stream_key(stream: &str, kind: &str) -> String {
+        match stream.strip_prefix('#') {
+            Some(scope) => match scope.strip_prefix("user:") {
+                Some(id) => user(id, kind),
+                None => key("s", &format!("{kind}:{stream}")),
+            },
+            None => topic(stream, kind),
+        }
+    }
+
     /// SET: a project's members.
     pub fn members(project: &str) -> String {
-        format!("{PREFIX}members:{project}")
+        key(&format!("p:{project}"), "members")
     }
     /// SET of project ids: the projects a user is a member of (the same pairs as `members`).
-    pub fn projects_of(user: &str) -> String {
-        format!("{PREFIX}projects-of:{user}")
+    pub fn projects_of(id: &str) -> String {
+        user(id, "projects")
     }
-    /// HASH `{epoch, offset}`: a topic stream's position.
-    pub fn meta(topic: &str) -> String {
-        format!("{PREFIX}meta:{topic}")
+    /// HASH `{epoch, offset}`: a stream's position (a topic's, or a scope's: `#all`, ...).
+    pub fn meta(stream: &str) -> String {
+        stream_key(stream, "meta")
     }
-    /// STREAM: a topic's kept messages, entry id `<offset>-0`, fields `ms`, `b`.
-    pub fn stream(topic: &str) -> String {
-        format!("{PREFIX}stream:{topic}")
+    /// STREAM: a stream's kept messages, entry id `<offset>-0`, fields `ms`, `b`.
+    pub fn stream(stream: &str) -> String {
+        stream_key(stream, "stream")
     }
     /// STREAM: a user's offline inbox, fields `ms`, `id`, `b`.
-    pub fn inbox(user: &str) -> String {
-        format!("{PREFIX}inbox:{user}")
+    pub fn inbox(id: &str) -> String {
+        user(id, "inbox")
     }
     /// HASH node -> connections: where a user is online.
-    pub fn online(user: &str) -> String {
-        format!("{PREFIX}online:{user}")
+    pub fn online(id: &str) -> String {
+        user(id, "online")
     }
     /// HASH user -> connections on a topic.
-    pub fn presence(topic: &str) -> String {
-        format!("{PREFIX}presence:{topic}")
+    pub fn presence(name: &str) -> String {
+        topic(name, "presence")
     }
     /// HASH user -> ms: when each user on a topic joined.
-    pub fn joined(topic: &str) -> String {
-        format!("{PREFIX}joined:{topic}")
+    pub fn joined(name: &str) -> String {
+        topic(name, "joined")
     }
     /// SET: the connection ids on a topic's presence.
-    pub fn conns(topic: &str) -> String {
-        format!("{PREFIX}conns:{topic}")
-    }
-    /// SET `topic\nclient\nuser`: the presence entries a node holds (removed when it dies).
-    pub fn node_presence(node: &str) -> String {
-        format!("{PREFIX}node-presence:{node}")
+    pub fn conns(name: &str) -> String {
+        topic(name, "conns")
     }
     /// STRING (integer): a topic's subscribers on every node (kept while webhooks want
     /// `topic.occupied` / `topic.vacated`).
-    pub fn subscribers(topic: &str) -> String {
-        format!("{PREFIX}subscribers:{topic}")
+    pub fn subscribers(name: &str) -> String {
+        topic(name, "subscribers")
+    }
+    /// SET `topic\nclient\nuser`: the presence entries a node holds (removed when it dies).
+    pub fn node_presence(node: &str) -> String {
+        node_key(node, "presence")
     }
     /// HASH topic -> subscribers: a node's share of each `subscribers` count.
     pub fn node_subscribers(node: &str) -> String {
-        format!("{PREFIX}node-subscribers:{node}")
+        node_key(node, "subscribers")
     }
     /// HASH event id -> event JSON: a node's unsent webhook events.
     pub fn webhooks(node: &str) -> String {
-        format!("{PREFIX}webhooks:{node}")
+        node_key(node, "webhooks")
     }
     /// HASH user -> connections: the users a node holds.
     pub fn node_users(node: &str) -> String {
-        format!("{PREFIX}node-users:{node}")
+        node_key(node, "users")
     }
     /// STRING (JSON stats) with an expiry: a live node's heartbeat.
     pub fn node(node: &str) -> String {
-        format!("{PREFIX}node:{node}")
+        node_key(node, "beat")
+    }
+    /// STRING with an expiry: a lock so one node reaps a dead one.
+    pub fn reaping(node: &str) -> String {
+        node_key(node, "reaping")
     }
     /// SET: every node id seen, live or not yet reaped.
     pub fn nodes() -> String {
@@ -105,33 +142,37 @@ pub mod keys {
     pub fn idempotency(key: &str) -> String {
         format!("{PREFIX}idempotency:{key}")
     }
-    /// STRING with an expiry: a lock so one node reaps a dead one.
-    pub fn reaping(node: &str) -> String {
-        format!("{PREFIX}reaping:{node}")
+    /// STRING: the key layout this Redis holds (absent: the layout before hash tags).
+    pub fn layout() -> String {
+        format!("{PREFIX}layout")
     }
     /// Channel: a topic's publications (subscribed by nodes with subscribers).
-    pub fn topic_channel(topic: &str) -> String {
-        format!("{PREFIX}topic:{topic}")
+    pub fn topic_channel(name: &str) -> String {
+        topic(name, "channel")
+    }
+    /// Channel: a user's publications (subscribed by the nodes holding the user).
+    pub fn user_channel(id: &str) -> String {
+        user(id, "channel")
     }
     /// Channel: publications to `all`, a role or a project (every node).
     pub fn scopes_channel() -> String {
-        format!("{PREFIX}scopes")
+        key("s", "channel")
     }
-    /// Channel: disconnect requests (every node).
+    /// Channel: disconnect and re-check requests (every node).
     pub fn control_channel() -> String {
         format!("{PREFIX}control")
     }
-    /// Channel prefix of one node's own channel: user publications and replies.
-    pub fn node_channel_prefix() -> String {
-        format!("{PREFIX}to-node:")
+    /// Channel: one node's replies to its control requests.
+    pub fn node_channel(node: &str) -> String {
+        node_key(node, "channel")
     }
 }
 
 /// How the Redis engine connects.
 #[derive(Debug, Clone)]
 pub struct RedisOptions {
-    /// `redis://[user:password@]host:port[/db]`.
-    pub url: String,
+    /// One Redis (`redis_url`) or a Redis Cluster (`redis_cluster`).
+    pub deployment: Deployment,
     /// This node's id, unique in the cluster.
     pub node_id: String,
     /// The longest any Redis call may take.
@@ -145,27 +186,23 @@ pub struct RedisOptions {
 /// [`Presence`]. Cheap to clone.
 #[derive(Clone)]
 pub struct RedisStore {
-    client: redis::Client,
-    conn: ConnectionManager,
+    deployment: Deployment,
+    client: Client,
+    conn: Conn,
     node_id: String,
     timeout: Duration,
     replication: std::sync::Arc<replication::Replication>,
 }
 
 impl RedisStore {
-    /// A store on `options.url`. Connects lazily and reconnects on its own: with Redis down,
-    /// calls fail within the timeout and work again once it is back.
+    /// A store on `options.deployment`. Connects lazily and reconnects on its own: with Redis
+    /// down, calls fail within the timeout and work again once it is back. Needs a Tokio
+    /// runtime (a Redis Cluster connection runs a task of its own).
     pub fn open(options: &RedisOptions) -> Result<Self, EngineError> {
-        let client = redis::Client::open(options.url.as_str())
-            .map_err(|e| EngineError(format!("redis_url: {e}")))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(options.timeout))
-            .set_response_timeout(Some(options.timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(1));
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)
-            .map_err(|e| EngineError(format!("redis: {e}")))?;
+        let client = Client::open(&options.deployment, options.timeout)?;
+        let conn = client.connect_lazily(options.timeout)?;
         Ok(Self {
+            deployment: options.deployment.clone(),
             client,
             conn,
             node_id: options.node_id.clone(),
@@ -182,8 +219,26 @@ impl RedisStore {
         &self.node_id
     }
 
-    pub(crate) fn client(&self) -> &redis::Client {
+    pub(crate) fn deployment(&self) -> &Deployment {
+        &self.deployment
+    }
+
+    pub(crate) fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// Whether this store is on a Redis Cluster.
+    pub fn is_on_cluster(&self) -> bool {
+        self.client.is_cluster()
+    }
+
+    /// The command that publishes on a channel: sharded Pub/Sub on a Redis Cluster (a channel
+    /// travels through the shard of its slot only), classic Pub/Sub on one Redis.
+    pub(crate) fn publish_command(&self) -> &'static str {
+        match self.client.is_cluster() {
+            true => "SPUBLISH",
+            false => "PUBLISH",
+        }
     }
 
     pub(crate) fn timeout(&self) -> Duration {
@@ -191,7 +246,7 @@ impl RedisStore {
     }
 
     /// A connection handle for one call (clones share one multiplexed connection).
-    pub(crate) fn conn(&self) -> ConnectionManager {
+    pub(crate) fn conn(&self) -> Conn {
         self.conn.clone()
     }
 
@@ -230,7 +285,11 @@ impl RedisStore {
         if replicas == 0 {
             return self.invoke(invocation).await;
         }
-        let (generation, mut conn) = self.replication.conn(&self.client).await?;
+        let client = match &self.client {
+            Client::Single(client) => client,
+            Client::Cluster(_) => return self.write_then_wait(invocation, replicas).await,
+        };
+        let (generation, mut conn) = self.replication.conn(client).await?;
         let written = self
             .run(async move { invocation.invoke_async(&mut conn).await })
             .await;
@@ -248,8 +307,51 @@ impl RedisStore {
         Ok(written)
     }
 
-    /// Whether Redis says it is a Redis Cluster node (`INFO cluster`), whose keys the scripts
-    /// cannot use together; false when it does not answer (the node starts, and retries).
+    /// On a Redis Cluster: the write, then `WAIT`, pipelined on the writes' own connection to
+    /// the primary of the write's slot, so the `WAIT` counts exactly that connection's writes.
+    /// Each write waits for itself: the `WAIT` holds that connection, not the others.
+    async fn write_then_wait<T: redis::FromRedisValue>(
+        &self,
+        invocation: redis::ScriptInvocation<'static>,
+        replicas: u32,
+    ) -> Result<T, EngineError> {
+        let wait_ms = (self.timeout / 2).as_millis().max(1) as u64;
+        let mut pipe = redis::pipe();
+        pipe.invoke_script(&invocation)
+            .cmd("WAIT")
+            .arg(replicas)
+            .arg(wait_ms);
+        let mut conn = self.replication.cluster_writes(&self.client)?;
+        let started = std::time::Instant::now();
+        let sent = {
+            let mut conn = conn.clone();
+            let pipe = pipe.clone();
+            self.run(async move { pipe.query_async::<(T, u32)>(&mut conn).await })
+                .await
+        };
+        let (written, acked) = match sent {
+            Err(e) if e.0.contains("NOSCRIPT") => {
+                // A primary that never ran the script (new, or restarted): load it everywhere.
+                self.run(invocation.load_async(&mut conn)).await?;
+                self.run(async move { pipe.query_async::<(T, u32)>(&mut conn).await })
+                    .await?
+            }
+            sent => sent?,
+        };
+        crate::metrics::engine_call("redis", "replica_wait", started.elapsed());
+        if acked < replicas {
+            crate::metrics::engine_error("replication");
+            return Err(EngineError(format!(
+                "redis: {acked} of {replicas} replicas acknowledged the write within {}",
+                humantime::format_duration(self.timeout / 2)
+            )));
+        }
+        Ok(written)
+    }
+
+    /// Whether Redis says it is a Redis Cluster node (`INFO cluster`), which `redis_url`
+    /// cannot use (`redis_cluster` can); false when it does not answer (the node starts, and
+    /// retries).
     pub(crate) async fn is_cluster_node(&self) -> bool {
         self.info("cluster")
             .await
@@ -263,15 +365,20 @@ impl RedisStore {
             .await
     }
 
-    /// Asks Redis how many replicas its primary has connected (`INFO replication`), which
-    /// the writes follow unless `wait_replicas` is set.
+    /// Asks Redis how many replicas its primary has connected (`INFO replication`; on a Redis
+    /// Cluster, the fewest any primary has), which the writes follow unless `wait_replicas`
+    /// is set.
     pub(crate) async fn refresh_replicas(&self) -> Result<(), EngineError> {
-        let info = self.info("replication").await?;
-        let replicas = info
-            .lines()
-            .find_map(|line| line.strip_prefix("connected_slaves:"))
-            .and_then(|n| n.trim().parse().ok())
-            .unwrap_or(0);
+        let replicas = match self.client.is_cluster() {
+            true => self.cluster_nodes().await?.fewest_replicas(),
+            false => {
+                let info = self.info("replication").await?;
+                info.lines()
+                    .find_map(|line| line.strip_prefix("connected_slaves:"))
+                    .and_then(|n| n.trim().parse().ok())
+                    .unwrap_or(0)
+            }
+        };
         if self.replication.set_connected(replicas) {
             tracing::info!(
                 replicas,
@@ -289,8 +396,9 @@ impl RedisStore {
         body: Vec<u8>,
     ) -> Result<usize, EngineError> {
         let mut conn = self.conn();
+        let command = self.publish_command();
         self.run(async move {
-            redis::cmd("PUBLISH")
+            redis::cmd(command)
                 .arg(channel)
                 .arg(body)
                 .query_async(&mut conn)
@@ -306,6 +414,24 @@ impl RedisStore {
             .await
             .map(|_| ())
     }
+}
+
+/// A call of [`scripts::JOIN`] or [`scripts::LEAVE`]: the topic's keys, the user and the
+/// connection.
+fn presence_call(
+    script: &'static redis::Script,
+    topic: &str,
+    user: &str,
+    client_id: &str,
+) -> redis::ScriptInvocation<'static> {
+    let mut invocation = script.prepare_invoke();
+    invocation
+        .key(keys::presence(topic))
+        .key(keys::joined(topic))
+        .key(keys::conns(topic))
+        .arg(user)
+        .arg(client_id);
+    invocation
 }
 
 /// What reaping a node removed.
@@ -405,32 +531,22 @@ fn decode_bodies(values: Vec<Vec<u8>>) -> Result<Vec<Publication>, EngineError> 
 
 #[async_trait]
 impl Membership for RedisStore {
+    /// Two sets under two hash tags, written one after the other: a failure between them is
+    /// reported (503) and the same call again completes it.
     async fn add(&self, project: &str, user: &str) -> Result<bool, EngineError> {
         let mut conn = self.conn();
-        let (added, _): (i64, i64) = self
-            .run(async move {
-                redis::pipe()
-                    .atomic()
-                    .sadd(keys::members(project), user)
-                    .sadd(keys::projects_of(user), project)
-                    .query_async(&mut conn)
-                    .await
-            })
+        let added: i64 = self.run(conn.sadd(keys::members(project), user)).await?;
+        let mut conn = self.conn();
+        self.run(conn.sadd::<_, _, i64>(keys::projects_of(user), project))
             .await?;
         Ok(added == 1)
     }
 
     async fn remove(&self, project: &str, user: &str) -> Result<bool, EngineError> {
         let mut conn = self.conn();
-        let (removed, _): (i64, i64) = self
-            .run(async move {
-                redis::pipe()
-                    .atomic()
-                    .srem(keys::members(project), user)
-                    .srem(keys::projects_of(user), project)
-                    .query_async(&mut conn)
-                    .await
-            })
+        let removed: i64 = self.run(conn.srem(keys::members(project), user)).await?;
+        let mut conn = self.conn();
+        self.run(conn.srem::<_, _, i64>(keys::projects_of(user), project))
             .await?;
         Ok(removed == 1)
     }
@@ -482,7 +598,8 @@ impl RedisStore {
             .arg(retention.ttl.as_millis() as u64)
             .arg(codec::encode(publication))
             .arg(channel)
-            .arg(meta_ttl_ms(retention));
+            .arg(meta_ttl_ms(retention))
+            .arg(self.publish_command());
         let (offset, epoch): (u64, String) = self.invoke_replicated(invocation).await?;
         Ok(StreamPosition { offset, epoch })
     }
@@ -582,39 +699,17 @@ impl Inbox for RedisStore {
         Ok(removed as usize)
     }
 
+    /// Every inbox's length, by a `SCAN` of every primary (a cluster's inboxes are spread
+    /// over them).
     async fn totals(&self) -> Result<crate::engine::InboxTotals, EngineError> {
-        let pattern = format!("{PREFIX}inbox:*");
         let mut totals = crate::engine::InboxTotals::default();
-        let mut cursor = 0u64;
-        loop {
+        for key in self.scan_all(&format!("{PREFIX}{{u:*}}:inbox")).await? {
             let mut conn = self.conn();
-            let scan = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .to_owned();
-            let (next, keys): (u64, Vec<String>) = self
-                .run(async move { scan.query_async(&mut conn).await })
-                .await?;
-            if !keys.is_empty() {
-                let mut lengths = redis::pipe();
-                for key in &keys {
-                    lengths.cmd("XLEN").arg(key);
-                }
-                let mut conn = self.conn();
-                let lengths: Vec<u64> = self
-                    .run(async move { lengths.query_async(&mut conn).await })
-                    .await?;
-                totals.messages += lengths.iter().sum::<u64>();
-                totals.users += lengths.iter().filter(|n| **n > 0).count() as u64;
-            }
-            if next == 0 {
-                return Ok(totals);
-            }
-            cursor = next;
+            let length: u64 = self.run(conn.xlen(key)).await?;
+            totals.messages += length;
+            totals.users += u64::from(length > 0);
         }
+        Ok(totals)
     }
 }
 
@@ -637,7 +732,8 @@ impl RedisStore {
             .arg(limits.ttl.as_millis() as u64)
             .arg(&publication.id)
             .arg(codec::encode(publication))
-            .arg(keys::node_channel_prefix());
+            .arg(keys::user_channel(user))
+            .arg(self.publish_command());
         if let Some(retention) = stream {
             let key = crate::engine::stream_key(&format!("user:{user}"));
             invocation
@@ -652,21 +748,20 @@ impl RedisStore {
         Ok(reached > 0)
     }
 
-    /// Marks a user online on this node and returns their inbox.
     /// Marks a user online on this node; returns whether they were online on no node before,
-    /// and their inbox.
+    /// and their inbox. The node's own count goes first: a node that dies between the two
+    /// leaves nothing its reaper cannot undo.
     pub(crate) async fn attach(
         &self,
         user: &str,
         limits: InboxLimits,
     ) -> Result<(bool, Vec<Publication>), EngineError> {
+        self.count(keys::node_users(&self.node_id), user, 1).await?;
         let mut invocation = scripts::ATTACH.prepare_invoke();
         invocation
             .key(keys::online(user))
-            .key(keys::node_users(&self.node_id))
             .key(keys::inbox(user))
             .arg(&self.node_id)
-            .arg(user)
             .arg(limits.ttl.as_millis() as u64);
         let mut bodies: Vec<Vec<u8>> = self.invoke(invocation).await?;
         if bodies.is_empty() {
@@ -679,54 +774,93 @@ impl RedisStore {
     /// One connection of a user on this node ended; returns whether the user is now online
     /// on no node.
     pub(crate) async fn detach(&self, user: &str) -> Result<bool, EngineError> {
-        let mut invocation = scripts::DETACH.prepare_invoke();
-        invocation
-            .key(keys::online(user))
-            .key(keys::node_users(&self.node_id))
-            .arg(&self.node_id)
-            .arg(user);
-        self.invoke::<i64>(invocation).await.map(|last| last == 1)
+        let last = self.count(keys::online(user), &self.node_id, -1).await?;
+        self.count(keys::node_users(&self.node_id), user, -1)
+            .await?;
+        Ok(last)
+    }
+
+    /// Adds `delta` to `field` of the hash `key` (a field at 0 goes); true when the hash is
+    /// empty afterwards.
+    async fn count(&self, key: String, field: &str, delta: i64) -> Result<bool, EngineError> {
+        let mut invocation = scripts::COUNT.prepare_invoke();
+        invocation.key(key).arg(field).arg(delta);
+        self.invoke::<i64>(invocation).await.map(|empty| empty == 1)
     }
 
     /// This node gained its first subscriber of `topic` (`delta` 1) or lost its last (-1);
-    /// returns how many nodes now have subscribers of it.
+    /// returns how many nodes now have subscribers of it. The topic's count is raised before
+    /// the node's share and lowered after it: a node that dies between the two leaves the
+    /// topic counted occupied a while longer, never vacated too early.
     pub(crate) async fn count_subscribers(
         &self,
         topic: &str,
         delta: i64,
     ) -> Result<i64, EngineError> {
+        let node = keys::node_subscribers(&self.node_id);
+        if delta < 0 {
+            self.count(node.clone(), topic, delta).await?;
+        }
+        let total = self.add_subscribers(topic, delta).await?;
+        if delta > 0 {
+            self.count(node, topic, delta).await?;
+        }
+        Ok(total)
+    }
+
+    async fn add_subscribers(&self, topic: &str, delta: i64) -> Result<i64, EngineError> {
         let mut invocation = scripts::SUBSCRIBERS.prepare_invoke();
-        invocation
-            .key(keys::subscribers(topic))
-            .key(keys::node_subscribers(&self.node_id))
-            .arg(topic)
-            .arg(delta);
+        invocation.key(keys::subscribers(topic)).arg(delta);
         self.invoke(invocation).await
     }
 
-    /// Removes everything `node` held in presence, online marks and subscriber counts.
+    /// Removes everything `node` held in presence, online marks and subscriber counts, one
+    /// entry at a time (each under its own hash tag), each entry forgotten once undone: a
+    /// reaper that stops half-way leaves the rest to the next one.
     pub async fn reap(&self, node: &str) -> Result<Reaped, EngineError> {
-        let mut invocation = scripts::REAP.prepare_invoke();
-        invocation
-            .key(keys::node_presence(node))
-            .key(keys::node_users(node))
-            .key(keys::node_subscribers(node))
-            .arg(node)
-            .arg(PREFIX);
-        let (flat, offline, vacated): (Vec<String>, Vec<String>, Vec<String>) =
-            self.invoke(invocation).await?;
-        let left = flat
-            .chunks(2)
-            .filter_map(|pair| match pair {
-                [topic, user] => Some((topic.clone(), user.clone())),
-                _ => None,
-            })
-            .collect();
-        Ok(Reaped {
-            left,
-            offline,
-            vacated,
-        })
+        let mut reaped = Reaped::default();
+        let entries_key = keys::node_presence(node);
+        let mut conn = self.conn();
+        let entries: Vec<String> = self.run(conn.smembers(&entries_key)).await?;
+        for entry in entries {
+            let mut parts = entry.splitn(3, '\n');
+            if let (Some(topic), Some(client), Some(user)) =
+                (parts.next(), parts.next(), parts.next())
+            {
+                let invocation = presence_call(&scripts::LEAVE, topic, user, client);
+                if self.invoke::<i64>(invocation).await? == 1 {
+                    reaped.left.push((topic.to_string(), user.to_string()));
+                }
+            }
+            let mut conn = self.conn();
+            self.run(conn.srem::<_, _, i64>(&entries_key, &entry))
+                .await?;
+        }
+        let users_key = keys::node_users(node);
+        let mut conn = self.conn();
+        let users: Vec<String> = self.run(conn.hkeys(&users_key)).await?;
+        for user in users {
+            let mut invocation = scripts::FORGET.prepare_invoke();
+            invocation.key(keys::online(&user)).arg(node);
+            if self.invoke::<i64>(invocation).await? == 1 {
+                reaped.offline.push(user.clone());
+            }
+            let mut conn = self.conn();
+            self.run(conn.hdel::<_, _, i64>(&users_key, &user)).await?;
+        }
+        let topics_key = keys::node_subscribers(node);
+        let mut conn = self.conn();
+        let topics: Vec<(String, i64)> = self.run(conn.hgetall(&topics_key)).await?;
+        for (topic, share) in topics {
+            let total = self.add_subscribers(&topic, -share).await?;
+            if total <= 0 && share > 0 {
+                reaped.vacated.push(topic.clone());
+            }
+            let mut conn = self.conn();
+            self.run(conn.hdel::<_, _, i64>(&topics_key, &topic))
+                .await?;
+        }
+        Ok(reaped)
     }
 
     /// Takes `node`'s unsent webhook events (it died): they are removed from it and
@@ -746,38 +880,29 @@ impl RedisStore {
             .await?;
         Ok(in_order(events))
     }
-
-    fn presence_call(
-        &self,
-        script: &'static redis::Script,
-        topic: &str,
-        user: &str,
-        client_id: &str,
-    ) -> redis::ScriptInvocation<'static> {
-        let mut invocation = script.prepare_invoke();
-        invocation
-            .key(keys::presence(topic))
-            .key(keys::joined(topic))
-            .key(keys::conns(topic))
-            .key(keys::node_presence(&self.node_id))
-            .arg(user)
-            .arg(client_id)
-            .arg(format!("{topic}\n{client_id}\n{user}"));
-        invocation
-    }
 }
 
 #[async_trait]
 impl Presence for RedisStore {
+    /// The node records the entry before the topic counts it, and forgets it after: a node
+    /// that dies between the two leaves nothing its reaper cannot undo.
     async fn join(&self, topic: &str, user: &str, client_id: &str) -> Result<bool, EngineError> {
-        let invocation = self.presence_call(&scripts::JOIN, topic, user, client_id);
+        let mut conn = self.conn();
+        let entry = format!("{topic}\n{client_id}\n{user}");
+        self.run(conn.sadd::<_, _, i64>(keys::node_presence(&self.node_id), entry))
+            .await?;
+        let invocation = presence_call(&scripts::JOIN, topic, user, client_id);
         let first: i64 = self.invoke(invocation).await?;
         Ok(first == 1)
     }
 
     async fn leave(&self, topic: &str, user: &str, client_id: &str) -> Result<bool, EngineError> {
-        let invocation = self.presence_call(&scripts::LEAVE, topic, user, client_id);
+        let invocation = presence_call(&scripts::LEAVE, topic, user, client_id);
         let last: i64 = self.invoke(invocation).await?;
+        let mut conn = self.conn();
+        let entry = format!("{topic}\n{client_id}\n{user}");
+        self.run(conn.srem::<_, _, i64>(keys::node_presence(&self.node_id), entry))
+            .await?;
         Ok(last == 1)
     }
 

@@ -18,20 +18,14 @@ impl RedisStore {
     pub(crate) async fn beat(&self, figures: String, ttl_ms: u64) -> Result<(), EngineError> {
         let me = self.node_id().to_string();
         let mut conn = self.conn();
-        self.run(async move {
-            redis::pipe()
-                .cmd("SET")
-                .arg(keys::node(&me))
-                .arg(figures)
-                .arg("PX")
-                .arg(ttl_ms)
-                .ignore()
-                .sadd(keys::nodes(), &me)
-                .ignore()
-                .query_async::<()>(&mut conn)
-                .await
-        })
-        .await
+        self.run(conn.set_options::<_, _, ()>(
+            keys::node(&me),
+            figures,
+            redis::SetOptions::default().with_expiration(redis::SetExpiry::PX(ttl_ms)),
+        ))
+        .await?;
+        let mut conn = self.conn();
+        self.run(conn.sadd::<_, _, ()>(keys::nodes(), &me)).await
     }
 
     /// The other known nodes whose heartbeat expired.
@@ -84,16 +78,9 @@ impl RedisStore {
     pub(crate) async fn leave(&self) -> Result<(), EngineError> {
         let me = self.node_id().to_string();
         let mut conn = self.conn();
-        self.run(async move {
-            redis::pipe()
-                .del(keys::node(&me))
-                .ignore()
-                .srem(keys::nodes(), &me)
-                .ignore()
-                .query_async::<()>(&mut conn)
-                .await
-        })
-        .await
+        self.run(conn.del::<_, ()>(keys::node(&me))).await?;
+        let mut conn = self.conn();
+        self.run(conn.srem::<_, _, ()>(keys::nodes(), &me)).await
     }
 
     /// The heartbeat figures of these nodes (JSON), where they are still alive.

@@ -39,6 +39,9 @@ pub(crate) struct Replication {
     connected: AtomicU32,
     timeout: Duration,
     state: Mutex<State>,
+    /// On a Redis Cluster, the writes' own connection (a `WAIT` holds the node connection it
+    /// is sent on, so it must not be the one everything else shares).
+    cluster_writes: Mutex<Option<redis::cluster_async::ClusterConnection>>,
 }
 
 impl Replication {
@@ -48,6 +51,7 @@ impl Replication {
             connected: AtomicU32::new(0),
             timeout,
             state: Mutex::default(),
+            cluster_writes: Mutex::default(),
         }
     }
 
@@ -63,6 +67,21 @@ impl Replication {
         let before = self.wanted();
         self.connected.store(replicas, Relaxed);
         before != self.wanted()
+    }
+
+    /// The writes' connection to a Redis Cluster, opened (lazily) if there is none.
+    pub(crate) fn cluster_writes(
+        &self,
+        client: &super::conn::Client,
+    ) -> Result<redis::cluster_async::ClusterConnection, EngineError> {
+        let mut writes = crate::sync::lock(&self.cluster_writes);
+        if let Some(conn) = writes.as_ref() {
+            return Ok(conn.clone());
+        }
+        match client.connect_lazily(self.timeout)? {
+            super::conn::Conn::Cluster(conn) => Ok(writes.insert(conn).clone()),
+            super::conn::Conn::Single(_) => Err(EngineError::new("redis: not a Redis Cluster")),
+        }
     }
 
     /// The writes' connection, opened if there is none.

@@ -2,8 +2,10 @@
 //! offset and its publication one step, and a user's "online or inbox" decision race-free
 //! against a connection of that user reading its inbox on another node.
 //!
-//! Keys are built inside some scripts (presence reaping walks a node's entries), so the engine
-//! needs a single Redis (or Sentinel), not Redis Cluster.
+//! Every script's keys share one hash tag (the `keys` module), so on a Redis Cluster each runs
+//! on the shard of its slot. Work that spans two tags (a node's bookkeeping and a topic's, say)
+//! is two calls, ordered so that a node dying between them leaves nothing the reaper cannot
+//! undo; publishing goes to a channel of the script's own slot (`SPUBLISH` on a cluster).
 
 use std::sync::LazyLock;
 
@@ -68,7 +70,8 @@ fn script(body: &str) -> Script {
 }
 
 /// Appends to a topic's stream and publishes it. KEYS: meta, stream. ARGV: epoch candidate,
-/// size, ttl ms, body, channel (empty: do not publish), meta ttl ms. Returns {offset, epoch}.
+/// size, ttl ms, body, channel (empty: do not publish), meta ttl ms, publish command.
+/// Returns {offset, epoch}.
 pub static APPEND: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
@@ -78,7 +81,7 @@ redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], offset .. '-0', 'ms', now_ms(), '
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 if ARGV[5] ~= '' then
-  redis.call('PUBLISH', ARGV[5], 'P' .. offset .. '\n' .. epoch .. '\n' .. ARGV[4])
+  redis.call(ARGV[7], ARGV[5], 'P' .. offset .. '\n' .. epoch .. '\n' .. ARGV[4])
 end
 return {offset, epoch}
 "#,
@@ -142,70 +145,78 @@ return removed
     )
 });
 
-/// A user-scope publication: to every node holding the user, or to the inbox when no node
-/// took it. KEYS: online, inbox[, the user stream's meta, stream]. ARGV: max, ttl ms, id,
-/// body, node channel prefix[, epoch candidate, stream size, stream ttl ms, meta ttl ms].
-/// With the stream keys, one sent live is appended to the user's stream first (and published
-/// with its position). Returns the nodes that received it (0: kept in the inbox).
+/// A user-scope publication: to every node holding the user (they subscribe to the user's
+/// channel while they do), or to the inbox when no node took it. KEYS: online, inbox[, the user
+/// stream's meta, stream]. ARGV: max, ttl ms, id, body, the user's channel, publish command[,
+/// epoch candidate, stream size, stream ttl ms, meta ttl ms]. With the stream keys, one sent to
+/// an online user is appended to the user's stream first (and published with its position).
+/// Returns the nodes that received it (0: kept in the inbox).
 pub static USER_SEND: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
-local nodes = redis.call('HKEYS', KEYS[1])
+local online = redis.call('HLEN', KEYS[1]) > 0
 local prefix = 'P\n\n'
-if #nodes > 0 and #KEYS == 4 then
-  local epoch = epoch_of(KEYS[3], ARGV[6], ARGV[9])
+if online and #KEYS == 4 then
+  local epoch = epoch_of(KEYS[3], ARGV[7], ARGV[10])
   local offset = redis.call('HINCRBY', KEYS[3], 'offset', 1)
-  redis.call('XADD', KEYS[4], 'MAXLEN', ARGV[7], offset .. '-0', 'ms', now_ms(), 'b', ARGV[4])
-  redis.call('PEXPIRE', KEYS[4], ARGV[8])
-  redis.call('PEXPIRE', KEYS[3], ARGV[9])
+  redis.call('XADD', KEYS[4], 'MAXLEN', ARGV[8], offset .. '-0', 'ms', now_ms(), 'b', ARGV[4])
+  redis.call('PEXPIRE', KEYS[4], ARGV[9])
+  redis.call('PEXPIRE', KEYS[3], ARGV[10])
   prefix = 'P' .. offset .. '\n' .. epoch .. '\n'
 end
 local reached = 0
-for _, node in ipairs(nodes) do
-  reached = reached + redis.call('PUBLISH', ARGV[5] .. node, prefix .. ARGV[4])
-end
+if online then reached = redis.call(ARGV[6], ARGV[5], prefix .. ARGV[4]) end
 if reached == 0 then inbox_store(KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4]) end
 return reached
 "#,
     )
 });
 
-/// A connection of a user registers on a node. KEYS: online, node users, inbox. ARGV: node,
-/// user, inbox ttl ms. Returns "1" when the user was online on no node before (else "0"),
-/// then the inbox's bodies.
+/// A user came online on a node (the node counts its connections itself). KEYS: online,
+/// inbox. ARGV: node, inbox ttl ms. Returns "1" when the user was online on no node before
+/// (else "0"), then the inbox's bodies.
 pub static ATTACH: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
 local first = redis.call('HLEN', KEYS[1]) == 0
 redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
-redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
-local out = inbox_pending(KEYS[3], ARGV[3])
+local out = inbox_pending(KEYS[2], ARGV[2])
 table.insert(out, 1, first and '1' or '0')
 return out
 "#,
     )
 });
 
-/// A connection of a user on a node ended. KEYS: online, node users. ARGV: node, user. Returns
-/// 1 when the user is now online on no node.
-pub static DETACH: LazyLock<Script> = LazyLock::new(|| {
+/// Adds `delta` to one field of a hash, removing the field when it reaches 0 or less. KEYS: the
+/// hash. ARGV: field, delta. Returns 1 when the hash is empty afterwards.
+pub static COUNT: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
-if redis.call('HINCRBY', KEYS[1], ARGV[1], -1) <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
-if redis.call('HINCRBY', KEYS[2], ARGV[2], -1) <= 0 then redis.call('HDEL', KEYS[2], ARGV[2]) end
+if redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2]) <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
 if redis.call('HLEN', KEYS[1]) == 0 then return 1 end
 return 0
 "#,
     )
 });
 
-/// A connection joins a topic's presence. KEYS: counts, joined, connections, node entries.
-/// ARGV: user, client, node entry. Returns 1 when it is the user's first connection there.
+/// Removes a node from a user's online mark (the node died). KEYS: online. ARGV: node. Returns
+/// 1 when the user is now online on no node.
+pub static FORGET: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 1 and redis.call('HLEN', KEYS[1]) == 0 then return 1 end
+return 0
+"#,
+    )
+});
+
+/// A connection joins a topic's presence (its node records the entry first, to reap it).
+/// KEYS: counts, joined, connections. ARGV: user, client. Returns 1 when it is the user's first
+/// connection there.
 pub static JOIN: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
 if redis.call('SADD', KEYS[3], ARGV[2]) == 0 then return 0 end
-redis.call('SADD', KEYS[4], ARGV[3])
 if redis.call('HINCRBY', KEYS[1], ARGV[1], 1) == 1 then
   redis.call('HSET', KEYS[2], ARGV[1], now_ms())
   return 1
@@ -215,13 +226,13 @@ return 0
     )
 });
 
-/// A connection leaves a topic's presence. KEYS and ARGV as [`JOIN`]. Returns 1 when it was
-/// the user's last connection there.
+/// A connection leaves a topic's presence (then its node forgets the entry), or a dead node's
+/// connection is reaped. KEYS and ARGV as [`JOIN`]. Returns 1 when it was the user's last
+/// connection there.
 pub static LEAVE: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
 if redis.call('SREM', KEYS[3], ARGV[2]) == 0 then return 0 end
-redis.call('SREM', KEYS[4], ARGV[3])
 if redis.call('HINCRBY', KEYS[1], ARGV[1], -1) <= 0 then
   redis.call('HDEL', KEYS[1], ARGV[1])
   redis.call('HDEL', KEYS[2], ARGV[1])
@@ -232,59 +243,16 @@ return 0
     )
 });
 
-/// Removes everything a node held (it died, or restarted under the same id). KEYS: node
-/// presence entries, node users, node subscriber counts. ARGV: node, key prefix. Returns
-/// {{topic1, user1, ...}, {user, ...}, {topic, ...}}: the users who thereby left a topic, the
-/// users now online nowhere, and the topics now without a subscriber anywhere.
-pub static REAP: LazyLock<Script> = LazyLock::new(|| {
-    script(
-        r#"
-local p = ARGV[2]
-local left = {}
-for _, entry in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  local topic, client, user = string.match(entry, '^([^\n]*)\n([^\n]*)\n(.*)$')
-  if topic and redis.call('SREM', p .. 'conns:' .. topic, client) == 1 then
-    if redis.call('HINCRBY', p .. 'presence:' .. topic, user, -1) <= 0 then
-      redis.call('HDEL', p .. 'presence:' .. topic, user)
-      redis.call('HDEL', p .. 'joined:' .. topic, user)
-      left[#left + 1] = topic
-      left[#left + 1] = user
-    end
-  end
-end
-redis.call('DEL', KEYS[1])
-local offline = {}
-local users = redis.call('HKEYS', KEYS[2])
-for _, user in ipairs(users) do
-  redis.call('HDEL', p .. 'online:' .. user, ARGV[1])
-  if redis.call('HLEN', p .. 'online:' .. user) == 0 then offline[#offline + 1] = user end
-end
-redis.call('DEL', KEYS[2])
-local vacated = {}
-local topics = redis.call('HGETALL', KEYS[3])
-for i = 1, #topics, 2 do
-  local total = redis.call('DECRBY', p .. 'subscribers:' .. topics[i], topics[i + 1])
-  if total == 0 then
-    redis.call('DEL', p .. 'subscribers:' .. topics[i])
-    if tonumber(topics[i + 1]) > 0 then vacated[#vacated + 1] = topics[i] end
-  end
-end
-redis.call('DEL', KEYS[3])
-return {left, offline, vacated}
-"#,
-    )
-});
-
-/// A node gained its first subscriber of a topic (`delta` 1) or lost its last (-1), for
-/// `topic.occupied` / `topic.vacated` across the cluster. KEYS: the topic's count, the node's
-/// counts. ARGV: topic, delta. Returns how many nodes now have subscribers. The counts only add
-/// up, so two changes of one node that reach Redis in the other order still end right.
+/// A topic's subscribers on every node change by `delta` (a node gained its first subscriber,
+/// lost its last, or died), for `topic.occupied` / `topic.vacated` across the cluster. KEYS:
+/// the topic's count. ARGV: delta. Returns how many nodes now have subscribers. At 0 or less
+/// the count goes: a node that died between its own count and this one is then reaped
+/// without leaving the topic occupied forever.
 pub static SUBSCRIBERS: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
-if redis.call('HINCRBY', KEYS[2], ARGV[1], ARGV[2]) == 0 then redis.call('HDEL', KEYS[2], ARGV[1]) end
-local total = redis.call('INCRBY', KEYS[1], ARGV[2])
-if total == 0 then redis.call('DEL', KEYS[1]) end
+local total = redis.call('INCRBY', KEYS[1], ARGV[1])
+if total <= 0 then redis.call('DEL', KEYS[1]) end
 return total
 "#,
     )
