@@ -128,7 +128,15 @@ impl RedisCluster {
         let nodes: Vec<RedisServer> = (0..6)
             .map(|_| {
                 let port = free_cluster_port();
-                RedisServer::start_on(port, vec!["--cluster-enabled".into(), "yes".into()])
+                let args = [
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-node-timeout",
+                    "1000",
+                    "--repl-diskless-sync-delay",
+                    "0",
+                ];
+                RedisServer::start_on(port, args.iter().map(|a| a.to_string()).collect())
             })
             .collect();
         let addresses: Vec<String> = nodes
@@ -144,22 +152,63 @@ impl RedisCluster {
             .status()
             .expect("redis-cli (it comes with redis-server)");
         assert!(created.success(), "redis-cli --cluster create");
+        // Up when every node sees the cluster whole and every replica has its first copy.
         for _ in 0..500 {
             let ok = nodes.iter().all(|n| {
                 n.command(&["CLUSTER", "INFO"])
                     .is_some_and(|info| info.contains("cluster_state:ok"))
+                    && n.command(&["INFO", "replication"]).is_some_and(|info| {
+                        info.contains("role:master") || info.contains("master_link_status:up")
+                    })
             });
             if ok {
                 return RedisCluster { nodes };
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("the Redis Cluster did not reach cluster_state:ok");
+        panic!("the Redis Cluster did not reach cluster_state:ok with its replicas in sync");
     }
 
     /// Any node's URL (each serves as a seed).
     pub fn url(&self) -> String {
         self.nodes[0].url()
+    }
+
+    /// The index in `nodes` of the primary that serves `key`'s slot now.
+    pub fn primary_of(&self, key: &str) -> usize {
+        let live = self
+            .nodes
+            .iter()
+            .find(|n| n.child.is_some())
+            .expect("a live node");
+        let slot: u16 = live
+            .command(&["CLUSTER", "KEYSLOT", key])
+            .and_then(|r| r.trim().strip_prefix(':').and_then(|n| n.parse().ok()))
+            .expect("CLUSTER KEYSLOT");
+        let nodes = live.command(&["CLUSTER", "NODES"]).expect("CLUSTER NODES");
+        for line in nodes.lines() {
+            let fields: Vec<&str> = line.split(' ').collect();
+            if fields.len() < 9 || !fields[2].contains("master") || fields[2].contains("fail") {
+                continue;
+            }
+            let serves = fields[8..].iter().any(|range| {
+                let (from, to) = range.split_once('-').unwrap_or((range, range));
+                matches!((from.parse::<u16>(), to.parse::<u16>()), (Ok(a), Ok(b)) if a <= slot && slot <= b)
+            });
+            if serves {
+                let port: u16 = fields[1]
+                    .split(['@', ':'])
+                    .nth(1)
+                    .and_then(|p| p.parse().ok())
+                    .expect("a port");
+                return self
+                    .nodes
+                    .iter()
+                    .position(|n| n.port == port)
+                    .expect("one of ours");
+            }
+        }
+        panic!("no primary serves slot {slot}");
     }
 }
 
@@ -184,6 +233,9 @@ pub trait SharedRedis {
     fn deployment(&self) -> herald::engine::redis::Deployment;
     /// Cuts every Pub/Sub connection (Redis keeps its data); returns how many it cut.
     fn cut_pubsub(&self) -> usize;
+    /// The nodes' `redis_timeout`: short on one Redis; on a Redis Cluster half of it bounds
+    /// each write's wait for a replica, which six servers and three nodes on two cores need.
+    fn redis_timeout(&self) -> &'static str;
 }
 
 impl SharedRedis for RedisServer {
@@ -197,6 +249,10 @@ impl SharedRedis for RedisServer {
 
     fn cut_pubsub(&self) -> usize {
         killed(self)
+    }
+
+    fn redis_timeout(&self) -> &'static str {
+        "500ms"
     }
 }
 
@@ -216,6 +272,10 @@ impl SharedRedis for RedisCluster {
 
     fn cut_pubsub(&self) -> usize {
         self.nodes.iter().map(killed).sum()
+    }
+
+    fn redis_timeout(&self) -> &'static str {
+        "2s"
     }
 }
 

@@ -251,7 +251,9 @@ async fn listen(shared: Arc<Shared>) {
                 shared.generation.send_modify(|g| *g += 1);
                 while let Some(message) = stream.next().await {
                     let channel = message.get_channel_name().to_string();
-                    shared.handle(&channel, message.get_payload_bytes()).await;
+                    shared
+                        .handle(&channel, message.get_payload_bytes(), false)
+                        .await;
                 }
                 shared.connected.store(false, Ordering::SeqCst);
                 shared.subscriptions.lock().await.sink = None;
@@ -309,10 +311,25 @@ async fn listen_sharded(shared: Arc<Shared>, urls: Vec<String>) {
             true => match tokio::time::timeout(settle, pushes.recv()).await {
                 Ok(push) => push,
                 Err(_) => {
-                    shared.catch_up().await;
-                    shared.connected.store(true, Ordering::SeqCst);
-                    shared.generation.send_modify(|g| *g += 1);
-                    lost = false;
+                    // Quiet a moment: a request to every primary drives the client's repair
+                    // of lost shard connections; once every primary answers, every wanted
+                    // channel is subscribed again, one per command (the client's own
+                    // resubscription groups a shard's channels into one command, which
+                    // Redis refuses across slots), and then the streams fill the gap.
+                    let mut ping = conn.clone();
+                    let answered = shared
+                        .store
+                        .run(
+                            async move { redis::cmd("PING").query_async::<Value>(&mut ping).await },
+                        )
+                        .await;
+                    if answered.is_ok() && shared.subscribe_again().await.is_ok() {
+                        tokio::time::sleep(settle).await;
+                        shared.catch_up().await;
+                        shared.connected.store(true, Ordering::SeqCst);
+                        shared.generation.send_modify(|g| *g += 1);
+                        lost = false;
+                    }
                     continue;
                 }
             },
@@ -325,7 +342,7 @@ async fn listen_sharded(shared: Arc<Shared>, urls: Vec<String>) {
             PushKind::SMessage | PushKind::Message => {
                 if let [channel, payload, ..] = push.data.as_slice() {
                     if let (Some(channel), Some(payload)) = (text(channel), bytes(payload)) {
-                        shared.handle(&channel, payload).await;
+                        shared.handle(&channel, payload, lost).await;
                     }
                 }
             }
@@ -388,6 +405,16 @@ impl Shared {
         Ok(())
     }
 
+    /// Subscribes every wanted channel again (after a shard's connection was lost).
+    async fn subscribe_again(&self) -> Result<(), EngineError> {
+        let mut subscriptions = self.subscriptions.lock().await;
+        let channels = subscriptions.channels(self.store.node_id());
+        let Some(link) = subscriptions.sink.as_mut() else {
+            return Err(EngineError::new("redis: not connected"));
+        };
+        self.store.run(link.subscribe(channels)).await
+    }
+
     /// A shard gave `channel` up (its slot moved, or this node unsubscribed): subscribed again
     /// if this node still wants it; true if so.
     async fn resubscribe_if_wanted(&self, channel: String) -> bool {
@@ -410,7 +437,11 @@ impl Shared {
         true
     }
 
-    async fn handle(&self, channel: &str, payload: &[u8]) {
+    /// Delivers what came on `channel`. While `catching_up` (a shard's connection was lost and
+    /// the streams have not filled the gap yet), a stream message this node already follows
+    /// is left to the catch-up: delivered now, it would move the node's position past the
+    /// gap.
+    async fn handle(&self, channel: &str, payload: &[u8], catching_up: bool) {
         if channel == keys::control_channel() {
             self.control(payload).await;
             return;
@@ -430,6 +461,9 @@ impl Shared {
                 return;
             }
         };
+        if catching_up && self.follows_stream_of(&publication) {
+            return;
+        }
         if self.already_delivered(&publication) {
             return;
         }
@@ -458,6 +492,18 @@ impl Shared {
                 tracing::warn!(user, error = %e, "redis: an undelivered user message could not be kept");
             }
         }
+    }
+
+    /// Whether `publication` belongs to a stream this node has a delivered position in.
+    fn follows_stream_of(&self, publication: &Publication) -> bool {
+        if publication.offset.is_none() {
+            return false;
+        }
+        let key = match &publication.scope {
+            Scope::Topic(topic) => Some(topic.clone()),
+            scope => crate::engine::scope_stream_key(scope),
+        };
+        key.is_some_and(|key| lock(&self.delivered).contains_key(&key))
     }
 
     /// Records a stream message as delivered; true if this node already delivered it (a
@@ -577,7 +623,22 @@ impl Shared {
 
     /// After the link came back: replays to each watched topic with history what this node
     /// missed, or, where that past is gone, asks its subscribers to resubscribe.
+    /// Catches up, retrying while Redis errs (a failover in progress): only a past that Redis
+    /// says is gone, or one still unreadable after a few seconds, closes subscribers.
     async fn catch_up(&self) {
+        for _ in 0..20 {
+            if self.catch_up_once(false).await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        self.catch_up_once(true).await;
+    }
+
+    /// One pass over the watched streams; false when a read failed and `give_up` is not set
+    /// (those streams are left for the next pass).
+    async fn catch_up_once(&self, give_up: bool) -> bool {
+        let mut complete = true;
         let watched: Vec<String> = self
             .subscriptions
             .lock()
@@ -607,6 +668,10 @@ impl Shared {
                     }
                     lock(&self.delivered).insert(topic, page.position);
                 }
+                Err(e) if !give_up => {
+                    tracing::warn!(topic, error = %e, "catch-up read failed; retrying");
+                    complete = false;
+                }
                 _ => {
                     tracing::warn!(topic, "stream past lost: subscribers asked to resubscribe");
                     lock(&self.delivered).remove(&topic);
@@ -617,17 +682,18 @@ impl Shared {
                 }
             }
         }
-        self.catch_up_scope_streams().await;
+        complete && self.catch_up_scope_streams(give_up).await
     }
 
     /// The same for the scope streams this node delivered from: what it missed is delivered
     /// now (the connections' floors skip what a resume already gave them); where that past
     /// is gone, the connections in the scope are closed with 1012 so that they reconnect and
     /// resume (and learn `recovered: false`).
-    async fn catch_up_scope_streams(&self) {
+    async fn catch_up_scope_streams(&self, give_up: bool) -> bool {
+        let mut complete = true;
         let recovery = &self.config.recovery;
         if recovery.window.is_zero() {
-            return;
+            return true;
         }
         let retention = Retention {
             size: recovery.max_messages.max(1),
@@ -659,6 +725,10 @@ impl Shared {
                     }
                     lock(&self.delivered).insert(key, page.position);
                 }
+                Err(e) if !give_up => {
+                    tracing::warn!(stream = key, error = %e, "catch-up read failed; retrying");
+                    complete = false;
+                }
                 _ => {
                     tracing::warn!(
                         stream = key,
@@ -671,6 +741,7 @@ impl Shared {
                 }
             }
         }
+        complete
     }
 }
 

@@ -24,7 +24,7 @@ pub enum Deployment {
 #[derive(Clone)]
 pub(crate) enum Client {
     Single(redis::Client),
-    Cluster(ClusterClient),
+    Cluster(Box<ClusterClient>),
 }
 
 impl Client {
@@ -38,7 +38,7 @@ impl Client {
             }
             Deployment::Cluster(urls) => cluster_builder(urls, timeout)
                 .build()
-                .map(Client::Cluster)
+                .map(|client| Client::Cluster(Box::new(client)))
                 .map_err(|e| EngineError(format!("redis_cluster: {e}"))),
         }
     }

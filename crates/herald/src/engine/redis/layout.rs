@@ -12,8 +12,11 @@ use crate::engine::EngineError;
 /// The layout written in `herald:layout` once a Redis holds today's keys.
 const LAYOUT: &str = "2";
 
+/// Today's name of a key for an id.
+type Name = fn(&str) -> String;
+
 /// The kinds of key before hash tags (`herald:<kind>:<id>`), each with today's name for an id.
-const BEFORE_TAGS: &[(&str, fn(&str) -> String)] = &[
+const BEFORE_TAGS: &[(&str, Name)] = &[
     ("members", keys::members),
     ("projects-of", keys::projects_of),
     ("meta", keys::meta),
@@ -69,11 +72,14 @@ impl ClusterNodes {
             .collect();
         Self { primaries }
     }
+}
 
-    /// The fewest replicas any primary has connected (what every write can wait for).
-    pub(crate) fn fewest_replicas(&self) -> u32 {
-        self.primaries.iter().map(|(_, n)| *n).min().unwrap_or(0)
-    }
+/// The replicas in sync with a primary, from its `INFO replication`
+/// (`slave0:ip=...,port=...,state=online,...`).
+pub(crate) fn replicas_online(info: &str) -> u32 {
+    info.lines()
+        .filter(|line| line.starts_with("slave") && line.contains("state=online"))
+        .count() as u32
 }
 
 impl RedisStore {
@@ -89,6 +95,25 @@ impl RedisStore {
             })
             .await?;
         Ok(ClusterNodes::parse(&text))
+    }
+
+    /// The fewest replicas in sync that any primary of the cluster has.
+    pub(crate) async fn fewest_replicas_online(&self) -> Result<u32, EngineError> {
+        let Conn::Cluster(mut conn) = self.conn() else {
+            return Ok(0);
+        };
+        let mut fewest = None;
+        for ((host, port), _) in self.cluster_nodes().await?.primaries {
+            let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
+            let mut info = redis::cmd("INFO");
+            info.arg("replication");
+            let value = self.run(conn.route_command(info, route)).await?;
+            let text: String =
+                redis::from_redis_value(value).map_err(|e| EngineError(format!("redis: {e}")))?;
+            let online = replicas_online(&text);
+            fewest = Some(fewest.map_or(online, |f: u32| f.min(online)));
+        }
+        Ok(fewest.unwrap_or(0))
     }
 
     /// Every key matching `pattern`, on one Redis or on every primary of a cluster.
@@ -203,6 +228,11 @@ mod tests {
         let nodes = ClusterNodes::parse(text);
         assert_eq!(nodes.primaries.len(), 2);
         assert_eq!(nodes.primaries[0].0, ("127.0.0.1".to_string(), 7000));
-        assert_eq!(nodes.fewest_replicas(), 0);
+        assert_eq!(nodes.primaries[0].1, 1);
+        assert_eq!(nodes.primaries[1].1, 0);
+        let info = "role:master\nconnected_slaves:2\n\
+                    slave0:ip=127.0.0.1,port=7003,state=online,offset=1,lag=0\n\
+                    slave1:ip=127.0.0.1,port=7004,state=wait_bgsave,offset=0,lag=0\n";
+        assert_eq!(replicas_online(info), 1);
     }
 }

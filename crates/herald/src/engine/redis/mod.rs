@@ -330,7 +330,7 @@ impl RedisStore {
                 .await
         };
         let (written, acked) = match sent {
-            Err(e) if e.0.contains("NOSCRIPT") => {
+            Err(e) if e.0.to_ascii_lowercase().contains("noscript") => {
                 // A primary that never ran the script (new, or restarted): load it everywhere.
                 self.run(invocation.load_async(&mut conn)).await?;
                 self.run(async move { pipe.query_async::<(T, u32)>(&mut conn).await })
@@ -342,8 +342,9 @@ impl RedisStore {
         if acked < replicas {
             crate::metrics::engine_error("replication");
             return Err(EngineError(format!(
-                "redis: {acked} of {replicas} replicas acknowledged the write within {}",
-                humantime::format_duration(self.timeout / 2)
+                "redis: {acked} of {replicas} replicas acknowledged the write within {} (WAIT answered after {} ms)",
+                humantime::format_duration(self.timeout / 2),
+                started.elapsed().as_millis()
             )));
         }
         Ok(written)
@@ -365,19 +366,13 @@ impl RedisStore {
             .await
     }
 
-    /// Asks Redis how many replicas its primary has connected (`INFO replication`; on a Redis
+    /// Asks Redis how many replicas its primary has in sync (`INFO replication`; on a Redis
     /// Cluster, the fewest any primary has), which the writes follow unless `wait_replicas`
-    /// is set.
+    /// is set. A replica still loading its first copy cannot acknowledge a write yet.
     pub(crate) async fn refresh_replicas(&self) -> Result<(), EngineError> {
         let replicas = match self.client.is_cluster() {
-            true => self.cluster_nodes().await?.fewest_replicas(),
-            false => {
-                let info = self.info("replication").await?;
-                info.lines()
-                    .find_map(|line| line.strip_prefix("connected_slaves:"))
-                    .and_then(|n| n.trim().parse().ok())
-                    .unwrap_or(0)
-            }
+            true => self.fewest_replicas_online().await?,
+            false => layout::replicas_online(&self.info("replication").await?),
         };
         if self.replication.set_connected(replicas) {
             tracing::info!(
