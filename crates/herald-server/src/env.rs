@@ -58,17 +58,21 @@ pub fn apply(
             .and_then(|mut t| t.remove("v"));
         // The text as it is first, so a secret or an id is never reinterpreted; last, a
         // comma-separated list (`HERALD_REDIS_CLUSTER=redis://a:7000,redis://b:7001`).
+        // (A list's failure is not the one reported: the value was not meant as one.)
         let list = Value::Array(text.split(',').map(|t| Value::String(t.into())).collect());
         let candidates = [Value::String(text.clone())]
             .into_iter()
             .chain(typed)
-            .chain(std::iter::once(list));
+            .map(|value| (value, true))
+            .chain(std::iter::once((list, false)));
         let mut failure = None;
         let mut fitted = None;
-        for value in candidates {
+        for (value, reported) in candidates {
             let mut trial = merged.clone();
             if let Err(e) = insert(&mut trial, &path, value) {
-                failure = Some(e);
+                if reported || failure.is_none() {
+                    failure = Some(e);
+                }
                 continue;
             }
             match Value::Table(trial.clone()).try_into::<herald::Config>() {
@@ -76,7 +80,8 @@ pub fn apply(
                     fitted = Some(trial);
                     break;
                 }
-                Err(e) => failure = Some(e.message().trim().replace('\n', " ")),
+                Err(e) if reported => failure = Some(e.message().trim().replace('\n', " ")),
+                Err(_) => {}
             }
         }
         match fitted {

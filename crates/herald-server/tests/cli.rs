@@ -748,3 +748,39 @@ async fn sighup_rotates_the_keys_without_dropping_a_connection() {
     assert_eq!(status, 200);
     assert!(kept.is_alive().await);
 }
+
+#[test]
+fn a_redis_cluster_is_named_by_its_seeds_in_the_file_the_environment_or_the_flag() {
+    let dir = tempfile::tempdir().expect("dir");
+    let print = |command: &mut Command| {
+        let output = command.output().expect("run");
+        assert!(output.status.success(), "{output:?}");
+        let printed = String::from_utf8_lossy(&output.stdout).to_string();
+        herald::Config::from_toml(&printed).unwrap_or_else(|e| panic!("{e}: {printed}"))
+    };
+    let seeds = ["redis://10.0.0.1:7000", "redis://10.0.0.2:7001"];
+    let from_env = print(
+        herald(dir.path())
+            .args(["config", "print"])
+            .env("HERALD_REDIS_CLUSTER", seeds.join(",")),
+    );
+    assert_eq!(from_env.redis_cluster, seeds);
+    let one = print(
+        herald(dir.path())
+            .args(["config", "print"])
+            .env("HERALD_REDIS_CLUSTER", seeds[0]),
+    );
+    assert_eq!(one.redis_cluster, [seeds[0]]);
+    let from_flag =
+        print(herald(dir.path()).args(["config", "print", "--redis-cluster", &seeds.join(",")]));
+    assert_eq!(from_flag.redis_cluster, seeds);
+    assert_eq!(from_flag.redis_url, None);
+    // One Redis or a Redis Cluster, not both.
+    let stderr = refuses_to_start(
+        herald(dir.path())
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .env("HERALD_REDIS_URL", "redis://127.0.0.1:6379")
+            .env("HERALD_REDIS_CLUSTER", seeds.join(",")),
+    );
+    assert!(stderr.contains("exclude each other"), "{stderr}");
+}

@@ -174,17 +174,82 @@ impl RedisCluster {
         self.nodes[0].url()
     }
 
-    /// The index in `nodes` of the primary that serves `key`'s slot now.
-    pub fn primary_of(&self, key: &str) -> usize {
+    /// Moves `key`'s slot to the primary `to` while traffic goes on, the way `redis-cli
+    /// --cluster reshard` does: IMPORTING / MIGRATING, MIGRATE of its keys in batches, then
+    /// the slot's new owner announced to every primary.
+    pub fn move_slot_of(&self, key: &str, to: usize) {
+        let from = self.primary_of(key);
+        assert_ne!(from, to, "the slot is on that primary already");
+        let slot = self.slot_of(key).to_string();
+        let (source, target) = (&self.nodes[from], &self.nodes[to]);
+        let id = |n: &RedisServer| {
+            let reply = n.command(&["CLUSTER", "MYID"]).expect("CLUSTER MYID");
+            reply.lines().nth(1).expect("an id").to_string()
+        };
+        let (from_id, to_id) = (id(source), id(target));
+        let ok = |reply: Option<String>| {
+            let reply = reply.expect("redis answers");
+            assert!(reply.starts_with("+OK"), "{reply}");
+        };
+        ok(target.command(&["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]));
+        ok(source.command(&["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]));
+        loop {
+            let reply = source
+                .command(&["CLUSTER", "GETKEYSINSLOT", &slot, "100"])
+                .expect("GETKEYSINSLOT");
+            let keys: Vec<&str> = reply
+                .lines()
+                .filter(|l| !l.starts_with('*') && !l.starts_with('$') && !l.is_empty())
+                .collect();
+            if keys.is_empty() {
+                break;
+            }
+            let port = target.port.to_string();
+            let mut migrate = vec!["MIGRATE", "127.0.0.1", &port, "", "0", "5000", "KEYS"];
+            migrate.extend(keys);
+            ok(source.command(&migrate));
+        }
+        for node in [target, source] {
+            ok(node.command(&["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]));
+        }
+        for node in self.nodes.iter().filter(|n| n.child.is_some()) {
+            // Replicas refuse SETSLOT; the primaries learn it.
+            let _ = node.command(&["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
+        }
+    }
+
+    /// A primary other than the one serving `key`.
+    pub fn other_primary_than(&self, key: &str) -> usize {
+        let serving = self.primary_of(key);
+        (0..self.nodes.len())
+            .find(|i| {
+                *i != serving
+                    && self.nodes[*i]
+                        .command(&["INFO", "replication"])
+                        .is_some_and(|info| info.contains("role:master"))
+            })
+            .expect("another primary")
+    }
+
+    fn slot_of(&self, key: &str) -> u16 {
         let live = self
             .nodes
             .iter()
             .find(|n| n.child.is_some())
             .expect("a live node");
-        let slot: u16 = live
-            .command(&["CLUSTER", "KEYSLOT", key])
+        live.command(&["CLUSTER", "KEYSLOT", key])
             .and_then(|r| r.trim().strip_prefix(':').and_then(|n| n.parse().ok()))
-            .expect("CLUSTER KEYSLOT");
+            .expect("CLUSTER KEYSLOT")
+    }
+
+    /// The index in `nodes` of the primary that serves `key`'s slot now.
+    pub fn primary_of(&self, key: &str) -> usize {
+        let slot = self.slot_of(key);
+        let live = self
+            .nodes
+            .iter()
+            .find(|n| n.child.is_some())
+            .expect("a live node");
         let nodes = live.command(&["CLUSTER", "NODES"]).expect("CLUSTER NODES");
         for line in nodes.lines() {
             let fields: Vec<&str> = line.split(' ').collect();

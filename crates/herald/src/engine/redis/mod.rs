@@ -594,7 +594,8 @@ impl RedisStore {
             .arg(codec::encode(publication))
             .arg(channel)
             .arg(meta_ttl_ms(retention))
-            .arg(self.publish_command());
+            .arg(self.publish_command())
+            .arg(&publication.id);
         let (offset, epoch): (u64, String) = self.invoke_replicated(invocation).await?;
         Ok(StreamPosition { offset, epoch })
     }

@@ -70,13 +70,19 @@ fn script(body: &str) -> Script {
 }
 
 /// Appends to a topic's stream and publishes it. KEYS: meta, stream. ARGV: epoch candidate,
-/// size, ttl ms, body, channel (empty: do not publish), meta ttl ms, publish command.
-/// Returns {offset, epoch}.
+/// size, ttl ms, body, channel (empty: do not publish), meta ttl ms, publish command,
+/// publication id. Returns {offset, epoch}. The same publication sent again right after
+/// (a client library's retry of a call whose answer a dropped connection lost) is answered
+/// with its first position, not appended twice.
 pub static APPEND: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
 local epoch = epoch_of(KEYS[1], ARGV[1], ARGV[6])
+if redis.call('HGET', KEYS[1], 'last') == ARGV[8] then
+  return {tonumber(redis.call('HGET', KEYS[1], 'offset')), epoch}
+end
 local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
+redis.call('HSET', KEYS[1], 'last', ARGV[8])
 redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], offset .. '-0', 'ms', now_ms(), 'b', ARGV[4])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
