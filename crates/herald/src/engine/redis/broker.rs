@@ -269,10 +269,10 @@ async fn listen(shared: Arc<Shared>) {
 }
 
 /// The link on a Redis Cluster: one cluster connection (RESP3) whose pushes carry every
-/// shard's messages. The cluster client reconnects a lost shard and resubscribes there; this
-/// loop notices the loss (a `Disconnection` push), and once subscriptions are confirmed again
-/// (and no more come for a moment) catches up from the streams. A shard that gives a channel
-/// up (its slot moved) gets it subscribed again, at the slot's new owner.
+/// shard's messages. A lost shard connection (a `Disconnection` push) or a channel a shard
+/// gave up (its slot moved: `SUNSUBSCRIBE`) starts a catch-up: once pushes are quiet for a
+/// moment and every primary answers, every wanted channel is subscribed again and the streams
+/// fill the gap; stream messages that arrive meanwhile are left to that catch-up.
 async fn listen_sharded(shared: Arc<Shared>, urls: Vec<String>) {
     let timeout = shared.store.timeout();
     let (tx, mut pushes) = mpsc::unbounded_channel::<PushInfo>();
