@@ -54,15 +54,17 @@ fn an_unknown_profile_stops_start_up() {
     assert!(stderr.contains("galaxy"), "{stderr}");
 }
 
+/// The configuration `command` (a `config print`) prints, read back.
+fn print(command: &mut Command) -> herald::Config {
+    let output = command.output().expect("run");
+    assert!(output.status.success(), "{output:?}");
+    let printed = String::from_utf8_lossy(&output.stdout).to_string();
+    herald::Config::from_toml(&printed).unwrap_or_else(|e| panic!("{e}: {printed}"))
+}
+
 #[test]
 fn a_profile_brings_its_products_defaults_under_the_file_and_the_flags() {
     let dir = tempfile::tempdir().expect("dir");
-    let print = |command: &mut Command| {
-        let output = command.output().expect("run");
-        assert!(output.status.success(), "{output:?}");
-        let printed = String::from_utf8_lossy(&output.stdout).to_string();
-        herald::Config::from_toml(&printed).unwrap_or_else(|e| panic!("{e}: {printed}"))
-    };
     let plain = print(herald(dir.path()).args(["config", "print"]));
     assert_eq!(plain.limits.max_message_size, 64 * 1024);
     assert_eq!(plain.limits.max_connections_per_ip, 0);
@@ -752,12 +754,6 @@ async fn sighup_rotates_the_keys_without_dropping_a_connection() {
 #[test]
 fn a_redis_cluster_is_named_by_its_seeds_in_the_file_the_environment_or_the_flag() {
     let dir = tempfile::tempdir().expect("dir");
-    let print = |command: &mut Command| {
-        let output = command.output().expect("run");
-        assert!(output.status.success(), "{output:?}");
-        let printed = String::from_utf8_lossy(&output.stdout).to_string();
-        herald::Config::from_toml(&printed).unwrap_or_else(|e| panic!("{e}: {printed}"))
-    };
     let seeds = ["redis://10.0.0.1:7000", "redis://10.0.0.2:7001"];
     let from_env = print(
         herald(dir.path())

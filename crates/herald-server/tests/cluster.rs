@@ -1056,169 +1056,47 @@ fn a_redis_cluster_node_is_refused_at_start_with_a_clear_line() {
     assert!(stderr.contains("Redis Cluster"), "{stderr}");
 }
 
-/// The scenarios above on one Redis.
-mod on_one_redis {
-    use super::*;
-
-    #[tokio::test]
-    async fn the_redis_engines_pass_the_conformance_suite() {
-        super::the_redis_engines_pass_the_conformance_suite(RedisServer::start()).await
-    }
-
-    #[tokio::test]
-    async fn the_redis_broker_passes_the_broker_suite() {
-        super::the_redis_broker_passes_the_broker_suite(RedisServer::start()).await
-    }
-
-    #[tokio::test]
-    async fn every_scope_reaches_the_right_connections_on_every_node_exactly_once() {
-        super::every_scope_reaches_the_right_connections_on_every_node_exactly_once(
-            RedisServer::start(),
-        )
-        .await
-    }
-
-    #[tokio::test]
-    async fn an_idempotency_key_sent_through_two_nodes_publishes_once() {
-        super::an_idempotency_key_sent_through_two_nodes_publishes_once(RedisServer::start()).await
-    }
-
-    #[tokio::test]
-    async fn offsets_are_cluster_wide_and_recovery_works_on_any_node() {
-        super::offsets_are_cluster_wide_and_recovery_works_on_any_node(RedisServer::start()).await
-    }
-
-    #[tokio::test]
-    async fn presence_and_join_leave_are_cluster_wide() {
-        super::presence_and_join_leave_are_cluster_wide(RedisServer::start()).await
-    }
-
-    #[tokio::test]
-    async fn the_inbox_is_per_user_across_the_cluster() {
-        super::the_inbox_is_per_user_across_the_cluster(RedisServer::start()).await
-    }
-
-    #[tokio::test]
-    async fn disconnects_and_stats_span_the_cluster() {
-        super::disconnects_and_stats_span_the_cluster(RedisServer::start()).await
-    }
-
-    #[tokio::test]
-    async fn a_killed_node_is_reaped_and_its_users_leave() {
-        super::a_killed_node_is_reaped_and_its_users_leave(RedisServer::start()).await
-    }
-
-    #[tokio::test]
-    async fn a_lost_pubsub_link_is_caught_up_from_the_stream() {
-        super::a_lost_pubsub_link_is_caught_up_from_the_stream(RedisServer::start()).await
-    }
-
-    #[tokio::test]
-    async fn removing_a_member_revokes_the_project_on_every_node() {
-        super::removing_a_member_revokes_the_project_on_every_node(RedisServer::start()).await
-    }
-
-    #[tokio::test]
-    async fn a_user_message_no_connection_took_is_kept_across_nodes() {
-        super::a_user_message_no_connection_took_is_kept_across_nodes(RedisServer::start()).await
-    }
-
-    #[tokio::test]
-    async fn a_tab_away_30s_resumes_every_scope_on_another_node_after_its_node_was_killed() {
-        super::a_tab_away_30s_resumes_every_scope_on_another_node_after_its_node_was_killed(
-            RedisServer::start(),
-        )
-        .await
-    }
-
-    #[tokio::test]
-    async fn a_resume_past_the_window_on_another_node_says_recovered_false() {
-        super::a_resume_past_the_window_on_another_node_says_recovered_false(RedisServer::start())
-            .await
-    }
+/// Each scenario above as two tests: on one Redis and on a Redis Cluster (three primaries
+/// with a replica each).
+macro_rules! on_one_redis_and_a_redis_cluster {
+    ($($scenario:ident),* $(,)?) => {
+        mod on_one_redis {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    super::$scenario(RedisServer::start()).await
+                }
+            )*
+        }
+        mod on_a_redis_cluster {
+            use super::*;
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    super::$scenario(RedisCluster::start()).await
+                }
+            )*
+        }
+    };
 }
 
-/// The same scenarios on a Redis Cluster (three primaries with a replica each).
-mod on_a_redis_cluster {
-    use super::*;
-
-    #[tokio::test]
-    async fn the_redis_engines_pass_the_conformance_suite() {
-        super::the_redis_engines_pass_the_conformance_suite(RedisCluster::start()).await
-    }
-
-    #[tokio::test]
-    async fn the_redis_broker_passes_the_broker_suite() {
-        super::the_redis_broker_passes_the_broker_suite(RedisCluster::start()).await
-    }
-
-    #[tokio::test]
-    async fn every_scope_reaches_the_right_connections_on_every_node_exactly_once() {
-        super::every_scope_reaches_the_right_connections_on_every_node_exactly_once(
-            RedisCluster::start(),
-        )
-        .await
-    }
-
-    #[tokio::test]
-    async fn an_idempotency_key_sent_through_two_nodes_publishes_once() {
-        super::an_idempotency_key_sent_through_two_nodes_publishes_once(RedisCluster::start()).await
-    }
-
-    #[tokio::test]
-    async fn offsets_are_cluster_wide_and_recovery_works_on_any_node() {
-        super::offsets_are_cluster_wide_and_recovery_works_on_any_node(RedisCluster::start()).await
-    }
-
-    #[tokio::test]
-    async fn presence_and_join_leave_are_cluster_wide() {
-        super::presence_and_join_leave_are_cluster_wide(RedisCluster::start()).await
-    }
-
-    #[tokio::test]
-    async fn the_inbox_is_per_user_across_the_cluster() {
-        super::the_inbox_is_per_user_across_the_cluster(RedisCluster::start()).await
-    }
-
-    #[tokio::test]
-    async fn disconnects_and_stats_span_the_cluster() {
-        super::disconnects_and_stats_span_the_cluster(RedisCluster::start()).await
-    }
-
-    #[tokio::test]
-    async fn a_killed_node_is_reaped_and_its_users_leave() {
-        super::a_killed_node_is_reaped_and_its_users_leave(RedisCluster::start()).await
-    }
-
-    #[tokio::test]
-    async fn a_lost_pubsub_link_is_caught_up_from_the_stream() {
-        super::a_lost_pubsub_link_is_caught_up_from_the_stream(RedisCluster::start()).await
-    }
-
-    #[tokio::test]
-    async fn removing_a_member_revokes_the_project_on_every_node() {
-        super::removing_a_member_revokes_the_project_on_every_node(RedisCluster::start()).await
-    }
-
-    #[tokio::test]
-    async fn a_user_message_no_connection_took_is_kept_across_nodes() {
-        super::a_user_message_no_connection_took_is_kept_across_nodes(RedisCluster::start()).await
-    }
-
-    #[tokio::test]
-    async fn a_tab_away_30s_resumes_every_scope_on_another_node_after_its_node_was_killed() {
-        super::a_tab_away_30s_resumes_every_scope_on_another_node_after_its_node_was_killed(
-            RedisCluster::start(),
-        )
-        .await
-    }
-
-    #[tokio::test]
-    async fn a_resume_past_the_window_on_another_node_says_recovered_false() {
-        super::a_resume_past_the_window_on_another_node_says_recovered_false(RedisCluster::start())
-            .await
-    }
-}
+on_one_redis_and_a_redis_cluster!(
+    the_redis_engines_pass_the_conformance_suite,
+    the_redis_broker_passes_the_broker_suite,
+    every_scope_reaches_the_right_connections_on_every_node_exactly_once,
+    an_idempotency_key_sent_through_two_nodes_publishes_once,
+    offsets_are_cluster_wide_and_recovery_works_on_any_node,
+    presence_and_join_leave_are_cluster_wide,
+    the_inbox_is_per_user_across_the_cluster,
+    disconnects_and_stats_span_the_cluster,
+    a_killed_node_is_reaped_and_its_users_leave,
+    a_lost_pubsub_link_is_caught_up_from_the_stream,
+    removing_a_member_revokes_the_project_on_every_node,
+    a_user_message_no_connection_took_is_kept_across_nodes,
+    a_tab_away_30s_resumes_every_scope_on_another_node_after_its_node_was_killed,
+    a_resume_past_the_window_on_another_node_says_recovered_false,
+);
 
 /// A ledger topic's two nodes on a Redis Cluster (`writer`, `reader`) and a subscriber to
 /// `ledger:1` on the reader.

@@ -341,7 +341,9 @@ async fn listen_sharded(shared: Arc<Shared>, urls: Vec<String>) {
         match push.kind {
             PushKind::SMessage | PushKind::Message => {
                 if let [channel, payload, ..] = push.data.as_slice() {
-                    if let (Some(channel), Some(payload)) = (text(channel), bytes(payload)) {
+                    if let (Some(channel), Some(payload)) =
+                        (super::as_string(channel), super::as_bytes(payload))
+                    {
                         shared.handle(&channel, payload, lost).await;
                     }
                 }
@@ -352,7 +354,7 @@ async fn listen_sharded(shared: Arc<Shared>, urls: Vec<String>) {
                 lost = true;
             }
             PushKind::SUnsubscribe => {
-                let Some(channel) = push.data.first().and_then(text) else {
+                let Some(channel) = push.data.first().and_then(super::as_string) else {
                     continue;
                 };
                 if shared.resubscribe_if_wanted(channel).await {
@@ -362,18 +364,6 @@ async fn listen_sharded(shared: Arc<Shared>, urls: Vec<String>) {
             _ => {}
         }
     }
-}
-
-fn bytes(value: &Value) -> Option<&[u8]> {
-    match value {
-        Value::BulkString(b) => Some(b),
-        Value::SimpleString(s) => Some(s.as_bytes()),
-        _ => None,
-    }
-}
-
-fn text(value: &Value) -> Option<String> {
-    bytes(value).and_then(|b| String::from_utf8(b.to_vec()).ok())
 }
 
 impl Shared {
