@@ -39,10 +39,16 @@ pub(crate) struct Replication {
     connected: AtomicU32,
     timeout: Duration,
     state: Mutex<State>,
-    /// On a Redis Cluster, the writes' own connection (a `WAIT` holds the node connection it
-    /// is sent on, so it must not be the one everything else shares).
-    cluster_writes: Mutex<Option<redis::cluster_async::ClusterConnection>>,
+    /// On a Redis Cluster, the writes' own connections, taken in turn (a `WAIT` holds the
+    /// node connection it is sent on until a replica answers, so it must not be the one
+    /// everything else shares, and several let a shard's writes wait side by side).
+    cluster_writes: Mutex<Vec<redis::cluster_async::ClusterConnection>>,
+    /// The next of `cluster_writes` to take.
+    cluster_turn: std::sync::atomic::AtomicUsize,
 }
+
+/// The writes' connections to a Redis Cluster: each shard then has as many `WAIT`s in flight.
+const CLUSTER_WRITE_CONNECTIONS: usize = 8;
 
 impl Replication {
     pub(crate) fn new(fixed: Option<u32>, timeout: Duration) -> Self {
@@ -52,6 +58,7 @@ impl Replication {
             timeout,
             state: Mutex::default(),
             cluster_writes: Mutex::default(),
+            cluster_turn: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -69,19 +76,22 @@ impl Replication {
         before != self.wanted()
     }
 
-    /// The writes' connection to a Redis Cluster, opened (lazily) if there is none.
+    /// The next of the writes' connections to a Redis Cluster, opened (lazily) on first use.
     pub(crate) fn cluster_writes(
         &self,
         client: &super::conn::Client,
     ) -> Result<redis::cluster_async::ClusterConnection, EngineError> {
         let mut writes = crate::sync::lock(&self.cluster_writes);
-        if let Some(conn) = writes.as_ref() {
-            return Ok(conn.clone());
+        while writes.len() < CLUSTER_WRITE_CONNECTIONS {
+            match client.connect_lazily(self.timeout)? {
+                super::conn::Conn::Cluster(conn) => writes.push(conn),
+                super::conn::Conn::Single(_) => {
+                    return Err(EngineError::new("redis: not a Redis Cluster"))
+                }
+            }
         }
-        match client.connect_lazily(self.timeout)? {
-            super::conn::Conn::Cluster(conn) => Ok(writes.insert(conn).clone()),
-            super::conn::Conn::Single(_) => Err(EngineError::new("redis: not a Redis Cluster")),
-        }
+        let turn = self.cluster_turn.fetch_add(1, Relaxed) % writes.len();
+        Ok(writes[turn].clone())
     }
 
     /// The writes' connection, opened if there is none.
