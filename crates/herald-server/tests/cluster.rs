@@ -532,7 +532,7 @@ fn listeners(redis: &RedisServer, topic: &str) -> u64 {
     let reply = redis
         .command(&["PUBSUB", "NUMSUB", &format!("herald:{{t:{topic}}}:channel")])
         .expect("redis answers");
-    // *2 $len herald:topic:<topic> :N
+    // *2 $len herald:{t:<topic>}:channel :N
     reply
         .lines()
         .rev()

@@ -775,7 +775,7 @@ impl Broker for RedisBroker {
         }))
     }
 
-    /// One script appends to the stream and publishes to every node (`herald:scopes`), so
+    /// One script appends to the stream and publishes to every node (the scopes channel), so
     /// the stream's order is Redis's and nothing waits under a stripe here.
     async fn publish_to_scope_stream(
         &self,
