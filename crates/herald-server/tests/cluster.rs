@@ -1056,6 +1056,65 @@ fn a_redis_cluster_node_is_refused_at_start_with_a_clear_line() {
     assert!(stderr.contains("Redis Cluster"), "{stderr}");
 }
 
+/// A write sent again right after it was run (what the cluster client does when a dropped
+/// connection lost the answer) is kept once: a stream append answers its first position, a
+/// user-scope send its first outcome, and the inbox holds the message once.
+async fn a_write_sent_twice_is_kept_once(redis: impl SharedRedis) {
+    use herald::engine::redis::RedisBroker;
+    use herald::engine::{Broker, History, Inbox};
+    use herald_testkit::broker::Recorder;
+    let store = RedisStore::open(&RedisOptions {
+        deployment: redis.deployment(),
+        node_id: "twice".into(),
+        timeout: Duration::from_secs(2),
+        wait_replicas: None,
+    })
+    .expect("open");
+    let keep = herald::engine::Retention {
+        size: 100,
+        ttl: Duration::from_secs(3600),
+    };
+    let entry = herald::Publication::new(herald::Scope::Topic("chat:twice".into()), "e", json!({}));
+    let first = store
+        .append("chat:twice", &entry, keep)
+        .await
+        .expect("append");
+    let again = store
+        .append("chat:twice", &entry, keep)
+        .await
+        .expect("append");
+    assert_eq!(first, again, "the same position");
+    let page = store.read("chat:twice", 0, 10, keep).await.expect("read");
+    assert_eq!(page.messages.len(), 1, "kept once");
+    let next = herald::Publication::new(herald::Scope::Topic("chat:twice".into()), "e", json!({}));
+    let after = store
+        .append("chat:twice", &next, keep)
+        .await
+        .expect("append");
+    assert_eq!(
+        after.offset,
+        first.offset + 1,
+        "another publication goes on"
+    );
+
+    let config = herald::Config::from_toml(NAMESPACES).expect("config");
+    let broker = RedisBroker::start(store.clone(), Recorder::new(), std::sync::Arc::new(config));
+    let limits = herald::config::InboxLimits {
+        max_messages: 100,
+        ttl: Duration::from_secs(3600),
+    };
+    let note = herald::Publication::new(herald::Scope::User("away".into()), "note", json!({}));
+    for _ in 0..2 {
+        let live = broker
+            .publish_to_user(&store, limits, None, note.clone())
+            .await
+            .expect("send");
+        assert_eq!(live, None, "kept for an offline user");
+    }
+    let pending = store.pending("away", limits).await.expect("inbox");
+    assert_eq!(pending.len(), 1, "in the inbox once");
+}
+
 /// Each scenario above as two tests: on one Redis and on a Redis Cluster (three primaries
 /// with a replica each).
 macro_rules! on_one_redis_and_a_redis_cluster {
@@ -1082,6 +1141,7 @@ macro_rules! on_one_redis_and_a_redis_cluster {
 }
 
 on_one_redis_and_a_redis_cluster!(
+    a_write_sent_twice_is_kept_once,
     the_redis_engines_pass_the_conformance_suite,
     the_redis_broker_passes_the_broker_suite,
     every_scope_reaches_the_right_connections_on_every_node_exactly_once,

@@ -88,6 +88,11 @@ pub mod keys {
     pub fn inbox(id: &str) -> String {
         user(id, "inbox")
     }
+    /// HASH `{id, reached}` for a minute: the user's last user-scope publication and how many
+    /// nodes it reached (a retried send of it is answered from here, not sent twice).
+    pub fn last_sent(id: &str) -> String {
+        user(id, "sent")
+    }
     /// HASH node -> connections: where a user is online.
     pub fn online(id: &str) -> String {
         user(id, "online")
@@ -724,6 +729,7 @@ impl RedisStore {
         invocation
             .key(keys::online(user))
             .key(keys::inbox(user))
+            .key(keys::last_sent(user))
             .arg(limits.max_messages.max(1))
             .arg(limits.ttl.as_millis() as u64)
             .arg(&publication.id)

@@ -152,27 +152,33 @@ return removed
 });
 
 /// A user-scope publication: to every node holding the user (they subscribe to the user's
-/// channel while they do), or to the inbox when no node took it. KEYS: online, inbox[, the user
-/// stream's meta, stream]. ARGV: max, ttl ms, id, body, the user's channel, publish command[,
-/// epoch candidate, stream size, stream ttl ms, meta ttl ms]. With the stream keys, one sent to
-/// an online user is appended to the user's stream first (and published with its position).
-/// Returns the nodes that received it (0: kept in the inbox).
+/// channel while they do), or to the inbox when no node took it. KEYS: online, inbox, last
+/// sent[, the user stream's meta, stream]. ARGV: max, ttl ms, id, body, the user's channel,
+/// publish command[, epoch candidate, stream size, stream ttl ms, meta ttl ms]. With the
+/// stream keys, one sent to an online user is appended to the user's stream first (and
+/// published with its position). Returns the nodes that received it (0: kept in the inbox).
+/// The same publication sent again right after (a client library's retry of a call whose
+/// answer a dropped connection lost) gets the first answer and is not sent twice.
 pub static USER_SEND: LazyLock<Script> = LazyLock::new(|| {
     script(
         r#"
+local last = redis.call('HMGET', KEYS[3], 'id', 'reached')
+if last[1] == ARGV[3] then return tonumber(last[2]) end
 local online = redis.call('HLEN', KEYS[1]) > 0
 local prefix = 'P\n\n'
-if online and #KEYS == 4 then
-  local epoch = epoch_of(KEYS[3], ARGV[7], ARGV[10])
-  local offset = redis.call('HINCRBY', KEYS[3], 'offset', 1)
-  redis.call('XADD', KEYS[4], 'MAXLEN', ARGV[8], offset .. '-0', 'ms', now_ms(), 'b', ARGV[4])
-  redis.call('PEXPIRE', KEYS[4], ARGV[9])
-  redis.call('PEXPIRE', KEYS[3], ARGV[10])
+if online and #KEYS == 5 then
+  local epoch = epoch_of(KEYS[4], ARGV[7], ARGV[10])
+  local offset = redis.call('HINCRBY', KEYS[4], 'offset', 1)
+  redis.call('XADD', KEYS[5], 'MAXLEN', ARGV[8], offset .. '-0', 'ms', now_ms(), 'b', ARGV[4])
+  redis.call('PEXPIRE', KEYS[5], ARGV[9])
+  redis.call('PEXPIRE', KEYS[4], ARGV[10])
   prefix = 'P' .. offset .. '\n' .. epoch .. '\n'
 end
 local reached = 0
 if online then reached = redis.call(ARGV[6], ARGV[5], prefix .. ARGV[4]) end
 if reached == 0 then inbox_store(KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4]) end
+redis.call('HSET', KEYS[3], 'id', ARGV[3], 'reached', reached)
+redis.call('PEXPIRE', KEYS[3], 60000)
 return reached
 "#,
     )
