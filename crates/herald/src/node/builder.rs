@@ -211,11 +211,15 @@ impl HeraldBuilder {
                     "redis_url names a Redis Cluster node: give the cluster's nodes as redis_cluster instead (docs/CLUSTER.md)".into(),
                 ));
             }
-            // A single Redis written by an earlier Herald: its keys move to today's names.
-            if let Err(e) = store.migrate_layout().await {
-                return Err(StartError(format!(
-                    "redis: cannot move the keys to the hash-tagged layout: {e}"
-                )));
+            // A single Redis written by an earlier Herald: its keys move to today's names. A
+            // Redis that answers but refuses stops the start; one not reachable yet is left to
+            // the heartbeat, which moves them once it answers.
+            if store.ping().await.is_ok() {
+                if let Err(e) = store.migrate_layout().await {
+                    return Err(StartError(format!(
+                        "redis: cannot move the keys to the hash-tagged layout: {e}"
+                    )));
+                }
             }
         }
         // The store engine calls are timed under (an app's own membership source included).

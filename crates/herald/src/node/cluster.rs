@@ -121,6 +121,10 @@ impl Herald {
         let figures = serde_json::to_string(&self.stats().of_node(me)).unwrap_or_default();
         let ttl = self.config().cluster.node_ttl.as_millis() as u64;
         cluster.store.beat(figures, ttl).await?;
+        // Redis was not reachable at start: its keys move now (once; then a no-op).
+        if let Err(e) = cluster.store.migrate_layout().await {
+            tracing::warn!(error = %e, "redis: cannot move the keys to the hash-tagged layout");
+        }
         // A Redis that refuses INFO (an ACL) keeps the last count: the beat itself went through.
         if let Err(e) = cluster.store.refresh_replicas().await {
             tracing::debug!(error = %e, "redis: could not count the primary's replicas");

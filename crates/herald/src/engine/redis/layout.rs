@@ -161,12 +161,14 @@ impl RedisStore {
     /// `herald:layout` says so). A key whose new name is taken already stays where it is and
     /// is logged. A Redis Cluster never held the old layout.
     pub(crate) async fn migrate_layout(&self) -> Result<usize, EngineError> {
-        if self.is_on_cluster() {
+        use std::sync::atomic::Ordering::Relaxed;
+        if self.is_on_cluster() || self.layout_checked.load(Relaxed) {
             return Ok(0);
         }
         let mut conn = self.conn();
         let layout: Option<String> = self.run(conn.get(keys::layout())).await?;
         if layout.as_deref() == Some(LAYOUT) {
+            self.layout_checked.store(true, Relaxed);
             return Ok(0);
         }
         let mut moved = 0;
@@ -185,6 +187,7 @@ impl RedisStore {
         let mut conn = self.conn();
         self.run(conn.set::<_, _, ()>(keys::layout(), LAYOUT))
             .await?;
+        self.layout_checked.store(true, Relaxed);
         if moved > 0 {
             tracing::info!(moved, "redis: keys moved to the hash-tagged layout");
         }

@@ -192,6 +192,8 @@ pub struct RedisOptions {
 #[derive(Clone)]
 pub struct RedisStore {
     deployment: Deployment,
+    /// The keys are known to have today's names (`layout`): no need to look again.
+    layout_checked: std::sync::Arc<std::sync::atomic::AtomicBool>,
     client: Client,
     conn: Conn,
     node_id: String,
@@ -208,6 +210,7 @@ impl RedisStore {
         let conn = client.connect_lazily(options.timeout)?;
         Ok(Self {
             deployment: options.deployment.clone(),
+            layout_checked: Default::default(),
             client,
             conn,
             node_id: options.node_id.clone(),
