@@ -94,6 +94,27 @@ struct Subscriptions {
 }
 
 impl Subscriptions {
+    /// Uncounts one holder of `key` in `counts`; true when it was the last (the key goes).
+    fn release(counts: &mut HashMap<String, usize>, key: &str) -> bool {
+        let Some(count) = counts.get_mut(key) else {
+            return false;
+        };
+        *count -= 1;
+        if *count > 0 {
+            return false;
+        }
+        counts.remove(key);
+        true
+    }
+
+    /// Unsubscribes from `channel` while the link is up. A failure only costs messages this
+    /// node does not want until the next reconnection.
+    async fn unsubscribe(&mut self, store: &RedisStore, channel: String) {
+        if let Some(sink) = self.sink.as_mut() {
+            let _ = store.run(sink.unsubscribe(channel)).await;
+        }
+    }
+
     /// Every channel this node wants: its fixed ones, its topics' and its users'.
     fn channels(&self, node: &str) -> Vec<String> {
         let mut channels = vec![
@@ -590,19 +611,10 @@ impl Shared {
     /// Uncounts a connection of `user`; the last unsubscribes from the user's channel.
     async fn release_user(&self, user: &str) {
         let mut subscriptions = self.subscriptions.lock().await;
-        let Some(count) = subscriptions.users.get_mut(user) else {
-            return;
-        };
-        *count -= 1;
-        if *count > 0 {
-            return;
-        }
-        subscriptions.users.remove(user);
-        if let Some(sink) = subscriptions.sink.as_mut() {
-            // A failed unsubscribe only costs messages this node keeps in the inbox again.
-            let _ = self
-                .store
-                .run(sink.unsubscribe(keys::user_channel(user)))
+        if Subscriptions::release(&mut subscriptions.users, user) {
+            // Meanwhile a message for the user reaching this node is kept in the inbox again.
+            subscriptions
+                .unsubscribe(&self.store, keys::user_channel(user))
                 .await;
         }
     }
@@ -865,22 +877,13 @@ impl Broker for RedisBroker {
     async fn unwatch(&self, topic: &str) {
         let shared = &self.shared;
         let mut subscriptions = shared.subscriptions.lock().await;
-        let Some(count) = subscriptions.interest.get_mut(topic) else {
-            return;
-        };
-        *count -= 1;
-        if *count > 0 {
+        if !Subscriptions::release(&mut subscriptions.interest, topic) {
             return;
         }
-        subscriptions.interest.remove(topic);
         lock(&shared.delivered).remove(topic);
-        if let Some(sink) = subscriptions.sink.as_mut() {
-            // A failed unsubscribe only costs unwanted messages until the next reconnection.
-            let _ = shared
-                .store
-                .run(sink.unsubscribe(keys::topic_channel(topic)))
-                .await;
-        }
+        subscriptions
+            .unsubscribe(&shared.store, keys::topic_channel(topic))
+            .await;
     }
 
     fn subscribed_at(&self, topic: &str, position: &StreamPosition) {

@@ -47,27 +47,22 @@ pub(crate) fn renamed(old: &str) -> Option<String> {
 
 /// The nodes of a Redis Cluster, as `CLUSTER NODES` lists them.
 pub(crate) struct ClusterNodes {
-    /// Per primary serving slots: its address and how many replicas it has connected.
-    primaries: Vec<((String, u16), u32)>,
+    /// The address of each primary serving slots.
+    primaries: Vec<(String, u16)>,
 }
 
 impl ClusterNodes {
     fn parse(text: &str) -> Self {
         // <id> <ip:port@bus> <flags> <primary id> <ping> <pong> <epoch> <link> <slots...>
-        let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split(' ').collect()).collect();
         let healthy = |flags: &str| !flags.contains("fail") && !flags.contains("handshake");
-        let primaries = lines
-            .iter()
+        let primaries = text
+            .lines()
+            .map(|l| l.split(' ').collect::<Vec<_>>())
             .filter(|f| f.len() > 8 && f[2].contains("master") && healthy(f[2]))
             .filter_map(|f| {
                 let address = f[1].split(['@', ',']).next()?;
                 let (host, port) = address.rsplit_once(':')?;
-                let replicas = lines
-                    .iter()
-                    .filter(|r| r.len() > 7 && r[3] == f[0] && healthy(r[2]))
-                    .filter(|r| r[2].contains("slave") && r[7] == "connected")
-                    .count() as u32;
-                Some(((host.to_string(), port.parse().ok()?), replicas))
+                Some((host.to_string(), port.parse().ok()?))
             })
             .collect();
         Self { primaries }
@@ -103,7 +98,7 @@ impl RedisStore {
             return Ok(0);
         };
         let mut fewest = None;
-        for ((host, port), _) in self.cluster_nodes().await?.primaries {
+        for (host, port) in self.cluster_nodes().await?.primaries {
             let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
             let mut info = redis::cmd("INFO");
             info.arg("replication");
@@ -122,7 +117,7 @@ impl RedisStore {
             Conn::Single(_) => vec![None],
             Conn::Cluster(_) => {
                 let nodes = self.cluster_nodes().await?;
-                nodes.primaries.into_iter().map(|(a, _)| Some(a)).collect()
+                nodes.primaries.into_iter().map(Some).collect()
             }
         };
         let mut found = Vec::new();
@@ -229,10 +224,13 @@ mod tests {
                     b1 127.0.0.1:7003@17003 slave a1 0 0 1 connected\n\
                     b2 127.0.0.1:7004@17004 slave,fail a2 0 0 2 disconnected\n";
         let nodes = ClusterNodes::parse(text);
-        assert_eq!(nodes.primaries.len(), 2);
-        assert_eq!(nodes.primaries[0].0, ("127.0.0.1".to_string(), 7000));
-        assert_eq!(nodes.primaries[0].1, 1);
-        assert_eq!(nodes.primaries[1].1, 0);
+        assert_eq!(
+            nodes.primaries,
+            [
+                ("127.0.0.1".to_string(), 7000),
+                ("127.0.0.1".to_string(), 7001)
+            ]
+        );
         let info = "role:master\nconnected_slaves:2\n\
                     slave0:ip=127.0.0.1,port=7003,state=online,offset=1,lag=0\n\
                     slave1:ip=127.0.0.1,port=7004,state=wait_bgsave,offset=0,lag=0\n";

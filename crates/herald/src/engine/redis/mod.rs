@@ -323,12 +323,11 @@ impl RedisStore {
         invocation: redis::ScriptInvocation<'static>,
         replicas: u32,
     ) -> Result<T, EngineError> {
-        let wait_ms = (self.timeout / 2).as_millis().max(1) as u64;
         let mut pipe = redis::pipe();
         pipe.invoke_script(&invocation)
             .cmd("WAIT")
             .arg(replicas)
-            .arg(wait_ms);
+            .arg(self.replication.wait_ms());
         let mut conn = self.replication.cluster_writes(&self.client)?;
         let started = std::time::Instant::now();
         let sent = {
@@ -349,10 +348,11 @@ impl RedisStore {
         crate::metrics::engine_call("redis", "replica_wait", started.elapsed());
         if acked < replicas {
             crate::metrics::engine_error("replication");
+            let short = self.replication.short_of(acked, replicas);
+            let after = started.elapsed().as_millis();
             return Err(EngineError(format!(
-                "redis: {acked} of {replicas} replicas acknowledged the write within {} (WAIT answered after {} ms)",
-                humantime::format_duration(self.timeout / 2),
-                started.elapsed().as_millis()
+                "{} (WAIT answered after {after} ms)",
+                short.0
             )));
         }
         Ok(written)

@@ -62,6 +62,20 @@ impl Replication {
         }
     }
 
+    /// How long Redis may wait for replicas (`WAIT`'s timeout, ms): half the Redis timeout,
+    /// the rest for the answer to come back.
+    pub(crate) fn wait_ms(&self) -> u64 {
+        (self.timeout / 2).as_millis().max(1) as u64
+    }
+
+    /// The error of a write that fewer than `replicas` replicas acknowledged in time.
+    pub(crate) fn short_of(&self, acked: u32, replicas: u32) -> EngineError {
+        EngineError(format!(
+            "redis: {acked} of {replicas} replicas acknowledged the write within {}",
+            humantime::format_duration(self.timeout / 2)
+        ))
+    }
+
     /// How many replicas a write waits for now (0: writes go the usual way).
     pub(crate) fn wanted(&self) -> u32 {
         self.fixed
@@ -172,10 +186,7 @@ impl Replication {
             for (generation, replicas, tx) in batch {
                 let answer = match &outcome {
                     (g, Ok(acked)) if *g == generation && *acked >= replicas => Ok(()),
-                    (g, Ok(acked)) if *g == generation => Err(EngineError(format!(
-                        "redis: {acked} of {replicas} replicas acknowledged the write within {}",
-                        humantime::format_duration(self.timeout / 2)
-                    ))),
+                    (g, Ok(acked)) if *g == generation => Err(self.short_of(*acked, replicas)),
                     (_, Err(e)) => Err(e.clone()),
                     _ => Err(EngineError::new("redis: the write's connection was lost")),
                 };
@@ -191,9 +202,10 @@ impl Replication {
         mut conn: MultiplexedConnection,
         replicas: u32,
     ) -> Result<u32, EngineError> {
-        // Half the timeout for Redis to wait, the rest for the answer to come back.
-        let wait_ms = (self.timeout / 2).as_millis().max(1) as u64;
-        let wait = redis::cmd("WAIT").arg(replicas).arg(wait_ms).to_owned();
+        let wait = redis::cmd("WAIT")
+            .arg(replicas)
+            .arg(self.wait_ms())
+            .to_owned();
         match tokio::time::timeout(self.timeout, wait.query_async::<u32>(&mut conn)).await {
             Ok(Ok(acked)) => Ok(acked),
             Ok(Err(e)) => {
