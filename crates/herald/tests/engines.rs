@@ -169,3 +169,210 @@ async fn concurrent_sqlite_writes_share_commits_and_keep_every_stream_in_order()
         assert_eq!(kept.len(), 50);
     }
 }
+
+/// The offsets of a page's messages.
+fn offsets(page: &herald::engine::HistoryPage) -> Vec<u64> {
+    page.messages.iter().filter_map(|m| m.offset).collect()
+}
+
+fn keep(size: usize, ttl: std::time::Duration) -> Retention {
+    Retention { size, ttl }
+}
+
+/// A SQLite stream is a ring of `history_size` slots: reads run across its wrap in offset
+/// order, expired rows go from the oldest on, and a new `history_size` lays it out again with
+/// its newest rows; all of it survives a reopen.
+#[tokio::test]
+async fn a_sqlite_stream_reads_across_its_wrap_and_follows_a_new_history_size() {
+    let dir = tempfile::tempdir().expect("dir");
+    let hour = std::time::Duration::from_secs(3600);
+    let (history, _) = sqlite_engines(&dir);
+    let append = |n: u64, size: usize| {
+        let p = Publication::new(Scope::Topic("t".into()), "e", serde_json::json!({ "n": n }));
+        let history = &history;
+        async move {
+            history
+                .append("t", &p, keep(size, hour))
+                .await
+                .expect("append")
+        }
+    };
+    let first = append(1, 5).await;
+    for n in 2..=12 {
+        assert_eq!(append(n, 5).await.offset, n);
+    }
+    let page = history
+        .read("t", 0, 100, keep(5, hour))
+        .await
+        .expect("read");
+    assert_eq!(offsets(&page), [8, 9, 10, 11, 12], "the newest five");
+    assert_eq!((page.first_kept, page.position.offset), (8, 12));
+    let ns: Vec<u64> = page
+        .messages
+        .iter()
+        .filter_map(|m| m.data["n"].as_u64())
+        .collect();
+    assert_eq!(
+        ns,
+        [8, 9, 10, 11, 12],
+        "each offset holds its own publication"
+    );
+    let page = history.read("t", 6, 3, keep(5, hour)).await.expect("read");
+    assert_eq!(
+        offsets(&page),
+        [8, 9, 10],
+        "across the wrap, in order, limited"
+    );
+    let page = history.read("t", 9, 2, keep(5, hour)).await.expect("read");
+    assert_eq!(offsets(&page), [10, 11]);
+
+    // A longer history: the five kept stay, and the ring fills up to eight.
+    append(13, 8).await;
+    let page = history
+        .read("t", 0, 100, keep(8, hour))
+        .await
+        .expect("read");
+    assert_eq!(offsets(&page), [8, 9, 10, 11, 12, 13]);
+    for n in 14..=16 {
+        append(n, 8).await;
+    }
+    let page = history
+        .read("t", 0, 100, keep(8, hour))
+        .await
+        .expect("read");
+    assert_eq!(offsets(&page), (9..=16).collect::<Vec<_>>());
+
+    // A shorter one: reads show only the newest three at once, appends lay the ring out again.
+    let page = history
+        .read("t", 0, 100, keep(3, hour))
+        .await
+        .expect("read");
+    assert_eq!((offsets(&page), page.first_kept), (vec![14, 15, 16], 14));
+    append(17, 3).await;
+    let page = history
+        .read("t", 0, 100, keep(3, hour))
+        .await
+        .expect("read");
+    assert_eq!(offsets(&page), [15, 16, 17]);
+    let page = history
+        .read("t", 0, 100, keep(8, hour))
+        .await
+        .expect("read");
+    assert_eq!(
+        offsets(&page),
+        [15, 16, 17],
+        "what a shorter ring dropped is gone"
+    );
+
+    // Expired rows go from the oldest on, across the wrap.
+    let short = std::time::Duration::from_millis(300);
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let p = Publication::new(
+        Scope::Topic("t".into()),
+        "e",
+        serde_json::json!({ "n": 18 }),
+    );
+    history
+        .append("t", &p, keep(3, short))
+        .await
+        .expect("append");
+    let page = history
+        .read("t", 0, 100, keep(3, short))
+        .await
+        .expect("read");
+    assert_eq!((offsets(&page), page.first_kept), (vec![18], 18));
+
+    drop(history);
+    let (history, _) = sqlite_engines(&dir);
+    let page = history
+        .read("t", 0, 100, keep(3, hour))
+        .await
+        .expect("read");
+    assert_eq!((offsets(&page), page.position.offset), (vec![18], 18));
+    let p = Publication::new(
+        Scope::Topic("t".into()),
+        "e",
+        serde_json::json!({ "n": 19 }),
+    );
+    let at = history
+        .append("t", &p, keep(3, hour))
+        .await
+        .expect("append");
+    assert_eq!(
+        (at.offset, &at.epoch),
+        (19, &first.epoch),
+        "the same stream goes on"
+    );
+}
+
+/// A file written before streams were rings (schema 2, a `history` table keyed by offset)
+/// keeps its streams: their rows, offsets and epochs, and a stream whose rows were all
+/// trimmed keeps its newest offset.
+#[tokio::test]
+async fn a_sqlite_file_from_before_rings_keeps_its_streams() {
+    let dir = tempfile::tempdir().expect("dir");
+    let hour = std::time::Duration::from_secs(3600);
+    {
+        let conn = rusqlite::Connection::open(dir.path().join("herald.db")).expect("open");
+        conn.execute_batch(
+            "CREATE TABLE streams (topic TEXT PRIMARY KEY, epoch TEXT NOT NULL,
+                 top INTEGER NOT NULL) WITHOUT ROWID;
+             CREATE TABLE history (topic TEXT NOT NULL, pos INTEGER NOT NULL,
+                 id TEXT NOT NULL, event TEXT NOT NULL, data TEXT NOT NULL, ts TEXT NOT NULL,
+                 from_user TEXT, from_client TEXT, stored_ms INTEGER NOT NULL,
+                 PRIMARY KEY (topic, pos)) WITHOUT ROWID;
+             INSERT INTO streams VALUES ('log', 'old-epoch', 2), ('quiet', 'quiet-epoch', 9);
+             PRAGMA user_version = 2;",
+        )
+        .expect("schema 2");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_millis() as i64;
+        for pos in 3..=7 {
+            conn.execute(
+                "INSERT INTO history VALUES ('log', ?1, ?2, 'e', ?3, 'ts', 'u', 'c', ?4)",
+                rusqlite::params![pos, format!("id{pos}"), format!("{{\"n\":{pos}}}"), now],
+            )
+            .expect("row");
+        }
+    }
+    let (history, _) = sqlite_engines(&dir);
+    let page = history
+        .read("log", 0, 100, keep(10, hour))
+        .await
+        .expect("read");
+    assert_eq!(offsets(&page), [3, 4, 5, 6, 7]);
+    assert_eq!(
+        (page.first_kept, page.position.epoch.as_str()),
+        (3, "old-epoch")
+    );
+    let ids: Vec<&str> = page.messages.iter().map(|m| m.id.as_str()).collect();
+    assert_eq!(ids, ["id3", "id4", "id5", "id6", "id7"]);
+    assert_eq!(
+        page.messages[0].from.as_ref().map(|f| f.user_id.as_str()),
+        Some("u")
+    );
+    let p = Publication::new(Scope::Topic("log".into()), "e", serde_json::json!({}));
+    let at = history
+        .append("log", &p, keep(10, hour))
+        .await
+        .expect("append");
+    assert_eq!((at.offset, at.epoch.as_str()), (8, "old-epoch"));
+    let page = history
+        .read("log", 0, 100, keep(10, hour))
+        .await
+        .expect("read");
+    assert_eq!(offsets(&page), [3, 4, 5, 6, 7, 8]);
+
+    let quiet = history
+        .read("quiet", 0, 100, keep(10, hour))
+        .await
+        .expect("read");
+    assert_eq!((quiet.position.offset, quiet.first_kept), (9, 10));
+    let at = history
+        .append("quiet", &p, keep(10, hour))
+        .await
+        .expect("append");
+    assert_eq!((at.offset, at.epoch.as_str()), (10, "quiet-epoch"));
+}

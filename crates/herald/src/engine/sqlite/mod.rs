@@ -15,23 +15,20 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use rusqlite::Connection;
 
-use rusqlite::{params, OptionalExtension};
+use rusqlite::params;
 
 mod data_dir;
 mod group_commit;
+mod history;
 mod positions;
 
 pub use data_dir::{create_private, DirLock};
 pub use group_commit::GroupCommit;
-use positions::Positions;
+pub use history::SqliteHistory;
 
 use super::memory::MemoryMembership;
 use super::outbox::{Outbox, OutboxEvent};
-use super::{
-    lock, AfterAppend, EngineError, History, HistoryPage, Inbox, InboxLimits, Membership,
-    QueuedAppend, Retention, StreamPosition,
-};
-use crate::protocol::Sender;
+use super::{lock, EngineError, Inbox, InboxLimits, Membership};
 use crate::publication::{Publication, Scope};
 
 /// The schema version this build writes (`PRAGMA user_version`). A file at 0 is new or from
@@ -79,6 +76,31 @@ const MIGRATIONS: &[&str] = &[
          body TEXT NOT NULL
      );
      CREATE INDEX IF NOT EXISTS webhook_outbox_by_id ON webhook_outbox (id);",
+    // 3: topic streams as rings (history.rs): a row per slot, overwritten in place. Each
+    // stream's rows keep their offsets in a ring as long as the span they cover; its next
+    // append lays it out for its namespace's history_size.
+    "CREATE TABLE history_ring (
+         topic TEXT NOT NULL,
+         slot INTEGER NOT NULL,
+         pos INTEGER NOT NULL,
+         id TEXT NOT NULL,
+         event TEXT NOT NULL,
+         data TEXT NOT NULL,
+         ts TEXT NOT NULL,
+         from_user TEXT,
+         from_client TEXT,
+         stored_ms INTEGER NOT NULL,
+         PRIMARY KEY (topic, slot)
+     ) WITHOUT ROWID;
+     ALTER TABLE streams ADD COLUMN slots INTEGER NOT NULL DEFAULT 1;
+     UPDATE streams SET slots = COALESCE(
+         (SELECT MAX(pos) - MIN(pos) + 1 FROM history WHERE history.topic = streams.topic), 1);
+     INSERT INTO history_ring
+         (topic, slot, pos, id, event, data, ts, from_user, from_client, stored_ms)
+         SELECT h.topic, h.pos % s.slots, h.pos, h.id, h.event, h.data, h.ts, h.from_user,
+                h.from_client, h.stored_ms
+         FROM history h JOIN streams s ON s.topic = h.topic;
+     DROP TABLE history;",
 ];
 
 /// Opens (creating if needed, readable by its owner only) the SQLite file and brings its
@@ -224,7 +246,7 @@ impl SqliteMembership {
 }
 
 /// Runs `f` on the connection on a blocking thread.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     db: Arc<Mutex<Connection>>,
     f: impl FnOnce(&mut Connection) -> rusqlite::Result<T> + Send + 'static,
 ) -> Result<T, EngineError> {
@@ -282,259 +304,21 @@ impl Membership for SqliteMembership {
     }
 }
 
-fn now_ms() -> i64 {
+pub(super) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-fn cutoff_ms(ttl: std::time::Duration) -> i64 {
+pub(super) fn cutoff_ms(ttl: std::time::Duration) -> i64 {
     now_ms().saturating_sub(ttl.as_millis().min(i64::MAX as u128) as i64)
 }
 
 /// Stored JSON that no longer parses is a storage fault, reported as such.
-fn data_of(text: &str) -> rusqlite::Result<serde_json::Value> {
+pub(super) fn data_of(text: &str) -> rusqlite::Result<serde_json::Value> {
     serde_json::from_str(text).map_err(|e| {
         rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(e))
     })
-}
-
-/// Topic streams in SQLite: their epochs are stored, so they survive restarts and crashes.
-pub struct SqliteHistory {
-    db: Arc<Mutex<Connection>>,
-    writer: Arc<GroupCommit>,
-    /// The streams' newest positions, as the appends left them.
-    positions: Arc<Positions>,
-    /// The data dir's lock, held as long as the streams are.
-    _lock: Option<DirLock>,
-}
-
-impl SqliteHistory {
-    /// Streams in the database `db` (opened with [`open`]), appended through `writer` (the
-    /// database's one [`GroupCommit`]).
-    pub fn new(db: Arc<Mutex<Connection>>, writer: Arc<GroupCommit>) -> Self {
-        Self {
-            db,
-            positions: Arc::new(Positions::new(writer.rollbacks())),
-            writer,
-            _lock: None,
-        }
-    }
-
-    /// Keeps the data dir's lock for as long as the streams live (the node's life).
-    pub fn holding(self, lock: DirLock) -> Self {
-        Self {
-            _lock: Some(lock),
-            ..self
-        }
-    }
-}
-
-/// Creates the stream's row (with a fresh epoch) if it has none.
-fn ensure_stream(conn: &Connection, topic: &str) -> rusqlite::Result<()> {
-    conn.prepare_cached("INSERT OR IGNORE INTO streams (topic, epoch, top) VALUES (?1, ?2, 0)")?
-        .execute(params![topic, uuid::Uuid::now_v7().simple().to_string()])?;
-    Ok(())
-}
-
-/// The stream's newest offset and epoch, or `None` before it has a row in `streams`. The
-/// newest offset is its newest row's, so an append writes only its row; `streams.top` keeps
-/// it for when trimming leaves no row (`trim` records it before it deletes).
-fn position(conn: &Connection, topic: &str) -> rusqlite::Result<Option<(i64, String)>> {
-    conn.prepare_cached(
-        "SELECT MAX(top, COALESCE((SELECT MAX(pos) FROM history WHERE topic = ?1), 0)), epoch
-         FROM streams WHERE topic = ?1",
-    )?
-    .query_row(params![topic], |row| Ok((row.get(0)?, row.get(1)?)))
-    .optional()
-}
-
-/// Drops what `retention` no longer keeps: every row up to `top - size`, then every row older
-/// than the TTL. Both walk the (topic, pos) key from the oldest row and stop at the first one
-/// kept (rows are stored in offset order, so their times only grow), so an append costs what it
-/// trims, not the whole stream. When rows go, `top` is recorded: it outlives them (and a trim
-/// that drops nothing writes nothing, so reads work on a full disk).
-fn trim(conn: &Connection, topic: &str, top: u64, retention: Retention) -> rusqlite::Result<()> {
-    let keep_from = top.saturating_sub(retention.size as u64);
-    let mut dropped = conn
-        .prepare_cached("DELETE FROM history WHERE topic = ?1 AND pos <= ?2")?
-        .execute(params![topic, keep_from as i64])?;
-    dropped += conn
-        .prepare_cached(
-            "DELETE FROM history WHERE topic = ?1 AND pos < COALESCE(
-                 (SELECT pos FROM history WHERE topic = ?1 AND stored_ms >= ?2 ORDER BY pos LIMIT 1),
-                 ?3)",
-        )?
-        .execute(params![topic, cutoff_ms(retention.ttl), top as i64 + 1])?;
-    if dropped > 0 {
-        conn.prepare_cached("UPDATE streams SET top = ?2 WHERE topic = ?1 AND top < ?2")?
-            .execute(params![topic, top as i64])?;
-    }
-    Ok(())
-}
-
-/// How many appends to a stream go between its trims (up to this many rows beyond its
-/// retention stay on disk, never in a read).
-const TRIM_EVERY: u64 = 32;
-
-/// The write of one append: the stream's next offset (remembered, or read), its row, and the
-/// trim.
-fn append_row(
-    tx: &Connection,
-    positions: &Positions,
-    topic: &str,
-    p: &Publication,
-    retention: Retention,
-) -> rusqlite::Result<StreamPosition> {
-    // The stream's row exists but for its first append: created (with its epoch) only then.
-    let known = match positions.get(topic) {
-        Some(at) => Some(at),
-        None => position(tx, topic)?,
-    };
-    let (newest, epoch) = match known {
-        Some(at) => at,
-        None => {
-            ensure_stream(tx, topic)?;
-            position(tx, topic)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?
-        }
-    };
-    let top = newest + 1;
-    tx.prepare_cached(
-        "INSERT INTO history (topic, pos, id, event, data, ts, from_user, from_client, stored_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-    )?
-    .execute(params![
-        topic,
-        top,
-        p.id,
-        p.event,
-        p.data.to_string(),
-        p.timestamp,
-        p.from.as_ref().map(|f| f.user_id.as_str()),
-        p.from.as_ref().map(|f| f.client_id.as_str()),
-        now_ms(),
-    ])?;
-    // Trimmed every TRIM_EVERY appends: each trim then empties whole pages instead of
-    // rewriting one per commit. Reads trim first, so what they see is exact.
-    if (top as u64).is_multiple_of(TRIM_EVERY) {
-        trim(tx, topic, top as u64, retention)?;
-    }
-    positions.set(topic, top, &epoch);
-    Ok(StreamPosition {
-        offset: top as u64,
-        epoch,
-    })
-}
-
-#[async_trait]
-impl History for SqliteHistory {
-    async fn append(
-        &self,
-        topic: &str,
-        publication: &Publication,
-        retention: Retention,
-    ) -> Result<StreamPosition, EngineError> {
-        let topic = topic.to_string();
-        let positions = self.positions.clone();
-        let append = move |tx: &Connection, p: &Publication| {
-            append_row(tx, &positions, &topic, p, retention)
-        };
-        self.writer
-            .queue(publication.clone(), append, |_, at| at)
-            .await
-    }
-
-    /// Queued on the writer now; `then` (the delivery) runs after the commit, in queue order,
-    /// on the runtime: one wake-up per batch, and connections are woken from their own
-    /// runtime.
-    async fn queue_append(
-        &self,
-        topic: &str,
-        publication: Publication,
-        retention: Retention,
-        then: AfterAppend,
-    ) -> Result<QueuedAppend, EngineError> {
-        let topic = topic.to_string();
-        let positions = self.positions.clone();
-        let append = move |tx: &Connection, p: &Publication| {
-            append_row(tx, &positions, &topic, p, retention)
-        };
-        let queued = self.writer.queue(publication, append, move |p, at| {
-            let reached = then(p, &at);
-            (at, reached)
-        });
-        Ok(Box::pin(queued))
-    }
-
-    async fn settle(&self) -> Result<(), EngineError> {
-        self.writer.settle().await
-    }
-
-    async fn check(&self) -> Result<(), EngineError> {
-        self.writer.check()
-    }
-
-    async fn read(
-        &self,
-        topic: &str,
-        after: u64,
-        limit: usize,
-        retention: Retention,
-    ) -> Result<HistoryPage, EngineError> {
-        let topic = topic.to_string();
-        blocking(self.db.clone(), move |conn| {
-            let tx = conn.transaction()?;
-            ensure_stream(&tx, &topic)?;
-            let (top, epoch) =
-                position(&tx, &topic)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
-            trim(&tx, &topic, top as u64, retention)?;
-            let first: Option<i64> = tx
-                .query_row(
-                    "SELECT MIN(pos) FROM history WHERE topic = ?1",
-                    params![topic],
-                    |row| row.get(0),
-                )
-                .optional()?
-                .flatten();
-            let messages = {
-                let mut stmt = tx.prepare(
-                    "SELECT pos, id, event, data, ts, from_user, from_client FROM history
-                     WHERE topic = ?1 AND pos > ?2 ORDER BY pos LIMIT ?3",
-                )?;
-                let rows = stmt.query_map(
-                    params![topic, after.min(i64::MAX as u64) as i64, limit as i64],
-                    |row| {
-                        let from_user: Option<String> = row.get(5)?;
-                        let from_client: Option<String> = row.get(6)?;
-                        Ok(Publication {
-                            id: row.get(1)?,
-                            scope: Scope::Topic(topic.clone()),
-                            event: row.get(2)?,
-                            data: data_of(&row.get::<_, String>(3)?)?,
-                            timestamp: row.get(4)?,
-                            from: from_user
-                                .zip(from_client)
-                                .map(|(user_id, client_id)| Sender { user_id, client_id }),
-                            offset: Some(row.get::<_, i64>(0)? as u64),
-                            epoch: Some(epoch.clone()),
-                            accepted: None,
-                        })
-                    },
-                )?;
-                rows.collect::<rusqlite::Result<Vec<_>>>()?
-            };
-            tx.commit()?;
-            Ok(HistoryPage {
-                position: StreamPosition {
-                    offset: top as u64,
-                    epoch,
-                },
-                first_kept: first.map_or(top as u64 + 1, |f| f as u64),
-                messages,
-            })
-        })
-        .await
-    }
 }
 
 /// Offline inboxes in SQLite: they survive restarts.
