@@ -124,6 +124,10 @@ enum Mode {
         /// must declare with `history_size`): every publish is answered after its commit.
         #[arg(long)]
         history: bool,
+        /// Publish to users with no connection instead (user scope): every publish is kept in
+        /// the user's inbox and answered after its commit; `--topics` counts the users.
+        #[arg(long, conflicts_with = "history")]
+        inbox: bool,
         /// Spread the publishes over this many topics (connection i publishes to topic i % n).
         #[arg(long, default_value_t = 1)]
         topics: usize,
@@ -559,9 +563,17 @@ async fn main() -> Result<(), Failure> {
             secs,
             size,
             history,
+            inbox,
             topics,
             rate,
-        } => publish_run(&args, conns, secs, size, history, topics, rate).await?,
+        } => {
+            let target = match (history, inbox) {
+                (_, true) => Target::Inbox,
+                (true, false) => Target::History,
+                (false, false) => Target::Topic,
+            };
+            publish_run(&args, conns, secs, size, target, topics, rate).await?
+        }
         Mode::Overload {
             n,
             rate,
@@ -572,34 +584,55 @@ async fn main() -> Result<(), Failure> {
     Ok(())
 }
 
-/// HTTP publishes per second to `topics` topics (with history or not) with one subscriber.
+/// Where `publish` sends its publications.
+#[derive(Clone, Copy, PartialEq)]
+enum Target {
+    /// Topics without history, one subscriber.
+    Topic,
+    /// Topics of the namespace `durable` (history), one subscriber.
+    History,
+    /// Users with no connection: kept in their inboxes, nobody receives them.
+    Inbox,
+}
+
+/// HTTP publishes per second to `topics` topics (with history or not) with one subscriber, or
+/// to `topics` users without a connection (their inboxes).
 async fn publish_run(
     args: &Args,
     conns: usize,
     secs: u64,
     size: usize,
-    history: bool,
+    target: Target,
     topics: usize,
     rate: Option<u64>,
 ) -> Result<(), Failure> {
     let jwt = token(&args.secret, "bench")?;
-    let namespace = if history { "durable" } else { "bench" };
+    let namespace = if target == Target::History {
+        "durable"
+    } else {
+        "bench"
+    };
     let names: Vec<String> = (0..topics.max(1))
         .map(|k| format!("{namespace}:publish-{k}"))
         .collect();
     let mut sub = subscriber(&args.addr, &jwt, None, &names[0], false, None).await?;
-    for name in &names[1..] {
-        sub.send_text(json!({"type": "subscribe", "topic": name}).to_string())
-            .await?;
-        let reply = recv_json(&mut sub).await?;
-        if reply["type"] != "subscribed" {
-            return Err(format!("unexpected {reply}").into());
+    if target != Target::Inbox {
+        for name in &names[1..] {
+            sub.send_text(json!({"type": "subscribe", "topic": name}).to_string())
+                .await?;
+            let reply = recv_json(&mut sub).await?;
+            if reply["type"] != "subscribed" {
+                return Err(format!("unexpected {reply}").into());
+            }
         }
     }
-    let bodies: Vec<String> = names
-        .iter()
-        .map(|name| {
-            json!({"scope": "topic", "target": name, "type": "bench",
+    let bodies: Vec<String> = (0..topics.max(1))
+        .map(|k| {
+            let (scope, to) = match target {
+                Target::Inbox => ("user", format!("offline-{k}")),
+                _ => ("topic", names[k].clone()),
+            };
+            json!({"scope": scope, "target": to, "type": "bench",
                    "data": {"pad": text_of(size)}})
             .to_string()
         })
@@ -621,7 +654,8 @@ async fn publish_run(
         Cpu::text(cpu.tool),
     );
     emit(
-        json!({"mode": "publish", "conns": conns, "history": history, "topics": topics,
+        json!({"mode": "publish", "conns": conns, "history": target == Target::History,
+                "inbox": target == Target::Inbox, "topics": topics,
                 "rate": rate,
                 "secs": outcome.took.as_secs_f64(),
                 "p50_ms": outcome.p50_ms, "p99_ms": outcome.p99_ms,

@@ -376,3 +376,34 @@ async fn a_sqlite_file_from_before_rings_keeps_its_streams() {
         .expect("append");
     assert_eq!((at.offset, at.epoch.as_str()), (10, "quiet-epoch"));
 }
+
+/// Stores cut a SQLite inbox to its maximum now and then (not at each store, which would walk
+/// the whole inbox): the file never holds more than the maximum plus 32 of a user's
+/// messages, and a read gives exactly the newest.
+#[tokio::test]
+async fn a_sqlite_inbox_stays_near_its_maximum_between_reads() {
+    let dir = tempfile::tempdir().expect("dir");
+    let (_, inbox) = sqlite_engines(&dir);
+    let limits = herald::engine::InboxLimits {
+        max_messages: 10,
+        ttl: std::time::Duration::from_secs(3600),
+    };
+    for n in 1..=200u64 {
+        let p = Publication::new(
+            Scope::User("dora".into()),
+            "e",
+            serde_json::json!({ "n": n }),
+        );
+        inbox.store("dora", &p, limits).await.expect("store");
+        let held = inbox.totals().await.expect("totals").messages;
+        assert!(held <= 10 + 32, "{held} messages held after {n} stores");
+    }
+    let kept = inbox.pending("dora", limits).await.expect("pending");
+    let ns: Vec<u64> = kept.iter().filter_map(|m| m.data["n"].as_u64()).collect();
+    assert_eq!(
+        ns,
+        (191..=200).collect::<Vec<_>>(),
+        "exactly the newest ten"
+    );
+    assert_eq!(inbox.totals().await.expect("totals").messages, 10);
+}

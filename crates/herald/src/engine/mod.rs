@@ -405,7 +405,8 @@ pub trait Inbox: Send + Sync + 'static {
     /// Removes the messages with these ids; returns how many were removed.
     async fn ack(&self, user: &str, ids: &[String]) -> Result<usize, EngineError>;
 
-    /// How many messages wait, in how many inboxes (expired ones not yet swept may count):
+    /// How many messages wait, in how many inboxes (expired ones not yet swept may count, and
+    /// in SQLite up to 31 per user past `max_messages` until its next read):
     /// an operator's figure, which reads every inbox.
     async fn totals(&self) -> Result<InboxTotals, EngineError>;
 }

@@ -332,6 +332,7 @@ pub struct SqliteInbox {
     writer: Arc<GroupCommit>,
     /// `None` when the set could not be read at start: then every read queries.
     holders: Arc<Mutex<Option<HashSet<String>>>>,
+    stores: Arc<StoresSinceCut>,
 }
 
 impl SqliteInbox {
@@ -352,6 +353,7 @@ impl SqliteInbox {
             db,
             writer,
             holders: Arc::new(Mutex::new(holders)),
+            stores: Arc::default(),
         }
     }
 
@@ -362,17 +364,68 @@ impl SqliteInbox {
     }
 }
 
-fn expire_inbox(conn: &Connection, user: &str, limits: InboxLimits) -> rusqlite::Result<()> {
+/// Drops the user's messages older than `ttl`. A user's messages in `seq` order are in time
+/// order too, so this walks from the oldest to the first one kept: a store pays for what it
+/// drops, not for the whole inbox.
+fn expire_inbox(conn: &Connection, user: &str, ttl: std::time::Duration) -> rusqlite::Result<()> {
     conn.prepare_cached(
-        "DELETE FROM inbox WHERE user_id = ?1 AND (stored_ms < ?2 OR seq NOT IN
-             (SELECT seq FROM inbox WHERE user_id = ?1 ORDER BY seq DESC LIMIT ?3))",
+        "DELETE FROM inbox WHERE user_id = ?1 AND seq < COALESCE(
+             (SELECT seq FROM inbox WHERE user_id = ?1 AND stored_ms >= ?2 ORDER BY seq LIMIT 1),
+             9223372036854775807)",
+    )?
+    .execute(params![user, cutoff_ms(ttl)])?;
+    Ok(())
+}
+
+/// Drops the user's messages beyond the newest `max_messages` (a walk of what it keeps, so
+/// stores do it only now and then: [`STORES_BETWEEN_CUTS`]).
+fn cut_inbox(conn: &Connection, user: &str, max_messages: usize) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "DELETE FROM inbox WHERE user_id = ?1 AND seq <=
+             (SELECT seq FROM inbox WHERE user_id = ?1 ORDER BY seq DESC LIMIT 1 OFFSET ?2)",
     )?
     .execute(params![
         user,
-        cutoff_ms(limits.ttl),
-        limits.max_messages as i64
+        i64::try_from(max_messages).unwrap_or(i64::MAX)
     ])?;
     Ok(())
+}
+
+/// A user's inbox is cut to `max_messages` at every read and every this many stores (so up to
+/// this many more stay on disk, never in a read).
+const STORES_BETWEEN_CUTS: u32 = 32;
+
+/// At most this many users' store counts are kept; past it the counts start over (each user's
+/// next store then cuts).
+const MAX_COUNTED_USERS: usize = 65_536;
+
+/// Stores per user since its inbox was last cut, kept by the writer thread.
+#[derive(Default)]
+struct StoresSinceCut(Mutex<std::collections::HashMap<String, u32>>);
+
+impl StoresSinceCut {
+    /// Counts a store for `user`: true when its inbox is due a cut (its first store counted,
+    /// then every [`STORES_BETWEEN_CUTS`]).
+    fn due(&self, user: &str) -> bool {
+        let mut counts = lock(&self.0);
+        if counts.len() >= MAX_COUNTED_USERS && !counts.contains_key(user) {
+            counts.clear();
+        }
+        match counts.get_mut(user) {
+            Some(count) if *count + 1 < STORES_BETWEEN_CUTS => {
+                *count += 1;
+                false
+            }
+            Some(count) => {
+                *count = 0;
+                true
+            }
+            None => {
+                counts.insert(user.to_string(), 0);
+                true
+            }
+        }
+    }
 }
 
 #[async_trait]
@@ -386,12 +439,17 @@ impl Inbox for SqliteInbox {
         let user = user.to_string();
         let holders = self.holders.clone();
         let holder = user.clone();
+        let stores = self.stores.clone();
         let store = move |tx: &Connection, p: &Publication| {
             tx.prepare_cached(
                 "INSERT INTO inbox (user_id, id, event, data, ts, stored_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             )?
             .execute(params![user, p.id, p.event, p.data.to_string(), p.timestamp, now_ms()])?;
-            expire_inbox(tx, &user, limits)
+            expire_inbox(tx, &user, limits.ttl)?;
+            if stores.due(&user) {
+                cut_inbox(tx, &user, limits.max_messages)?;
+            }
+            Ok(())
         };
         // The user may hold messages from the commit on (recorded before the caller, who
         // holds the user's stripe as every inbox reader does, is answered).
@@ -417,7 +475,8 @@ impl Inbox for SqliteInbox {
         let holders = self.holders.clone();
         blocking(self.db.clone(), move |conn| {
             let tx = conn.transaction()?;
-            expire_inbox(&tx, &user, limits)?;
+            expire_inbox(&tx, &user, limits.ttl)?;
+            cut_inbox(&tx, &user, limits.max_messages)?;
             let messages = {
                 let mut stmt = tx.prepare(
                     "SELECT id, event, data, ts FROM inbox WHERE user_id = ?1 ORDER BY seq",
