@@ -50,6 +50,18 @@ impl SqliteHistory {
         }
     }
 
+    /// The writer's job for one append to `topic` (run on the writer thread).
+    fn append_write(
+        &self,
+        topic: &str,
+        retention: Retention,
+    ) -> impl FnMut(&Connection, &Publication) -> rusqlite::Result<StreamPosition> + Send + 'static
+    {
+        let topic = topic.to_string();
+        let positions = self.positions.clone();
+        move |tx, p| append_row(tx, &positions, &topic, p, retention)
+    }
+
     /// Keeps the data dir's lock for as long as the streams live (the node's life).
     pub fn holding(self, lock: DirLock) -> Self {
         Self {
@@ -253,13 +265,14 @@ fn read_page(
     limit: usize,
     retention: Retention,
 ) -> rusqlite::Result<HistoryPage> {
+    let slots = slots_for(retention);
     let tx = conn.transaction()?;
-    ensure_stream(&tx, topic, slots_for(retention))?;
+    ensure_stream(&tx, topic, slots)?;
     let at = place(&tx, topic)?.ok_or(rusqlite::Error::QueryReturnedNoRows)?;
     expire(&tx, topic, &at, retention.ttl)?;
     // A ring longer than the namespace keeps now (laid out again at its next append) shows
     // only the newest `history_size`.
-    let oldest = at.newest - at.slots.min(slots_for(retention)) + 1;
+    let oldest = at.newest - at.slots.min(slots) + 1;
     let first_kept = first_row(&tx, topic, &at, oldest, i64::MIN)?.unwrap_or(at.newest + 1);
     let from = oldest.max(i64::try_from(after).unwrap_or(i64::MAX).saturating_add(1));
     let mut messages = Vec::new();
@@ -315,11 +328,7 @@ impl History for SqliteHistory {
         publication: &Publication,
         retention: Retention,
     ) -> Result<StreamPosition, EngineError> {
-        let topic = topic.to_string();
-        let positions = self.positions.clone();
-        let append = move |tx: &Connection, p: &Publication| {
-            append_row(tx, &positions, &topic, p, retention)
-        };
+        let append = self.append_write(topic, retention);
         self.writer
             .queue(publication.clone(), append, |_, at| at)
             .await
@@ -335,11 +344,7 @@ impl History for SqliteHistory {
         retention: Retention,
         then: AfterAppend,
     ) -> Result<QueuedAppend, EngineError> {
-        let topic = topic.to_string();
-        let positions = self.positions.clone();
-        let append = move |tx: &Connection, p: &Publication| {
-            append_row(tx, &positions, &topic, p, retention)
-        };
+        let append = self.append_write(topic, retention);
         let queued = self.writer.queue(publication, append, move |p, at| {
             let reached = then(p, &at);
             (at, reached)
