@@ -1105,11 +1105,14 @@ async fn a_write_sent_twice_is_kept_once(redis: impl SharedRedis) {
     };
     let note = herald::Publication::new(herald::Scope::User("away".into()), "note", json!({}));
     for _ in 0..2 {
-        let live = broker
+        let sent = broker
             .publish_to_user(&store, limits, None, note.clone())
             .await
             .expect("send");
-        assert_eq!(live, None, "kept for an offline user");
+        let herald::engine::ToUser::Kept(stored) = sent else {
+            panic!("kept for an offline user");
+        };
+        stored.await.expect("stored");
     }
     let pending = store.pending("away", limits).await.expect("inbox");
     assert_eq!(pending.len(), 1, "in the inbox once");

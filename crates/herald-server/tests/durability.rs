@@ -391,6 +391,64 @@ async fn wait_offline(server: &Server, user: &str) {
     .await;
 }
 
+/// One user's stores are queued under the user's stripe and committed together, awaited
+/// without it: a connect in the middle of a burst from several publishers still gets every
+/// message exactly once (from the inbox, then live), each publisher's in its order.
+#[tokio::test]
+async fn a_user_connecting_during_a_burst_gets_each_message_once_in_order() {
+    let server = Arc::new(Server::start("[limits]\nrate_per_sec = 0\n"));
+    const PUBLISHERS: u64 = 8;
+    const EACH: u64 = 40;
+    let acknowledged = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let publishers: Vec<_> = (0..PUBLISHERS)
+        .map(|p| {
+            let (server, acknowledged) = (server.clone(), acknowledged.clone());
+            tokio::spawn(async move {
+                for n in 0..EACH {
+                    let (status, answer) = server
+                        .api(
+                            "POST",
+                            "/api/v1/users/lee/message",
+                            Some(API_KEY),
+                            Some(json!({"type": "note", "data": {"p": p, "n": n}})),
+                        )
+                        .await;
+                    assert_eq!(status, 200, "{answer}");
+                    acknowledged.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    eventually("a third of the burst to be acknowledged", || async {
+        (acknowledged.load(Ordering::SeqCst) >= PUBLISHERS * EACH / 3).then_some(())
+    })
+    .await;
+    let mut lee = server.user("lee").await;
+    for publisher in publishers {
+        publisher.await.expect("publisher");
+    }
+    let mut next = [0u64; PUBLISHERS as usize];
+    let (mut offline, mut live) = (0, 0);
+    for _ in 0..PUBLISHERS * EACH {
+        let got = lee.recv().await;
+        let p = got["data"]["p"].as_u64().expect("p") as usize;
+        let n = got["data"]["n"].as_u64().expect("n");
+        assert_eq!(n, next[p], "publisher {p}: in order, no gap, no duplicate");
+        next[p] += 1;
+        if got["offline"] == true {
+            assert_eq!(live, 0, "the inbox comes before live messages");
+            offline += 1;
+        } else {
+            live += 1;
+        }
+    }
+    lee.expect_silence().await;
+    assert!(
+        offline >= PUBLISHERS * EACH / 3,
+        "what was acknowledged before the connect came from the inbox ({offline})"
+    );
+}
+
 #[tokio::test]
 async fn the_inbox_keeps_the_newest_up_to_its_limit() {
     let server = Server::start("[inbox]\nmax_messages = 2\n");

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use herald::engine::{Broker, Delivery, EngineError, History, Inbox, Stripes};
+use herald::engine::{Broker, Delivery, EngineError, History, Inbox, Stripes, ToUser};
 use herald::protocol::CloseReason;
 use herald::publication::{Publication, Scope};
 use serde_json::json;
@@ -194,15 +194,19 @@ async fn a_user_message_is_delivered_or_kept(
     let away = fresh("away");
     let note = Publication::new(Scope::User(away.clone()), "note", json!({}));
     let id = note.id.clone();
-    let live = broker
+    let sent = broker
         .publish_to_user(inbox, INBOX, None, note)
         .await
         .expect("publish to user");
-    assert_eq!(live, None, "nobody attached: kept");
+    let ToUser::Kept(stored) = sent else {
+        panic!("nobody attached: kept");
+    };
+    // Attached before the store is awaited: a store queued before the inbox read is in it.
     let (pending, _first) = broker
         .attach_user(inbox, INBOX, &away)
         .await
         .expect("attach");
+    stored.await.expect("the store is durable");
     assert_eq!(
         pending.iter().map(|p| p.id.clone()).collect::<Vec<_>>(),
         vec![id],
@@ -214,7 +218,7 @@ async fn a_user_message_is_delivered_or_kept(
         .publish_to_user(inbox, INBOX, None, note)
         .await
         .expect("publish to user");
-    assert!(live.is_some(), "attached: delivered live");
+    assert!(matches!(live, ToUser::Live(_)), "attached: delivered live");
     let scope = Scope::User(away.clone());
     let got = wait_for(recorder, &scope, 1).await;
     assert_eq!(got[0].data["live"], true);

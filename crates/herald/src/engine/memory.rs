@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use super::{
     AfterAppend, Broker, Delivery, EngineError, History, HistoryPage, Inbox, InboxLimits,
-    Membership, Presence, PresenceEntry, QueuedAppend, Retention, StreamPosition,
+    Membership, Presence, PresenceEntry, QueuedAppend, Retention, StreamPosition, ToUser,
 };
 use crate::publication::Publication;
 
@@ -61,7 +61,7 @@ impl Broker for MemoryBroker {
         limits: InboxLimits,
         stream: Option<(&dyn History, Retention)>,
         mut publication: Publication,
-    ) -> Result<Option<usize>, EngineError> {
+    ) -> Result<ToUser, EngineError> {
         let crate::publication::Scope::User(user) = &publication.scope else {
             return Err(EngineError::new("a user publication needs a user"));
         };
@@ -75,21 +75,32 @@ impl Broker for MemoryBroker {
             // Delivered or kept, never neither: when every live push failed (the user's
             // connections are closing or slow), the inbox keeps it.
             if reached > 0 {
-                return Ok(Some(reached));
+                return Ok(ToUser::Live(reached));
             }
         }
         // What a slow connection of the user was given first goes first.
+        let mut stores = Vec::new();
+        let failed = |_: &EngineError| crate::metrics::engine_error("inbox");
         for earlier in self.local.undelivered_of(user) {
-            inbox
-                .store(user, &earlier, limits)
-                .await
-                .inspect_err(|_| crate::metrics::engine_error("inbox"))?;
+            stores.push(
+                inbox
+                    .queue_store(user, &earlier, limits)
+                    .await
+                    .inspect_err(failed)?,
+            );
         }
-        inbox
-            .store(user, &publication, limits)
-            .await
-            .inspect_err(|_| crate::metrics::engine_error("inbox"))?;
-        Ok(None)
+        stores.push(
+            inbox
+                .queue_store(user, &publication, limits)
+                .await
+                .inspect_err(failed)?,
+        );
+        Ok(ToUser::Kept(Box::pin(async move {
+            for stored in stores {
+                stored.await.inspect_err(failed)?;
+            }
+            Ok(())
+        })))
     }
 
     async fn attach_user(

@@ -85,16 +85,18 @@ pub trait Broker: Send + Sync + 'static {
     }
 
     /// Delivers a user-scope publication to the user's connections on every node, or keeps it
-    /// in their inbox when they have none anywhere. `None` means kept in the inbox. With
-    /// `stream`, a publication delivered live is first appended to the user's scope stream
-    /// (one kept in the inbox is not: the inbox delivers it).
+    /// in their inbox when they have none anywhere. With `stream`, a publication delivered
+    /// live is first appended to the user's scope stream (one kept in the inbox is not: the
+    /// inbox delivers it). A kept publication's place in the inbox is fixed when this returns;
+    /// [`ToUser::Kept`] resolves once it is durable, and may be awaited without the user's
+    /// stripe.
     async fn publish_to_user(
         &self,
         inbox: &dyn Inbox,
         limits: InboxLimits,
         stream: Option<(&dyn History, Retention)>,
         publication: Publication,
-    ) -> Result<Option<usize>, EngineError>;
+    ) -> Result<ToUser, EngineError>;
 
     /// A connection of `user` is about to register on this node: marks the user online and
     /// returns their pending inbox, in one step against [`publish_to_user`](Self::publish_to_user),
@@ -384,6 +386,19 @@ pub fn done(at: StreamPosition, reached: usize) -> QueuedAppend {
     Box::pin(std::future::ready(Ok((at, reached))))
 }
 
+/// Where a user-scope publication went: to this many live connections, or into the user's
+/// inbox (resolving once it is durable there).
+pub enum ToUser {
+    /// Delivered to this many connections (in a cluster, sent to the nodes: 0).
+    Live(usize),
+    /// Kept in the inbox: resolves once the store is durable.
+    Kept(QueuedStore),
+}
+
+/// An inbox store whose place among the user's messages is fixed: resolves once it is
+/// durable.
+pub type QueuedStore = Pin<Box<dyn Future<Output = Result<(), EngineError>> + Send>>;
+
 /// Offline inboxes: per user, in publication order, until acknowledged.
 #[async_trait]
 pub trait Inbox: Send + Sync + 'static {
@@ -394,6 +409,20 @@ pub trait Inbox: Send + Sync + 'static {
         publication: &Publication,
         limits: InboxLimits,
     ) -> Result<(), EngineError>;
+
+    /// Queues a store: its place among the user's messages is fixed when this returns (the
+    /// caller holds the user's stripe), and what it returns resolves once it is durable, so
+    /// one user's stores can share a commit. A later [`Inbox::pending`] of the user sees it.
+    /// An engine without a write queue stores before it returns.
+    async fn queue_store(
+        &self,
+        user: &str,
+        publication: &Publication,
+        limits: InboxLimits,
+    ) -> Result<QueuedStore, EngineError> {
+        self.store(user, publication, limits).await?;
+        Ok(Box::pin(std::future::ready(Ok(()))))
+    }
 
     /// The user's unacknowledged messages, oldest first (expired ones dropped).
     async fn pending(

@@ -4,7 +4,9 @@
 //! the stream fixed) under the stripe of its topic, and delivered in offset order once durable
 //! (the history engine runs the deliveries in stream order); every recovery on that topic holds
 //! the stripe and first lets every queued publication be delivered (`History::settle`). Every
-//! user-scope publication and every inbox read for that user holds the stripe of its user. So
+//! user-scope publication is placed (delivered live, or queued into the inbox) under the stripe
+//! of its user, and every inbox read for that user holds the stripe and sees every store queued
+//! before it (`Inbox::pending`). So
 //! offsets reach subscribers in order, a recovering subscriber sees each message exactly once
 //! (replayed or live), and a user-scope message is either delivered to a live connection or
 //! kept in the inbox, never neither.
@@ -12,7 +14,7 @@
 use std::sync::Arc;
 
 use super::{Herald, Published};
-use crate::engine::{EngineError, HistoryPage, InboxLimits, Retention, StreamPosition};
+use crate::engine::{EngineError, HistoryPage, InboxLimits, Retention, StreamPosition, ToUser};
 use crate::hub::ConnHandle;
 use crate::protocol::hooks;
 use crate::protocol::Since;
@@ -83,23 +85,31 @@ impl Herald {
                 (recipients, Some(at.offset), false)
             }
             Scope::User(user) => {
-                let _user = self.inner.stripes.of_user(&user).lock().await;
-                let stream = self
-                    .scope_retention()
-                    .map(|retention| (self.inner.streams.as_ref(), retention));
-                let live = self
-                    .timed(
-                        "inbox_store",
-                        broker.publish_to_user(
+                // The stripe fixes the publication's place (delivered live, or in the inbox
+                // before a connect reads it); a store's commit is awaited without it, so
+                // one user's stores share commits.
+                let accepted = std::time::Instant::now();
+                let sent = {
+                    let _user = self.inner.stripes.of_user(&user).lock().await;
+                    let stream = self
+                        .scope_retention()
+                        .map(|retention| (self.inner.streams.as_ref(), retention));
+                    broker
+                        .publish_to_user(
                             self.inner.engines.inbox.as_ref(),
                             self.inbox_limits(),
                             stream,
                             publication,
-                        ),
-                    )
-                    .await
-                    .inspect_err(|_| crate::metrics::engine_error("broker"))?;
-                match live {
+                        )
+                        .await
+                };
+                let sent = match sent {
+                    Ok(ToUser::Live(recipients)) => Ok(Some(recipients)),
+                    Ok(ToUser::Kept(stored)) => stored.await.map(|()| None),
+                    Err(e) => Err(e),
+                };
+                crate::metrics::engine_call(self.inner.store, "inbox_store", accepted.elapsed());
+                match sent.inspect_err(|_| crate::metrics::engine_error("broker"))? {
                     Some(recipients) => (recipients, None, false),
                     None => return Ok(published(id, 0, None, true)),
                 }

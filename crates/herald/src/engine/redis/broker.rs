@@ -34,7 +34,7 @@ use super::{codec, keys, RedisStore};
 use crate::config::Config;
 use crate::engine::{
     lock, Broker, Delivery, EngineError, History, Inbox, InboxLimits, QueuedAppend, Retention,
-    StreamPosition,
+    StreamPosition, ToUser,
 };
 use crate::protocol::CloseReason;
 use crate::publication::{Publication, Scope};
@@ -811,7 +811,7 @@ impl Broker for RedisBroker {
         limits: InboxLimits,
         stream: Option<(&dyn History, Retention)>,
         publication: Publication,
-    ) -> Result<Option<usize>, EngineError> {
+    ) -> Result<ToUser, EngineError> {
         let Scope::User(user) = &publication.scope else {
             return Err(EngineError::new("a user publication needs a user"));
         };
@@ -821,7 +821,11 @@ impl Broker for RedisBroker {
             .store
             .send_to_user(&publication, user, limits, retention)
             .await?;
-        Ok(live.then_some(0))
+        // The script kept it in the inbox (durably, as Redis is) or sent it to the nodes.
+        Ok(match live {
+            true => ToUser::Live(0),
+            false => ToUser::Kept(Box::pin(std::future::ready(Ok(())))),
+        })
     }
 
     /// The node listens on the user's channel before it marks the user online: a user

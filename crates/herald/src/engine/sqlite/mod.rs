@@ -333,6 +333,9 @@ pub struct SqliteInbox {
     /// `None` when the set could not be read at start: then every read queries.
     holders: Arc<Mutex<Option<HashSet<String>>>>,
     stores: Arc<StoresSinceCut>,
+    /// Per user, the stores queued and not yet answered: a read of their inbox first waits
+    /// for them.
+    queued: Arc<QueuedStores>,
 }
 
 impl SqliteInbox {
@@ -354,6 +357,7 @@ impl SqliteInbox {
             writer,
             holders: Arc::new(Mutex::new(holders)),
             stores: Arc::default(),
+            queued: Arc::default(),
         }
     }
 
@@ -428,6 +432,44 @@ impl StoresSinceCut {
     }
 }
 
+/// Per user, how many stores are queued on the writer and not yet answered.
+#[derive(Default)]
+struct QueuedStores(Mutex<std::collections::HashMap<String, usize>>);
+
+impl QueuedStores {
+    /// Counts a store of `user` until the returned guard is dropped (with its writer job, once
+    /// answered, whether it was committed or not).
+    fn count(self: &Arc<Self>, user: &str) -> QueuedStore {
+        *lock(&self.0).entry(user.to_string()).or_default() += 1;
+        QueuedStore {
+            queued: self.clone(),
+            user: user.to_string(),
+        }
+    }
+
+    fn any_of(&self, user: &str) -> bool {
+        lock(&self.0).contains_key(user)
+    }
+}
+
+/// One counted store (see [`QueuedStores::count`]).
+struct QueuedStore {
+    queued: Arc<QueuedStores>,
+    user: String,
+}
+
+impl Drop for QueuedStore {
+    fn drop(&mut self) {
+        let mut counts = lock(&self.queued.0);
+        if let Some(count) = counts.get_mut(&self.user) {
+            *count -= 1;
+            if *count == 0 {
+                counts.remove(&self.user);
+            }
+        }
+    }
+}
+
 #[async_trait]
 impl Inbox for SqliteInbox {
     async fn store(
@@ -436,6 +478,16 @@ impl Inbox for SqliteInbox {
         publication: &Publication,
         limits: InboxLimits,
     ) -> Result<(), EngineError> {
+        self.queue_store(user, publication, limits).await?.await
+    }
+
+    async fn queue_store(
+        &self,
+        user: &str,
+        publication: &Publication,
+        limits: InboxLimits,
+    ) -> Result<crate::engine::QueuedStore, EngineError> {
+        let counted = self.queued.count(user);
         let user = user.to_string();
         let holders = self.holders.clone();
         let holder = user.clone();
@@ -451,16 +503,19 @@ impl Inbox for SqliteInbox {
             }
             Ok(())
         };
-        // The user may hold messages from the commit on (recorded before the caller, who
-        // holds the user's stripe as every inbox reader does, is answered).
+        // The user may hold messages from the commit on: recorded before the store stops
+        // counting as queued (the guard goes with the job, after this step or instead of it).
         let committed = move |_, ()| {
             if let Some(holders) = lock(&holders).as_mut() {
                 holders.insert(holder);
             }
+            drop(counted);
         };
-        self.writer
-            .queue(publication.clone(), store, committed)
-            .await
+        Ok(Box::pin(self.writer.queue(
+            publication.clone(),
+            store,
+            committed,
+        )))
     }
 
     async fn pending(
@@ -468,6 +523,12 @@ impl Inbox for SqliteInbox {
         user: &str,
         limits: InboxLimits,
     ) -> Result<Vec<Publication>, EngineError> {
+        // Stores of the user queued before this read (the caller holds the user's stripe, so
+        // no more come) are committed first. A failed commit fails only those stores: what
+        // the file holds is read either way.
+        if self.queued.any_of(user) {
+            let _ = self.writer.settle().await;
+        }
         if !self.may_hold(user) {
             return Ok(Vec::new());
         }
