@@ -178,14 +178,25 @@ impl Herald {
     /// message is delivered or kept, never neither. The user may get one twice (same `id`) if
     /// another of their connections got it live.
     pub(crate) async fn keep_undelivered(&self, user: &str, publications: Vec<Arc<Publication>>) {
-        let _user = self.inner.stripes.of_user(user).lock().await;
-        for publication in publications {
-            let stored = self
-                .inner
-                .engines
-                .inbox
-                .store(user, &publication, self.inbox_limits())
-                .await;
+        // Queued in order under the stripe, committed together, awaited without it.
+        let mut stores = Vec::new();
+        {
+            let _user = self.inner.stripes.of_user(user).lock().await;
+            for publication in publications {
+                let queued = self
+                    .inner
+                    .engines
+                    .inbox
+                    .queue_store(user, &publication, self.inbox_limits())
+                    .await;
+                stores.push((publication, queued));
+            }
+        }
+        for (publication, queued) in stores {
+            let stored = match queued {
+                Ok(stored) => stored.await,
+                Err(e) => Err(e),
+            };
             if let Err(e) = stored {
                 crate::metrics::engine_error("inbox");
                 tracing::warn!(user, id = %publication.id, error = %e, "an undelivered user message could not be kept");
