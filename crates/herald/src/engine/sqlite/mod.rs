@@ -439,9 +439,9 @@ struct QueuedStores(Mutex<std::collections::HashMap<String, usize>>);
 impl QueuedStores {
     /// Counts a store of `user` until the returned guard is dropped (with its writer job, once
     /// answered, whether it was committed or not).
-    fn count(self: &Arc<Self>, user: &str) -> QueuedStore {
+    fn count(self: &Arc<Self>, user: &str) -> CountedStore {
         *lock(&self.0).entry(user.to_string()).or_default() += 1;
-        QueuedStore {
+        CountedStore {
             queued: self.clone(),
             user: user.to_string(),
         }
@@ -453,12 +453,12 @@ impl QueuedStores {
 }
 
 /// One counted store (see [`QueuedStores::count`]).
-struct QueuedStore {
+struct CountedStore {
     queued: Arc<QueuedStores>,
     user: String,
 }
 
-impl Drop for QueuedStore {
+impl Drop for CountedStore {
     fn drop(&mut self) {
         let mut counts = lock(&self.queued.0);
         if let Some(count) = counts.get_mut(&self.user) {
