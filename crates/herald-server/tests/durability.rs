@@ -311,6 +311,52 @@ async fn history_needs_the_right_to_subscribe() {
     assert_eq!(reply["data"]["messages"].as_array().map(Vec::len), Some(1));
 }
 
+/// A batch's messages to topics with history are placed one after another and awaited
+/// together (they share commits); the batch still reaches a subscriber in its order, mixed
+/// with messages to a topic without history, and a bad message fails alone.
+#[tokio::test]
+async fn a_batch_keeps_its_order_and_its_offsets_while_its_appends_share_commits() {
+    let server = Server::start(STREAMS);
+    let mut mia = server.user("mia").await;
+    mia.subscribe("chat:batch").await;
+    mia.subscribe("news").await;
+    let mut messages: Vec<Value> = (0..200)
+        .map(|n| {
+            let topic = if n % 50 == 49 { "news" } else { "chat:batch" };
+            json!({"scope": "topic", "target": topic, "type": "line", "data": {"n": n}})
+        })
+        .collect();
+    messages.insert(100, json!({"scope": "topic", "target": "bad topic", "type": "x"}));
+    let (status, answer) = server
+        .api(
+            "POST",
+            "/api/v1/publish/batch",
+            Some(API_KEY),
+            Some(json!({"messages": messages})),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let results = answer["results"].as_array().expect("results");
+    assert_eq!(results.len(), 201);
+    assert_eq!(results[100]["error"]["code"], "invalid_message");
+    let offsets: Vec<u64> = results
+        .iter()
+        .filter_map(|r| r["offset"].as_u64())
+        .collect();
+    assert_eq!(
+        offsets,
+        (1..=196).collect::<Vec<_>>(),
+        "each history message answered with its offset, in order"
+    );
+    for n in 0..200 {
+        let got = mia.recv().await;
+        assert_eq!(got["data"]["n"], n, "in the batch's order: {got}");
+        let history = got["topic"] == "chat:batch";
+        assert_eq!(history, got.get("offset").is_some(), "{got}");
+    }
+    mia.expect_silence().await;
+}
+
 async fn message_user(server: &Server, user: &str, n: u64) -> Value {
     let (status, answer) = server
         .api(

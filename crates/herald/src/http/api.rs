@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use super::admin::Admin;
 use super::body::{answer, data_field, event_type, text_field, JsonObject};
 use super::error::ApiError;
-use crate::node::Herald;
+use crate::node::{Herald, PlacedPublish};
 use crate::protocol::answers::{BatchAnswer, PublishAnswer, UserMessageAnswer};
 use crate::publication::{Publication, Scope};
 
@@ -84,10 +84,31 @@ pub async fn publish_batch(
             "a batch holds at most {MAX_BATCH} messages"
         )));
     }
+    // Messages to topics with history are placed in their streams one after another and
+    // awaited together, so they share commits. Any other message is published once every
+    // message before it is done: the batch reaches subscribers in its order.
     let mut results = Vec::with_capacity(messages.len());
+    let mut placed: Vec<(usize, PlacedPublish)> = Vec::new();
     for message in messages {
         let outcome = match message {
-            Value::Object(item) => publish_one(&node, item, None).await,
+            Value::Object(item) => match (publication(item), text_field(item, "idempotency_key")) {
+                (Ok(p), Ok(None)) => match node.place(p).await {
+                    Ok(Ok(placing)) => {
+                        placed.push((results.len(), placing));
+                        results.push(Value::Null);
+                        continue;
+                    }
+                    Ok(Err(p)) => {
+                        settle(&mut placed, &mut results).await;
+                        node.publish(p).await.map_err(ApiError::from)
+                    }
+                    Err(e) => Err(ApiError::from(e)),
+                },
+                _ => {
+                    settle(&mut placed, &mut results).await;
+                    publish_one(&node, item, None).await
+                }
+            },
             _ => Err(ApiError::bad_request("each message must be a JSON object")),
         };
         results.push(match outcome {
@@ -95,7 +116,21 @@ pub async fn publish_batch(
             Err(e) => e.body(),
         });
     }
+    settle(&mut placed, &mut results).await;
     Ok(answer(BatchAnswer { results }))
+}
+
+/// Awaits the placed messages of a batch, in order, and writes their answers in their slots.
+async fn settle(placed: &mut Vec<(usize, PlacedPublish)>, results: &mut [Value]) {
+    for (slot, placing) in placed.drain(..) {
+        let answer = match placing.await {
+            Ok(published) => publish_answer(&published),
+            Err(e) => ApiError::from(e).body(),
+        };
+        if let Some(result) = results.get_mut(slot) {
+            *result = answer;
+        }
+    }
 }
 
 /// `POST /api/v1/users/{id}/message` `{type, data}` → `{id, recipients, queued}`.

@@ -30,6 +30,7 @@ pub(crate) use handler::ConnAction;
 pub use handler::{HandlerError, HandlerResult, Incoming};
 pub(crate) use proxy::{PublishVerdict, RpcVerdict};
 pub(crate) use resume::ConnectStreams;
+pub(crate) use streams::PlacedPublish;
 pub use streams::Recovery;
 
 use std::sync::Arc;

@@ -67,22 +67,11 @@ impl Herald {
                     let recipients = self.broadcast(publication).await?;
                     return Ok(published(id, local.unwrap_or(recipients), None, false));
                 };
-                // The stripe fixes the publication's place in the stream; the commit and
-                // the delivery (in offset order) are awaited without it.
-                let accepted = std::time::Instant::now();
-                let queued = {
-                    let _stream = self.inner.stripes.of(&topic).lock().await;
-                    let history = self.inner.engines.history.as_ref();
-                    broker
-                        .publish_to_stream(history, publication, retention)
-                        .await
-                        .inspect_err(|_| crate::metrics::engine_error("broker"))?
-                };
-                let (at, recipients) = queued
-                    .await
-                    .inspect_err(|_| crate::metrics::engine_error("broker"))?;
-                crate::metrics::engine_call(self.inner.store, "history_append", accepted.elapsed());
-                (recipients, Some(at.offset), false)
+                let (recipients, offset) = self
+                    .place_in_stream(&topic, retention, publication)
+                    .await?
+                    .await?;
+                (recipients, Some(offset), false)
             }
             Scope::User(user) => {
                 // The stripe fixes the publication's place (delivered live, or in the inbox
@@ -134,6 +123,62 @@ impl Herald {
             },
         };
         Ok(published(id, local.unwrap_or(recipients), offset, queued))
+    }
+
+    /// Places a publication in its topic's stream (`retention`: the topic keeps history) under
+    /// the topic's stripe, so its offset follows every one placed before, and returns what
+    /// resolves once it is durable and delivered: the recipients reached and its offset. The
+    /// commit and the delivery (in offset order) are awaited without the stripe, so
+    /// publications placed one after another share commits.
+    async fn place_in_stream(
+        &self,
+        topic: &str,
+        retention: Retention,
+        publication: Publication,
+    ) -> Result<impl std::future::Future<Output = Result<(usize, u64), EngineError>>, EngineError>
+    {
+        let accepted = std::time::Instant::now();
+        let queued = {
+            let _stream = self.inner.stripes.of(topic).lock().await;
+            let history = self.inner.engines.history.as_ref();
+            self.inner
+                .broker
+                .publish_to_stream(history, publication, retention)
+                .await
+                .inspect_err(|_| crate::metrics::engine_error("broker"))?
+        };
+        let store = self.inner.store;
+        Ok(async move {
+            let (at, recipients) = queued
+                .await
+                .inspect_err(|_| crate::metrics::engine_error("broker"))?;
+            crate::metrics::engine_call(store, "history_append", accepted.elapsed());
+            Ok((recipients, at.offset))
+        })
+    }
+
+    /// Places a publication to a topic with history, on one node, in its stream (as
+    /// [`Herald::publish`] does) and returns what resolves to its answer once it is durable and
+    /// delivered; gives the publication back for any other scope, or in cluster mode (publish
+    /// it with [`Herald::publish`]). A batch places its messages one after another this way,
+    /// so they share commits.
+    pub(crate) async fn place(
+        &self,
+        publication: Publication,
+    ) -> Result<Result<PlacedPublish, Publication>, EngineError> {
+        let retention = match &publication.scope {
+            Scope::Topic(topic) if !self.inner.broker.is_remote() => self.retention(topic),
+            _ => None,
+        };
+        let (Some(retention), Scope::Topic(topic)) = (retention, publication.scope.clone()) else {
+            return Ok(Err(publication));
+        };
+        let id = publication.id.clone();
+        let placed = self.place_in_stream(&topic, retention, publication).await?;
+        Ok(Ok(Box::pin(async move {
+            let (recipients, offset) = placed.await?;
+            Ok(published(id, recipients, Some(offset), false))
+        })))
     }
 
     /// The user's offline inbox, read as a connection of theirs registers (the caller holds
@@ -290,6 +335,10 @@ impl Herald {
         Ok(Some(page))
     }
 }
+
+/// A publication placed in its stream: resolves to its answer once durable and delivered.
+pub(crate) type PlacedPublish =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Published, EngineError>> + Send>>;
 
 fn published(id: String, recipients: usize, offset: Option<u64>, queued: bool) -> Published {
     Published {
