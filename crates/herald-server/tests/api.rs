@@ -255,15 +255,13 @@ async fn direct_user_and_project_messages() {
 async fn batch_publish_answers_each_message_in_order() {
     let server = Server::start("");
     let mut lou = server.user("lou").await;
-    let batch = json!({"messages": [
+    let batch = json!([
         {"scope": "user", "target": "lou", "type": "one"},
         {"scope": "nowhere", "type": "bad"},
         {"scope": "all", "type": "two"},
         "not an object",
-    ]});
-    let (status, answer) = server
-        .api("POST", "/api/v1/publish/batch", Some(API_KEY), Some(batch))
-        .await;
+    ]);
+    let (status, answer) = server.publish_batch(batch).await;
     assert_eq!(status, 200);
     let results = answer["results"].as_array().expect("results");
     assert_eq!(results.len(), 4);
@@ -275,26 +273,12 @@ async fn batch_publish_answers_each_message_in_order() {
     assert_eq!(lou.recv().await["type"], "one");
     assert_eq!(lou.recv().await["type"], "two");
 
-    let (status, _) = server
-        .api(
-            "POST",
-            "/api/v1/publish/batch",
-            Some(API_KEY),
-            Some(json!({"messages": 3})),
-        )
-        .await;
+    let (status, _) = server.publish_batch(json!(3)).await;
     assert_eq!(status, 400);
     let too_many: Vec<Value> = (0..1001)
         .map(|_| json!({"scope": "all", "type": "x"}))
         .collect();
-    let (status, _) = server
-        .api(
-            "POST",
-            "/api/v1/publish/batch",
-            Some(API_KEY),
-            Some(json!({"messages": too_many})),
-        )
-        .await;
+    let (status, _) = server.publish_batch(json!(too_many)).await;
     assert_eq!(status, 400);
 }
 
@@ -890,12 +874,7 @@ async fn a_repeated_idempotency_key_gets_the_first_answer_and_delivers_once() {
     // A batch: the key of an earlier publish, and the same key twice within the batch.
     let item = keyed_body(&body(5), "order-19");
     let (status, batch) = server
-        .api(
-            "POST",
-            "/api/v1/publish/batch",
-            Some(API_KEY),
-            Some(json!({"messages": [keyed, item.clone(), item]})),
-        )
+        .publish_batch(json!([keyed, item.clone(), item]))
         .await;
     assert_eq!(status, 200, "{batch}");
     assert_eq!(batch["results"][0], first);

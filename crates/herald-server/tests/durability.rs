@@ -326,15 +326,11 @@ async fn a_batch_keeps_its_order_and_its_offsets_while_its_appends_share_commits
             json!({"scope": "topic", "target": topic, "type": "line", "data": {"n": n}})
         })
         .collect();
-    messages.insert(100, json!({"scope": "topic", "target": "bad topic", "type": "x"}));
-    let (status, answer) = server
-        .api(
-            "POST",
-            "/api/v1/publish/batch",
-            Some(API_KEY),
-            Some(json!({"messages": messages})),
-        )
-        .await;
+    messages.insert(
+        100,
+        json!({"scope": "topic", "target": "bad topic", "type": "x"}),
+    );
+    let (status, answer) = server.publish_batch(json!(messages)).await;
     assert_eq!(status, 200, "{answer}");
     let results = answer["results"].as_array().expect("results");
     assert_eq!(results.len(), 201);

@@ -91,14 +91,7 @@ async fn flood(server: &Server, topic: &str, count: usize, size: usize) {
         let messages: Vec<Value> = (start..(start + 20).min(count))
             .map(|seq| json!({"scope": "topic", "target": topic, "type": "bulk", "data": {"seq": seq, "pad": pad}}))
             .collect();
-        let (status, _) = server
-            .api(
-                "POST",
-                "/api/v1/publish/batch",
-                Some(API_KEY),
-                Some(json!({"messages": messages})),
-            )
-            .await;
+        let (status, _) = server.publish_batch(json!(messages)).await;
         assert_eq!(status, 200, "the publisher never waits on a slow client");
     }
 }

@@ -150,6 +150,13 @@ impl Server {
             .await
     }
 
+    /// `POST /api/v1/publish/batch` with the API key: `{"messages": messages}`.
+    pub async fn publish_batch(&self, messages: Value) -> (u16, Value) {
+        let body = serde_json::json!({ "messages": messages });
+        self.api("POST", "/api/v1/publish/batch", Some(API_KEY), Some(body))
+            .await
+    }
+
     /// Any API call with an optional bearer credential and JSON body.
     pub async fn api(
         &self,
