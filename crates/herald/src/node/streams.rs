@@ -6,10 +6,9 @@
 //! the stripe and first lets every queued publication be delivered (`History::settle`). Every
 //! user-scope publication is placed (delivered live, or queued into the inbox) under the stripe
 //! of its user, and every inbox read for that user holds the stripe and sees every store queued
-//! before it (`Inbox::pending`). So
-//! offsets reach subscribers in order, a recovering subscriber sees each message exactly once
-//! (replayed or live), and a user-scope message is either delivered to a live connection or
-//! kept in the inbox, never neither.
+//! before it (`Inbox::pending`). So offsets reach subscribers in order, a recovering subscriber
+//! sees each message exactly once (replayed or live), and a user-scope message is either
+//! delivered to a live connection or kept in the inbox, never neither.
 
 use std::sync::Arc;
 
