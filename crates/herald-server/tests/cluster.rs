@@ -1058,7 +1058,8 @@ fn a_redis_cluster_node_is_refused_at_start_with_a_clear_line() {
 
 /// A write sent again right after it was run (what the cluster client does when a dropped
 /// connection lost the answer) is kept once: a stream append answers its first position, a
-/// user-scope send its first outcome, and the inbox holds the message once.
+/// user-scope send its first outcome, and the inbox holds the message once (sent, or kept
+/// as undelivered).
 async fn a_write_sent_twice_is_kept_once(redis: impl SharedRedis) {
     use herald::engine::redis::RedisBroker;
     use herald::engine::{Broker, History, Inbox};
@@ -1116,6 +1117,29 @@ async fn a_write_sent_twice_is_kept_once(redis: impl SharedRedis) {
     }
     let pending = store.pending("away", limits).await.expect("inbox");
     assert_eq!(pending.len(), 1, "in the inbox once");
+
+    // An undelivered message kept twice (a retried store; two nodes of the user) is kept
+    // once, also with another store in between; a later message is kept.
+    let undelivered = herald::Publication::new(herald::Scope::User("gone".into()), "u", json!({}));
+    let other = herald::Publication::new(herald::Scope::User("gone".into()), "o", json!({}));
+    for publication in [&undelivered, &other, &undelivered] {
+        store
+            .store("gone", publication, limits)
+            .await
+            .expect("store");
+    }
+    let kept: Vec<String> = store
+        .pending("gone", limits)
+        .await
+        .expect("inbox")
+        .into_iter()
+        .map(|p| p.id)
+        .collect();
+    assert_eq!(
+        kept,
+        [undelivered.id.clone(), other.id.clone()],
+        "each once, in order"
+    );
 }
 
 /// Each scenario above as two tests: on one Redis and on a Redis Cluster (three primaries

@@ -126,9 +126,22 @@ return redis.call('GET', KEYS[1])
     )
 });
 
-/// Keeps a message in an inbox. KEYS: inbox. ARGV: max, ttl ms, id, body.
-pub static INBOX_STORE: LazyLock<Script> =
-    LazyLock::new(|| script("inbox_store(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4])\nreturn 1"));
+/// Keeps a message in an inbox, unless one of its newest entries is already that message.
+/// KEYS: inbox. ARGV: max, ttl ms, id, body. Returns 1 when kept, 0 when already there.
+/// The check makes a store sent again right after (a client library's retry of a call whose
+/// answer a dropped connection lost) and the same undelivered message kept by two nodes of
+/// the user count once; other stores to the inbox may come in between, hence the window.
+pub static INBOX_STORE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        r#"
+for _, e in ipairs(redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 64)) do
+  if field(e[2], 'id') == ARGV[3] then return 0 end
+end
+inbox_store(KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4])
+return 1
+"#,
+    )
+});
 
 /// An inbox's messages, oldest first. KEYS: inbox. ARGV: ttl ms. Returns bodies.
 pub static INBOX_PENDING: LazyLock<Script> =
