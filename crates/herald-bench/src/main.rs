@@ -436,8 +436,27 @@ fn quantile_ms(durations: &mut [Duration], q: f64) -> f64 {
 }
 
 /// Prints the run's JSON line.
-fn emit(line: Value) {
+/// Prints a run's JSON line, with `steal_s`: the CPU time the hypervisor took from this
+/// machine's cores since the tool started (each run starts a fresh tool), so a run slowed by
+/// a noisy host shows it.
+fn emit(mut line: Value) {
+    if let (Value::Object(fields), Some(at_start)) = (&mut line, *STEAL_AT_START) {
+        let steal = steal_s().map(|now| ((now - at_start) * 100.0).round() / 100.0);
+        fields.insert("steal_s".into(), json!(steal));
+    }
     println!("{line}");
+}
+
+/// [`steal_s`] when the tool started.
+static STEAL_AT_START: std::sync::LazyLock<Option<f64>> = std::sync::LazyLock::new(steal_s);
+
+/// The machine's steal time so far, all cores together (`/proc/stat`, Linux), in seconds.
+fn steal_s() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let cpu = stat.lines().find(|l| l.starts_with("cpu "))?;
+    // user nice system idle iowait irq softirq steal, in 1/100 s.
+    let ticks: f64 = cpu.split_whitespace().nth(8)?.parse().ok()?;
+    Some(ticks / 100.0)
 }
 
 /// CPU seconds used by the server (if its pid is known) and by this tool since `before`.
@@ -471,6 +490,7 @@ impl Cpu {
 #[tokio::main]
 async fn main() -> Result<(), Failure> {
     let args = Args::parse();
+    std::sync::LazyLock::force(&STEAL_AT_START);
     // Thousands of sockets: take every file descriptor the hard limit allows.
     if let Err(e) = rlimit::increase_nofile_limit(u64::MAX) {
         eprintln!("herald-bench: cannot raise the open-file limit: {e}");
