@@ -399,6 +399,11 @@ pub enum ToUser {
 /// durable.
 pub type QueuedStore = Pin<Box<dyn Future<Output = Result<(), EngineError>> + Send>>;
 
+/// A [`QueuedStore`] that is already durable (an engine that stores before it answers).
+pub fn stored() -> QueuedStore {
+    Box::pin(std::future::ready(Ok(())))
+}
+
 /// Offline inboxes: per user, in publication order, until acknowledged.
 #[async_trait]
 pub trait Inbox: Send + Sync + 'static {
@@ -421,7 +426,7 @@ pub trait Inbox: Send + Sync + 'static {
         limits: InboxLimits,
     ) -> Result<QueuedStore, EngineError> {
         self.store(user, publication, limits).await?;
-        Ok(Box::pin(std::future::ready(Ok(()))))
+        Ok(stored())
     }
 
     /// The user's unacknowledged messages, oldest first (expired ones dropped).

@@ -91,7 +91,7 @@ pub async fn publish_batch(
     let mut placed: Vec<(usize, PlacedPublish)> = Vec::new();
     for message in messages {
         let outcome = match message {
-            Value::Object(item) => match (publication(item), text_field(item, "idempotency_key")) {
+            Value::Object(item) => match (publication(item), idempotency_key(item, None)) {
                 (Ok(p), Ok(None)) => match node.place(p).await {
                     Ok(Ok(placing)) => {
                         placed.push((results.len(), placing));
@@ -104,10 +104,13 @@ pub async fn publish_batch(
                     }
                     Err(e) => Err(ApiError::from(e)),
                 },
-                _ => {
+                (Ok(p), Ok(Some(key))) => {
                     settle(&mut placed, &mut results).await;
-                    publish_one(&node, item, None).await
+                    node.publish_idempotent(&key, p)
+                        .await
+                        .map_err(ApiError::from)
                 }
+                (Err(e), _) | (Ok(_), Err(e)) => Err(e),
             },
             _ => Err(ApiError::bad_request("each message must be a JSON object")),
         };

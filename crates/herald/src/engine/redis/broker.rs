@@ -824,7 +824,7 @@ impl Broker for RedisBroker {
         // The script kept it in the inbox (durably, as Redis is) or sent it to the nodes.
         Ok(match live {
             true => ToUser::Live(0),
-            false => ToUser::Kept(Box::pin(std::future::ready(Ok(())))),
+            false => ToUser::Kept(crate::engine::stored()),
         })
     }
 
